@@ -1,0 +1,132 @@
+//! Kafka client settings shared by custflow's producers and consumers, and topic admin.
+
+use std::time::Duration;
+
+use custflow_schemas::topics::{self, Cleanup, Topics};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Errors talking to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The broker did not answer or refused; retrying later may help.
+    #[error("broker {brokers}: {source}")]
+    Kafka {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Base client settings: the bootstrap servers and anything in `CUSTFLOW_KAFKA_*`
+/// (for example `CUSTFLOW_KAFKA_SECURITY_PROTOCOL=ssl` becomes `security.protocol=ssl`),
+/// so TLS and SASL settings pass through to librdkafka unchanged.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in std::env::vars() {
+        if let Some(rest) = k.strip_prefix("CUSTFLOW_KAFKA_") {
+            c.set(rest.to_ascii_lowercase().replace('_', "."), v);
+        }
+    }
+    c
+}
+
+/// What `ensure_topics` found or did for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicState {
+    pub name: String,
+    pub partitions: i32,
+    pub created: bool,
+}
+
+/// Creates every contract topic that is missing; existing topics are left alone.
+pub async fn ensure_topics(
+    brokers: &str,
+    names: &Topics,
+    timeout: Duration,
+) -> Result<Vec<TopicState>> {
+    let kerr = |source| Error::Kafka {
+        brokers: brokers.to_owned(),
+        source,
+    };
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kerr)?;
+    let existing = list_topics(brokers, timeout)?;
+    let full: Vec<(String, &topics::TopicSpec)> = topics::ALL
+        .iter()
+        .map(|t| (names.name(t.name), t))
+        .collect();
+    let missing: Vec<NewTopic<'_>> = full
+        .iter()
+        .filter(|(name, _)| !existing.iter().any(|(n, _)| n == name))
+        .map(|(name, spec)| {
+            let t = NewTopic::new(name, spec.partitions, TopicReplication::Fixed(1));
+            match spec.cleanup {
+                Cleanup::Compact => t.set("cleanup.policy", "compact"),
+                Cleanup::Delete => t,
+            }
+        })
+        .collect();
+    let mut created = Vec::new();
+    if !missing.is_empty() {
+        let opts = AdminOptions::new().operation_timeout(Some(timeout));
+        for r in admin
+            .create_topics(missing.iter(), &opts)
+            .await
+            .map_err(kerr)?
+        {
+            match r {
+                Ok(name) => created.push(name),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(Error::Topic {
+                        topic,
+                        reason: code.to_string(),
+                    })
+                }
+            }
+        }
+    }
+    let after = list_topics(brokers, timeout)?;
+    full.iter()
+        .map(|(name, spec)| {
+            let partitions = after
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, p)| *p)
+                .ok_or_else(|| Error::Topic { topic: name.clone(), reason: "not visible after create".into() })?;
+            if partitions != spec.partitions {
+                tracing::warn!(topic = %name, partitions, expected = spec.partitions, "topic has an unexpected partition count");
+            }
+            Ok(TopicState { name: name.clone(), partitions, created: created.contains(name) })
+        })
+        .collect()
+}
+
+/// Topics on the broker with their partition counts.
+pub fn list_topics(brokers: &str, timeout: Duration) -> Result<Vec<(String, i32)>> {
+    let kerr = |source| Error::Kafka {
+        brokers: brokers.to_owned(),
+        source,
+    };
+    let consumer: BaseConsumer = client_config(brokers).create().map_err(kerr)?;
+    let md = consumer.fetch_metadata(None, timeout).map_err(kerr)?;
+    Ok(md
+        .topics()
+        .iter()
+        .map(|t| {
+            (
+                t.name().to_owned(),
+                i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,6 @@
+//! Getting events into custflow: Kafka client settings and topic administration; the
+//! synthetic generator and the REST ingest routes build on them.
+
+pub mod kafka;
+
+pub use kafka::{ensure_topics, list_topics, Error, TopicState};

@@ -1,0 +1,105 @@
+//! Topic names of DESIGN §3 and the optional deployment prefix.
+
+/// Default partition count of the input topics.
+pub const DEFAULT_PARTITIONS: i32 = 8;
+
+pub const CUSTOMERS: &str = "customers";
+pub const ORDERS: &str = "orders";
+pub const ACTIVITY: &str = "activity";
+pub const CUSTOMER_SCORES: &str = "customer-scores";
+pub const SEGMENT_CHANGES: &str = "segment-changes";
+pub const DLQ: &str = "custflow-dlq";
+/// Compacted topic that persists the schema registry.
+pub const SCHEMAS: &str = "custflow-schemas";
+
+/// How a topic is cleaned up by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    Delete,
+    Compact,
+}
+
+/// One topic of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: &'static str,
+    pub partitions: i32,
+    pub cleanup: Cleanup,
+}
+
+/// Every topic custflow creates, with its partition count and cleanup policy.
+pub const ALL: &[TopicSpec] = &[
+    TopicSpec {
+        name: CUSTOMERS,
+        partitions: DEFAULT_PARTITIONS,
+        cleanup: Cleanup::Delete,
+    },
+    TopicSpec {
+        name: ORDERS,
+        partitions: DEFAULT_PARTITIONS,
+        cleanup: Cleanup::Delete,
+    },
+    TopicSpec {
+        name: ACTIVITY,
+        partitions: DEFAULT_PARTITIONS,
+        cleanup: Cleanup::Delete,
+    },
+    TopicSpec {
+        name: CUSTOMER_SCORES,
+        partitions: DEFAULT_PARTITIONS,
+        cleanup: Cleanup::Compact,
+    },
+    TopicSpec {
+        name: SEGMENT_CHANGES,
+        partitions: DEFAULT_PARTITIONS,
+        cleanup: Cleanup::Delete,
+    },
+    TopicSpec {
+        name: DLQ,
+        partitions: 1,
+        cleanup: Cleanup::Delete,
+    },
+    TopicSpec {
+        name: SCHEMAS,
+        partitions: 1,
+        cleanup: Cleanup::Compact,
+    },
+];
+
+/// Topic names with a deployment prefix, so several deployments can share a broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The full name of a contract topic.
+    pub fn name(&self, base: &str) -> String {
+        format!("{}{}", self.prefix, base)
+    }
+
+    /// The contract topic a full name belongs to, if any.
+    pub fn base<'a>(&self, full: &'a str) -> Option<&'a str> {
+        full.strip_prefix(self.prefix.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_applies_and_strips() {
+        let t = Topics::new("staging.");
+        assert_eq!(t.name(ORDERS), "staging.orders");
+        assert_eq!(t.base("staging.orders"), Some("orders"));
+        assert_eq!(t.base("orders"), None);
+        assert_eq!(Topics::default().name(ORDERS), "orders");
+    }
+}

@@ -1,0 +1,39 @@
+# shellcheck shell=bash
+# Shared settings and helpers of custflow's scripts; sourced, not run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${CUSTFLOW_CACHE:-$HOME/.cache/custflow}"
+# Build outside the clone so repeated (CI) runs of fresh clones stay fast.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+TANSU_VERSION="0.6.0"
+TANSU_FEATURES="dynostore"
+TANSU_BIN="${TANSU_BIN:-$CACHE/tansu-$TANSU_VERSION/bin/tansu}"
+DATA="$ROOT/data"
+LOGS="$DATA/logs"
+BROKER_HOST="127.0.0.1"
+BROKER_PORT="9092"
+REDIS_PORT="6379"
+PG_PORT="5432"
+export CUSTFLOW_BROKERS="${CUSTFLOW_BROKERS:-$BROKER_HOST:$BROKER_PORT}"
+export CUSTFLOW_REDIS_URL="${CUSTFLOW_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.
+wait_for() {
+  local secs=$1 what=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+  say "$what is up"
+}
+
+custflow_bin() { echo "$CARGO_TARGET_DIR/release/custflow"; }

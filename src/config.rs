@@ -1,0 +1,124 @@
+//! Configuration: flags, then `CUSTFLOW_*` environment variables, then `custflow.toml`,
+//! then defaults that work on a fresh machine (DESIGN §8).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use custflow_schemas::topics::Topics;
+
+/// Settings every command shares.
+#[derive(Debug, Args)]
+pub(crate) struct Config {
+    /// Kafka bootstrap servers.
+    #[arg(long, global = true, env = "CUSTFLOW_BROKERS")]
+    brokers: Option<String>,
+    /// Redis URL (redis:// or rediss://).
+    #[arg(long, global = true, env = "CUSTFLOW_REDIS_URL")]
+    redis: Option<String>,
+    /// SQL sink URL (sqlite://path or postgres://…).
+    #[arg(long, global = true, env = "CUSTFLOW_SINK_URL")]
+    sink: Option<String>,
+    /// HTTP listen address.
+    #[arg(long, global = true, env = "CUSTFLOW_HTTP_ADDR")]
+    http: Option<String>,
+    /// Prefix for every topic name, so several deployments can share a broker.
+    #[arg(long, global = true, env = "CUSTFLOW_TOPIC_PREFIX")]
+    topic_prefix: Option<String>,
+    /// Processor clock: `wall` or `event`.
+    #[arg(long, global = true, env = "CUSTFLOW_CLOCK")]
+    clock: Option<String>,
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTFLOW_CONFIG",
+        default_value = "custflow.toml"
+    )]
+    config: PathBuf,
+    /// Print a machine-readable JSON summary as the last line of stdout.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+/// Configuration after every source was consulted.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) brokers: String,
+    #[allow(dead_code)]
+    pub(crate) redis: String,
+    #[allow(dead_code)]
+    pub(crate) sink: String,
+    #[allow(dead_code)]
+    pub(crate) http: String,
+    pub(crate) topic_prefix: String,
+    #[allow(dead_code)]
+    pub(crate) clock: String,
+    pub(crate) json: bool,
+}
+
+impl Resolved {
+    pub(crate) fn topics(&self) -> Topics {
+        Topics::new(self.topic_prefix.clone())
+    }
+}
+
+impl Config {
+    pub(crate) fn resolve(&self) -> anyhow::Result<Resolved> {
+        let file = read_file(&self.config)?;
+        let pick = |flag: &Option<String>, key: &str, default: &str| {
+            flag.clone()
+                .or_else(|| file.get(key).cloned())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        let clock = pick(&self.clock, "clock", "wall");
+        anyhow::ensure!(
+            clock == "wall" || clock == "event",
+            "--clock must be wall or event, not {clock:?}"
+        );
+        Ok(Resolved {
+            brokers: pick(&self.brokers, "brokers", "127.0.0.1:9092"),
+            redis: pick(&self.redis, "redis", "redis://127.0.0.1:6379"),
+            sink: pick(&self.sink, "sink", "sqlite://data/custflow.db"),
+            http: pick(&self.http, "http", "127.0.0.1:8080"),
+            topic_prefix: pick(&self.topic_prefix, "topic_prefix", ""),
+            clock,
+            json: self.json,
+        })
+    }
+}
+
+/// The `custflow.toml` file: the same settings as the flags, all optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    brokers: Option<String>,
+    redis: Option<String>,
+    sink: Option<String>,
+    http: Option<String>,
+    topic_prefix: Option<String>,
+    clock: Option<String>,
+}
+
+impl FileConfig {
+    fn get(&self, key: &str) -> Option<&String> {
+        match key {
+            "brokers" => self.brokers.as_ref(),
+            "redis" => self.redis.as_ref(),
+            "sink" => self.sink.as_ref(),
+            "http" => self.http.as_ref(),
+            "topic_prefix" => self.topic_prefix.as_ref(),
+            "clock" => self.clock.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the configuration file; a missing file is empty.
+fn read_file(path: &std::path::Path) -> anyhow::Result<FileConfig> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => toml::from_str(&t).with_context(|| format!("parsing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}

@@ -1,0 +1,70 @@
+//! Shared helpers of the end-to-end tests: the local stack they need, and unique names.
+//!
+//! Tests run against the real broker, Redis and database. When the broker is not
+//! reachable, the first test that needs it runs `scripts/stack.sh up` once; if that
+//! fails too, the test fails saying what is missing.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The broker address tests use (`CUSTFLOW_BROKERS`, default 127.0.0.1:9092).
+pub fn brokers() -> String {
+    std::env::var("CUSTFLOW_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The Redis URL tests use (`CUSTFLOW_REDIS_URL`, default redis://127.0.0.1:6379).
+pub fn redis_url() -> String {
+    std::env::var("CUSTFLOW_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn reachable(addr: &str) -> bool {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Makes sure the broker answers, starting the local stack once if it does not.
+pub fn ensure_stack() -> String {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    let brokers = brokers();
+    let first = brokers.split(',').next().unwrap_or_default().to_owned();
+    let result = STARTED.get_or_init(|| {
+        if reachable(&first) {
+            return Ok(());
+        }
+        let script = repo_root().join("scripts/stack.sh");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .status()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if status.success() && reachable(&first) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no Kafka broker at {brokers} and `scripts/stack.sh up` could not start one \
+                 (see data/logs/tansu.log)"
+            ))
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    brokers
+}
+
+/// A name no other test run uses, for topics, groups and key prefixes.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
+}
