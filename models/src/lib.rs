@@ -1,2 +1,18 @@
-//! Pure maths of custflow, no I/O: BG/NBD, Pareto/NBD, Gamma-Gamma, CLV, RFM, value tiers
-//! and k-means.
+//! Pure maths of custflow, no I/O: BG/NBD, Pareto/NBD, Gamma-Gamma, CLV, RFM scores and
+//! segments, value tiers, k-means and the versioned model artefact.
+//!
+//! Time is measured in an arbitrary unit chosen by the caller (days in the processors,
+//! weeks for the published CDNOW results); parameters are only meaningful in the unit
+//! they were fitted in.
+
+pub mod bgnbd;
+pub mod clv;
+pub mod error;
+pub mod gamma_gamma;
+pub mod optimize;
+pub mod pareto;
+pub mod special;
+pub mod summary;
+
+pub use error::{Error, Result};
+pub use summary::{Summary, SummaryRow};

@@ -14,7 +14,22 @@ TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER 
 
 /// Whether `code` is an active ISO 4217 currency code.
 pub fn is_currency(code: &str) -> bool {
-    code.len() == 3 && ISO_4217.split(' ').any(|c| c == code)
+    // The list is sorted and every code is 3 letters + 1 separator: binary search in place.
+    let b = code.as_bytes();
+    if b.len() != 3 {
+        return false;
+    }
+    let table = ISO_4217.as_bytes();
+    let (mut lo, mut hi) = (0, table.len().div_ceil(4));
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match table[mid * 4..mid * 4 + 3].cmp(b) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
 }
 
 /// What validation compares against.
@@ -144,7 +159,9 @@ fn order(o: &Order, ctx: &ValidationContext, p: &mut Problems<'_>) {
     let mut gross = 0.0;
     let mut items_ok = true;
     for (i, item) in o.items.iter().enumerate() {
-        p.id(&format!("items[{i}].sku"), &item.sku);
+        if item.sku.trim().is_empty() || item.sku.len() > 256 {
+            p.id(&format!("items[{i}].sku"), &item.sku);
+        }
         if item.quantity == 0 {
             p.push(&format!("items[{i}].quantity"), "zero", "must not be zero");
             items_ok = false;
@@ -156,9 +173,10 @@ fn order(o: &Order, ctx: &ValidationContext, p: &mut Problems<'_>) {
             );
             items_ok = false;
         }
-        let before = p.errs.len();
-        p.amount(&format!("items[{i}].unit_price"), item.unit_price);
-        items_ok &= p.errs.len() == before;
+        if !item.unit_price.is_finite() || item.unit_price < 0.0 {
+            p.amount(&format!("items[{i}].unit_price"), item.unit_price);
+            items_ok = false;
+        }
         gross += f64::from(item.quantity) * item.unit_price;
     }
     // Refunds may be partial, so only placed and cancelled orders must add up.
@@ -198,6 +216,14 @@ fn activity(a: &Activity, ctx: &ValidationContext, p: &mut Problems<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn currency_table_is_sorted_and_regular() {
+        let codes: Vec<&str> = ISO_4217.split(' ').collect();
+        assert!(codes.windows(2).all(|w| w[0] < w[1]), "sorted");
+        assert!(codes.iter().all(|c| c.len() == 3));
+        assert!(codes.iter().all(|c| is_currency(c)));
+    }
 
     #[test]
     fn currency_codes() {

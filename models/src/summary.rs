@@ -1,0 +1,199 @@
+//! From transactions to the BTYD summary of each customer: frequency `x` (repeat
+//! purchase days), recency `t_x`, age `T` and the mean value of repeat days `m`.
+//!
+//! Definitions as in DESIGN §4 and `lifetimes.utils.summary_data_from_transaction_data`
+//! with freq 'D': transactions are summed per calendar day; a day whose refunds
+//! (negative values) bring its net value to ≤ 0 is not a purchase day, while a day of
+//! zero-value orders (free orders, as in CDNOW) is; the first purchase day is excluded
+//! from `m`.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// One customer's summary, in the caller's time unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SummaryRow {
+    /// Repeat purchase days: distinct purchase days − 1.
+    pub x: f64,
+    /// Time from the first to the last purchase day.
+    pub t_x: f64,
+    /// Time from the first purchase day to `as_of`.
+    pub t: f64,
+    /// Mean net value of the repeat purchase days (0 when x = 0).
+    pub m: f64,
+}
+
+/// A summary row shared by `weight` customers (fits run on distinct rows).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightedRow {
+    pub x: f64,
+    pub t_x: f64,
+    pub t: f64,
+    pub weight: f64,
+}
+
+/// Summaries by customer id.
+pub type Summary = BTreeMap<String, SummaryRow>;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `YYYYMMDD` into days since 1970-01-01.
+pub fn parse_yyyymmdd(s: &str) -> Option<i64> {
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i64 = s[..4].parse().ok()?;
+    let m: u32 = s[4..6].parse().ok()?;
+    let d: u32 = s[6..8].parse().ok()?;
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d))
+}
+
+/// Summarises `(customer, day, value)` transactions up to and including `as_of_day`,
+/// measuring time in units of `unit_days` days (1 for days, 7 for weeks).
+pub fn summarise<'a>(
+    transactions: impl IntoIterator<Item = (&'a str, i64, f64)>,
+    as_of_day: i64,
+    unit_days: f64,
+) -> Summary {
+    // Per day: net value and whether a refund touched it.
+    let mut days: HashMap<&str, BTreeMap<i64, (f64, bool)>> = HashMap::new();
+    for (customer, day, value) in transactions {
+        if day <= as_of_day {
+            let d = days
+                .entry(customer)
+                .or_default()
+                .entry(day)
+                .or_insert((0.0, false));
+            d.0 += value;
+            d.1 |= value < 0.0;
+        }
+    }
+    let mut out = Summary::new();
+    for (customer, by_day) in days {
+        let purchase: Vec<(i64, f64)> = by_day
+            .into_iter()
+            .filter(|(_, (net, refunded))| is_purchase_day(*net, *refunded))
+            .map(|(day, (net, _))| (day, net))
+            .collect();
+        let (Some(first), Some(last)) = (purchase.first(), purchase.last()) else {
+            continue;
+        };
+        let x = purchase.len() - 1;
+        let m = if x == 0 {
+            0.0
+        } else {
+            purchase[1..].iter().map(|(_, v)| v).sum::<f64>() / x as f64
+        };
+        out.insert(
+            customer.to_owned(),
+            SummaryRow {
+                x: x as f64,
+                t_x: (last.0 - first.0) as f64 / unit_days,
+                t: (as_of_day - first.0) as f64 / unit_days,
+                m,
+            },
+        );
+    }
+    out
+}
+
+/// Whether a day with this net value is a purchase day (see the module docs).
+pub fn is_purchase_day(net: f64, refunded: bool) -> bool {
+    net > 0.0 || (net == 0.0 && !refunded)
+}
+
+/// Groups identical (x, t_x, T) rows, so likelihoods are evaluated once per distinct row.
+pub fn compress<'a>(rows: impl IntoIterator<Item = &'a SummaryRow>) -> Vec<WeightedRow> {
+    let mut groups: HashMap<(u64, u64, u64), f64> = HashMap::new();
+    for r in rows {
+        *groups
+            .entry((r.x.to_bits(), r.t_x.to_bits(), r.t.to_bits()))
+            .or_insert(0.0) += 1.0;
+    }
+    let mut out: Vec<WeightedRow> = groups
+        .into_iter()
+        .map(|((x, t_x, t), weight)| WeightedRow {
+            x: f64::from_bits(x),
+            t_x: f64::from_bits(t_x),
+            t: f64::from_bits(t),
+            weight,
+        })
+        .collect();
+    // Deterministic order, so fits are reproducible to the last bit.
+    out.sort_by(|a, b| {
+        a.x.total_cmp(&b.x)
+            .then(a.t_x.total_cmp(&b.t_x))
+            .then(a.t.total_cmp(&b.t))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(parse_yyyymmdd("19970101"), Some(9862));
+        assert_eq!(
+            parse_yyyymmdd("20000301").unwrap() - parse_yyyymmdd("20000228").unwrap(),
+            2
+        );
+        assert_eq!(parse_yyyymmdd("1997011"), None);
+        assert_eq!(parse_yyyymmdd("19971301"), None);
+    }
+
+    #[test]
+    fn purchase_days_refunds_and_cutoff() {
+        let tx = [
+            ("a", 0, 10.0),
+            ("a", 0, 5.0), // same day: one purchase day worth 15
+            ("a", 3, 20.0),
+            ("a", 7, 8.0),
+            ("a", 7, -8.0), // fully refunded: not a purchase day
+            ("a", 9, 30.0),
+            ("a", 40, 99.0), // after as_of
+            ("b", 5, 12.0),
+            ("c", 2, 0.0), // a free order is a purchase day
+        ];
+        let s = summarise(tx.iter().map(|(c, d, v)| (*c, *d, *v)), 10, 1.0);
+        assert_eq!(
+            s["a"],
+            SummaryRow {
+                x: 2.0,
+                t_x: 9.0,
+                t: 10.0,
+                m: 25.0
+            }
+        );
+        assert_eq!(
+            s["b"],
+            SummaryRow {
+                x: 0.0,
+                t_x: 0.0,
+                t: 5.0,
+                m: 0.0
+            }
+        );
+        assert_eq!(
+            s["c"],
+            SummaryRow {
+                x: 0.0,
+                t_x: 0.0,
+                t: 8.0,
+                m: 0.0
+            }
+        );
+        let w = compress(s.values());
+        assert_eq!(w.len(), 3);
+    }
+}
