@@ -1,6 +1,7 @@
 //! The `custflow` command line: parses configuration and wires the crates together.
 
 mod config;
+mod fit;
 
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Create the topics of the contract that are missing and list them.
     Topics,
+    /// Fit BG/NBD, Pareto/NBD, Gamma-Gamma, RFM cut-points and k-means on transactions.
+    Fit(fit::FitArgs),
 }
 
 #[tokio::main]
@@ -40,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config.resolve()?;
     match cli.command {
         Command::Topics => topics(&config).await,
+        Command::Fit(args) => fit::run(&args, config.json),
     }
 }
 

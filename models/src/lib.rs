@@ -5,12 +5,17 @@
 //! weeks for the published CDNOW results); parameters are only meaningful in the unit
 //! they were fitted in.
 
+pub mod artefact;
 pub mod bgnbd;
 pub mod clv;
 pub mod error;
+pub mod fit;
 pub mod gamma_gamma;
+pub mod input;
+pub mod kmeans;
 pub mod optimize;
 pub mod pareto;
+pub mod rfm;
 pub mod special;
 pub mod summary;
 

@@ -20,6 +20,8 @@ pub struct SummaryRow {
     pub t: f64,
     /// Mean net value of the repeat purchase days (0 when x = 0).
     pub m: f64,
+    /// Net value of all purchase days, the first included.
+    pub spend: f64,
 }
 
 /// A summary row shared by `weight` customers (fits run on distinct rows).
@@ -99,6 +101,7 @@ pub fn summarise<'a>(
                 t_x: (last.0 - first.0) as f64 / unit_days,
                 t: (as_of_day - first.0) as f64 / unit_days,
                 m,
+                spend: purchase.iter().map(|(_, v)| v).sum(),
             },
         );
     }
@@ -172,7 +175,8 @@ mod tests {
                 x: 2.0,
                 t_x: 9.0,
                 t: 10.0,
-                m: 25.0
+                m: 25.0,
+                spend: 65.0
             }
         );
         assert_eq!(
@@ -181,7 +185,8 @@ mod tests {
                 x: 0.0,
                 t_x: 0.0,
                 t: 5.0,
-                m: 0.0
+                m: 0.0,
+                spend: 12.0
             }
         );
         assert_eq!(
@@ -190,7 +195,8 @@ mod tests {
                 x: 0.0,
                 t_x: 0.0,
                 t: 8.0,
-                m: 0.0
+                m: 0.0,
+                spend: 0.0
             }
         );
         let w = compress(s.values());

@@ -39,6 +39,7 @@ fn published() -> Vec<(String, SummaryRow)> {
                     t_x: n(2),
                     t: n(3),
                     m: n(4),
+                    spend: 0.0,
                 },
             )
         })

@@ -1,0 +1,172 @@
+//! The versioned model artefact (parameters, cut-points, centroids, fit metrics,
+//! training window) and scoring one customer with it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bgnbd::{BgNbd, Fitted};
+use crate::clv::{clv, ClvSettings, PurchaseModel};
+use crate::gamma_gamma::GammaGamma;
+use crate::kmeans::{self, KMeansModel};
+use crate::pareto::ParetoNbd;
+use crate::rfm::{segment, RfmCuts, TierCuts};
+
+/// What the model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingWindow {
+    /// First and last day (days since 1970-01-01) of the calibration transactions.
+    pub first_day: i64,
+    pub calibration_end_day: i64,
+    /// End of the holdout period, when one was scored.
+    pub holdout_end_day: Option<i64>,
+    pub customers: usize,
+    pub transactions: usize,
+}
+
+/// Which purchase model serves `p_alive` and expected purchases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Champion {
+    Bgnbd,
+    ParetoNbd,
+}
+
+impl Champion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Champion::Bgnbd => "bgnbd",
+            Champion::ParetoNbd => "pareto_nbd",
+        }
+    }
+}
+
+/// Everything needed to score a customer, versioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtefact {
+    pub version: String,
+    pub created_at_ms: i64,
+    /// Length of the model's time unit in days (1 = days, 7 = weeks).
+    pub unit_days: f64,
+    pub training: TrainingWindow,
+    pub bgnbd: Fitted<BgNbd>,
+    pub pareto_nbd: Option<Fitted<ParetoNbd>>,
+    pub gamma_gamma: Fitted<GammaGamma>,
+    pub champion: Champion,
+    pub clv: ClvSettings,
+    pub rfm: RfmCuts,
+    pub tiers: TierCuts,
+    pub kmeans: Option<KMeansModel>,
+    /// Fit and holdout metrics by name (`holdout_mae.bgnbd`, …).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A customer's statistics, time in days.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CustomerStats {
+    /// Repeat purchase days.
+    pub frequency: f64,
+    /// Days from the first to the last purchase day.
+    pub recency_days: f64,
+    /// Days from the first purchase day to `as_of`.
+    pub age_days: f64,
+    /// Mean value of the repeat purchase days.
+    pub monetary_value: f64,
+    pub orders_total: f64,
+    pub spend_total: f64,
+}
+
+/// Scores of DESIGN §4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub p_alive: f64,
+    pub churn_probability: f64,
+    pub expected_orders_90d: f64,
+    pub expected_aov: f64,
+    pub clv_12m: f64,
+    pub value_tier: &'static str,
+    pub r_score: u8,
+    pub f_score: u8,
+    pub m_score: u8,
+    pub rfm_segment: &'static str,
+    pub cluster: Option<String>,
+}
+
+impl ModelArtefact {
+    fn purchase_model(&self) -> &dyn PurchaseModelDyn {
+        match (self.champion, &self.pareto_nbd) {
+            (Champion::ParetoNbd, Some(p)) => &p.params,
+            _ => &self.bgnbd.params,
+        }
+    }
+
+    /// P(alive), expected purchases and CLV without the population-relative parts.
+    pub fn value(&self, s: &CustomerStats) -> (f64, f64, f64, f64) {
+        let u = self.unit_days;
+        let (x, t_x, t) = (s.frequency, s.recency_days / u, s.age_days / u);
+        let model = self.purchase_model();
+        let p_alive = model.p_alive_dyn(x, t_x, t);
+        let expected_90d = model.expected_dyn(90.0 / u, x, t_x, t);
+        let aov = self.gamma_gamma.params.expected_aov(x, s.monetary_value);
+        let clv = model.clv_dyn(
+            aov,
+            x,
+            t_x,
+            t,
+            ClvSettings {
+                month_length: self.clv.month_length / u,
+                ..self.clv
+            },
+        );
+        (p_alive, expected_90d, aov, clv)
+    }
+
+    /// Every score of one customer.
+    pub fn score(&self, s: &CustomerStats) -> Scores {
+        let (p_alive, expected_orders_90d, expected_aov, clv_12m) = self.value(s);
+        let days_since_last = (s.age_days - s.recency_days).max(0.0);
+        let (r, f, m) = self
+            .rfm
+            .scores(days_since_last, s.orders_total, s.spend_total);
+        let cluster = self.kmeans.as_ref().map(|k| {
+            k.assign(&kmeans::point(
+                days_since_last,
+                s.frequency,
+                s.monetary_value,
+            ))
+            .to_owned()
+        });
+        Scores {
+            p_alive,
+            churn_probability: 1.0 - p_alive,
+            expected_orders_90d,
+            expected_aov,
+            clv_12m,
+            value_tier: self.tiers.tier(clv_12m),
+            r_score: r,
+            f_score: f,
+            m_score: m,
+            rfm_segment: segment(r, f),
+            cluster,
+        }
+    }
+}
+
+/// Object-safe view of a purchase model, so the champion can be picked at run time.
+trait PurchaseModelDyn {
+    fn p_alive_dyn(&self, x: f64, t_x: f64, t: f64) -> f64;
+    fn expected_dyn(&self, h: f64, x: f64, t_x: f64, t: f64) -> f64;
+    fn clv_dyn(&self, aov: f64, x: f64, t_x: f64, t: f64, s: ClvSettings) -> f64;
+}
+
+impl<M: PurchaseModel> PurchaseModelDyn for M {
+    fn p_alive_dyn(&self, x: f64, t_x: f64, t: f64) -> f64 {
+        self.p_alive(x, t_x, t)
+    }
+    fn expected_dyn(&self, h: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        self.expected(h, x, t_x, t)
+    }
+    fn clv_dyn(&self, aov: f64, x: f64, t_x: f64, t: f64, s: ClvSettings) -> f64 {
+        clv(self, aov, x, t_x, t, s)
+    }
+}

@@ -1,0 +1,218 @@
+//! k-means on standardised (log recency, log frequency, log monetary), k picked by the
+//! silhouette score in 2..=8, deterministic for a seed; clusters named by value rank.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A fitted clustering: standardisation, centroids and names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KMeansModel {
+    pub mean: [f64; 3],
+    pub sd: [f64; 3],
+    /// Centroids in standardised space, ordered by value rank (best first).
+    pub centroids: Vec<[f64; 3]>,
+    /// `v1` is the most valuable cluster, `v2` the next, …
+    pub names: Vec<String>,
+    pub silhouette: f64,
+}
+
+/// The point of one customer: ln(1 + days since last order), ln(1 + frequency),
+/// ln(1 + monetary value).
+pub fn point(days_since_last: f64, frequency: f64, monetary: f64) -> [f64; 3] {
+    [
+        days_since_last.max(0.0).ln_1p(),
+        frequency.max(0.0).ln_1p(),
+        monetary.max(0.0).ln_1p(),
+    ]
+}
+
+/// SplitMix64: a small deterministic generator, so results do not depend on a crate's RNG.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn dist2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    (0..3).map(|i| (a[i] - b[i]).powi(2)).sum()
+}
+
+fn nearest(p: &[f64; 3], centroids: &[[f64; 3]]) -> usize {
+    (0..centroids.len())
+        .min_by(|&a, &b| dist2(p, &centroids[a]).total_cmp(&dist2(p, &centroids[b])))
+        .unwrap_or(0)
+}
+
+/// Lloyd's algorithm from a k-means++ start.
+fn lloyd(points: &[[f64; 3]], k: usize, rng: &mut SplitMix) -> Vec<[f64; 3]> {
+    let mut centroids = vec![points[(rng.next() % points.len() as u64) as usize]];
+    while centroids.len() < k {
+        let d: Vec<f64> = points
+            .iter()
+            .map(|p| dist2(p, &centroids[nearest(p, &centroids)]))
+            .collect();
+        let total: f64 = d.iter().sum();
+        let mut target = rng.unit() * total;
+        let mut pick = points.len() - 1;
+        for (i, di) in d.iter().enumerate() {
+            target -= di;
+            if target <= 0.0 {
+                pick = i;
+                break;
+            }
+        }
+        centroids.push(points[pick]);
+    }
+    for _ in 0..100 {
+        let mut sums = vec![[0.0; 3]; k];
+        let mut counts = vec![0usize; k];
+        for p in points {
+            let c = nearest(p, &centroids);
+            counts[c] += 1;
+            (0..3).for_each(|i| sums[c][i] += p[i]);
+        }
+        let next: Vec<[f64; 3]> = (0..k)
+            .map(|c| {
+                if counts[c] == 0 {
+                    centroids[c]
+                } else {
+                    sums[c].map(|s| s / counts[c] as f64)
+                }
+            })
+            .collect();
+        let moved = next
+            .iter()
+            .zip(&centroids)
+            .map(|(a, b)| dist2(a, b))
+            .fold(0.0, f64::max);
+        centroids = next;
+        if moved < 1e-12 {
+            break;
+        }
+    }
+    centroids
+}
+
+/// Mean silhouette of a labelled sample.
+fn silhouette(points: &[[f64; 3]], labels: &[usize], k: usize) -> f64 {
+    let mut total = 0.0;
+    for (i, p) in points.iter().enumerate() {
+        let mut sum = vec![0.0; k];
+        let mut n = vec![0usize; k];
+        for (j, q) in points.iter().enumerate() {
+            if i != j {
+                sum[labels[j]] += dist2(p, q).sqrt();
+                n[labels[j]] += 1;
+            }
+        }
+        let own = labels[i];
+        if n[own] == 0 {
+            continue;
+        }
+        let a = sum[own] / n[own] as f64;
+        let b = (0..k)
+            .filter(|c| *c != own && n[*c] > 0)
+            .map(|c| sum[c] / n[c] as f64)
+            .fold(f64::INFINITY, f64::min);
+        if b.is_finite() && a.max(b) > 0.0 {
+            total += (b - a) / a.max(b);
+        }
+    }
+    total / points.len() as f64
+}
+
+impl KMeansModel {
+    /// Fits on raw (log-scale) points; the silhouette is computed on a sample of at most
+    /// `sample` points, which keeps it O(sample²).
+    pub fn fit(raw: &[[f64; 3]], seed: u64, sample: usize) -> Result<Self> {
+        if raw.len() < 10 {
+            return Err(Error::NotEnoughData(
+                "k-means needs at least 10 customers".into(),
+            ));
+        }
+        let n = raw.len() as f64;
+        let mean: [f64; 3] = std::array::from_fn(|i| raw.iter().map(|p| p[i]).sum::<f64>() / n);
+        let sd: [f64; 3] = std::array::from_fn(|i| {
+            let v = raw.iter().map(|p| (p[i] - mean[i]).powi(2)).sum::<f64>() / n;
+            if v > 0.0 {
+                v.sqrt()
+            } else {
+                1.0
+            }
+        });
+        let points: Vec<[f64; 3]> = raw
+            .iter()
+            .map(|p| std::array::from_fn(|i| (p[i] - mean[i]) / sd[i]))
+            .collect();
+        let mut rng = SplitMix(seed);
+        let step = (points.len() / sample.max(2)).max(1);
+        let probe: Vec<[f64; 3]> = points.iter().step_by(step).copied().collect();
+        let mut best: Option<(f64, Vec<[f64; 3]>)> = None;
+        for k in 2..=8usize.min(probe.len() - 1) {
+            let centroids = lloyd(&points, k, &mut rng);
+            let labels: Vec<usize> = probe.iter().map(|p| nearest(p, &centroids)).collect();
+            let s = silhouette(&probe, &labels, k);
+            if best.as_ref().is_none_or(|(bs, _)| s > *bs) {
+                best = Some((s, centroids));
+            }
+        }
+        let (silhouette, mut centroids) =
+            best.ok_or_else(|| Error::NotEnoughData("no k to try".into()))?;
+        // Value: recent (low recency), frequent, high spend.
+        let value = |c: &[f64; 3]| -c[0] + c[1] + c[2];
+        centroids.sort_by(|a, b| value(b).total_cmp(&value(a)));
+        let names = (1..=centroids.len()).map(|i| format!("v{i}")).collect();
+        Ok(Self {
+            mean,
+            sd,
+            centroids,
+            names,
+            silhouette,
+        })
+    }
+
+    /// The name of the cluster a raw point belongs to.
+    pub fn assign(&self, raw: &[f64; 3]) -> &str {
+        let p: [f64; 3] = std::array::from_fn(|i| (raw[i] - self.mean[i]) / self.sd[i]);
+        &self.names[nearest(&p, &self.centroids)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_separated_groups_deterministically() {
+        let mut rng = SplitMix(7);
+        let mut pts = Vec::new();
+        for (cx, cy, cz) in [(0.0, 0.0, 0.0), (5.0, 5.0, 5.0), (0.0, 8.0, 1.0)] {
+            for _ in 0..60 {
+                pts.push([
+                    cx + rng.unit() * 0.3,
+                    cy + rng.unit() * 0.3,
+                    cz + rng.unit() * 0.3,
+                ]);
+            }
+        }
+        let m = KMeansModel::fit(&pts, 42, 500).unwrap();
+        assert_eq!(m.centroids.len(), 3, "{m:?}");
+        assert!(m.silhouette > 0.8);
+        assert_eq!(m, KMeansModel::fit(&pts, 42, 500).unwrap());
+        // Points of one group share a cluster; different groups do not.
+        assert_eq!(m.assign(&pts[0]), m.assign(&pts[59]));
+        assert_ne!(m.assign(&pts[0]), m.assign(&pts[60]));
+        // (0, 8, 1): recent, frequent → highest value rank.
+        assert_eq!(m.assign(&pts[120]), "v1");
+    }
+}

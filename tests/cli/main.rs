@@ -1,0 +1,110 @@
+//! The `custflow` binary as a user runs it: `fit` on the CDNOW reference data.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn cdnow() -> PathBuf {
+    let dir = std::env::var_os("CUSTFLOW_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let f = dir.join("cdnow/CDNOW_sample.txt");
+    assert!(
+        f.is_file(),
+        "{} not found: set CUSTFLOW_SHARED_DATA to the shared/data folder",
+        f.display()
+    );
+    f
+}
+
+#[test]
+fn fit_on_cdnow_prints_the_published_parameters_and_writes_the_artefact() {
+    let out_dir = std::env::temp_dir().join(format!("custflow-fit-{}", std::process::id()));
+    let artefact = out_dir.join("model.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_custflow"))
+        .args([
+            "fit",
+            "--json",
+            "--unit",
+            "week",
+            "--calibration-end",
+            "1997-09-30",
+            "--holdout-end",
+            "1998-06-30",
+        ])
+        .arg("--input")
+        .arg(cdnow())
+        .arg("--output")
+        .arg(&artefact)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["customers"], 2357);
+    let bg = &summary["models"]["bgnbd"];
+    assert!(
+        (bg["params"]["r"].as_f64().unwrap() - 0.2426).abs() < 0.001,
+        "{bg}"
+    );
+    assert!(
+        (bg["log_likelihood"].as_f64().unwrap() + 9582.43).abs() < 0.01,
+        "{bg}"
+    );
+    assert!(
+        (summary["models"]["pareto_nbd"]["params"]["beta"]
+            .as_f64()
+            .unwrap()
+            - 11.669)
+            .abs()
+            < 0.01
+    );
+    assert!(
+        (summary["models"]["gamma_gamma"]["params"]["p"]
+            .as_f64()
+            .unwrap()
+            - 6.25)
+            .abs()
+            < 0.01
+    );
+    let champion = summary["champion"].as_str().unwrap();
+    assert!(["bgnbd", "pareto_nbd"].contains(&champion));
+    // Both models were scored on the holdout (1997-10-01 … 1998-06-30).
+    for m in ["bgnbd", "pareto_nbd"] {
+        let h = &summary["holdout"][m];
+        assert!(
+            h["mae"].as_f64().unwrap() > 0.0 && h["actual_total"].as_f64().unwrap() > 0.0,
+            "{h}"
+        );
+    }
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&artefact).unwrap()).unwrap();
+    assert_eq!(written["version"], summary["version"]);
+    assert_eq!(written["champion"], champion);
+    std::fs::remove_dir_all(out_dir).ok();
+}
+
+#[test]
+fn fit_explains_bad_input() {
+    let dir = std::env::temp_dir().join(format!("custflow-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("tx.csv");
+    std::fs::write(&f, "customer_id,date,value\nc1,1997-01-01,ten\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_custflow"))
+        .args(["fit", "--input"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("\"ten\" is not a number"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
