@@ -22,6 +22,10 @@ pub fn log_sub_exp(a: f64, b: f64) -> f64 {
     if b == f64::NEG_INFINITY {
         return a;
     }
+    if b >= a {
+        // Equal (or equal up to rounding): the difference is zero.
+        return f64::NEG_INFINITY;
+    }
     a + (-(b - a).exp()).ln_1p()
 }
 
