@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::optimize::{nelder_mead, Options};
+use crate::optimize::fit_positive;
 use crate::special::{ln_gamma, ln_hyp2f1, log_add_exp};
 use crate::summary::WeightedRow;
 
@@ -17,14 +17,7 @@ pub struct BgNbd {
     pub b: f64,
 }
 
-/// A fitted model and how well it fits.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Fitted<P> {
-    pub params: P,
-    pub log_likelihood: f64,
-    /// Number of likelihood evaluations the optimiser used.
-    pub evaluations: usize,
-}
+pub use crate::optimize::Fitted;
 
 impl BgNbd {
     /// Total log-likelihood of weighted summary rows.
@@ -68,27 +61,17 @@ impl BgNbd {
                 "BG/NBD needs at least 2 customers".into(),
             ));
         }
-        let of = |p: &[f64]| BgNbd {
-            r: p[0].exp(),
-            alpha: p[1].exp(),
-            a: p[2].exp(),
-            b: p[3].exp(),
-        };
-        let m = nelder_mead(
-            |p| -of(p).log_likelihood(rows),
-            &[0.0; 4],
-            Options::default(),
-        );
-        if !m.f.is_finite() {
-            return Err(Error::NoConvergence(
-                "BG/NBD likelihood is not finite".into(),
-            ));
-        }
-        Ok(Fitted {
-            params: of(&m.x),
-            log_likelihood: -m.f,
-            evaluations: m.evals,
-        })
+        fit_positive(
+            4,
+            |p| BgNbd {
+                r: p[0],
+                alpha: p[1],
+                a: p[2],
+                b: p[3],
+            },
+            |m| m.log_likelihood(rows),
+            "BG/NBD",
+        )
     }
 
     /// ln of the odds term a/(b+x−1)·((α+T)/(α+t_x))^(r+x); −∞ when x = 0.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bgnbd::Fitted;
 use crate::error::{Error, Result};
-use crate::optimize::{nelder_mead, Options};
+use crate::optimize::fit_positive;
 use crate::special::ln_gamma;
 
 /// Gamma-Gamma parameters (`gamma` is the γ of the papers, lifetimes' `v`).
@@ -72,22 +72,16 @@ impl GammaGamma {
                 "Gamma-Gamma needs at least 2 repeat customers".into(),
             ));
         }
-        let of = |v: &[f64]| GammaGamma {
-            p: v[0].exp(),
-            q: v[1].exp(),
-            gamma: v[2].exp(),
-        };
-        let m = nelder_mead(|v| -of(v).ll_groups(&groups), &[0.0; 3], Options::default());
-        if !m.f.is_finite() {
-            return Err(Error::NoConvergence(
-                "Gamma-Gamma likelihood is not finite".into(),
-            ));
-        }
-        Ok(Fitted {
-            params: of(&m.x),
-            log_likelihood: -m.f,
-            evaluations: m.evals,
-        })
+        fit_positive(
+            3,
+            |p| GammaGamma {
+                p: p[0],
+                q: p[1],
+                gamma: p[2],
+            },
+            |m| m.ll_groups(&groups),
+            "Gamma-Gamma",
+        )
     }
 
     /// Expected value of an order given x repeat purchases with mean value m; the

@@ -1,5 +1,41 @@
 //! Derivative-free minimisation (Nelder–Mead with restarts) for the likelihood fits.
 
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A fitted model and how well it fits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fitted<P> {
+    pub params: P,
+    pub log_likelihood: f64,
+    /// Number of likelihood evaluations the optimiser used.
+    pub evaluations: usize,
+}
+
+/// Maximum-likelihood fit over `n` positive parameters: Nelder–Mead on their logarithms,
+/// starting from all ones. `of` builds the model from the parameters, `ll` is its
+/// log-likelihood on the data.
+pub fn fit_positive<P>(
+    n: usize,
+    of: impl Fn(&[f64]) -> P,
+    ll: impl Fn(&P) -> f64,
+    model: &str,
+) -> Result<Fitted<P>> {
+    let exp = |p: &[f64]| of(&p.iter().map(|v| v.exp()).collect::<Vec<_>>());
+    let m = nelder_mead(|p| -ll(&exp(p)), &vec![0.0; n], Options::default());
+    if !m.f.is_finite() {
+        return Err(Error::NoConvergence(format!(
+            "{model} likelihood is not finite"
+        )));
+    }
+    Ok(Fitted {
+        params: exp(&m.x),
+        log_likelihood: -m.f,
+        evaluations: m.evals,
+    })
+}
+
 /// Options of [`nelder_mead`].
 #[derive(Debug, Clone, Copy)]
 pub struct Options {

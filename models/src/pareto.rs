@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bgnbd::Fitted;
 use crate::error::{Error, Result};
-use crate::optimize::{nelder_mead, Options};
+use crate::optimize::fit_positive;
 use crate::special::{ln_gamma, ln_hyp2f1, log_add_exp, log_sub_exp};
 use crate::summary::WeightedRow;
 
@@ -71,27 +71,17 @@ impl ParetoNbd {
                 "Pareto/NBD needs at least 2 customers".into(),
             ));
         }
-        let of = |p: &[f64]| ParetoNbd {
-            r: p[0].exp(),
-            alpha: p[1].exp(),
-            s: p[2].exp(),
-            beta: p[3].exp(),
-        };
-        let m = nelder_mead(
-            |p| -of(p).log_likelihood(rows),
-            &[0.0; 4],
-            Options::default(),
-        );
-        if !m.f.is_finite() {
-            return Err(Error::NoConvergence(
-                "Pareto/NBD likelihood is not finite".into(),
-            ));
-        }
-        Ok(Fitted {
-            params: of(&m.x),
-            log_likelihood: -m.f,
-            evaluations: m.evals,
-        })
+        fit_positive(
+            4,
+            |p| ParetoNbd {
+                r: p[0],
+                alpha: p[1],
+                s: p[2],
+                beta: p[3],
+            },
+            |m| m.log_likelihood(rows),
+            "Pareto/NBD",
+        )
     }
 
     /// Probability the customer is still alive at age `t`.
