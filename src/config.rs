@@ -45,14 +45,12 @@ pub(crate) struct Config {
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
     pub(crate) brokers: String,
-    #[allow(dead_code)]
     pub(crate) redis: String,
     #[allow(dead_code)]
     pub(crate) sink: String,
     #[allow(dead_code)]
     pub(crate) http: String,
     pub(crate) topic_prefix: String,
-    #[allow(dead_code)]
     pub(crate) clock: String,
     pub(crate) json: bool,
 }

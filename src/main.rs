@@ -2,10 +2,9 @@
 
 mod config;
 mod fit;
+mod process;
+mod topics;
 
-use std::time::Duration;
-
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::Config;
 
@@ -28,6 +27,8 @@ enum Command {
     Topics,
     /// Fit BG/NBD, Pareto/NBD, Gamma-Gamma, RFM cut-points and k-means on transactions.
     Fit(fit::FitArgs),
+    /// Run a stream processor: input topics → per-customer features in Redis.
+    Process(process::ProcessArgs),
 }
 
 #[tokio::main]
@@ -42,37 +43,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = cli.config.resolve()?;
     match cli.command {
-        Command::Topics => topics(&config).await,
+        Command::Topics => topics::run(&config).await,
+        Command::Process(args) => process::run(&config, &args).await,
         Command::Fit(args) => fit::run(&args, config.json),
     }
-}
-
-async fn topics(config: &config::Resolved) -> anyhow::Result<()> {
-    let states =
-        custflow_ingest::ensure_topics(&config.brokers, &config.topics(), Duration::from_secs(15))
-            .await
-            .with_context(|| {
-                format!(
-                    "is the broker running at {}? start it with scripts/stack.sh up",
-                    config.brokers
-                )
-            })?;
-    for s in &states {
-        if !config.json {
-            println!(
-                "{:<28} {:>3} partitions{}",
-                s.name,
-                s.partitions,
-                if s.created { "  (created)" } else { "" }
-            );
-        }
-    }
-    let summary = serde_json::json!({
-        "topics": states.iter().map(|s| serde_json::json!({"name": s.name, "partitions": s.partitions, "created": s.created})).collect::<Vec<_>>(),
-        "created": states.iter().filter(|s| s.created).count(),
-    });
-    if config.json {
-        println!("{summary}");
-    }
-    Ok(())
 }

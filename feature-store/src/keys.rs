@@ -1,23 +1,57 @@
-//! Redis key names. Braces around the customer id are a Redis Cluster hash tag, so all
-//! keys of one customer live in one slot.
+//! Redis key names (DESIGN §5). Braces around the customer id are a Redis Cluster hash
+//! tag, so all keys of one customer live in one slot. Every key starts with the
+//! deployment's prefix (the topic prefix), so several deployments can share a Redis.
 
-/// The hash of one customer's features, scores and source offsets.
-pub fn features(customer_id: &str) -> String {
-    format!("cf:{{{customer_id}}}:f")
+/// The key names of one deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
 }
 
-/// The model artefact in use.
-pub const MODEL_CURRENT: &str = "cf:model:current";
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
 
-/// One stored model artefact version.
-pub fn model(version: &str) -> String {
-    format!("cf:model:{version}")
-}
+    /// The state (features, scores, source positions) of one customer.
+    pub fn features(&self, customer_id: &str) -> String {
+        format!("{}cf:{{{customer_id}}}:f", self.prefix)
+    }
 
-/// Sorted set of customers by last purchase time, one per input partition, so each
-/// processor owns the index of its partitions and a cluster can shard it.
-pub fn last_order_index(partition: i32) -> String {
-    format!("cf:idx:last_order:{{p{partition}}}")
+    /// The model artefact in use.
+    pub fn model_current(&self) -> String {
+        format!("{}cf:model:current", self.prefix)
+    }
+
+    /// One stored model artefact version.
+    pub fn model(&self, version: &str) -> String {
+        format!("{}cf:model:{version}", self.prefix)
+    }
+
+    /// Sorted set of customers by last purchase time, one per input partition, so each
+    /// processor owns the index of its partitions and a cluster can shard it.
+    pub fn last_order_index(&self, partition: i32) -> String {
+        format!("{}cf:idx:last_order:{{p{partition}}}", self.prefix)
+    }
+
+    /// Patterns of every key of this deployment (for wiping on rebuild).
+    pub fn patterns(&self) -> [String; 3] {
+        let p = &self.prefix;
+        [
+            format!("{p}cf:{{*}}:f"),
+            format!("{p}cf:idx:*"),
+            format!("{p}cf:sweep:*"),
+        ]
+    }
+
+    /// The customer id of a features key.
+    pub fn customer_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("cf:{")?
+            .strip_suffix("}:f")
+    }
 }
 
 #[cfg(test)]
@@ -25,9 +59,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_hash_tagged() {
-        assert_eq!(features("c-17"), "cf:{c-17}:f");
-        assert_eq!(model("v3"), "cf:model:v3");
-        assert_eq!(last_order_index(5), "cf:idx:last_order:{p5}");
+    fn keys_are_hash_tagged_and_prefixed() {
+        let k = Keys::default();
+        assert_eq!(k.features("c-17"), "cf:{c-17}:f");
+        assert_eq!(k.model("v3"), "cf:model:v3");
+        assert_eq!(k.last_order_index(5), "cf:idx:last_order:{p5}");
+        let staging = Keys::new("staging.");
+        assert_eq!(staging.features("c"), "staging.cf:{c}:f");
+        assert_eq!(staging.customer_of("staging.cf:{c-1}:f"), Some("c-1"));
+        assert_eq!(staging.customer_of("cf:{c-1}:f"), None);
     }
 }

@@ -1,4 +1,7 @@
-//! Redis key layout of DESIGN §5 (the one place that knows key names); the feature API,
-//! topic-to-SSE bridge and dashboard are built on it.
+//! Redis layout of DESIGN §5 (the one place that knows key names and what is stored
+//! under them), features computed from the stored state as of any instant, and the
+//! feature API, topic-to-SSE bridge and dashboard built on them.
 
+pub mod features;
 pub mod keys;
+pub mod state;

@@ -68,3 +68,35 @@ pub fn ensure_stack() -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
 }
+
+/// The shared reference data folder (`CUSTFLOW_SHARED_DATA`, default `../shared/data`).
+pub fn shared_data() -> PathBuf {
+    let dir = std::env::var_os("CUSTFLOW_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/data"));
+    assert!(
+        dir.join("cdnow").is_dir(),
+        "reference data not found at {}: set CUSTFLOW_SHARED_DATA to the shared/data folder",
+        dir.display()
+    );
+    dir
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,509 @@
+//! The per-customer state stored under `cf:{id}:f`: what the processors apply events to
+//! and what lookups compute features from, encoded compactly (postcard).
+//!
+//! Recent days (the last [`KEEP_DAYS`] days before the customer's newest event) are kept
+//! day by day, with the orders placed on them, so late events, refunds and cancellations
+//! land on the right day and time windows stay exact. Older days are folded into running
+//! totals that keep exactly what the BTYD features need (first purchase day and value,
+//! number of purchase days, sum of repeat-day values, last purchase day).
+
+use serde::{Deserialize, Serialize};
+
+use custflow_schemas::time::DAY_MS;
+use custflow_schemas::{Activity, Customer, Event, Order, OrderStatus};
+
+/// Days of per-day detail kept behind the customer's newest event: covers the 90-day
+/// windows plus 30 days of allowed lateness and refunds.
+pub const KEEP_DAYS: i32 = 120;
+
+/// Errors of applying an event to a state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The event is older than the per-day detail kept for this customer.
+    #[error(
+        "event of day {day} is older than the {KEEP_DAYS} days of detail kept behind day {newest}"
+    )]
+    TooLate { day: i32, newest: i32 },
+}
+
+/// Where an event came from: input topic (0 customers, 1 orders, 2 activity), partition,
+/// offset. Events at or before the stored position are re-deliveries and are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePos {
+    pub topic: u8,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Per-day aggregate of orders.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Day {
+    /// Days since 1970-01-01 (UTC).
+    pub day: i32,
+    /// Net value: placed totals minus refunds and cancellations.
+    pub net: f64,
+    /// Placed orders not cancelled.
+    pub orders: u32,
+    /// A refund or cancellation touched this day.
+    pub refunded: bool,
+    /// Milliseconds into the day of the first and latest order placed this day.
+    pub first_ms: u32,
+    pub last_ms: u32,
+}
+
+impl Day {
+    /// Event time of the first order placed this day.
+    pub fn first_at(&self) -> i64 {
+        i64::from(self.day) * DAY_MS + i64::from(self.first_ms)
+    }
+
+    /// Event time of the latest order placed this day.
+    pub fn last_at(&self) -> i64 {
+        i64::from(self.day) * DAY_MS + i64::from(self.last_ms)
+    }
+}
+
+/// An order placed within the kept window, so refunds and cancellations find its day.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OrderRef {
+    /// FNV-1a hash of the order id (32 bits: collisions among one customer's orders of
+    /// the kept days are negligible).
+    pub id: u32,
+    pub day: i32,
+    /// What is still counted of it (total minus refunds).
+    pub open: f64,
+    pub cancelled: bool,
+    pub discounted: bool,
+}
+
+/// Totals of the days folded out of the per-day detail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Folded {
+    pub first_day: Option<i32>,
+    pub first_at: i64,
+    pub last_day: Option<i32>,
+    pub last_at: i64,
+    pub purchase_days: u32,
+    /// Sum of the net values of purchase days after the first.
+    pub repeat_sum: f64,
+    pub orders: u32,
+    pub spend: f64,
+    pub discounted: u32,
+    /// Days before this one are folded; a late event for them cannot be applied exactly.
+    pub before: Option<i32>,
+}
+
+/// Spend per named value, bounded (the smallest entry is dropped past the bound).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally(pub Vec<(String, f64)>);
+
+const TALLY_MAX: usize = 8;
+
+impl Tally {
+    fn add(&mut self, key: &str, v: f64) {
+        if let Some(e) = self.0.iter_mut().find(|(k, _)| k == key) {
+            e.1 += v;
+        } else {
+            self.0.push((key.to_owned(), v));
+            if self.0.len() > TALLY_MAX {
+                let min = (0..self.0.len()).min_by(|&a, &b| self.0[a].1.total_cmp(&self.0[b].1));
+                if let Some(i) = min {
+                    self.0.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// The key with the highest spend (ties: the smaller key).
+    pub fn mode(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .filter(|(_, v)| *v > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .map(|(k, _)| k.as_str())
+    }
+}
+
+pub const DAYPARTS: [&str; 5] = ["morning", "lunch", "afternoon", "dinner", "night"];
+
+/// Daypart of an event time (UTC hour): morning 5–11, lunch 11–14, afternoon 14–17,
+/// dinner 17–21, night 21–5.
+pub fn daypart(ms: i64) -> usize {
+    let hour = ms.rem_euclid(DAY_MS) / 3_600_000;
+    match hour {
+        5..=10 => 0,
+        11..=13 => 1,
+        14..=16 => 2,
+        17..=20 => 3,
+        _ => 4,
+    }
+}
+
+/// Day number (days since 1970-01-01, UTC) of an event time.
+pub fn day_of(ms: i64) -> i32 {
+    i32::try_from(ms.div_euclid(DAY_MS)).unwrap_or(if ms < 0 { i32::MIN } else { i32::MAX })
+}
+
+fn fnv(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Everything custflow keeps about one customer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomerState {
+    pub positions: Vec<SourcePos>,
+    /// Applied events (the per-customer version of scores).
+    pub applied: u64,
+    pub loyalty_member: bool,
+    pub profile_at: i64,
+    pub country: Option<String>,
+    pub folded: Folded,
+    pub days: Vec<Day>,
+    pub orders: Vec<OrderRef>,
+    pub category: Tally,
+    pub location: Tally,
+    pub daypart: [f64; 5],
+    pub newest_at: i64,
+    pub last_activity_at: i64,
+    pub activity: [u32; 4],
+    /// Order refunds or cancellations whose original order was not found.
+    pub unmatched_adjustments: u32,
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The event changed the state.
+    Changed,
+    /// Already applied (re-delivery): skipped.
+    Duplicate,
+}
+
+impl CustomerState {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
+    /// Whether the event at `pos` was applied already.
+    pub fn seen(&self, pos: SourcePos) -> bool {
+        self.positions
+            .iter()
+            .any(|p| p.topic == pos.topic && p.partition == pos.partition && p.offset >= pos.offset)
+    }
+
+    fn record(&mut self, pos: SourcePos) {
+        match self.positions.iter_mut().find(|p| p.topic == pos.topic) {
+            Some(p) => *p = pos,
+            None => self.positions.push(pos),
+        }
+    }
+
+    /// Applies one event from `pos`, exactly once in effect.
+    pub fn apply(&mut self, event: &Event, pos: SourcePos) -> Result<Applied, ApplyError> {
+        if self.seen(pos) {
+            return Ok(Applied::Duplicate);
+        }
+        match event {
+            Event::Customer(c) => self.apply_customer(c),
+            Event::Order(o) => self.apply_order(o)?,
+            Event::Activity(a) => self.apply_activity(a),
+        }
+        self.record(pos);
+        self.applied += 1;
+        Ok(Applied::Changed)
+    }
+
+    fn apply_customer(&mut self, c: &Customer) {
+        // The latest profile by event time wins, whatever order they arrive in.
+        if c.occurred_at >= self.profile_at {
+            self.profile_at = c.occurred_at;
+            self.loyalty_member = c.loyalty_member;
+            self.country = c.country.clone();
+        }
+    }
+
+    fn apply_activity(&mut self, a: &Activity) {
+        self.last_activity_at = self.last_activity_at.max(a.occurred_at);
+        self.activity[a.kind as usize] += 1;
+    }
+
+    fn day_mut(&mut self, day: i32) -> &mut Day {
+        let i = match self.days.binary_search_by_key(&day, |d| d.day) {
+            Ok(i) => i,
+            Err(i) => {
+                self.days.insert(
+                    i,
+                    Day {
+                        day,
+                        net: 0.0,
+                        orders: 0,
+                        refunded: false,
+                        first_ms: u32::MAX,
+                        last_ms: 0,
+                    },
+                );
+                i
+            }
+        };
+        &mut self.days[i]
+    }
+
+    fn apply_order(&mut self, o: &Order) -> Result<(), ApplyError> {
+        let day = day_of(o.occurred_at);
+        let id = fnv(&o.order_id);
+        match o.status {
+            OrderStatus::Placed => {
+                if self.folded.before.is_some_and(|b| day < b) {
+                    return Err(ApplyError::TooLate {
+                        day,
+                        newest: day_of(self.newest_at),
+                    });
+                }
+                if self.orders.iter().any(|r| r.id == id) {
+                    return Ok(()); // the same order placed twice: counted once
+                }
+                let discounted = o.discount_amount > 0.0 || o.discount_code.is_some();
+                self.orders.push(OrderRef {
+                    id,
+                    day,
+                    open: o.total,
+                    cancelled: false,
+                    discounted,
+                });
+                let d = self.day_mut(day);
+                d.net += o.total;
+                d.orders += 1;
+                let ms = u32::try_from(o.occurred_at.rem_euclid(DAY_MS)).unwrap_or(0);
+                d.last_ms = d.last_ms.max(ms);
+                d.first_ms = d.first_ms.min(ms);
+                for item in &o.items {
+                    let cat = if item.category.is_empty() {
+                        "other"
+                    } else {
+                        &item.category
+                    };
+                    self.category
+                        .add(cat, f64::from(item.quantity) * item.unit_price);
+                }
+                if let Some(loc) = &o.location_id {
+                    self.location.add(loc, o.total);
+                }
+                self.daypart[daypart(o.occurred_at)] += o.total;
+                self.newest_at = self.newest_at.max(o.occurred_at);
+                self.fold();
+            }
+            OrderStatus::Refunded | OrderStatus::Cancelled => {
+                let Some(i) = self.orders.iter().position(|r| r.id == id) else {
+                    // The original is older than the kept detail (or unknown): only the
+                    // spend totals can still be corrected.
+                    self.unmatched_adjustments += 1;
+                    if o.status == OrderStatus::Refunded {
+                        self.folded.spend -= o.total;
+                    }
+                    return Ok(());
+                };
+                let r = self.orders[i];
+                if r.cancelled {
+                    return Ok(());
+                }
+                let cancel = o.status == OrderStatus::Cancelled;
+                let amount = if cancel { r.open } else { o.total.min(r.open) };
+                self.orders[i].open -= amount;
+                self.orders[i].cancelled = cancel;
+                let d = self.day_mut(r.day);
+                d.net -= amount;
+                d.refunded = true;
+                if cancel {
+                    d.orders = d.orders.saturating_sub(1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds days older than [`KEEP_DAYS`] behind the newest event into the totals.
+    fn fold(&mut self) {
+        let limit = day_of(self.newest_at) - KEEP_DAYS;
+        let n = self.days.iter().take_while(|d| d.day < limit).count();
+        if n == 0 {
+            return;
+        }
+        self.folded.before = Some(self.folded.before.map_or(limit, |b| b.max(limit)));
+        for d in self.days.drain(..n) {
+            let f = &mut self.folded;
+            f.orders += d.orders;
+            f.spend += d.net;
+            if crate::features::is_purchase_day(&d) {
+                if f.first_day.is_none() {
+                    f.first_day = Some(d.day);
+                    f.first_at = d.first_at();
+                } else {
+                    f.repeat_sum += d.net;
+                }
+                f.purchase_days += 1;
+                f.last_day = Some(d.day);
+                f.last_at = d.last_at();
+            }
+        }
+        let discounted = self
+            .orders
+            .iter()
+            .filter(|r| r.day < limit && r.discounted && !r.cancelled)
+            .count();
+        self.folded.discounted += u32::try_from(discounted).unwrap_or(u32::MAX);
+        self.orders.retain(|r| r.day >= limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::compute;
+    use custflow_schemas::{OrderItem, OrderStatus};
+
+    fn order(id: &str, day: i64, hour: i64, total: f64, status: OrderStatus) -> Event {
+        Event::Order(Order {
+            event_id: format!("e-{id}-{status:?}"),
+            order_id: id.into(),
+            customer_id: "c".into(),
+            occurred_at: day * DAY_MS + hour * 3_600_000,
+            status,
+            location_id: Some("loc-1".into()),
+            channel: None,
+            currency: "EUR".into(),
+            items: vec![OrderItem {
+                sku: "s".into(),
+                category: "mains".into(),
+                quantity: 1,
+                unit_price: total,
+            }],
+            discount_code: None,
+            discount_amount: 0.0,
+            total,
+        })
+    }
+
+    fn pos(offset: i64) -> SourcePos {
+        SourcePos {
+            topic: 1,
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn refunds_and_cancellations_adjust_the_original_day() {
+        let mut s = CustomerState::default();
+        let evs = [
+            order("a", 100, 12, 20.0, OrderStatus::Placed),
+            order("b", 103, 19, 40.0, OrderStatus::Placed),
+            order("c", 105, 12, 10.0, OrderStatus::Placed),
+            order("b", 110, 9, 15.0, OrderStatus::Refunded), // partial refund, lands on day 103
+            order("c", 111, 9, 10.0, OrderStatus::Cancelled), // day 105 is no purchase day now
+        ];
+        for (i, e) in evs.iter().enumerate() {
+            assert_eq!(s.apply(e, pos(i as i64)), Ok(Applied::Changed));
+        }
+        let f = compute(&s, 120 * DAY_MS, 45.0);
+        assert_eq!(
+            (f.frequency, f.recency, f.age, f.monetary_value),
+            (1, 3.0, 20.0, 25.0)
+        );
+        assert_eq!((f.orders_total, f.spend_total), (2, 45.0));
+        assert_eq!(f.favourite_daypart.as_deref(), Some("dinner"));
+        // Re-delivery of an applied offset is skipped.
+        assert_eq!(s.apply(&evs[0], pos(2)), Ok(Applied::Duplicate));
+        assert_eq!(compute(&s, 120 * DAY_MS, 45.0), f);
+    }
+
+    #[test]
+    fn out_of_order_delivery_gives_the_same_features() {
+        let evs = [
+            order("a", 100, 8, 12.0, OrderStatus::Placed),
+            order("b", 130, 12, 40.0, OrderStatus::Placed),
+            order("c", 150, 12, 7.5, OrderStatus::Placed),
+            order("b", 151, 12, 40.0, OrderStatus::Refunded),
+            order("d", 170, 22, 9.0, OrderStatus::Placed),
+        ];
+        let mut in_order = CustomerState::default();
+        for (i, e) in evs.iter().enumerate() {
+            in_order.apply(e, pos(i as i64)).unwrap();
+        }
+        let mut shuffled = CustomerState::default();
+        for (n, i) in [4, 1, 3, 0, 2].into_iter().enumerate() {
+            shuffled.apply(&evs[i], pos(n as i64)).unwrap();
+        }
+        let as_of = 175 * DAY_MS;
+        assert_eq!(
+            compute(&in_order, as_of, 45.0),
+            compute(&shuffled, as_of, 45.0)
+        );
+    }
+
+    #[test]
+    fn folding_keeps_the_btyd_features_exact() {
+        // 60 orders every 9 days: most days get folded.
+        let mut s = CustomerState::default();
+        let mut tx = Vec::new();
+        for i in 0..60i64 {
+            let total = 10.0 + i as f64;
+            s.apply(
+                &order(
+                    &format!("o{i}"),
+                    1000 + 9 * i,
+                    12,
+                    total,
+                    OrderStatus::Placed,
+                ),
+                pos(i),
+            )
+            .unwrap();
+            tx.push(("c", (1000 + 9 * i), total));
+        }
+        assert!(
+            s.folded.purchase_days > 0 && s.days.len() < 20,
+            "{} days kept",
+            s.days.len()
+        );
+        let as_of_day = 1000 + 9 * 59 + 5;
+        let f = compute(&s, as_of_day * DAY_MS, 45.0);
+        let want = custflow_models::summary::summarise(tx, as_of_day, 1.0)["c"];
+        assert_eq!(f64::from(f.frequency), want.x);
+        assert_eq!((f.recency, f.age), (want.t_x, want.t));
+        assert!((f.monetary_value - want.m).abs() < 1e-9);
+        assert_eq!(f.orders_total, 60);
+        // A placed order older than the kept detail is refused, not silently misapplied.
+        let late = order("late", 1001, 12, 5.0, OrderStatus::Placed);
+        assert!(matches!(
+            s.apply(&late, pos(100)),
+            Err(ApplyError::TooLate { .. })
+        ));
+        // The state stays small.
+        assert!(s.encode().len() < 700, "{} bytes", s.encode().len());
+        assert_eq!(CustomerState::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn time_dependent_features_follow_the_clock() {
+        let mut s = CustomerState::default();
+        s.apply(&order("a", 100, 12, 20.0, OrderStatus::Placed), pos(0))
+            .unwrap();
+        let soon = compute(&s, 110 * DAY_MS + 12 * 3_600_000, 45.0);
+        let later = compute(&s, 160 * DAY_MS + 12 * 3_600_000, 45.0);
+        assert_eq!(
+            (soon.days_since_last_order, soon.at_risk),
+            (Some(10.0), false)
+        );
+        assert_eq!(
+            (later.days_since_last_order, later.at_risk),
+            (Some(60.0), true)
+        );
+        assert_eq!((soon.orders_30d, later.orders_30d), (1, 0));
+    }
+}

@@ -1,0 +1,120 @@
+//! `custflow process`: runs one processor (a consumer-group member) until Ctrl-C.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use custflow_processors::metrics::Metrics;
+use custflow_processors::{Clock, Processor, ProcessorConfig};
+use custflow_schemas::registry::kafka::KafkaRegistryStore;
+use custflow_schemas::registry::Registry;
+use custflow_schemas::topics;
+
+use crate::config::Resolved;
+
+/// Options of `custflow process`.
+#[derive(Debug, Args)]
+pub(crate) struct ProcessArgs {
+    /// Wipe this deployment's Redis keys and replay the input topics from the beginning.
+    #[arg(long)]
+    rebuild: bool,
+    /// Allowed lateness of the event-time clock, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    lateness_secs: i64,
+    /// Days without an order after which a customer is at risk.
+    #[arg(long, default_value_t = 45.0)]
+    at_risk_days: f64,
+    /// Most messages per batch.
+    #[arg(long, default_value_t = 5000)]
+    batch_max: usize,
+}
+
+/// Opens the schema registry of a deployment (its log is a compacted topic).
+pub(crate) async fn registry(config: &Resolved) -> anyhow::Result<Arc<Registry>> {
+    let store = KafkaRegistryStore::new(&config.brokers, &config.topics().name(topics::SCHEMAS))?;
+    let reg = Registry::open(Arc::new(store)).await.with_context(|| {
+        format!(
+            "reading the schema registry from {}; is the broker up?",
+            config.brokers
+        )
+    })?;
+    Ok(Arc::new(reg))
+}
+
+pub(crate) fn processor_config(
+    config: &Resolved,
+    args: &ProcessArgs,
+) -> anyhow::Result<ProcessorConfig> {
+    let clock = Clock::parse(&config.clock, args.lateness_secs * 1000)
+        .with_context(|| format!("--clock {:?} is not wall or event", config.clock))?;
+    let mut cfg = ProcessorConfig::new(&config.brokers, &config.redis, config.topics(), clock);
+    cfg.rebuild = args.rebuild;
+    cfg.at_risk_days = args.at_risk_days;
+    cfg.batch_max = args.batch_max;
+    Ok(cfg)
+}
+
+/// A progress line on stderr every few seconds.
+pub(crate) fn progress(metrics: &Metrics, started: Instant) -> String {
+    let p99 = metrics
+        .freshness
+        .quantile(0.99)
+        .map_or("-".into(), |s| format!("{:.0} ms", s * 1000.0));
+    format!(
+        "{:>6.0}s  applied {}  duplicates {}  dead-lettered {}  lag {}  freshness p99 ≤ {}",
+        started.elapsed().as_secs_f64(),
+        Metrics::get(&metrics.applied),
+        Metrics::get(&metrics.duplicates),
+        Metrics::get(&metrics.dead_lettered),
+        metrics.total_lag(),
+        p99
+    )
+}
+
+pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result<()> {
+    crate::topics::ensure(config).await?;
+    let registry = registry(config).await?;
+    let metrics = Arc::new(Metrics::default());
+    let processor = Processor::new(processor_config(config, args)?, registry, metrics.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "starting the processor (broker {}, Redis {})",
+                config.brokers, config.redis
+            )
+        })?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let reporter = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                eprintln!("{}", progress(&metrics, started));
+            }
+        })
+    };
+    let stop = tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping: finishing the batch in hand and committing offsets …");
+        let _ = tx.send(true);
+    });
+    let result = processor.run(rx).await;
+    reporter.abort();
+    stop.abort();
+    result?;
+    eprintln!("{}", progress(&metrics, started));
+    if config.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "applied": Metrics::get(&metrics.applied),
+                "duplicates": Metrics::get(&metrics.duplicates),
+                "dead_lettered": Metrics::get(&metrics.dead_lettered),
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Processor metrics, rendered in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the latency buckets.
+const BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 15],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        let i = BOUNDS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The bucket bound below which a fraction `q` of observations fall.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let target = (q * n as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= target {
+                return Some(BOUNDS.get(i).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cum += b.load(Ordering::Relaxed);
+            let le = BOUNDS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cum}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {}", self.count());
+    }
+}
+
+/// Everything a processor counts.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub batches: AtomicU64,
+    pub scores_emitted: AtomicU64,
+    pub segment_changes: AtomicU64,
+    pub redis_write: Histogram,
+    /// Event time to feature visible in Redis.
+    pub freshness: Histogram,
+    /// Consumer lag per (topic, partition).
+    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl Metrics {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Total lag over all partitions.
+    pub fn total_lag(&self) -> i64 {
+        self.lag.lock().map(|l| l.values().sum()).unwrap_or(0)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, c) in [
+            (
+                "custflow_events_applied_total",
+                "Events applied to customer state",
+                &self.applied,
+            ),
+            (
+                "custflow_events_duplicate_total",
+                "Re-delivered events skipped",
+                &self.duplicates,
+            ),
+            (
+                "custflow_events_dead_lettered_total",
+                "Events sent to the dead-letter topic",
+                &self.dead_lettered,
+            ),
+            ("custflow_batches_total", "Batches processed", &self.batches),
+            (
+                "custflow_scores_emitted_total",
+                "CustomerScore records produced",
+                &self.scores_emitted,
+            ),
+            (
+                "custflow_segment_changes_total",
+                "SegmentChange records produced",
+                &self.segment_changes,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                Self::get(c)
+            );
+        }
+        self.redis_write.render(
+            &mut out,
+            "custflow_redis_write_seconds",
+            "Redis pipeline write latency",
+        );
+        self.freshness.render(
+            &mut out,
+            "custflow_freshness_seconds",
+            "Event time to feature visible",
+        );
+        let _ = writeln!(out, "# HELP custflow_consumer_lag Messages behind the high watermark\n# TYPE custflow_consumer_lag gauge");
+        if let Ok(lag) = self.lag.lock() {
+            for ((topic, p), v) in lag.iter() {
+                let _ = writeln!(
+                    out,
+                    "custflow_consumer_lag{{topic=\"{topic}\",partition=\"{p}\"}} {v}"
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_and_rendering() {
+        let h = Histogram::default();
+        for _ in 0..99 {
+            h.observe(0.002);
+        }
+        h.observe(3.0);
+        assert_eq!(h.quantile(0.5), Some(0.0025));
+        assert_eq!(h.quantile(0.99), Some(0.0025));
+        assert_eq!(h.quantile(1.0), Some(5.0));
+        let m = Metrics::default();
+        Metrics::add(&m.applied, 3);
+        let text = m.render();
+        assert!(text.contains("custflow_events_applied_total 3"));
+        assert!(text.contains("custflow_freshness_seconds_count 0"));
+    }
+}

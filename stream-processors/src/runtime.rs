@@ -1,0 +1,503 @@
+//! The consumer loop: batches of input events → decode → apply to customer states →
+//! one Redis pipeline → offsets committed. Invalid events go to the dead-letter topic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use custflow_feature_store::features;
+use custflow_feature_store::keys::Keys;
+use custflow_feature_store::state::{Applied, CustomerState, SourcePos};
+use custflow_schemas::avro::{self, AvroCodec};
+use custflow_schemas::registry::Registry;
+use custflow_schemas::topics::{self, Topics};
+use custflow_schemas::{json, Event, EventKind, ValidationContext};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::{Store, Write};
+
+/// Settings of a processor.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    pub brokers: String,
+    pub redis_url: String,
+    pub topics: Topics,
+    pub group_id: String,
+    pub clock: Arc<Clock>,
+    pub at_risk_days: f64,
+    /// Most messages in one batch.
+    pub batch_max: usize,
+    /// Longest wait to fill a batch.
+    pub batch_wait: Duration,
+    /// Wipe Redis and replay the input topics from the beginning.
+    pub rebuild: bool,
+}
+
+impl ProcessorConfig {
+    pub fn new(brokers: &str, redis_url: &str, topics: Topics, clock: Clock) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            redis_url: redis_url.to_owned(),
+            group_id: format!("{}custflow-processors", topics.name("")),
+            topics,
+            clock: Arc::new(clock),
+            at_risk_days: features::DEFAULT_AT_RISK_DAYS,
+            batch_max: 5000,
+            batch_wait: Duration::from_millis(20),
+            rebuild: false,
+        }
+    }
+}
+
+/// A customer whose state a batch changed, handed to the [`BatchHook`].
+pub struct Changed<'a> {
+    pub customer: &'a str,
+    pub state: &'a CustomerState,
+    pub partition: i32,
+}
+
+/// Work done for each batch after states were computed and before offsets are committed
+/// (scoring). An error fails the batch: nothing is committed and it is retried.
+pub trait BatchHook: Send + Sync {
+    fn on_batch<'a>(
+        &'a self,
+        changed: &'a [Changed<'a>],
+        as_of: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+}
+
+/// One processor instance (a member of the consumer group).
+pub struct Processor {
+    cfg: ProcessorConfig,
+    consumer: Arc<StreamConsumer>,
+    producer: FutureProducer,
+    store: Store,
+    registry: Arc<Registry>,
+    codec: AvroCodec,
+    metrics: Arc<Metrics>,
+    hook: Option<Arc<dyn BatchHook>>,
+}
+
+/// A decoded message of a batch.
+struct Input {
+    pos: SourcePos,
+    event: Event,
+    produced_ms: Option<i64>,
+}
+
+/// A message for the dead-letter topic.
+struct DeadLetter {
+    msg: OwnedMessage,
+    reason: String,
+    message: String,
+}
+
+fn kind_index(k: EventKind) -> u8 {
+    match k {
+        EventKind::Customer => 0,
+        EventKind::Order => 1,
+        EventKind::Activity => 2,
+    }
+}
+
+impl Processor {
+    /// Connects to the broker and Redis and joins the consumer group.
+    pub async fn new(
+        cfg: ProcessorConfig,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let consumer: StreamConsumer = client(&cfg.brokers)
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("fetch.wait.max.ms", "20")
+            .create()?;
+        let producer: FutureProducer = client(&cfg.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .create()?;
+        let store = Store::connect(&cfg.redis_url, Keys::new(cfg.topics.name(""))).await?;
+        let ids = registry.register_builtin(&cfg.topics).await?;
+        let codec = AvroCodec::new(registry.clone(), ids);
+        let inputs: Vec<String> = EventKind::ALL
+            .iter()
+            .map(|k| cfg.topics.name(k.topic()))
+            .collect();
+        let p = Self {
+            cfg,
+            consumer: Arc::new(consumer),
+            producer,
+            store,
+            registry,
+            codec,
+            metrics,
+            hook: None,
+        };
+        if p.cfg.rebuild {
+            p.rebuild(&inputs).await?;
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        p.consumer.subscribe(&refs)?;
+        Ok(p)
+    }
+
+    /// Sets the work done per batch before commit (scoring).
+    pub fn with_hook(mut self, hook: Arc<dyn BatchHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Wipes Redis and points the group at the start of every input partition.
+    async fn rebuild(&self, inputs: &[String]) -> Result<()> {
+        let deleted = self.store.wipe().await?;
+        tracing::info!(deleted, "rebuild: Redis state wiped");
+        let consumer = self.consumer.clone();
+        let inputs = inputs.to_vec();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let timeout = Duration::from_secs(10);
+            let md = consumer.fetch_metadata(None, timeout)?;
+            let mut tpl = TopicPartitionList::new();
+            for t in md
+                .topics()
+                .iter()
+                .filter(|t| inputs.iter().any(|i| i == t.name()))
+            {
+                for p in t.partitions() {
+                    let (low, _) = consumer.fetch_watermarks(t.name(), p.id(), timeout)?;
+                    tpl.add_partition_offset(t.name(), p.id(), Offset::Offset(low))?;
+                }
+            }
+            if tpl.count() > 0 {
+                consumer.commit(&tpl, CommitMode::Sync)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?
+    }
+
+    /// Runs until `shutdown` turns true: finishes the batch in hand, commits, returns.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let mut last_lag = Instant::now() - Duration::from_secs(60);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let first = tokio::select! {
+                m = self.consumer.recv() => m,
+                _ = shutdown.changed() => break,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    self.maybe_lag(&mut last_lag);
+                    continue;
+                }
+            };
+            let mut batch = vec![first?.detach()];
+            let deadline = tokio::time::Instant::now() + self.cfg.batch_wait;
+            while batch.len() < self.cfg.batch_max {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(m) => batch.push(m?.detach()),
+                    Err(_) => break,
+                }
+            }
+            self.process_batch(batch).await?;
+            self.maybe_lag(&mut last_lag);
+        }
+        // Offsets of finished batches were committed asynchronously; flush them now.
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "final commit had nothing to commit");
+        }
+        Ok(())
+    }
+
+    fn maybe_lag(&self, last: &mut Instant) {
+        if last.elapsed() < Duration::from_secs(2) {
+            return;
+        }
+        *last = Instant::now();
+        let consumer = self.consumer.clone();
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let Ok(assigned) = consumer.assignment() else {
+                return;
+            };
+            let Ok(positions) = consumer.position() else {
+                return;
+            };
+            let mut lag = BTreeMap::new();
+            for e in assigned.elements() {
+                let Ok((_, high)) =
+                    consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+                else {
+                    continue;
+                };
+                let pos = positions
+                    .find_partition(e.topic(), e.partition())
+                    .and_then(|p| p.offset().to_raw())
+                    .filter(|o| *o >= 0);
+                let l = pos.map_or(high, |p| (high - p).max(0));
+                lag.insert((e.topic().to_owned(), e.partition()), l);
+            }
+            if let Ok(mut m) = metrics.lag.lock() {
+                *m = lag;
+            }
+        });
+    }
+
+    fn decode(
+        &self,
+        msg: &OwnedMessage,
+        ctx: &ValidationContext,
+    ) -> std::result::Result<Event, (String, String)> {
+        let kind = self
+            .cfg
+            .topics
+            .base(msg.topic())
+            .and_then(EventKind::for_topic)
+            .ok_or_else(|| {
+                (
+                    "unknown_topic".to_owned(),
+                    format!("no event kind for topic {}", msg.topic()),
+                )
+            })?;
+        let bytes = msg.payload().unwrap_or_default();
+        let result = if avro::is_framed(bytes) {
+            self.codec.decode(kind, bytes, ctx)
+        } else {
+            json::decode(kind, bytes, ctx)
+        };
+        result.map_err(|e| {
+            let message = match e.field_errors() {
+                Some(errs) => serde_json::to_string(errs).unwrap_or_else(|_| e.to_string()),
+                None => e.to_string(),
+            };
+            (e.reason().to_owned(), message)
+        })
+    }
+
+    async fn process_batch(&self, batch: Vec<OwnedMessage>) -> Result<()> {
+        let ctx = ValidationContext::now();
+        let mut inputs: Vec<Input> = Vec::with_capacity(batch.len());
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+        for msg in batch {
+            let e = next_offsets
+                .entry((msg.topic().to_owned(), msg.partition()))
+                .or_insert(0);
+            *e = (*e).max(msg.offset() + 1);
+            let mut decoded = self.decode(&msg, &ctx);
+            if let Err((reason, _)) = &decoded {
+                if reason == "unknown_schema" {
+                    // Another process may have registered it: catch up once and retry.
+                    self.registry.reload().await?;
+                    decoded = self.decode(&msg, &ctx);
+                }
+            }
+            match decoded {
+                Ok(event) => {
+                    self.cfg.clock.observe(event.occurred_at());
+                    inputs.push(Input {
+                        pos: SourcePos {
+                            topic: kind_index(event.kind()),
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                        },
+                        event,
+                        produced_ms: msg.timestamp().to_millis(),
+                    });
+                }
+                Err((reason, message)) => dead.push(DeadLetter {
+                    msg,
+                    reason,
+                    message,
+                }),
+            }
+        }
+
+        // Group by customer, keeping each customer's events in arrival order.
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_customer: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, inp) in inputs.iter().enumerate() {
+            let c = inp.event.customer_id();
+            by_customer
+                .entry(c)
+                .or_insert_with(|| {
+                    order.push(c);
+                    Vec::new()
+                })
+                .push(i);
+        }
+        let mut states = self.store.load(&order).await?;
+        let mut changed: Vec<(&str, i32, Option<i64>)> = Vec::new();
+        let (mut applied, mut dups) = (0u64, 0u64);
+        let mut too_late: Vec<(usize, String)> = Vec::new();
+        for c in &order {
+            let Some(state) = states.get_mut(*c) else {
+                continue;
+            };
+            let mut touched = false;
+            let mut partition = 0;
+            for &i in &by_customer[c] {
+                match state.apply(&inputs[i].event, inputs[i].pos) {
+                    Ok(Applied::Changed) => {
+                        applied += 1;
+                        touched = true;
+                        partition = inputs[i].pos.partition;
+                    }
+                    Ok(Applied::Duplicate) => dups += 1,
+                    Err(e) => too_late.push((i, e.to_string())),
+                }
+            }
+            if touched {
+                changed.push((c, partition, features::last_purchase_at(state)));
+            }
+        }
+        // Late events beyond the kept detail are refused with their reason, not lost.
+        for (i, message) in too_late {
+            let inp = &inputs[i];
+            let payload = json::encode(&inp.event);
+            let record = DeadLetter {
+                msg: OwnedMessage::new(
+                    Some(payload),
+                    Some(inp.event.customer_id().as_bytes().to_vec()),
+                    self.cfg.topics.name(inp.event.kind().topic()),
+                    rdkafka::Timestamp::NotAvailable,
+                    inp.pos.partition,
+                    inp.pos.offset,
+                    None,
+                ),
+                reason: "too_late".into(),
+                message,
+            };
+            dead.push(record);
+        }
+        self.dead_letter(&dead).await?;
+
+        let writes: Vec<Write<'_>> = changed
+            .iter()
+            .filter_map(|(c, p, last)| {
+                Some(Write {
+                    customer: c,
+                    state: states.get(*c)?,
+                    partition: *p,
+                    last_order_at: *last,
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        self.store.save(&writes).await?;
+        self.metrics
+            .redis_write
+            .observe(started.elapsed().as_secs_f64());
+        let visible = custflow_schemas::time::now_ms();
+        for inp in &inputs {
+            if let Some(p) = inp.produced_ms {
+                self.metrics
+                    .freshness
+                    .observe((visible - p).max(0) as f64 / 1000.0);
+            }
+        }
+
+        if let Some(hook) = &self.hook {
+            let list: Vec<Changed<'_>> = writes
+                .iter()
+                .map(|w| Changed {
+                    customer: w.customer,
+                    state: w.state,
+                    partition: w.partition,
+                })
+                .collect();
+            let as_of = self.cfg.clock.now().unwrap_or(visible);
+            hook.on_batch(&list, as_of).await?;
+        }
+
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &next_offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Async)?;
+        Metrics::add(&self.metrics.applied, applied);
+        Metrics::add(&self.metrics.duplicates, dups);
+        Metrics::add(&self.metrics.dead_lettered, dead.len() as u64);
+        Metrics::add(&self.metrics.batches, 1);
+        Ok(())
+    }
+
+    /// Produces dead letters and waits for the broker's acknowledgement of each.
+    async fn dead_letter(&self, dead: &[DeadLetter]) -> Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let topic = self.cfg.topics.name(topics::DLQ);
+        let sends = dead.iter().map(|d| {
+            let partition = d.msg.partition().to_string();
+            let offset = d.msg.offset().to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "custflow.source.topic",
+                    value: Some(d.msg.topic()),
+                })
+                .insert(Header {
+                    key: "custflow.source.partition",
+                    value: Some(&partition),
+                })
+                .insert(Header {
+                    key: "custflow.source.offset",
+                    value: Some(&offset),
+                })
+                .insert(Header {
+                    key: "custflow.error.reason",
+                    value: Some(&d.reason),
+                })
+                .insert(Header {
+                    key: "custflow.error.message",
+                    value: Some(&d.message),
+                });
+            let mut rec = FutureRecord::to(&topic)
+                .payload(d.msg.payload().unwrap_or_default())
+                .headers(headers);
+            if let Some(k) = d.msg.key() {
+                rec = rec.key(k);
+            }
+            self.producer.send(rec, Duration::from_secs(30))
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| Error::Kafka(e))?;
+        }
+        Ok(())
+    }
+}
+
+fn client(brokers: &str) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in std::env::vars() {
+        if let Some(rest) = k.strip_prefix("CUSTFLOW_KAFKA_") {
+            c.set(rest.to_ascii_lowercase().replace('_', "."), v);
+        }
+    }
+    c
+}
