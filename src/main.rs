@@ -3,6 +3,7 @@
 mod config;
 mod fit;
 mod process;
+mod synth;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -27,12 +28,29 @@ enum Command {
     Topics,
     /// Fit BG/NBD, Pareto/NBD, Gamma-Gamma, RFM cut-points and k-means on transactions.
     Fit(fit::FitArgs),
+    /// Generate synthetic customers and events (backfill, then live with --rate).
+    Synth(synth::SynthArgs),
     /// Run a stream processor: input topics → per-customer features in Redis.
     Process(process::ProcessArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    match run().await {
+        // A closed stdout pipe (`custflow synth --output - | head`) is a normal end.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -45,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Topics => topics::run(&config).await,
         Command::Process(args) => process::run(&config, &args).await,
+        Command::Synth(args) => synth::run(&config, &args).await,
         Command::Fit(args) => fit::run(&args, config.json),
     }
 }

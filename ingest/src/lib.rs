@@ -2,5 +2,7 @@
 //! synthetic generator and the REST ingest routes build on them.
 
 pub mod kafka;
+pub mod producer;
+pub mod synth;
 
 pub use kafka::{ensure_topics, list_topics, Error, TopicState};
