@@ -1,2 +1,5 @@
-//! Kafka Connect-style source and sink framework of custflow (see DESIGN §9); the
-//! connectors themselves arrive with their issue.
+//! Kafka Connect-style sources and sinks of custflow (DESIGN §9). Today: the SQL sink
+//! that keeps `customer_scores`, `customer_score_history` (SCD type 2) and `models`.
+
+pub mod score_sink;
+pub mod sql_sink;

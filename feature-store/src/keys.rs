@@ -36,6 +36,11 @@ impl Keys {
         format!("{}cf:idx:last_order:{{p{partition}}}", self.prefix)
     }
 
+    /// Prefix of the per-partition sweep cursors (`<prefix>:{p<N>}`).
+    pub fn sweep_prefix(&self) -> String {
+        format!("{}cf:sweep", self.prefix)
+    }
+
     /// Patterns of every key of this deployment (for wiping on rebuild).
     pub fn patterns(&self) -> [String; 3] {
         let p = &self.prefix;

@@ -170,6 +170,19 @@ pub struct CustomerState {
     pub activity: [u32; 4],
     /// Order refunds or cancellations whose original order was not found.
     pub unmatched_adjustments: u32,
+    /// Segments of the last score emitted, to emit `SegmentChange` only on change.
+    pub segments: Option<SegmentMemo>,
+    /// Version of the last score emitted; only grows.
+    pub score_version: i64,
+}
+
+/// The segmentation of the last emitted score.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SegmentMemo {
+    pub value_tier: String,
+    pub rfm_segment: String,
+    pub cluster: Option<String>,
+    pub at_risk: bool,
 }
 
 /// What applying one event did.

@@ -9,7 +9,9 @@
 pub mod clock;
 pub mod error;
 pub mod metrics;
+pub mod model_job;
 pub mod runtime;
+pub mod scoring;
 pub mod store;
 
 pub use clock::Clock;

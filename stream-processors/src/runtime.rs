@@ -38,6 +38,10 @@ pub struct ProcessorConfig {
     pub batch_wait: Duration,
     /// Wipe Redis and replay the input topics from the beginning.
     pub rebuild: bool,
+    /// How often the clock sweep (at-risk crossings, decay rescoring) runs.
+    pub sweep_every: Duration,
+    /// Customers per partition rescored per sweep, in rotation.
+    pub rotate_per_sweep: usize,
 }
 
 impl ProcessorConfig {
@@ -52,6 +56,8 @@ impl ProcessorConfig {
             batch_max: 5000,
             batch_wait: Duration::from_millis(20),
             rebuild: false,
+            sweep_every: Duration::from_secs(5),
+            rotate_per_sweep: 500,
         }
     }
 }
@@ -59,16 +65,17 @@ impl ProcessorConfig {
 /// A customer whose state a batch changed, handed to the [`BatchHook`].
 pub struct Changed<'a> {
     pub customer: &'a str,
-    pub state: &'a CustomerState,
+    pub state: &'a mut CustomerState,
     pub partition: i32,
 }
 
-/// Work done for each batch after states were computed and before offsets are committed
-/// (scoring). An error fails the batch: nothing is committed and it is retried.
+/// Work done for each batch after events were applied and before the states are saved
+/// and offsets committed (scoring; it may update the states). An error fails the batch:
+/// nothing is saved or committed, and it is retried.
 pub trait BatchHook: Send + Sync {
     fn on_batch<'a>(
         &'a self,
-        changed: &'a [Changed<'a>],
+        changed: &'a mut [Changed<'a>],
         as_of: i64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
 }
@@ -83,6 +90,12 @@ pub struct Processor {
     codec: AvroCodec,
     metrics: Arc<Metrics>,
     hook: Option<Arc<dyn BatchHook>>,
+    on_tick: Option<Arc<dyn Tick>>,
+}
+
+/// Work done between batches every sweep interval (refreshing the model in use).
+pub trait Tick: Send + Sync {
+    fn tick(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>>;
 }
 
 /// A decoded message of a batch.
@@ -144,6 +157,7 @@ impl Processor {
             codec,
             metrics,
             hook: None,
+            on_tick: None,
         };
         if p.cfg.rebuild {
             p.rebuild(&inputs).await?;
@@ -157,6 +171,20 @@ impl Processor {
     pub fn with_hook(mut self, hook: Arc<dyn BatchHook>) -> Self {
         self.hook = Some(hook);
         self
+    }
+
+    /// Sets the work done every sweep interval (model refresh).
+    pub fn with_tick(mut self, tick: Arc<dyn Tick>) -> Self {
+        self.on_tick = Some(tick);
+        self
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.cfg.topics
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -203,9 +231,17 @@ impl Processor {
     /// Runs until `shutdown` turns true: finishes the batch in hand, commits, returns.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let mut last_lag = Instant::now() - Duration::from_secs(60);
+        let mut last_sweep = Instant::now();
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if last_sweep.elapsed() >= self.cfg.sweep_every {
+                last_sweep = Instant::now();
+                if let Some(refresh) = &self.on_tick {
+                    refresh.tick().await?;
+                }
+                self.sweep(self.cfg.rotate_per_sweep).await?;
             }
             let first = tokio::select! {
                 m = self.consumer.recv() => m,
@@ -396,42 +432,13 @@ impl Processor {
         }
         self.dead_letter(&dead).await?;
 
-        let writes: Vec<Write<'_>> = changed
-            .iter()
-            .filter_map(|(c, p, last)| {
-                Some(Write {
-                    customer: c,
-                    state: states.get(*c)?,
-                    partition: *p,
-                    last_order_at: *last,
-                })
-            })
-            .collect();
-        let started = Instant::now();
-        self.store.save(&writes).await?;
-        self.metrics
-            .redis_write
-            .observe(started.elapsed().as_secs_f64());
+        let as_of = self.cfg.clock.now().unwrap_or_else(custflow_schemas::time::now_ms);
+        self.score_and_save(&mut states, &changed, as_of).await?;
         let visible = custflow_schemas::time::now_ms();
         for inp in &inputs {
             if let Some(p) = inp.produced_ms {
-                self.metrics
-                    .freshness
-                    .observe((visible - p).max(0) as f64 / 1000.0);
+                self.metrics.freshness.observe((visible - p).max(0) as f64 / 1000.0);
             }
-        }
-
-        if let Some(hook) = &self.hook {
-            let list: Vec<Changed<'_>> = writes
-                .iter()
-                .map(|w| Changed {
-                    customer: w.customer,
-                    state: w.state,
-                    partition: w.partition,
-                })
-                .collect();
-            let as_of = self.cfg.clock.now().unwrap_or(visible);
-            hook.on_batch(&list, as_of).await?;
         }
 
         let mut tpl = TopicPartitionList::new();
@@ -444,6 +451,69 @@ impl Processor {
         Metrics::add(&self.metrics.dead_lettered, dead.len() as u64);
         Metrics::add(&self.metrics.batches, 1);
         Ok(())
+    }
+
+    /// Runs the hook (scoring) on the changed customers, then writes their states and
+    /// index entries in one pipeline.
+    async fn score_and_save(
+        &self,
+        states: &mut HashMap<String, CustomerState>,
+        changed: &[(&str, i32, Option<i64>)],
+        as_of: i64,
+    ) -> Result<()> {
+        if let Some(hook) = &self.hook {
+            let parts: HashMap<&str, i32> = changed.iter().map(|(c, p, _)| (*c, *p)).collect();
+            let mut list: Vec<Changed<'_>> = states
+                .iter_mut()
+                .filter_map(|(c, state)| {
+                    let partition = *parts.get(c.as_str())?;
+                    Some(Changed { customer: c.as_str(), state, partition })
+                })
+                .collect();
+            hook.on_batch(&mut list, as_of).await?;
+        }
+        let writes: Vec<Write<'_>> = changed
+            .iter()
+            .filter_map(|(c, p, last)| Some(Write { customer: c, state: states.get(*c)?, partition: *p, last_order_at: *last }))
+            .collect();
+        let started = Instant::now();
+        self.store.save(&writes).await?;
+        self.metrics.redis_write.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Rescores customers as the clock advances, for the partitions this instance owns:
+    /// those whose last order just crossed the at-risk threshold (from the sorted index,
+    /// no scan), and a bounded slice of the rest in rotation (P(alive) and CLV decay).
+    pub async fn sweep(&self, rotate: usize) -> Result<usize> {
+        if self.hook.is_none() {
+            return Ok(0);
+        }
+        let Some(now) = self.cfg.clock.now() else { return Ok(0) };
+        let orders = self.cfg.topics.name(EventKind::Order.topic());
+        let partitions: Vec<i32> = self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == orders)
+            .map(|e| e.partition())
+            .collect();
+        let threshold = now - (self.cfg.at_risk_days * custflow_schemas::time::DAY_MS as f64) as i64;
+        let mut total = 0;
+        for p in partitions {
+            let customers = self.store.sweep_candidates(p, threshold, rotate).await?;
+            if customers.is_empty() {
+                continue;
+            }
+            let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
+            let mut states = self.store.load(&ids).await?;
+            let changed: Vec<(&str, i32, Option<i64>)> =
+                ids.iter().filter(|c| states.contains_key(**c)).map(|c| (*c, p, None)).collect();
+            self.score_and_save(&mut states, &changed, now).await?;
+            total += changed.len();
+        }
+        Ok(total)
     }
 
     /// Produces dead letters and waits for the broker's acknowledgement of each.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::state::CustomerState;
 use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
 
 use crate::error::{Error, Result};
 
@@ -76,6 +77,45 @@ impl Store {
         }
         let () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
+    }
+
+    /// Customers of partition `p` to rescore: those whose last order crossed `threshold`
+    /// since the previous sweep, plus the next `rotate` of the index in rotation.
+    pub async fn sweep_candidates(&self, p: i32, threshold: i64, rotate: usize) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let idx = self.keys.last_order_index(p);
+        let cursor_key = format!("{}:{{p{p}}}", self.keys.sweep_prefix());
+        let (since, pos): (Option<i64>, Option<i64>) =
+            redis::cmd("HMGET").arg(&cursor_key).arg("threshold").arg("rotation").query_async(&mut conn).await?;
+        let since = since.unwrap_or(i64::MIN);
+        let mut out: Vec<String> = if threshold > since {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(&idx)
+                .arg(if since == i64::MIN { "-inf".to_owned() } else { format!("({since}") })
+                .arg(threshold)
+                .query_async(&mut conn)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let pos = pos.unwrap_or(0).max(0);
+        let mut next_pos = pos;
+        if rotate > 0 {
+            let slice: Vec<String> = conn.zrange(&idx, pos as isize, (pos as usize + rotate - 1) as isize).await?;
+            next_pos = if slice.len() < rotate { 0 } else { pos + rotate as i64 };
+            out.extend(slice);
+        }
+        out.sort();
+        out.dedup();
+        let () = redis::cmd("HSET")
+            .arg(&cursor_key)
+            .arg("threshold")
+            .arg(threshold.max(since))
+            .arg("rotation")
+            .arg(next_pos)
+            .query_async(&mut conn)
+            .await?;
+        Ok(out)
     }
 
     /// Deletes every key custflow wrote (for `process --rebuild`).

@@ -1,0 +1,144 @@
+//! The SQL sink against real databases: one scenario, run on SQLite and on the
+//! PostgreSQL of the local stack (a fresh database per run).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use custflow_connectors::sql_sink::SqlSink;
+use custflow_schemas::CustomerScore;
+use sqlx::Row;
+
+fn score(customer: &str, version: i64, as_of: i64, tier: &str) -> CustomerScore {
+    CustomerScore {
+        customer_id: customer.into(),
+        version,
+        as_of,
+        model_version: "m1".into(),
+        frequency: version as f64,
+        recency: 3.0,
+        age: 10.0,
+        monetary_value: 12.5,
+        p_alive: 0.9 - version as f64 / 100.0,
+        churn_probability: 0.1 + version as f64 / 100.0,
+        expected_orders_90d: 1.2,
+        expected_aov: 13.0,
+        clv_12m: 40.0 + version as f64,
+        value_tier: tier.into(),
+        r_score: 5,
+        f_score: 3,
+        m_score: 4,
+        rfm_segment: "potential_loyalist".into(),
+        cluster: if version % 2 == 0 { Some("v1".into()) } else { None },
+        at_risk: false,
+    }
+}
+
+async fn dump(sink: &SqlSink) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT customer_id, version, as_of, clv_12m, value_tier, cluster FROM customer_scores ORDER BY customer_id",
+        "SELECT customer_id, version, valid_from, valid_to, is_current FROM customer_score_history ORDER BY customer_id, version",
+    ] {
+        for r in sqlx::query(sql).fetch_all(sink.pool()).await.unwrap() {
+            let cols: Vec<String> = (0..r.len())
+                .map(|i| {
+                    r.try_get::<String, _>(i)
+                        .or_else(|_| r.try_get::<i64, _>(i).map(|v| v.to_string()))
+                        .or_else(|_| r.try_get::<i32, _>(i).map(|v| v.to_string()))
+                        .or_else(|_| r.try_get::<f64, _>(i).map(|v| v.to_string()))
+                        .or_else(|_| r.try_get::<bool, _>(i).map(|v| v.to_string()))
+                        .unwrap_or_else(|_| "NULL".into())
+                })
+                .collect();
+            out.push(cols.join("|"));
+        }
+    }
+    out
+}
+
+async fn scenario(url: &str) {
+    let sink = SqlSink::connect(url).await.unwrap();
+    let batch = vec![
+        score("a", 1, 1000, "mid60"),
+        score("b", 1, 1500, "bottom20"),
+        score("a", 3, 3000, "top20"),
+        score("a", 2, 2000, "top20"),
+    ];
+    let s = sink.write_scores(&batch).await.unwrap();
+    assert_eq!((s.applied, s.skipped), (4, 0));
+    let first = dump(&sink).await;
+    assert_eq!(sink.counts().await.unwrap().0, 2);
+    assert_eq!(sink.counts().await.unwrap().1, 4);
+
+    // Replaying the whole topic twice leaves the tables identical.
+    for _ in 0..2 {
+        let s = sink.write_scores(&batch).await.unwrap();
+        assert_eq!((s.applied, s.skipped), (0, 4));
+        assert_eq!(dump(&sink).await, first);
+    }
+
+    // SCD2: point-in-time answers.
+    let at = |t| sink.score_at("a", Some(t));
+    assert!(at(999).await.unwrap().is_none());
+    assert_eq!(at(1000).await.unwrap().unwrap().version, 1);
+    assert_eq!(at(2500).await.unwrap().unwrap().version, 2);
+    let now = at(99_999).await.unwrap().unwrap();
+    assert_eq!((now.version, now.valid_to, now.is_current), (3, None, true));
+    let current = sink.score_at("a", None).await.unwrap().unwrap();
+    assert_eq!((current.version, current.value_tier.as_str()), (3, "top20"));
+    let v1 = at(1000).await.unwrap().unwrap();
+    assert_eq!((v1.valid_from, v1.valid_to, v1.is_current), (1000, Some(2000), false));
+
+    // A newer version in a later batch closes the current row.
+    sink.write_scores(&[score("a", 4, 4000, "mid60")]).await.unwrap();
+    assert_eq!(at(3500).await.unwrap().unwrap().valid_to, Some(4000));
+
+    // Models: every artefact recorded once, the newest is champion.
+    let text = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/model.json"),
+    )
+    .unwrap();
+    let mut m: custflow_models::artefact::ModelArtefact = serde_json::from_str(&text).unwrap();
+    assert!(sink.record_model(&m).await.unwrap());
+    assert!(!sink.record_model(&m).await.unwrap());
+    m.version = "m2".into();
+    assert!(sink.record_model(&m).await.unwrap());
+    let statuses: Vec<(String, String)> = sqlx::query("SELECT version, status FROM models ORDER BY version")
+        .fetch_all(sink.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(statuses, vec![("m1".into(), "retired".into()), ("m2".into(), "champion".into())]);
+}
+
+mod sqlite {
+    #[tokio::test]
+    async fn sink_scenario() {
+        let dir = std::env::temp_dir().join(format!("custflow-sink-{}", ulid::Ulid::new()));
+        let url = format!("sqlite://{}/custflow.db", dir.display());
+        super::scenario(&url).await;
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+mod postgres {
+    use sqlx::Connection;
+
+    #[tokio::test]
+    async fn sink_scenario() {
+        let admin = std::env::var("CUSTFLOW_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed (scripts/stack.sh up starts it): {e}"));
+        let db = format!("cf_{}", ulid::Ulid::new().to_string().to_lowercase());
+        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await.unwrap();
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{db}"),
+            None => panic!("bad URL {admin}"),
+        };
+        super::scenario(&url).await;
+        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+    }
+}

@@ -1,0 +1,118 @@
+//! The population model job: refits BG/NBD, Gamma-Gamma, cut-points and k-means on the
+//! current feature population (sampled above a size) and stores a new artefact version
+//! in Redis when it is champion.
+//!
+//! Champion rule: the new fit replaces the model in use only when its log-likelihood per
+//! customer on the same population is not worse (a failed or degenerate fit never takes
+//! over); the first model always does. Every score names the version that made it.
+
+use custflow_feature_store::features::compute;
+use custflow_feature_store::keys::Keys;
+use custflow_feature_store::state::{day_of, CustomerState};
+use custflow_models::artefact::{CustomerStats, ModelArtefact};
+use custflow_models::fit::{bgnbd_ll_per_customer, fit_population};
+use redis::aio::ConnectionManager;
+
+use crate::error::{Error, Result};
+use crate::scoring::ModelHandle;
+
+/// What one run of the job did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Too few customers with orders to fit.
+    NotEnoughData(usize),
+    /// A new champion was stored.
+    Promoted { version: String, customers: usize },
+    /// The new fit was worse than the model in use.
+    Kept { version: String, new_ll: f64, current_ll: f64 },
+}
+
+/// Settings and handles of the job.
+pub struct ModelJob {
+    pub conn: ConnectionManager,
+    pub keys: Keys,
+    pub model: ModelHandle,
+    pub at_risk_days: f64,
+    /// Most customers read per fit.
+    pub sample_max: usize,
+    pub seed: u64,
+}
+
+impl ModelJob {
+    /// Reads up to `sample_max` customer states and their features as of `as_of`.
+    async fn population(&self, as_of: i64) -> Result<Vec<CustomerStats>> {
+        let mut conn = self.conn.clone();
+        let pattern = self.keys.patterns()[0].clone();
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(2000).query_async(&mut conn).await?;
+            if !keys.is_empty() {
+                let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+                for (k, v) in keys.iter().zip(values) {
+                    let Some(v) = v else { continue };
+                    let state = CustomerState::decode(&v)
+                        .map_err(|e| Error::CorruptState { customer: k.clone(), reason: e.to_string() })?;
+                    let f = compute(&state, as_of, self.at_risk_days);
+                    if f.orders_total > 0 {
+                        out.push(f.stats());
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 || out.len() >= self.sample_max {
+                break;
+            }
+        }
+        out.truncate(self.sample_max);
+        Ok(out)
+    }
+
+    /// Fits on the population as of `as_of` and promotes the result under the rule above.
+    pub async fn run_once(&self, as_of: i64) -> Result<Outcome> {
+        let stats = self.population(as_of).await?;
+        if stats.len() < 10 {
+            return Ok(Outcome::NotEnoughData(stats.len()));
+        }
+        let version = format!("m{}", custflow_schemas::time::now_ms());
+        let (seed, v) = (self.seed, version.clone());
+        let (fitted, stats) = tokio::task::spawn_blocking(move || {
+            let r = fit_population(&stats, &v, custflow_schemas::time::now_ms(), i64::from(day_of(as_of)), seed);
+            (r, stats)
+        })
+        .await
+        .map_err(|e| Error::Config(format!("model fit panicked: {e}")))?;
+        let mut artefact = match fitted {
+            Ok(a) => a,
+            Err(custflow_models::Error::NotEnoughData(_)) => return Ok(Outcome::NotEnoughData(stats.len())),
+            Err(e) => return Err(Error::Config(format!("model fit failed: {e}"))),
+        };
+        let new_ll = bgnbd_ll_per_customer(&artefact.bgnbd.params, &stats);
+        if let Some(current) = self.model.current() {
+            let current_ll = bgnbd_ll_per_customer(&current.bgnbd.params, &stats);
+            if !(new_ll >= current_ll - 1e-9) {
+                return Ok(Outcome::Kept { version, new_ll, current_ll });
+            }
+            artefact.metrics.insert("previous_ll_per_customer".into(), current_ll);
+        }
+        self.promote(&artefact).await?;
+        Ok(Outcome::Promoted { version, customers: stats.len() })
+    }
+
+    /// Stores an artefact and makes it the one in use.
+    pub async fn promote(&self, artefact: &ModelArtefact) -> Result<()> {
+        let json = serde_json::to_string(artefact).map_err(|e| Error::Config(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        let () = redis::pipe()
+            .atomic()
+            .set(self.keys.model(&artefact.version), json)
+            .ignore()
+            .set(self.keys.model_current(), &artefact.version)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        self.model.set(artefact.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! Scoring changed customers with the current model artefact: `CustomerScore` to
+//! `customer-scores` for every change, `SegmentChange` to `segment-changes` when the
+//! tier, RFM segment, cluster or at-risk flag changes.
+//!
+//! Records are produced (and acknowledged) before the states are saved, so a failure
+//! anywhere retries the batch; a retried batch re-emits the same versions, which
+//! consumers drop (versions only grow per customer).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use custflow_feature_store::features::{compute, Features};
+use custflow_feature_store::keys::Keys;
+use custflow_feature_store::state::{CustomerState, SegmentMemo};
+use custflow_models::artefact::ModelArtefact;
+use custflow_schemas::avro;
+use custflow_schemas::topics::{self, Topics};
+use custflow_schemas::{CustomerScore, SegmentChange, SegmentDimension};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::runtime::{BatchHook, Changed};
+
+/// The model artefact in use, refreshed from Redis.
+#[derive(Clone, Default)]
+pub struct ModelHandle(Arc<RwLock<Option<Arc<ModelArtefact>>>>);
+
+impl ModelHandle {
+    pub fn current(&self) -> Option<Arc<ModelArtefact>> {
+        self.0.read().ok().and_then(|m| m.clone())
+    }
+
+    pub fn set(&self, m: ModelArtefact) {
+        if let Ok(mut w) = self.0.write() {
+            *w = Some(Arc::new(m));
+        }
+    }
+
+    /// Loads `cf:model:current` (a version) and its artefact when it changed.
+    pub async fn refresh(&self, conn: &mut ConnectionManager, keys: &Keys) -> Result<bool> {
+        let version: Option<String> = conn.get(keys.model_current()).await?;
+        let Some(version) = version else { return Ok(false) };
+        if self.current().is_some_and(|m| m.version == version) {
+            return Ok(false);
+        }
+        let json: Option<String> = conn.get(keys.model(&version)).await?;
+        let Some(json) = json else { return Ok(false) };
+        let artefact: ModelArtefact = serde_json::from_str(&json)
+            .map_err(|e| Error::Config(format!("model artefact {version} is unreadable: {e}")))?;
+        self.set(artefact);
+        Ok(true)
+    }
+}
+
+/// Builds the score record of one customer.
+pub fn score_record(customer: &str, f: &Features, m: &ModelArtefact, version: i64) -> CustomerScore {
+    let s = m.score(&f.stats());
+    CustomerScore {
+        customer_id: customer.to_owned(),
+        version,
+        as_of: f.as_of_ms,
+        model_version: m.version.clone(),
+        frequency: f64::from(f.frequency),
+        recency: f.recency,
+        age: f.age,
+        monetary_value: f.monetary_value,
+        p_alive: s.p_alive,
+        churn_probability: s.churn_probability,
+        expected_orders_90d: s.expected_orders_90d,
+        expected_aov: s.expected_aov,
+        clv_12m: s.clv_12m,
+        value_tier: s.value_tier.to_owned(),
+        r_score: i32::from(s.r_score),
+        f_score: i32::from(s.f_score),
+        m_score: i32::from(s.m_score),
+        rfm_segment: s.rfm_segment.to_owned(),
+        cluster: s.cluster,
+        at_risk: f.at_risk,
+    }
+}
+
+/// The changes between two segment memos.
+pub fn segment_changes(prev: Option<&SegmentMemo>, next: &SegmentMemo) -> Vec<(SegmentDimension, Option<String>, String)> {
+    let mut out = Vec::new();
+    let p = prev.cloned().unwrap_or_default();
+    let first = prev.is_none();
+    if first || p.value_tier != next.value_tier {
+        out.push((SegmentDimension::ValueTier, (!first).then(|| p.value_tier.clone()), next.value_tier.clone()));
+    }
+    if first || p.rfm_segment != next.rfm_segment {
+        out.push((SegmentDimension::RfmSegment, (!first).then(|| p.rfm_segment.clone()), next.rfm_segment.clone()));
+    }
+    if p.cluster != next.cluster {
+        if let Some(c) = &next.cluster {
+            out.push((SegmentDimension::Cluster, p.cluster.clone(), c.clone()));
+        }
+    }
+    if (first && next.at_risk) || (!first && p.at_risk != next.at_risk) {
+        out.push((SegmentDimension::AtRisk, (!first).then(|| p.at_risk.to_string()), next.at_risk.to_string()));
+    }
+    out
+}
+
+/// Scores each batch's changed customers and produces the records.
+pub struct Scorer {
+    producer: FutureProducer,
+    topics: Topics,
+    model: ModelHandle,
+    metrics: Arc<Metrics>,
+    at_risk_days: f64,
+    score_id: u32,
+    change_id: u32,
+}
+
+impl Scorer {
+    pub fn new(
+        producer: FutureProducer,
+        topics: Topics,
+        model: ModelHandle,
+        metrics: Arc<Metrics>,
+        at_risk_days: f64,
+        (score_id, change_id): (u32, u32),
+    ) -> Self {
+        Self { producer, topics, model, metrics, at_risk_days, score_id, change_id }
+    }
+
+    pub fn model(&self) -> &ModelHandle {
+        &self.model
+    }
+
+    async fn score(&self, changed: &mut [Changed<'_>], as_of: i64) -> Result<()> {
+        let Some(model) = self.model.current() else { return Ok(()) };
+        let mut scores: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut changes: Vec<(String, Vec<u8>)> = Vec::new();
+        for c in changed.iter_mut() {
+            let state: &mut CustomerState = c.state;
+            let f = compute(state, as_of, self.at_risk_days);
+            if f.orders_total == 0 && f.frequency == 0 && f.last_order_at.is_none() {
+                continue; // no purchase yet: nothing to score
+            }
+            state.score_version += 1;
+            let rec = score_record(c.customer, &f, &model, state.score_version);
+            let memo = SegmentMemo {
+                value_tier: rec.value_tier.clone(),
+                rfm_segment: rec.rfm_segment.clone(),
+                cluster: rec.cluster.clone(),
+                at_risk: rec.at_risk,
+            };
+            for (dimension, previous, current) in segment_changes(state.segments.as_ref(), &memo) {
+                let ch = SegmentChange {
+                    customer_id: c.customer.to_owned(),
+                    version: rec.version,
+                    as_of,
+                    model_version: model.version.clone(),
+                    dimension,
+                    previous,
+                    current,
+                };
+                let bytes = avro::encode_record("SegmentChange", &ch).map_err(|e| Error::Config(e.to_string()))?;
+                changes.push((c.customer.to_owned(), avro::frame(self.change_id, &bytes)));
+            }
+            state.segments = Some(memo);
+            let bytes = avro::encode_record("CustomerScore", &rec).map_err(|e| Error::Config(e.to_string()))?;
+            scores.push((c.customer.to_owned(), avro::frame(self.score_id, &bytes)));
+        }
+        let score_topic = self.topics.name(topics::CUSTOMER_SCORES);
+        let change_topic = self.topics.name(topics::SEGMENT_CHANGES);
+        let sends = scores
+            .iter()
+            .map(|(k, v)| self.producer.send(FutureRecord::to(&score_topic).key(k).payload(v), Duration::from_secs(30)))
+            .chain(changes.iter().map(|(k, v)| {
+                self.producer.send(FutureRecord::to(&change_topic).key(k).payload(v), Duration::from_secs(30))
+            }));
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| Error::Kafka(e))?;
+        }
+        Metrics::add(&self.metrics.scores_emitted, scores.len() as u64);
+        Metrics::add(&self.metrics.segment_changes, changes.len() as u64);
+        Ok(())
+    }
+}
+
+impl BatchHook for Scorer {
+    fn on_batch<'a>(
+        &'a self,
+        changed: &'a mut [Changed<'a>],
+        as_of: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(self.score(changed, as_of))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memo(tier: &str, seg: &str, at_risk: bool) -> SegmentMemo {
+        SegmentMemo { value_tier: tier.into(), rfm_segment: seg.into(), cluster: None, at_risk }
+    }
+
+    #[test]
+    fn only_changed_dimensions_are_reported() {
+        let a = memo("top20", "champions", false);
+        let first = segment_changes(None, &a);
+        assert_eq!(first.len(), 2, "first score: tier and segment become known");
+        assert!(segment_changes(Some(&a), &a).is_empty());
+        let b = memo("top20", "at_risk", true);
+        let ch = segment_changes(Some(&a), &b);
+        assert_eq!(ch, vec![
+            (SegmentDimension::RfmSegment, Some("champions".into()), "at_risk".into()),
+            (SegmentDimension::AtRisk, Some("false".into()), "true".into()),
+        ]);
+    }
+}
