@@ -46,9 +46,7 @@ pub(crate) struct Config {
 pub(crate) struct Resolved {
     pub(crate) brokers: String,
     pub(crate) redis: String,
-    #[allow(dead_code)]
     pub(crate) sink: String,
-    #[allow(dead_code)]
     pub(crate) http: String,
     pub(crate) topic_prefix: String,
     pub(crate) clock: String,

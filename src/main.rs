@@ -1,7 +1,10 @@
 //! The `custflow` command line: parses configuration and wires the crates together.
 
+mod app;
 mod config;
+mod demo;
 mod fit;
+mod openapi;
 mod process;
 mod synth;
 mod topics;
@@ -30,6 +33,10 @@ enum Command {
     Fit(fit::FitArgs),
     /// Generate synthetic customers and events (backfill, then live with --rate).
     Synth(synth::SynthArgs),
+    /// The main job: the whole pipeline fed by the synthetic generator, with a live summary.
+    Demo(demo::DemoArgs),
+    /// Run everything in one process: processors, scoring, model job, SQL sink and API.
+    Run,
     /// Run a stream processor: input topics → per-customer features in Redis.
     Process(process::ProcessArgs),
 }
@@ -63,6 +70,8 @@ async fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Topics => topics::run(&config).await,
         Command::Process(args) => process::run(&config, &args).await,
+        Command::Run => app::run(&config).await,
+        Command::Demo(args) => demo::run(&config, &args).await,
         Command::Synth(args) => synth::run(&config, &args).await,
         Command::Fit(args) => fit::run(&args, config.json),
     }

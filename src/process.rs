@@ -30,6 +30,18 @@ pub(crate) struct ProcessArgs {
     batch_max: usize,
 }
 
+impl ProcessArgs {
+    /// The defaults of the flags (for `run` and `demo`).
+    pub(crate) fn defaults(rebuild: bool) -> Self {
+        Self {
+            rebuild,
+            lateness_secs: 3600,
+            at_risk_days: 45.0,
+            batch_max: 5000,
+        }
+    }
+}
+
 /// Opens the schema registry of a deployment (its log is a compacted topic).
 pub(crate) async fn registry(config: &Resolved) -> anyhow::Result<Arc<Registry>> {
     let store = KafkaRegistryStore::new(&config.brokers, &config.topics().name(topics::SCHEMAS))?;

@@ -46,12 +46,15 @@ pub(crate) struct SynthArgs {
     /// `kafka` (default), `-` for NDJSON on stdout, or a file path for NDJSON.
     #[arg(long, default_value = "kafka")]
     pub(crate) output: String,
+    /// Generate the history but do not send it (continue a population live).
+    #[arg(long)]
+    pub(crate) live_only: bool,
 }
 
 /// Where events go.
 enum Sink {
     Kafka(Box<EventProducer>),
-    Ndjson(Box<dyn Write>),
+    Ndjson(Box<dyn Write + Send>),
 }
 
 impl Sink {
@@ -83,7 +86,7 @@ pub(crate) async fn run(config: &Resolved, args: &SynthArgs) -> anyhow::Result<(
         let _ = tokio::signal::ctrl_c().await;
         let _ = tx.send(true);
     });
-    let totals = generate(config, args, rx, !config.json).await?;
+    let totals = generate(config, args, rx, !config.json, None).await?;
     let summary = serde_json::json!({
         "events": totals.events,
         "bytes": totals.bytes,
@@ -117,7 +120,13 @@ pub(crate) async fn generate(
     args: &SynthArgs,
     stop: tokio::sync::watch::Receiver<bool>,
     show_progress: bool,
+    counter: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> anyhow::Result<SynthTotals> {
+    let count = |n: u64| {
+        if let Some(c) = &counter {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    };
     let now = custflow_schemas::time::now_ms();
     anyhow::ensure!(args.days > 0, "--days must be positive");
     // Live mode continues the same population into the future.
@@ -173,8 +182,12 @@ pub(crate) async fn generate(
             pending = Some(e);
             break;
         }
+        if args.live_only {
+            continue;
+        }
         totals.bytes += sink.send(&e)? as u64;
         totals.events += 1;
+        count(1);
         if totals.events % 10_000 == 0 {
             bar.set_message(format!(
                 "backfill: {} events, {} customers",
@@ -203,6 +216,7 @@ pub(crate) async fn generate(
             retime(&mut e, custflow_schemas::time::now_ms());
             totals.bytes += sink.send(&e)? as u64;
             totals.events += 1;
+            count(1);
             if i % 50 == 0 {
                 bar.set_message(format!("live: {} events at {rate}/s", totals.events));
                 bar.tick();

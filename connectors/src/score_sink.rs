@@ -42,7 +42,12 @@ fn kafka_err(e: rdkafka::error::KafkaError) -> Error {
 
 /// Runs until `shutdown` turns true. Database errors are retried with backoff (the batch
 /// is kept and offsets are not committed meanwhile).
-pub async fn run(cfg: ScoreSinkConfig, sink: SqlSink, metrics: Arc<SinkMetrics>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    cfg: ScoreSinkConfig,
+    sink: SqlSink,
+    metrics: Arc<SinkMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", &cfg.group_id)
@@ -73,7 +78,10 @@ pub async fn run(cfg: ScoreSinkConfig, sink: SqlSink, metrics: Arc<SinkMetrics>,
                 .payload()
                 .ok_or_else(|| "empty payload (a tombstone)".to_owned())
                 .and_then(|b| avro::unframe(b).map_err(|e| e.to_string()))
-                .and_then(|(_, datum)| avro::decode_record::<CustomerScore>("CustomerScore", datum).map_err(|e| e.to_string()));
+                .and_then(|(_, datum)| {
+                    avro::decode_record::<CustomerScore>("CustomerScore", datum)
+                        .map_err(|e| e.to_string())
+                });
             match decoded {
                 Ok(s) => {
                     if let Some(t) = m.timestamp().to_millis() {
@@ -108,9 +116,13 @@ pub async fn run(cfg: ScoreSinkConfig, sink: SqlSink, metrics: Arc<SinkMetrics>,
             metrics.last_latency_ms.store(lat, Ordering::Relaxed);
         }
         for m in &batch {
-            consumer.store_offset(m.topic(), m.partition(), m.offset()).map_err(kafka_err)?;
+            consumer
+                .store_offset(m.topic(), m.partition(), m.offset())
+                .map_err(kafka_err)?;
         }
-        consumer.commit_consumer_state(CommitMode::Async).map_err(kafka_err)?;
+        consumer
+            .commit_consumer_state(CommitMode::Async)
+            .map_err(kafka_err)?;
     }
     consumer.commit_consumer_state(CommitMode::Sync).ok();
     Ok(())

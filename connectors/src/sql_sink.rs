@@ -92,7 +92,10 @@ impl SqlSink {
         sqlx::any::install_default_drivers();
         let url = if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir)?;
             }
             format!("sqlite://{path}?mode=rwc")
@@ -101,9 +104,26 @@ impl SqlSink {
         } else {
             return Err(Error::Url(url.to_owned()));
         };
-        let pool = AnyPoolOptions::new().max_connections(4).connect(&url).await?;
-        if url.starts_with("sqlite") {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        let sqlite = url.starts_with("sqlite");
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Writers wait for each other instead of failing with "locked".
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        if sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
         }
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await?;
@@ -120,18 +140,22 @@ impl SqlSink {
     pub async fn write_scores(&self, scores: &[CustomerScore]) -> Result<WriteStats> {
         let mut by_customer: BTreeMap<&str, Vec<&CustomerScore>> = BTreeMap::new();
         for s in scores {
-            by_customer.entry(s.customer_id.as_str()).or_default().push(s);
+            by_customer
+                .entry(s.customer_id.as_str())
+                .or_default()
+                .push(s);
         }
         let now = custflow_schemas::time::now_ms();
         let mut stats = WriteStats::default();
         let mut tx = self.pool.begin().await?;
         for (customer, mut list) in by_customer {
             list.sort_by_key(|s| s.version);
-            let stored: Option<i64> = sqlx::query("SELECT version FROM customer_scores WHERE customer_id = $1")
-                .bind(customer)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.get::<i64, _>(0));
+            let stored: Option<i64> =
+                sqlx::query("SELECT version FROM customer_scores WHERE customer_id = $1")
+                    .bind(customer)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.get::<i64, _>(0));
             let mut current = stored.unwrap_or(i64::MIN);
             for s in list {
                 if s.version <= current {
@@ -153,10 +177,16 @@ impl SqlSink {
                        updated_at = excluded.updated_at
                      WHERE excluded.version > customer_scores.version"
                 );
-                bind_score(sqlx::query(&upsert).bind(customer).bind(s.version).bind(s.as_of), s)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                bind_score(
+                    sqlx::query(&upsert)
+                        .bind(customer)
+                        .bind(s.version)
+                        .bind(s.as_of),
+                    s,
+                )
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query(
                     "UPDATE customer_score_history SET valid_to = $1, is_current = $2
                      WHERE customer_id = $3 AND is_current = $4 AND version < $5",
@@ -173,9 +203,16 @@ impl SqlSink {
                      VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
                      ON CONFLICT (customer_id, version) DO NOTHING"
                 );
-                bind_score(sqlx::query(&insert).bind(customer).bind(s.version).bind(s.as_of).bind(1), s)
-                    .execute(&mut *tx)
-                    .await?;
+                bind_score(
+                    sqlx::query(&insert)
+                        .bind(customer)
+                        .bind(s.version)
+                        .bind(s.as_of)
+                        .bind(1),
+                    s,
+                )
+                .execute(&mut *tx)
+                .await?;
             }
         }
         tx.commit().await?;
@@ -226,11 +263,18 @@ impl SqlSink {
     /// version is left as it is. Returns whether it was new.
     pub async fn record_model(&self, a: &ModelArtefact) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM models WHERE version = $1").bind(&a.version).fetch_optional(&mut *tx).await?;
+        let exists = sqlx::query("SELECT 1 FROM models WHERE version = $1")
+            .bind(&a.version)
+            .fetch_optional(&mut *tx)
+            .await?;
         if exists.is_some() {
             return Ok(false);
         }
-        sqlx::query("UPDATE models SET status = $1 WHERE status = $2").bind("retired").bind("champion").execute(&mut *tx).await?;
+        sqlx::query("UPDATE models SET status = $1 WHERE status = $2")
+            .bind("retired")
+            .bind("champion")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO models (version, created_at, champion, status, customers, metrics, artefact)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -250,7 +294,12 @@ impl SqlSink {
 
     /// Row counts of the three tables (for status lines and tests).
     pub async fn counts(&self) -> Result<(i64, i64, i64)> {
-        let one = |sql: &'static str| async move { sqlx::query(sql).fetch_one(&self.pool).await.map(|r| r.get::<i64, _>(0)) };
+        let one = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .fetch_one(&self.pool)
+                .await
+                .map(|r| r.get::<i64, _>(0))
+        };
         Ok((
             one("SELECT COUNT(*) FROM customer_scores").await?,
             one("SELECT COUNT(*) FROM customer_score_history").await?,

@@ -27,7 +27,11 @@ fn score(customer: &str, version: i64, as_of: i64, tier: &str) -> CustomerScore 
         f_score: 3,
         m_score: 4,
         rfm_segment: "potential_loyalist".into(),
-        cluster: if version % 2 == 0 { Some("v1".into()) } else { None },
+        cluster: if version % 2 == 0 {
+            Some("v1".into())
+        } else {
+            None
+        },
         at_risk: false,
     }
 }
@@ -86,10 +90,15 @@ async fn scenario(url: &str) {
     let current = sink.score_at("a", None).await.unwrap().unwrap();
     assert_eq!((current.version, current.value_tier.as_str()), (3, "top20"));
     let v1 = at(1000).await.unwrap().unwrap();
-    assert_eq!((v1.valid_from, v1.valid_to, v1.is_current), (1000, Some(2000), false));
+    assert_eq!(
+        (v1.valid_from, v1.valid_to, v1.is_current),
+        (1000, Some(2000), false)
+    );
 
     // A newer version in a later batch closes the current row.
-    sink.write_scores(&[score("a", 4, 4000, "mid60")]).await.unwrap();
+    sink.write_scores(&[score("a", 4, 4000, "mid60")])
+        .await
+        .unwrap();
     assert_eq!(at(3500).await.unwrap().unwrap().valid_to, Some(4000));
 
     // Models: every artefact recorded once, the newest is champion.
@@ -102,14 +111,21 @@ async fn scenario(url: &str) {
     assert!(!sink.record_model(&m).await.unwrap());
     m.version = "m2".into();
     assert!(sink.record_model(&m).await.unwrap());
-    let statuses: Vec<(String, String)> = sqlx::query("SELECT version, status FROM models ORDER BY version")
-        .fetch_all(sink.pool())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(statuses, vec![("m1".into(), "retired".into()), ("m2".into(), "champion".into())]);
+    let statuses: Vec<(String, String)> =
+        sqlx::query("SELECT version, status FROM models ORDER BY version")
+            .fetch_all(sink.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("m1".into(), "retired".into()),
+            ("m2".into(), "champion".into())
+        ]
+    );
 }
 
 mod sqlite {
@@ -127,18 +143,27 @@ mod postgres {
 
     #[tokio::test]
     async fn sink_scenario() {
-        let admin = std::env::var("CUSTFLOW_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let admin = std::env::var("CUSTFLOW_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         sqlx::any::install_default_drivers();
         let mut conn = sqlx::AnyConnection::connect(&admin)
             .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed (scripts/stack.sh up starts it): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {admin} is needed (scripts/stack.sh up starts it): {e}")
+            });
         let db = format!("cf_{}", ulid::Ulid::new().to_string().to_lowercase());
-        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         let url = match admin.rsplit_once('/') {
             Some((base, _)) => format!("{base}/{db}"),
             None => panic!("bad URL {admin}"),
         };
         super::scenario(&url).await;
-        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
 }

@@ -36,6 +36,12 @@ impl Keys {
         format!("{}cf:idx:last_order:{{p{partition}}}", self.prefix)
     }
 
+    /// Hash of customers per segment value (`tier:top20`, `segment:champions`,
+    /// `cluster:v1`, `at_risk:true`), kept by the processors.
+    pub fn segment_counts(&self) -> String {
+        format!("{}cf:segments", self.prefix)
+    }
+
     /// Prefix of the per-partition sweep cursors (`<prefix>:{p<N>}`).
     pub fn sweep_prefix(&self) -> String {
         format!("{}cf:sweep", self.prefix)

@@ -2,6 +2,11 @@
 //! under them), features computed from the stored state as of any instant, and the
 //! feature API, topic-to-SSE bridge and dashboard built on them.
 
+pub mod api;
+pub mod dashboard;
 pub mod features;
 pub mod keys;
+pub mod model;
+pub mod registry_api;
 pub mod state;
+pub mod stream;

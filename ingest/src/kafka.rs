@@ -111,6 +111,39 @@ pub async fn ensure_topics(
         .collect()
 }
 
+/// Deletes the contract topics of a deployment (for a fresh start); missing ones are fine.
+pub async fn delete_topics(brokers: &str, names: &Topics, timeout: Duration) -> Result<usize> {
+    let kerr = |source| Error::Kafka {
+        brokers: brokers.to_owned(),
+        source,
+    };
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kerr)?;
+    let existing = list_topics(brokers, timeout)?;
+    let doomed: Vec<String> = topics::ALL
+        .iter()
+        .map(|t| names.name(t.name))
+        .filter(|n| existing.iter().any(|(e, _)| e == n))
+        .collect();
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    let refs: Vec<&str> = doomed.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    let mut n = 0;
+    for r in admin.delete_topics(&refs, &opts).await.map_err(kerr)? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => n += 1,
+            Err((topic, code)) => {
+                return Err(Error::Topic {
+                    topic,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Topics on the broker with their partition counts.
 pub fn list_topics(brokers: &str, timeout: Duration) -> Result<Vec<(String, i32)>> {
     let kerr = |source| Error::Kafka {

@@ -3,6 +3,7 @@
 
 pub mod kafka;
 pub mod producer;
+pub mod rest;
 pub mod synth;
 
 pub use kafka::{ensure_topics, list_topics, Error, TopicState};

@@ -167,19 +167,37 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
 /// Fits on a live population (features of every customer as of now, time in days):
 /// BG/NBD, Gamma-Gamma, RFM cut-points, tiers and k-means. No holdout, so the champion
 /// is BG/NBD.
-pub fn fit_population(stats: &[CustomerStats], version: &str, created_at_ms: i64, as_of_day: i64, seed: u64) -> Result<ModelArtefact> {
+pub fn fit_population(
+    stats: &[CustomerStats],
+    version: &str,
+    created_at_ms: i64,
+    as_of_day: i64,
+    seed: u64,
+) -> Result<ModelArtefact> {
     let buyers: Vec<&CustomerStats> = stats.iter().filter(|s| s.orders_total > 0.0).collect();
     if buyers.len() < 10 {
-        return Err(Error::NotEnoughData(format!("{} customers with orders", buyers.len())));
+        return Err(Error::NotEnoughData(format!(
+            "{} customers with orders",
+            buyers.len()
+        )));
     }
     let rows: Vec<SummaryRow> = buyers
         .iter()
-        .map(|s| SummaryRow { x: s.frequency, t_x: s.recency_days, t: s.age_days, m: s.monetary_value, spend: s.spend_total })
+        .map(|s| SummaryRow {
+            x: s.frequency,
+            t_x: s.recency_days,
+            t: s.age_days,
+            m: s.monetary_value,
+            spend: s.spend_total,
+        })
         .collect();
     let bgnbd = BgNbd::fit(&compress(&rows))?;
     let gg = GammaGamma::fit(&rows.iter().map(|r| (r.x, r.m)).collect::<Vec<_>>())?;
     let rfm = RfmCuts::from_population(
-        &buyers.iter().map(|s| (s.age_days - s.recency_days, s.orders_total, s.spend_total)).collect::<Vec<_>>(),
+        &buyers
+            .iter()
+            .map(|s| (s.age_days - s.recency_days, s.orders_total, s.spend_total))
+            .collect::<Vec<_>>(),
     );
     let points: Vec<[f64; 3]> = buyers
         .iter()
@@ -187,7 +205,10 @@ pub fn fit_population(stats: &[CustomerStats], version: &str, created_at_ms: i64
         .collect();
     let mut metrics = BTreeMap::new();
     metrics.insert("log_likelihood.bgnbd".to_owned(), bgnbd.log_likelihood);
-    metrics.insert("log_likelihood_per_customer.bgnbd".to_owned(), bgnbd.log_likelihood / rows.len() as f64);
+    metrics.insert(
+        "log_likelihood_per_customer.bgnbd".to_owned(),
+        bgnbd.log_likelihood / rows.len() as f64,
+    );
     let mut artefact = ModelArtefact {
         version: version.to_owned(),
         created_at_ms,
@@ -218,7 +239,13 @@ pub fn bgnbd_ll_per_customer(model: &BgNbd, stats: &[CustomerStats]) -> f64 {
     let rows: Vec<SummaryRow> = stats
         .iter()
         .filter(|s| s.orders_total > 0.0)
-        .map(|s| SummaryRow { x: s.frequency, t_x: s.recency_days, t: s.age_days, m: s.monetary_value, spend: s.spend_total })
+        .map(|s| SummaryRow {
+            x: s.frequency,
+            t_x: s.recency_days,
+            t: s.age_days,
+            m: s.monetary_value,
+            spend: s.spend_total,
+        })
         .collect();
     if rows.is_empty() {
         return f64::NEG_INFINITY;

@@ -30,30 +30,62 @@ pub fn score_low_is_good(value: f64, cuts: &[f64; 4]) -> u8 {
     6 - score_high_is_good(value, cuts)
 }
 
-/// Population cut-points of R (days since last order), F (orders) and M (spend).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// The population's percentiles (0th … 100th) of one measure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles(pub Vec<f64>);
+
+impl Percentiles {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        Self(
+            (0..=100)
+                .map(|p| quantile_sorted(&v, f64::from(p) / 100.0))
+                .collect(),
+        )
+    }
+
+    /// Mid-rank of `x` in the population (0..1): the middle of the share below and the
+    /// share at or below, so a value shared by many customers (one order, say) lands in
+    /// the middle of its block instead of at one edge.
+    pub fn mid_rank(&self, x: f64) -> f64 {
+        let n = self.0.len().max(1) as f64;
+        let below = self.0.partition_point(|p| *p < x) as f64;
+        let at_or_below = self.0.partition_point(|p| *p <= x) as f64;
+        ((below + at_or_below) / 2.0 / n).clamp(0.0, 1.0)
+    }
+
+    /// 1..=5 quintile score by mid-rank, 5 = highest.
+    pub fn quintile(&self, x: f64) -> u8 {
+        (self.mid_rank(x) * 5.0).ceil().clamp(1.0, 5.0) as u8
+    }
+}
+
+/// Population percentiles of R (days since last order), F (orders) and M (spend).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RfmCuts {
-    pub recency_days: [f64; 4],
-    pub frequency: [f64; 4],
-    pub monetary: [f64; 4],
+    pub recency_days: Percentiles,
+    pub frequency: Percentiles,
+    pub monetary: Percentiles,
 }
 
 impl RfmCuts {
-    /// Cut-points from (days since last order, orders, spend) of the population.
+    /// Percentiles of (days since last order, orders, spend) of the population.
     pub fn from_population(rows: &[(f64, f64, f64)]) -> Self {
         Self {
-            recency_days: quintile_cuts(rows.iter().map(|r| r.0)),
-            frequency: quintile_cuts(rows.iter().map(|r| r.1)),
-            monetary: quintile_cuts(rows.iter().map(|r| r.2)),
+            recency_days: Percentiles::of(rows.iter().map(|r| r.0)),
+            frequency: Percentiles::of(rows.iter().map(|r| r.1)),
+            monetary: Percentiles::of(rows.iter().map(|r| r.2)),
         }
     }
 
-    /// (r, f, m) scores, 5 = most recent / most frequent / highest spend.
+    /// (r, f, m) scores, 5 = most recent / most frequent / highest spend; ties scored by
+    /// mid-rank (see [`Percentiles::mid_rank`]).
     pub fn scores(&self, days_since_last: f64, orders: f64, spend: f64) -> (u8, u8, u8) {
         (
-            score_low_is_good(days_since_last, &self.recency_days),
-            score_high_is_good(orders, &self.frequency),
-            score_high_is_good(spend, &self.monetary),
+            6 - self.recency_days.quintile(days_since_last),
+            self.frequency.quintile(orders),
+            self.monetary.quintile(spend),
         )
     }
 }
@@ -185,6 +217,24 @@ mod tests {
         assert_eq!(score_high_is_good(100.0, &cuts), 5);
         assert_eq!(score_high_is_good(1.0, &cuts), 1);
         assert_eq!(score_low_is_good(1.0, &cuts), 5);
+        let p = Percentiles::of(v.iter().copied());
+        let counts = [1u8, 2, 3, 4, 5].map(|q| v.iter().filter(|x| p.quintile(**x) == q).count());
+        assert_eq!(counts, [20, 20, 20, 20, 20]);
+        // Ties: 60% with one order, then 2, 3, 4 and 5 orders at 10% each.
+        let f: Vec<f64> = (0..100)
+            .map(|i| {
+                if i < 60 {
+                    1.0
+                } else {
+                    f64::from(2 + (i - 60) / 10)
+                }
+            })
+            .collect();
+        let p = Percentiles::of(f.iter().copied());
+        assert_eq!(
+            [1.0, 2.0, 3.0, 4.0, 5.0].map(|x| p.quintile(x)),
+            [2, 4, 4, 5, 5]
+        );
         let tiers = TierCuts::from_population(v.iter().copied());
         let counts = TIERS.map(|t| v.iter().filter(|x| tiers.tier(**x) == t).count());
         assert_eq!(counts, [20, 60, 20]);

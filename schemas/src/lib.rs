@@ -5,6 +5,7 @@
 //! `SegmentChange`), their Avro schemas (`schemas/avro/*.avsc`), the Confluent
 //! wire format, plain JSON and Kafka Connect's JSON envelope.
 
+pub mod api;
 pub mod avro;
 pub mod error;
 pub mod event;

@@ -24,7 +24,11 @@ pub enum Outcome {
     /// A new champion was stored.
     Promoted { version: String, customers: usize },
     /// The new fit was worse than the model in use.
-    Kept { version: String, new_ll: f64, current_ll: f64 },
+    Kept {
+        version: String,
+        new_ll: f64,
+        current_ll: f64,
+    },
 }
 
 /// Settings and handles of the job.
@@ -46,14 +50,23 @@ impl ModelJob {
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
-            let (next, keys): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(2000).query_async(&mut conn).await?;
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(2000)
+                .query_async(&mut conn)
+                .await?;
             if !keys.is_empty() {
-                let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+                let values: Vec<Option<Vec<u8>>> =
+                    redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
                 for (k, v) in keys.iter().zip(values) {
                     let Some(v) = v else { continue };
-                    let state = CustomerState::decode(&v)
-                        .map_err(|e| Error::CorruptState { customer: k.clone(), reason: e.to_string() })?;
+                    let state = CustomerState::decode(&v).map_err(|e| Error::CorruptState {
+                        customer: k.clone(),
+                        reason: e.to_string(),
+                    })?;
                     let f = compute(&state, as_of, self.at_risk_days);
                     if f.orders_total > 0 {
                         out.push(f.stats());
@@ -78,26 +91,44 @@ impl ModelJob {
         let version = format!("m{}", custflow_schemas::time::now_ms());
         let (seed, v) = (self.seed, version.clone());
         let (fitted, stats) = tokio::task::spawn_blocking(move || {
-            let r = fit_population(&stats, &v, custflow_schemas::time::now_ms(), i64::from(day_of(as_of)), seed);
+            let r = fit_population(
+                &stats,
+                &v,
+                custflow_schemas::time::now_ms(),
+                i64::from(day_of(as_of)),
+                seed,
+            );
             (r, stats)
         })
         .await
         .map_err(|e| Error::Config(format!("model fit panicked: {e}")))?;
         let mut artefact = match fitted {
             Ok(a) => a,
-            Err(custflow_models::Error::NotEnoughData(_)) => return Ok(Outcome::NotEnoughData(stats.len())),
+            Err(custflow_models::Error::NotEnoughData(_)) => {
+                return Ok(Outcome::NotEnoughData(stats.len()))
+            }
             Err(e) => return Err(Error::Config(format!("model fit failed: {e}"))),
         };
         let new_ll = bgnbd_ll_per_customer(&artefact.bgnbd.params, &stats);
         if let Some(current) = self.model.current() {
             let current_ll = bgnbd_ll_per_customer(&current.bgnbd.params, &stats);
-            if !(new_ll >= current_ll - 1e-9) {
-                return Ok(Outcome::Kept { version, new_ll, current_ll });
+            // NaN (a failed fit) is never better.
+            if new_ll.is_nan() || new_ll < current_ll - 1e-9 {
+                return Ok(Outcome::Kept {
+                    version,
+                    new_ll,
+                    current_ll,
+                });
             }
-            artefact.metrics.insert("previous_ll_per_customer".into(), current_ll);
+            artefact
+                .metrics
+                .insert("previous_ll_per_customer".into(), current_ll);
         }
         self.promote(&artefact).await?;
-        Ok(Outcome::Promoted { version, customers: stats.len() })
+        Ok(Outcome::Promoted {
+            version,
+            customers: stats.len(),
+        })
     }
 
     /// Stores an artefact and makes it the one in use.

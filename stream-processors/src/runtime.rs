@@ -70,15 +70,22 @@ pub struct Changed<'a> {
 }
 
 /// Work done for each batch after events were applied and before the states are saved
-/// and offsets committed (scoring; it may update the states). An error fails the batch:
-/// nothing is saved or committed, and it is retried.
+/// and offsets committed (scoring; it may update the states). It returns changes to the
+/// segment counters, saved with the states. An error fails the batch: nothing is saved
+/// or committed, and it is retried.
 pub trait BatchHook: Send + Sync {
     fn on_batch<'a>(
         &'a self,
         changed: &'a mut [Changed<'a>],
         as_of: i64,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+    ) -> BoxFuture<'a, Result<CounterDeltas>>;
 }
+
+/// Changes to the segment counters: (field, delta).
+pub type CounterDeltas = Vec<(String, i64)>;
+
+/// A boxed, sendable future (keeps the hook traits object safe).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// One processor instance (a member of the consumer group).
 pub struct Processor {
@@ -95,7 +102,7 @@ pub struct Processor {
 
 /// Work done between batches every sweep interval (refreshing the model in use).
 pub trait Tick: Send + Sync {
-    fn tick(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>>;
+    fn tick(&self) -> BoxFuture<'_, Result<()>>;
 }
 
 /// A decoded message of a batch.
@@ -432,12 +439,18 @@ impl Processor {
         }
         self.dead_letter(&dead).await?;
 
-        let as_of = self.cfg.clock.now().unwrap_or_else(custflow_schemas::time::now_ms);
+        let as_of = self
+            .cfg
+            .clock
+            .now()
+            .unwrap_or_else(custflow_schemas::time::now_ms);
         self.score_and_save(&mut states, &changed, as_of).await?;
         let visible = custflow_schemas::time::now_ms();
         for inp in &inputs {
             if let Some(p) = inp.produced_ms {
-                self.metrics.freshness.observe((visible - p).max(0) as f64 / 1000.0);
+                self.metrics
+                    .freshness
+                    .observe((visible - p).max(0) as f64 / 1000.0);
             }
         }
 
@@ -461,24 +474,38 @@ impl Processor {
         changed: &[(&str, i32, Option<i64>)],
         as_of: i64,
     ) -> Result<()> {
+        let mut counts = Vec::new();
         if let Some(hook) = &self.hook {
             let parts: HashMap<&str, i32> = changed.iter().map(|(c, p, _)| (*c, *p)).collect();
             let mut list: Vec<Changed<'_>> = states
                 .iter_mut()
                 .filter_map(|(c, state)| {
                     let partition = *parts.get(c.as_str())?;
-                    Some(Changed { customer: c.as_str(), state, partition })
+                    Some(Changed {
+                        customer: c.as_str(),
+                        state,
+                        partition,
+                    })
                 })
                 .collect();
-            hook.on_batch(&mut list, as_of).await?;
+            counts = hook.on_batch(&mut list, as_of).await?;
         }
         let writes: Vec<Write<'_>> = changed
             .iter()
-            .filter_map(|(c, p, last)| Some(Write { customer: c, state: states.get(*c)?, partition: *p, last_order_at: *last }))
+            .filter_map(|(c, p, last)| {
+                Some(Write {
+                    customer: c,
+                    state: states.get(*c)?,
+                    partition: *p,
+                    last_order_at: *last,
+                })
+            })
             .collect();
         let started = Instant::now();
-        self.store.save(&writes).await?;
-        self.metrics.redis_write.observe(started.elapsed().as_secs_f64());
+        self.store.save(&writes, &counts).await?;
+        self.metrics
+            .redis_write
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -489,7 +516,9 @@ impl Processor {
         if self.hook.is_none() {
             return Ok(0);
         }
-        let Some(now) = self.cfg.clock.now() else { return Ok(0) };
+        let Some(now) = self.cfg.clock.now() else {
+            return Ok(0);
+        };
         let orders = self.cfg.topics.name(EventKind::Order.topic());
         let partitions: Vec<i32> = self
             .consumer
@@ -499,7 +528,8 @@ impl Processor {
             .filter(|e| e.topic() == orders)
             .map(|e| e.partition())
             .collect();
-        let threshold = now - (self.cfg.at_risk_days * custflow_schemas::time::DAY_MS as f64) as i64;
+        let threshold =
+            now - (self.cfg.at_risk_days * custflow_schemas::time::DAY_MS as f64) as i64;
         let mut total = 0;
         for p in partitions {
             let customers = self.store.sweep_candidates(p, threshold, rotate).await?;
@@ -508,8 +538,11 @@ impl Processor {
             }
             let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
             let mut states = self.store.load(&ids).await?;
-            let changed: Vec<(&str, i32, Option<i64>)> =
-                ids.iter().filter(|c| states.contains_key(**c)).map(|c| (*c, p, None)).collect();
+            let changed: Vec<(&str, i32, Option<i64>)> = ids
+                .iter()
+                .filter(|c| states.contains_key(**c))
+                .map(|c| (*c, p, None))
+                .collect();
             self.score_and_save(&mut states, &changed, now).await?;
             total += changed.len();
         }

@@ -6,57 +6,30 @@
 //! anywhere retries the batch; a retried batch re-emits the same versions, which
 //! consumers drop (versions only grow per customer).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use custflow_feature_store::features::{compute, Features};
-use custflow_feature_store::keys::Keys;
 use custflow_feature_store::state::{CustomerState, SegmentMemo};
 use custflow_models::artefact::ModelArtefact;
 use custflow_schemas::avro;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{CustomerScore, SegmentChange, SegmentDimension};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::runtime::{BatchHook, Changed};
+use crate::runtime::{BatchHook, BoxFuture, Changed, CounterDeltas};
 
-/// The model artefact in use, refreshed from Redis.
-#[derive(Clone, Default)]
-pub struct ModelHandle(Arc<RwLock<Option<Arc<ModelArtefact>>>>);
-
-impl ModelHandle {
-    pub fn current(&self) -> Option<Arc<ModelArtefact>> {
-        self.0.read().ok().and_then(|m| m.clone())
-    }
-
-    pub fn set(&self, m: ModelArtefact) {
-        if let Ok(mut w) = self.0.write() {
-            *w = Some(Arc::new(m));
-        }
-    }
-
-    /// Loads `cf:model:current` (a version) and its artefact when it changed.
-    pub async fn refresh(&self, conn: &mut ConnectionManager, keys: &Keys) -> Result<bool> {
-        let version: Option<String> = conn.get(keys.model_current()).await?;
-        let Some(version) = version else { return Ok(false) };
-        if self.current().is_some_and(|m| m.version == version) {
-            return Ok(false);
-        }
-        let json: Option<String> = conn.get(keys.model(&version)).await?;
-        let Some(json) = json else { return Ok(false) };
-        let artefact: ModelArtefact = serde_json::from_str(&json)
-            .map_err(|e| Error::Config(format!("model artefact {version} is unreadable: {e}")))?;
-        self.set(artefact);
-        Ok(true)
-    }
-}
+pub use custflow_feature_store::model::ModelHandle;
 
 /// Builds the score record of one customer.
-pub fn score_record(customer: &str, f: &Features, m: &ModelArtefact, version: i64) -> CustomerScore {
+pub fn score_record(
+    customer: &str,
+    f: &Features,
+    m: &ModelArtefact,
+    version: i64,
+) -> CustomerScore {
     let s = m.score(&f.stats());
     CustomerScore {
         customer_id: customer.to_owned(),
@@ -83,15 +56,26 @@ pub fn score_record(customer: &str, f: &Features, m: &ModelArtefact, version: i6
 }
 
 /// The changes between two segment memos.
-pub fn segment_changes(prev: Option<&SegmentMemo>, next: &SegmentMemo) -> Vec<(SegmentDimension, Option<String>, String)> {
+pub fn segment_changes(
+    prev: Option<&SegmentMemo>,
+    next: &SegmentMemo,
+) -> Vec<(SegmentDimension, Option<String>, String)> {
     let mut out = Vec::new();
     let p = prev.cloned().unwrap_or_default();
     let first = prev.is_none();
     if first || p.value_tier != next.value_tier {
-        out.push((SegmentDimension::ValueTier, (!first).then(|| p.value_tier.clone()), next.value_tier.clone()));
+        out.push((
+            SegmentDimension::ValueTier,
+            (!first).then(|| p.value_tier.clone()),
+            next.value_tier.clone(),
+        ));
     }
     if first || p.rfm_segment != next.rfm_segment {
-        out.push((SegmentDimension::RfmSegment, (!first).then(|| p.rfm_segment.clone()), next.rfm_segment.clone()));
+        out.push((
+            SegmentDimension::RfmSegment,
+            (!first).then(|| p.rfm_segment.clone()),
+            next.rfm_segment.clone(),
+        ));
     }
     if p.cluster != next.cluster {
         if let Some(c) = &next.cluster {
@@ -99,8 +83,41 @@ pub fn segment_changes(prev: Option<&SegmentMemo>, next: &SegmentMemo) -> Vec<(S
         }
     }
     if (first && next.at_risk) || (!first && p.at_risk != next.at_risk) {
-        out.push((SegmentDimension::AtRisk, (!first).then(|| p.at_risk.to_string()), next.at_risk.to_string()));
+        out.push((
+            SegmentDimension::AtRisk,
+            (!first).then(|| p.at_risk.to_string()),
+            next.at_risk.to_string(),
+        ));
     }
+    out
+}
+
+/// Counter changes (`tier:…`, `segment:…`, `cluster:…`, `at_risk:…`) from one memo to
+/// the next.
+pub fn count_deltas(prev: Option<&SegmentMemo>, next: &SegmentMemo) -> Vec<(String, i64)> {
+    let fields = |m: &SegmentMemo| {
+        let mut v = vec![
+            format!("tier:{}", m.value_tier),
+            format!("segment:{}", m.rfm_segment),
+            format!("at_risk:{}", m.at_risk),
+        ];
+        if let Some(c) = &m.cluster {
+            v.push(format!("cluster:{c}"));
+        }
+        v
+    };
+    let new = fields(next);
+    let old = prev.map(fields).unwrap_or_default();
+    let mut out: Vec<(String, i64)> = old
+        .iter()
+        .filter(|f| !new.contains(f))
+        .map(|f| (f.clone(), -1))
+        .collect();
+    out.extend(
+        new.iter()
+            .filter(|f| !old.contains(f))
+            .map(|f| (f.clone(), 1)),
+    );
     out
 }
 
@@ -124,15 +141,26 @@ impl Scorer {
         at_risk_days: f64,
         (score_id, change_id): (u32, u32),
     ) -> Self {
-        Self { producer, topics, model, metrics, at_risk_days, score_id, change_id }
+        Self {
+            producer,
+            topics,
+            model,
+            metrics,
+            at_risk_days,
+            score_id,
+            change_id,
+        }
     }
 
     pub fn model(&self) -> &ModelHandle {
         &self.model
     }
 
-    async fn score(&self, changed: &mut [Changed<'_>], as_of: i64) -> Result<()> {
-        let Some(model) = self.model.current() else { return Ok(()) };
+    async fn score(&self, changed: &mut [Changed<'_>], as_of: i64) -> Result<Vec<(String, i64)>> {
+        let Some(model) = self.model.current() else {
+            return Ok(Vec::new());
+        };
+        let mut counts: Vec<(String, i64)> = Vec::new();
         let mut scores: Vec<(String, Vec<u8>)> = Vec::new();
         let mut changes: Vec<(String, Vec<u8>)> = Vec::new();
         for c in changed.iter_mut() {
@@ -159,27 +187,38 @@ impl Scorer {
                     previous,
                     current,
                 };
-                let bytes = avro::encode_record("SegmentChange", &ch).map_err(|e| Error::Config(e.to_string()))?;
+                let bytes = avro::encode_record("SegmentChange", &ch)
+                    .map_err(|e| Error::Config(e.to_string()))?;
                 changes.push((c.customer.to_owned(), avro::frame(self.change_id, &bytes)));
             }
+            counts.extend(count_deltas(state.segments.as_ref(), &memo));
             state.segments = Some(memo);
-            let bytes = avro::encode_record("CustomerScore", &rec).map_err(|e| Error::Config(e.to_string()))?;
+            let bytes = avro::encode_record("CustomerScore", &rec)
+                .map_err(|e| Error::Config(e.to_string()))?;
             scores.push((c.customer.to_owned(), avro::frame(self.score_id, &bytes)));
         }
         let score_topic = self.topics.name(topics::CUSTOMER_SCORES);
         let change_topic = self.topics.name(topics::SEGMENT_CHANGES);
         let sends = scores
             .iter()
-            .map(|(k, v)| self.producer.send(FutureRecord::to(&score_topic).key(k).payload(v), Duration::from_secs(30)))
+            .map(|(k, v)| {
+                self.producer.send(
+                    FutureRecord::to(&score_topic).key(k).payload(v),
+                    Duration::from_secs(30),
+                )
+            })
             .chain(changes.iter().map(|(k, v)| {
-                self.producer.send(FutureRecord::to(&change_topic).key(k).payload(v), Duration::from_secs(30))
+                self.producer.send(
+                    FutureRecord::to(&change_topic).key(k).payload(v),
+                    Duration::from_secs(30),
+                )
             }));
         for r in futures::future::join_all(sends).await {
             r.map_err(|(e, _)| Error::Kafka(e))?;
         }
         Metrics::add(&self.metrics.scores_emitted, scores.len() as u64);
         Metrics::add(&self.metrics.segment_changes, changes.len() as u64);
-        Ok(())
+        Ok(counts)
     }
 }
 
@@ -188,7 +227,7 @@ impl BatchHook for Scorer {
         &'a self,
         changed: &'a mut [Changed<'a>],
         as_of: i64,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+    ) -> BoxFuture<'a, Result<CounterDeltas>> {
         Box::pin(self.score(changed, as_of))
     }
 }
@@ -198,7 +237,40 @@ mod tests {
     use super::*;
 
     fn memo(tier: &str, seg: &str, at_risk: bool) -> SegmentMemo {
-        SegmentMemo { value_tier: tier.into(), rfm_segment: seg.into(), cluster: None, at_risk }
+        SegmentMemo {
+            value_tier: tier.into(),
+            rfm_segment: seg.into(),
+            cluster: None,
+            at_risk,
+        }
+    }
+
+    #[test]
+    fn counters_move_with_the_memo() {
+        let a = memo("top20", "champions", false);
+        let mut first = count_deltas(None, &a);
+        first.sort();
+        assert_eq!(
+            first,
+            vec![
+                ("at_risk:false".into(), 1),
+                ("segment:champions".into(), 1),
+                ("tier:top20".into(), 1)
+            ]
+        );
+        assert!(count_deltas(Some(&a), &a).is_empty());
+        let b = memo("top20", "at_risk", true);
+        let mut d = count_deltas(Some(&a), &b);
+        d.sort();
+        assert_eq!(
+            d,
+            vec![
+                ("at_risk:false".into(), -1),
+                ("at_risk:true".into(), 1),
+                ("segment:at_risk".into(), 1),
+                ("segment:champions".into(), -1),
+            ]
+        );
     }
 
     #[test]
@@ -209,9 +281,20 @@ mod tests {
         assert!(segment_changes(Some(&a), &a).is_empty());
         let b = memo("top20", "at_risk", true);
         let ch = segment_changes(Some(&a), &b);
-        assert_eq!(ch, vec![
-            (SegmentDimension::RfmSegment, Some("champions".into()), "at_risk".into()),
-            (SegmentDimension::AtRisk, Some("false".into()), "true".into()),
-        ]);
+        assert_eq!(
+            ch,
+            vec![
+                (
+                    SegmentDimension::RfmSegment,
+                    Some("champions".into()),
+                    "at_risk".into()
+                ),
+                (
+                    SegmentDimension::AtRisk,
+                    Some("false".into()),
+                    "true".into()
+                ),
+            ]
+        );
     }
 }

@@ -62,11 +62,15 @@ impl Store {
     }
 
     /// Writes states and index entries in one pipeline; returns once Redis confirmed.
-    pub async fn save(&self, writes: &[Write<'_>]) -> Result<()> {
+    pub async fn save(&self, writes: &[Write<'_>], counts: &[(String, i64)]) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
+        let counters = self.keys.segment_counts();
+        for (field, delta) in counts.iter().filter(|(_, d)| *d != 0) {
+            pipe.hincr(&counters, field, *delta).ignore();
+        }
         for w in writes {
             pipe.set(self.keys.features(w.customer), w.state.encode())
                 .ignore();
@@ -81,17 +85,30 @@ impl Store {
 
     /// Customers of partition `p` to rescore: those whose last order crossed `threshold`
     /// since the previous sweep, plus the next `rotate` of the index in rotation.
-    pub async fn sweep_candidates(&self, p: i32, threshold: i64, rotate: usize) -> Result<Vec<String>> {
+    pub async fn sweep_candidates(
+        &self,
+        p: i32,
+        threshold: i64,
+        rotate: usize,
+    ) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
         let idx = self.keys.last_order_index(p);
         let cursor_key = format!("{}:{{p{p}}}", self.keys.sweep_prefix());
-        let (since, pos): (Option<i64>, Option<i64>) =
-            redis::cmd("HMGET").arg(&cursor_key).arg("threshold").arg("rotation").query_async(&mut conn).await?;
+        let (since, pos): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(&cursor_key)
+            .arg("threshold")
+            .arg("rotation")
+            .query_async(&mut conn)
+            .await?;
         let since = since.unwrap_or(i64::MIN);
         let mut out: Vec<String> = if threshold > since {
             redis::cmd("ZRANGEBYSCORE")
                 .arg(&idx)
-                .arg(if since == i64::MIN { "-inf".to_owned() } else { format!("({since}") })
+                .arg(if since == i64::MIN {
+                    "-inf".to_owned()
+                } else {
+                    format!("({since}")
+                })
                 .arg(threshold)
                 .query_async(&mut conn)
                 .await?
@@ -101,8 +118,14 @@ impl Store {
         let pos = pos.unwrap_or(0).max(0);
         let mut next_pos = pos;
         if rotate > 0 {
-            let slice: Vec<String> = conn.zrange(&idx, pos as isize, (pos as usize + rotate - 1) as isize).await?;
-            next_pos = if slice.len() < rotate { 0 } else { pos + rotate as i64 };
+            let slice: Vec<String> = conn
+                .zrange(&idx, pos as isize, (pos as usize + rotate - 1) as isize)
+                .await?;
+            next_pos = if slice.len() < rotate {
+                0
+            } else {
+                pos + rotate as i64
+            };
             out.extend(slice);
         }
         out.sort();
@@ -122,6 +145,10 @@ impl Store {
     pub async fn wipe(&self) -> Result<u64> {
         let mut conn = self.conn.clone();
         let mut deleted = 0u64;
+        let () = redis::cmd("DEL")
+            .arg(self.keys.segment_counts())
+            .query_async(&mut conn)
+            .await?;
         for pattern in self.keys.patterns() {
             let mut cursor: u64 = 0;
             loop {

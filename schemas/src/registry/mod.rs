@@ -260,13 +260,23 @@ impl Registry {
 
     /// Registers the output records (`CustomerScore`, `SegmentChange`) under their
     /// topics' subjects and returns (score id, segment-change id).
-    pub async fn register_outputs(&self, topics: &crate::topics::Topics) -> Result<(u32, u32), RegistryError> {
+    pub async fn register_outputs(
+        &self,
+        topics: &crate::topics::Topics,
+    ) -> Result<(u32, u32), RegistryError> {
         let mut ids = [0u32; 2];
-        for (i, (record, topic)) in
-            [("CustomerScore", crate::topics::CUSTOMER_SCORES), ("SegmentChange", crate::topics::SEGMENT_CHANGES)].into_iter().enumerate()
+        for (i, (record, topic)) in [
+            ("CustomerScore", crate::topics::CUSTOMER_SCORES),
+            ("SegmentChange", crate::topics::SEGMENT_CHANGES),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let text = crate::avro::schema_text(record).unwrap_or_default();
-            ids[i] = self.register(&subject_for(&topics.name(topic)), text).await?.id;
+            ids[i] = self
+                .register(&subject_for(&topics.name(topic)), text)
+                .await?
+                .id;
         }
         Ok((ids[0], ids[1]))
     }

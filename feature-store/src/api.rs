@@ -1,0 +1,365 @@
+//! Feature lookups, segments and the model in use over HTTP (DESIGN §6). Time-dependent
+//! features and scores are computed as of the request (or `as_of`) from the stored state
+//! and the current model, so a lookup is never stale because no event arrived.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use custflow_models::artefact::ModelArtefact;
+use custflow_schemas::api::ApiError;
+use custflow_schemas::FieldError;
+use redis::aio::ConnectionManager;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::features::{compute, Features};
+use crate::keys::Keys;
+use crate::model::ModelHandle;
+use crate::state::CustomerState;
+
+/// Most customers in one batch lookup.
+pub const MAX_BATCH: usize = 1000;
+
+/// What the feature routes need.
+#[derive(Clone)]
+pub struct FeatureState {
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub model: ModelHandle,
+    pub at_risk_days: f64,
+}
+
+/// The feature routes.
+pub fn routes(state: FeatureState) -> Router {
+    Router::new()
+        .route("/v1/customers/{id}/features", get(get_features))
+        .route("/v1/features:batch", post(batch))
+        .route("/v1/segments", get(segments))
+        .route("/v1/models/current", get(current_model))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct LookupQuery {
+    as_of: Option<String>,
+    /// Comma-separated feature or score names.
+    features: Option<String>,
+}
+
+/// Parses `as_of` (RFC 3339 or epoch milliseconds); now when absent.
+pub fn parse_as_of(v: Option<&str>, path: &str) -> Result<i64, FieldError> {
+    match v {
+        None => Ok(custflow_schemas::time::now_ms()),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .or_else(|| custflow_schemas::time::parse_rfc3339(s))
+            .ok_or_else(|| {
+                FieldError::new(
+                    path,
+                    "format",
+                    format!("{s:?} is not an RFC 3339 timestamp or epoch milliseconds"),
+                )
+            }),
+    }
+}
+
+/// Features and (with a model) scores of one customer, as JSON objects.
+pub fn lookup_body(
+    customer: &str,
+    f: &Features,
+    model: Option<&ModelArtefact>,
+    select: Option<&[String]>,
+) -> Value {
+    let mut features = match serde_json::to_value(f) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let mut scores = Map::new();
+    if let Some(m) = model.filter(|_| f.orders_total > 0) {
+        let s = m.score(&f.stats());
+        if let Ok(Value::Object(o)) = serde_json::to_value(&s) {
+            scores = o;
+        }
+        scores.insert("model_version".into(), json!(m.version));
+    }
+    if let Some(sel) = select {
+        features.retain(|k, _| sel.iter().any(|s| s == k));
+        scores.retain(|k, _| sel.iter().any(|s| s == k));
+    }
+    json!({"customer_id": customer, "as_of": f.as_of, "features": features, "scores": if model.is_some() { Value::Object(scores) } else { Value::Null }})
+}
+
+fn known_names() -> Vec<&'static str> {
+    vec![
+        "first_order_at",
+        "last_order_at",
+        "orders_total",
+        "spend_total",
+        "frequency",
+        "recency",
+        "age",
+        "monetary_value",
+        "days_since_last_order",
+        "aov",
+        "orders_7d",
+        "orders_30d",
+        "orders_90d",
+        "spend_7d",
+        "spend_30d",
+        "spend_90d",
+        "avg_gap_days",
+        "spend_change_pct",
+        "at_risk",
+        "discount_share",
+        "favourite_category",
+        "favourite_location",
+        "favourite_daypart",
+        "loyalty_member",
+        "last_activity_at",
+        "p_alive",
+        "churn_probability",
+        "expected_orders_90d",
+        "expected_aov",
+        "clv_12m",
+        "value_tier",
+        "r_score",
+        "f_score",
+        "m_score",
+        "rfm_segment",
+        "cluster",
+        "model_version",
+    ]
+}
+
+fn selection(names: Vec<String>, path: &str) -> Result<Option<Vec<String>>, Vec<FieldError>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let known = known_names();
+    let errs: Vec<FieldError> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !known.contains(&n.as_str()))
+        .map(|(i, n)| {
+            FieldError::new(
+                format!("{path}[{i}]"),
+                "unknown",
+                format!("{n:?} is not a feature or score"),
+            )
+        })
+        .collect();
+    if errs.is_empty() {
+        Ok(Some(names))
+    } else {
+        Err(errs)
+    }
+}
+
+async fn load(st: &FeatureState, ids: &[String]) -> Result<Vec<Option<CustomerState>>, ApiError> {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.get(st.keys.features(id));
+    }
+    let raw: Vec<Option<Vec<u8>>> = pipe
+        .query_async(&mut st.redis.clone())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("Redis does not answer: {e}"), 1))?;
+    raw.into_iter()
+        .map(|b| {
+            b.map(|b| CustomerState::decode(&b).map_err(ApiError::internal))
+                .transpose()
+        })
+        .collect()
+}
+
+async fn refresh_model(st: &FeatureState) -> Option<std::sync::Arc<ModelArtefact>> {
+    if let Err(e) = st.model.refresh(&mut st.redis.clone(), &st.keys).await {
+        tracing::warn!(error = %e, "model refresh failed; serving the cached one");
+    }
+    st.model.current()
+}
+
+async fn get_features(
+    State(st): State<FeatureState>,
+    Path(id): Path<String>,
+    q: Result<Query<LookupQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
+    let mut errs = Vec::new();
+    let as_of = parse_as_of(q.as_of.as_deref(), "as_of")
+        .map_err(|e| errs.push(e))
+        .unwrap_or(0);
+    let names: Vec<String> = q
+        .features
+        .as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_owned())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let select = selection(names, "features")
+        .map_err(|e| errs.extend(e))
+        .unwrap_or(None);
+    if !errs.is_empty() {
+        return Err(ApiError::bad_request("invalid query", &errs));
+    }
+    let state = load(&st, std::slice::from_ref(&id)).await?.pop().flatten();
+    let Some(state) = state else {
+        return Err(ApiError::not_found(format!("no customer {id:?}")));
+    };
+    let model = refresh_model(&st).await;
+    let f = compute(&state, as_of, st.at_risk_days);
+    Ok(Json(lookup_body(
+        &id,
+        &f,
+        model.as_deref(),
+        select.as_deref(),
+    )))
+}
+
+async fn batch(
+    State(st): State<FeatureState>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body?;
+    let mut errs = Vec::new();
+    let ids: Vec<String> = match body.get("customer_ids") {
+        Some(Value::Array(a)) if a.is_empty() => {
+            errs.push(FieldError::new(
+                "customer_ids",
+                "empty",
+                "must not be empty",
+            ));
+            vec![]
+        }
+        Some(Value::Array(a)) if a.len() > MAX_BATCH => {
+            errs.push(FieldError::new(
+                "customer_ids",
+                "too_many",
+                format!("at most {MAX_BATCH} ids"),
+            ));
+            vec![]
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v.as_str() {
+                Some(s) if !s.is_empty() => Some(s.to_owned()),
+                _ => {
+                    errs.push(FieldError::new(
+                        format!("customer_ids[{i}]"),
+                        "type",
+                        "must be a non-empty string",
+                    ));
+                    None
+                }
+            })
+            .collect(),
+        Some(_) => {
+            errs.push(FieldError::new(
+                "customer_ids",
+                "type",
+                "must be an array of strings",
+            ));
+            vec![]
+        }
+        None => {
+            errs.push(FieldError::new("customer_ids", "missing", "required"));
+            vec![]
+        }
+    };
+    let names: Vec<String> = match body.get("features") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let s = v.as_str().map(str::to_owned);
+                if s.is_none() {
+                    errs.push(FieldError::new(
+                        format!("features[{i}]"),
+                        "type",
+                        "must be a string",
+                    ));
+                }
+                s
+            })
+            .collect(),
+        Some(_) => {
+            errs.push(FieldError::new(
+                "features",
+                "type",
+                "must be an array of strings",
+            ));
+            vec![]
+        }
+    };
+    let select = selection(names, "features")
+        .map_err(|e| errs.extend(e))
+        .unwrap_or(None);
+    let as_of = parse_as_of(body.get("as_of").and_then(Value::as_str), "as_of")
+        .map_err(|e| errs.push(e))
+        .unwrap_or(0);
+    if !errs.is_empty() {
+        return Err(ApiError::bad_request("invalid request", &errs));
+    }
+    let states = load(&st, &ids).await?;
+    let model = refresh_model(&st).await;
+    let customers: Vec<Value> = ids
+        .iter()
+        .zip(states)
+        .map(|(id, s)| match s {
+            Some(s) => lookup_body(id, &compute(&s, as_of, st.at_risk_days), model.as_deref(), select.as_deref()),
+            None => json!({"customer_id": id, "error": {"code": "not_found", "message": format!("no customer {id:?}")}}),
+        })
+        .collect();
+    Ok(Json(json!({"customers": customers})))
+}
+
+async fn segments(State(st): State<FeatureState>) -> Result<Json<Value>, ApiError> {
+    let counts: BTreeMap<String, i64> = redis::cmd("HGETALL")
+        .arg(st.keys.segment_counts())
+        .query_async(&mut st.redis.clone())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("Redis does not answer: {e}"), 1))?;
+    let mut out: BTreeMap<&str, BTreeMap<String, i64>> = BTreeMap::new();
+    for t in custflow_models::rfm::TIERS {
+        out.entry("value_tier").or_default().insert(t.to_owned(), 0);
+    }
+    for s in custflow_models::rfm::SEGMENTS {
+        out.entry("rfm_segment")
+            .or_default()
+            .insert(s.to_owned(), 0);
+    }
+    out.entry("cluster").or_default();
+    for (k, v) in counts {
+        let (dim, value) = k.split_once(':').unwrap_or(("other", &k));
+        let dim = match dim {
+            "tier" => "value_tier",
+            "segment" => "rfm_segment",
+            "cluster" => "cluster",
+            "at_risk" => "at_risk",
+            _ => "other",
+        };
+        out.entry(dim).or_default().insert(value.to_owned(), v);
+    }
+    let scored: i64 = out.get("value_tier").map(|m| m.values().sum()).unwrap_or(0);
+    Ok(Json(json!({"customers_scored": scored, "counts": out})))
+}
+
+async fn current_model(State(st): State<FeatureState>) -> Result<Json<Value>, ApiError> {
+    match refresh_model(&st).await {
+        Some(m) => Ok(Json(serde_json::to_value(&*m).map_err(ApiError::internal)?)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_model",
+            "no model has been fitted yet; the model job fits one once customers have orders",
+        )),
+    }
+}

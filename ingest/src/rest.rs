@@ -1,0 +1,319 @@
+//! `POST /v1/events`: JSON object, JSON array or NDJSON; every item validated with its
+//! field paths; an item is reported accepted only after the broker acknowledged it.
+//!
+//! `Idempotency-Key` makes a retried request a no-op (responses kept 24 h in Redis);
+//! bounded in-flight work answers 429 with `Retry-After` instead of growing memory; an
+//! unreachable broker answers 503.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use custflow_schemas::api::ApiError;
+use custflow_schemas::avro::AvroCodec;
+use custflow_schemas::topics::Topics;
+use custflow_schemas::{json, Event, FieldError, ValidationContext};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use redis::aio::ConnectionManager;
+use serde_json::{json as j, Value};
+use tokio::sync::Semaphore;
+
+/// Counters of the ingest endpoint.
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub broker_failures: AtomicU64,
+    pub requests_throttled: AtomicU64,
+    pub produce_us_total: AtomicU64,
+    pub produce_batches: AtomicU64,
+}
+
+impl IngestMetrics {
+    pub fn render(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "# TYPE custflow_ingest_accepted_total counter\ncustflow_ingest_accepted_total {}\n\
+             # TYPE custflow_ingest_rejected_total counter\ncustflow_ingest_rejected_total{{reason=\"invalid\"}} {}\n\
+             custflow_ingest_rejected_total{{reason=\"broker\"}} {}\ncustflow_ingest_rejected_total{{reason=\"throttled\"}} {}\n\
+             # TYPE custflow_ingest_produce_seconds summary\ncustflow_ingest_produce_seconds_sum {}\ncustflow_ingest_produce_seconds_count {}\n",
+            g(&self.accepted),
+            g(&self.rejected),
+            g(&self.broker_failures),
+            g(&self.requests_throttled),
+            g(&self.produce_us_total) as f64 / 1e6,
+            g(&self.produce_batches),
+        )
+    }
+}
+
+/// What the ingest routes need.
+#[derive(Clone)]
+pub struct IngestState {
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub codec: Arc<AvroCodec>,
+    /// Idempotency window storage; without it the header is ignored.
+    pub redis: Option<ConnectionManager>,
+    /// Events in flight at once, over all requests.
+    pub permits: Arc<Semaphore>,
+    pub max_items: usize,
+    pub body_limit: usize,
+    pub metrics: Arc<IngestMetrics>,
+}
+
+impl IngestState {
+    /// A producer suited to request/response: acks=all, idempotent, short timeouts so an
+    /// unreachable broker turns into a 503 within seconds.
+    pub fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+        crate::kafka::client_config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "5000")
+            .create()
+    }
+}
+
+/// The ingest routes.
+pub fn routes(state: IngestState) -> Router {
+    let limit = state.body_limit;
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
+
+async fn post_events(
+    State(st): State<IngestState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let redis_key = key
+        .as_ref()
+        .map(|k| format!("{}cf:idem:{k}", st.topics.name("")));
+    if let (Some(rk), Some(conn)) = (&redis_key, &st.redis) {
+        let mut conn = conn.clone();
+        let claimed: bool = redis::cmd("SET")
+            .arg(rk)
+            .arg("pending")
+            .arg("NX")
+            .arg("EX")
+            .arg(IDEMPOTENCY_TTL_SECS)
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(format!("idempotency store (Redis) does not answer: {e}"), 2)
+            })?
+            .is_some();
+        if !claimed {
+            let stored: Option<String> = redis::cmd("GET")
+                .arg(rk)
+                .query_async(&mut conn)
+                .await
+                .map_err(ApiError::internal)?;
+            return match stored.as_deref() {
+                Some("pending") | None => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "in_progress",
+                    "a request with this Idempotency-Key is being processed",
+                )),
+                Some(s) => {
+                    let v: Value = serde_json::from_str(s).map_err(ApiError::internal)?;
+                    let status = StatusCode::from_u16(v["status"].as_u64().unwrap_or(200) as u16)
+                        .unwrap_or(StatusCode::OK);
+                    let mut resp = (status, Json(v["body"].clone())).into_response();
+                    resp.headers_mut()
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    Ok(resp)
+                }
+            };
+        }
+    }
+    let result = handle(&st, &headers, &body).await;
+    if let (Some(rk), Some(conn)) = (&redis_key, &st.redis) {
+        let mut conn = conn.clone();
+        match &result {
+            // Only a definitive answer is remembered; failures may be retried.
+            Ok((status, body)) if status.is_success() || status.is_client_error() => {
+                let stored = j!({"status": status.as_u16(), "body": body}).to_string();
+                let _: Result<(), _> = redis::cmd("SET")
+                    .arg(rk)
+                    .arg(stored)
+                    .arg("EX")
+                    .arg(IDEMPOTENCY_TTL_SECS)
+                    .query_async(&mut conn)
+                    .await;
+            }
+            _ => {
+                let _: Result<(), _> = redis::cmd("DEL").arg(rk).query_async(&mut conn).await;
+            }
+        }
+    }
+    let (status, body) = result?;
+    Ok((status, Json(body)).into_response())
+}
+
+/// Items of the body, each parsed JSON or the reason it could not be.
+fn items(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Result<Value, String>>, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" | "" => {
+            let v: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("body is not JSON: {e}"),
+                )
+            })?;
+            Ok(match v {
+                Value::Array(a) => a.into_iter().map(Ok).collect(),
+                other => vec![Ok(other)],
+            })
+        }
+        "application/x-ndjson" | "application/jsonl" | "application/json-seq" => Ok(body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(|l| serde_json::from_slice(l).map_err(|e| format!("line is not JSON: {e}")))
+            .collect()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type {other:?}: send application/json or application/x-ndjson"),
+        )),
+    }
+}
+
+async fn handle(
+    st: &IngestState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    let parsed = items(headers, body)?;
+    if parsed.is_empty() {
+        return Err(ApiError::bad_request("no events in the body", &[]));
+    }
+    if parsed.len() > st.max_items {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            format!(
+                "{} events in one request; the limit is {}",
+                parsed.len(),
+                st.max_items
+            ),
+        ));
+    }
+    let n = u32::try_from(parsed.len()).unwrap_or(u32::MAX);
+    let Ok(_permit) = st.permits.clone().try_acquire_many_owned(n) else {
+        st.metrics
+            .requests_throttled
+            .fetch_add(1, Ordering::Relaxed);
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "too much work in flight; retry shortly",
+        );
+        e.retry_after = Some(1);
+        return Err(e);
+    };
+    let ctx = ValidationContext::now();
+    let mut results: Vec<Value> = Vec::with_capacity(parsed.len());
+    let mut valid: Vec<(usize, Event)> = Vec::new();
+    for (i, item) in parsed.into_iter().enumerate() {
+        let decoded = item
+            .map_err(|m| vec![FieldError::new("", "malformed_json", m)])
+            .and_then(|v| {
+                json::decode_tagged(&v, &ctx).map_err(|e| {
+                    e.field_errors()
+                        .map(<[FieldError]>::to_vec)
+                        .unwrap_or_else(|| vec![FieldError::new("", e.reason(), e.to_string())])
+                })
+            });
+        match decoded {
+            Ok(e) => {
+                results.push(Value::Null);
+                valid.push((i, e));
+            }
+            Err(errors) => results.push(j!({"index": i, "status": "rejected", "errors": errors})),
+        }
+    }
+    let started = Instant::now();
+    let sends = valid.iter().map(|(_, e)| {
+        let topic = st.topics.name(e.kind().topic());
+        let payload = st.codec.encode(e);
+        let producer = st.producer.clone();
+        let key = e.customer_id().to_owned();
+        async move {
+            let payload = payload.map_err(|e| e.to_string())?;
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Duration::from_secs(5),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e.to_string())
+        }
+    });
+    let outcomes = futures::future::join_all(sends).await;
+    st.metrics
+        .produce_us_total
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    st.metrics.produce_batches.fetch_add(1, Ordering::Relaxed);
+    let (mut accepted, mut failed) = (0u64, 0u64);
+    for ((i, e), outcome) in valid.iter().zip(outcomes) {
+        results[*i] = match outcome {
+            Ok(()) => {
+                accepted += 1;
+                j!({"index": i, "status": "accepted", "event_id": e.event_id()})
+            }
+            Err(reason) => {
+                failed += 1;
+                j!({"index": i, "status": "failed", "error": reason})
+            }
+        };
+    }
+    let rejected = results.len() as u64 - accepted - failed;
+    st.metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
+    st.metrics.rejected.fetch_add(rejected, Ordering::Relaxed);
+    st.metrics
+        .broker_failures
+        .fetch_add(failed, Ordering::Relaxed);
+    let summary =
+        j!({"accepted": accepted, "rejected": rejected, "failed": failed, "results": results});
+    if failed > 0 {
+        return Err(ApiError::unavailable(
+            format!("{failed} events were not acknowledged by the broker; retry them"),
+            2,
+        )
+        .with_details(vec![summary]));
+    }
+    if accepted == 0 {
+        return Err(ApiError::bad_request("no event was valid", &[])
+            .with_details(summary["results"].as_array().cloned().unwrap_or_default()));
+    }
+    Ok((StatusCode::OK, summary))
+}

@@ -1,0 +1,422 @@
+//! `custflow run`: processors, scoring, model job, SQL sink and the HTTP API in one
+//! process, wired together; `custflow serve` is the API alone.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use custflow_connectors::score_sink::{self, ScoreSinkConfig, SinkMetrics};
+use custflow_connectors::sql_sink::SqlSink;
+use custflow_feature_store::api::FeatureState;
+use custflow_feature_store::keys::Keys;
+use custflow_feature_store::model::ModelHandle;
+use custflow_feature_store::stream::StreamHub;
+use custflow_ingest::rest::{IngestMetrics, IngestState};
+use custflow_processors::metrics::Metrics;
+use custflow_processors::model_job::{ModelJob, Outcome};
+use custflow_processors::runtime::Tick;
+use custflow_processors::scoring::Scorer;
+use custflow_processors::{Clock, Processor};
+use custflow_schemas::avro::AvroCodec;
+use custflow_schemas::registry::Registry;
+use custflow_schemas::topics;
+use redis::aio::ConnectionManager;
+use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Resolved;
+
+/// Counters the whole process shares (for `/v1/stats` and the demo's summary).
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) processor: Arc<Metrics>,
+    pub(crate) ingest: Arc<IngestMetrics>,
+    pub(crate) sink: Arc<SinkMetrics>,
+    /// Events produced by an in-process generator (demo).
+    pub(crate) generated: Arc<AtomicU64>,
+    pub(crate) model: ModelHandle,
+}
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    redis: ConnectionManager,
+    brokers: String,
+}
+
+/// The whole HTTP API.
+pub(crate) fn router(
+    config: &Resolved,
+    registry: Arc<Registry>,
+    redis: ConnectionManager,
+    shared: Arc<Shared>,
+    codec: Arc<AvroCodec>,
+) -> anyhow::Result<Router> {
+    let keys = Keys::new(config.topics().name(""));
+    let ingest = IngestState {
+        producer: IngestState::producer(&config.brokers)?,
+        topics: config.topics(),
+        codec,
+        redis: Some(redis.clone()),
+        permits: Arc::new(Semaphore::new(200_000)),
+        max_items: 10_000,
+        body_limit: 16 << 20,
+        metrics: shared.ingest.clone(),
+    };
+    let features = FeatureState {
+        redis: redis.clone(),
+        keys,
+        model: shared.model.clone(),
+        at_risk_days: 45.0,
+    };
+    let app = AppState {
+        shared,
+        redis,
+        brokers: config.brokers.clone(),
+    };
+    Ok(Router::new()
+        .merge(custflow_ingest::rest::routes(ingest))
+        .merge(custflow_feature_store::api::routes(features))
+        .merge(custflow_feature_store::registry_api::routes(registry))
+        .merge(custflow_feature_store::stream::routes(StreamHub::new(
+            &config.brokers,
+            config.topics(),
+        )))
+        .merge(custflow_feature_store::dashboard::routes())
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+                .route("/readyz", get(readyz))
+                .route("/v1/stats", get(stats))
+                .route(
+                    "/openapi.json",
+                    get(|| async { Json(crate::openapi::document()) }),
+                )
+                .with_state(app),
+        ))
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let mut text = app.shared.processor.render();
+    text.push_str(&app.shared.ingest.render());
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    text.push_str(&format!(
+        "# TYPE custflow_sink_rows_total counter\ncustflow_sink_rows_total{{result=\"applied\"}} {}\ncustflow_sink_rows_total{{result=\"skipped\"}} {}\n",
+        g(&app.shared.sink.applied),
+        g(&app.shared.sink.skipped)
+    ));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+}
+
+async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    let redis_ok = redis::cmd("PING")
+        .query_async::<String>(&mut app.redis.clone())
+        .await
+        .is_ok();
+    let brokers = app.brokers.clone();
+    let broker_ok = tokio::task::spawn_blocking(move || {
+        custflow_ingest::list_topics(&brokers, Duration::from_secs(2)).is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    let status = if redis_ok && broker_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"redis": redis_ok, "broker": broker_ok})),
+    )
+}
+
+async fn stats(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(stats_json(&app.shared))
+}
+
+/// The figures of `/v1/stats`.
+pub(crate) fn stats_json(s: &Shared) -> serde_json::Value {
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    json!({
+        "at_ms": custflow_schemas::time::now_ms(),
+        "events_in": g(&s.generated) + g(&s.ingest.accepted),
+        "applied": Metrics::get(&s.processor.applied),
+        "dead_lettered": Metrics::get(&s.processor.dead_lettered),
+        "scores_emitted": Metrics::get(&s.processor.scores_emitted),
+        "sink_rows": g(&s.sink.applied),
+        "lag": s.processor.total_lag(),
+        "freshness_p99_ms": s.processor.freshness.quantile(0.99).map(|v| (v * 1000.0).round()),
+        "model_version": s.model.current().map(|m| m.version.clone()),
+    })
+}
+
+/// Refreshes the model in use from Redis every sweep.
+struct Refresh {
+    model: ModelHandle,
+    redis: ConnectionManager,
+    keys: Keys,
+}
+
+impl Tick for Refresh {
+    fn tick(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = custflow_processors::Result<()>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            if let Err(e) = self
+                .model
+                .refresh(&mut self.redis.clone(), &self.keys)
+                .await
+            {
+                tracing::warn!(error = %e, "model refresh failed");
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Everything `run` started, to stop it cleanly.
+pub(crate) struct Running {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) sink: SqlSink,
+    pub(crate) model_job: Arc<ModelJob>,
+    pub(crate) clock: Arc<Clock>,
+}
+
+/// Options of `run` that the demo tunes.
+#[derive(Debug, Clone)]
+pub(crate) struct RunOptions {
+    pub(crate) model_every: Duration,
+    pub(crate) rebuild: bool,
+}
+
+/// Starts processors, scoring, model job, sink and API; returns at once.
+pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result<Running> {
+    crate::topics::ensure(config).await?;
+    let registry = crate::process::registry(config).await?;
+    let ids = registry.register_builtin(&config.topics()).await?;
+    let out_ids = registry.register_outputs(&config.topics()).await?;
+    let codec = Arc::new(AvroCodec::new(registry.clone(), ids));
+    let redis_client =
+        redis::Client::open(config.redis.as_str()).context("--redis is not a Redis URL")?;
+    let redis = ConnectionManager::new(redis_client)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to Redis at {}; start it with scripts/stack.sh up",
+                config.redis
+            )
+        })?;
+    let keys = Keys::new(config.topics().name(""));
+    let shared = Arc::new(Shared::default());
+    if let Err(e) = shared.model.refresh(&mut redis.clone(), &keys).await {
+        tracing::warn!(error = %e, "no readable model yet");
+    }
+    let sink = SqlSink::connect(&config.sink)
+        .await
+        .with_context(|| format!("opening the SQL sink {}", config.sink))?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+
+    // Processors with scoring.
+    let args = crate::process::ProcessArgs::defaults(opts.rebuild);
+    let pcfg = crate::process::processor_config(config, &args)?;
+    let clock = pcfg.clock.clone();
+    let processor = Processor::new(pcfg, registry.clone(), shared.processor.clone()).await?;
+    let scorer = Scorer::new(
+        processor.producer().clone(),
+        config.topics(),
+        shared.model.clone(),
+        shared.processor.clone(),
+        45.0,
+        out_ids,
+    );
+    let processor = processor
+        .with_hook(Arc::new(scorer))
+        .with_tick(Arc::new(Refresh {
+            model: shared.model.clone(),
+            redis: redis.clone(),
+            keys: keys.clone(),
+        }));
+    let rx = stop_rx.clone();
+    tasks.push((
+        "processor",
+        tokio::spawn(async move { Ok(processor.run(rx).await?) }),
+    ));
+
+    // Model job.
+    let model_job = Arc::new(ModelJob {
+        conn: redis.clone(),
+        keys: keys.clone(),
+        model: shared.model.clone(),
+        at_risk_days: 45.0,
+        sample_max: 200_000,
+        seed: 42,
+    });
+    {
+        let (job, sink, clock, mut rx) = (
+            model_job.clone(),
+            sink.clone(),
+            clock.clone(),
+            stop_rx.clone(),
+        );
+        let every = opts.model_every;
+        tasks.push((
+            "model job",
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        _ = rx.changed() => return Ok(()),
+                    }
+                    refit(&job, &sink, &clock).await;
+                }
+            }),
+        ));
+    }
+
+    // SQL sink.
+    {
+        let cfg = ScoreSinkConfig {
+            brokers: config.brokers.clone(),
+            topic: config.topics().name(topics::CUSTOMER_SCORES),
+            group_id: format!("{}custflow-sql-sink", config.topics().name("")),
+            batch_max: 5000,
+            batch_wait: Duration::from_millis(50),
+        };
+        let (sink, metrics, rx) = (sink.clone(), shared.sink.clone(), stop_rx.clone());
+        tasks.push((
+            "sql sink",
+            tokio::spawn(async move { Ok(score_sink::run(cfg, sink, metrics, rx).await?) }),
+        ));
+    }
+
+    // HTTP API.
+    let app = router(config, registry, redis, shared.clone(), codec)?;
+    let listener = tokio::net::TcpListener::bind(&config.http)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the HTTP API to {} (is another custflow running? use --http)",
+                config.http
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let mut rx = stop_rx.clone();
+    tasks.push((
+        "http",
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.changed().await;
+                })
+                .await?;
+            Ok(())
+        }),
+    ));
+    Ok(Running {
+        shared,
+        stop,
+        tasks,
+        addr,
+        sink,
+        model_job,
+        clock,
+    })
+}
+
+/// One model-job run, with its outcome logged and a promoted model recorded in SQL.
+pub(crate) async fn refit(job: &ModelJob, sink: &SqlSink, clock: &Clock) -> Option<Outcome> {
+    let as_of = clock.now().unwrap_or_else(custflow_schemas::time::now_ms);
+    match job.run_once(as_of).await {
+        Ok(o) => {
+            if let (Outcome::Promoted { .. }, Some(m)) = (&o, job.model.current()) {
+                if let Err(e) = sink.record_model(&m).await {
+                    tracing::warn!(error = %e, "recording the model in the sink failed");
+                }
+            }
+            tracing::info!(outcome = ?o, "model job");
+            Some(o)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "model job failed");
+            None
+        }
+    }
+}
+
+impl Running {
+    /// Stops everything: the processor finishes its batch and commits.
+    pub(crate) async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let mut first_err = None;
+        for (name, t) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(30), t).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    first_err.get_or_insert(e.context(name));
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(anyhow::anyhow!("{name} panicked: {e}"));
+                }
+                Err(_) => eprintln!("{name} did not stop within 30 s"),
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The first task that ended with an error, if any (they only end on failure).
+    pub(crate) fn failed(&self) -> Option<&'static str> {
+        self.tasks
+            .iter()
+            .find(|(_, t)| t.is_finished())
+            .map(|(n, _)| *n)
+    }
+}
+
+pub(crate) async fn run(config: &Resolved) -> anyhow::Result<()> {
+    let running = start(
+        config,
+        RunOptions {
+            model_every: Duration::from_secs(60),
+            rebuild: false,
+        },
+    )
+    .await?;
+    eprintln!(
+        "custflow is running: API on http://{}  (dashboard: http://{}/dashboard); Ctrl-C stops",
+        running.addr, running.addr
+    );
+    let job = running.model_job.clone();
+    refit(&job, &running.sink, &running.clock).await;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if let Some(name) = running.failed() {
+                    eprintln!("{name} stopped; shutting down");
+                    break;
+                }
+            }
+        }
+    }
+    running.shutdown().await
+}
