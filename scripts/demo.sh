@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's first command: sets everything up and runs the main job.
+# The README's first command: installs what is missing, starts the local stack, builds,
+# and runs `custflow demo` (extra arguments go to it, e.g. --fresh or --rate 50).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 bash scripts/stack.sh up
-say "the local stack is up; custflow is built at $(custflow_bin)"
-"$(custflow_bin)" "$@" topics
+say "starting the demo (Ctrl-C stops it cleanly; run again to continue, --fresh to start over)"
+exec "$(custflow_bin)" demo "$@"

@@ -368,8 +368,15 @@ impl Running {
     pub(crate) async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let mut first_err = None;
-        for (name, t) in self.tasks {
-            match tokio::time::timeout(Duration::from_secs(30), t).await {
+        for (name, mut t) in self.tasks {
+            // Open event streams keep the HTTP server's graceful shutdown waiting; their
+            // clients reconnect, so the server gets a short grace period only.
+            let grace = if name == "http" {
+                Duration::from_secs(3)
+            } else {
+                Duration::from_secs(30)
+            };
+            match tokio::time::timeout(grace, &mut t).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => {
                     first_err.get_or_insert(e.context(name));
@@ -377,7 +384,8 @@ impl Running {
                 Ok(Err(e)) => {
                     first_err.get_or_insert(anyhow::anyhow!("{name} panicked: {e}"));
                 }
-                Err(_) => eprintln!("{name} did not stop within 30 s"),
+                Err(_) if name == "http" => t.abort(),
+                Err(_) => eprintln!("{name} did not stop within {grace:?}"),
             }
         }
         first_err.map_or(Ok(()), Err)

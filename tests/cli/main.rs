@@ -1,6 +1,9 @@
-//! The `custflow` binary as a user runs it: `fit` on the CDNOW reference data.
+//! The `custflow` binary as a user runs it: `fit` on the CDNOW reference data, and the
+//! demo end to end.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod demo;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,0 +1,131 @@
+//! `custflow demo` end to end for a bounded time: scores reach the sink table, the API
+//! returns features for a customer the generator created, and the stream delivers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A GET over plain HTTP/1.0: (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    custflow_tests::ensure_stack();
+    let prefix = format!("demo-{}.", std::process::id());
+    let dir = std::env::temp_dir().join(format!("custflow-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custflow"))
+        .args([
+            "demo",
+            "--json",
+            "--customers",
+            "400",
+            "--days",
+            "120",
+            "--rate",
+            "40",
+            "--duration-secs",
+            "25",
+            "--model-every-secs",
+            "5",
+        ])
+        .args(["--topic-prefix", &prefix, "--http", &addr])
+        .arg("--sink")
+        .arg(format!("sqlite://{}/demo.db", dir.display()))
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // The demo prints copy-paste commands once the backfill is processed.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lookup = None;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut line = String::new();
+    while lookup.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo printed no lookup command"
+        );
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the demo ended before printing its commands"
+        );
+        if let Some(url) = line
+            .split_whitespace()
+            .find(|w| w.contains("/v1/customers/"))
+        {
+            lookup = Some(url.trim_start_matches(&format!("http://{addr}")).to_owned());
+        }
+    }
+    let lookup = lookup.unwrap();
+
+    // The printed lookup works: a customer the generator created, with scores.
+    let (status, body) = get(&addr, &lookup);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["features"]["orders_total"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["scores"]["clv_12m"].as_f64().is_some(), "{v}");
+
+    // The stream delivers score updates while live events flow.
+    let mut sse = TcpStream::connect(&addr).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(sse, "GET /v1/stream/customer-scores HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(sse);
+    let mut got_event = false;
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if line.starts_with("data: {") && line.contains("\"clv_12m\"") {
+            got_event = true;
+            break;
+        }
+    }
+    assert!(got_event, "no score update arrived on the stream");
+
+    // The segments endpoint counts scored customers.
+    let (status, body) = get(&addr, "/v1/segments");
+    assert_eq!(status, 200);
+    let seg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(seg["customers_scored"].as_i64().unwrap() > 0, "{seg}");
+
+    // It stops by itself after --duration-secs and reports rows in the sink.
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let summary: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert!(summary["sink_rows"].as_i64().unwrap() > 0, "{summary}");
+    assert!(summary["models"].as_i64().unwrap() >= 1, "{summary}");
+    assert_eq!(summary["applied"], summary["events"], "{summary}");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -1,0 +1,383 @@
+//! The HTTP API on a real bound port against the real broker and Redis: REST ingest
+//! (statuses, field paths, idempotency, broker down) and feature lookups.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use custflow_feature_store::api::FeatureState;
+use custflow_feature_store::keys::Keys;
+use custflow_feature_store::model::ModelHandle;
+use custflow_feature_store::state::{CustomerState, SourcePos};
+use custflow_ingest::kafka::client_config;
+use custflow_ingest::rest::{IngestMetrics, IngestState};
+use custflow_schemas::avro::AvroCodec;
+use custflow_schemas::topics::{self, Topics};
+use custflow_schemas::{Event, EventKind, Order, OrderStatus, ValidationContext};
+use custflow_tests::http;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use redis::aio::ConnectionManager;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn redis() -> ConnectionManager {
+    ConnectionManager::new(redis::Client::open(custflow_tests::redis_url()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn ingest_state(
+    brokers: &str,
+    names: &Topics,
+    redis: ConnectionManager,
+    body_limit: usize,
+) -> IngestState {
+    IngestState {
+        producer: IngestState::producer(brokers).unwrap(),
+        topics: names.clone(),
+        codec: Arc::new(AvroCodec::builtin()),
+        redis: Some(redis),
+        permits: Arc::new(Semaphore::new(10_000)),
+        max_items: 100,
+        body_limit,
+        metrics: Arc::new(IngestMetrics::default()),
+    }
+}
+
+fn order(id: &str, customer: &str) -> Value {
+    json!({"type": "order", "event_id": id, "order_id": format!("o-{id}"), "customer_id": customer,
+           "occurred_at": custflow_schemas::time::format_rfc3339(custflow_schemas::time::now_ms() - 60_000),
+           "status": "placed", "currency": "EUR",
+           "items": [{"sku": "burger", "category": "mains", "quantity": 2, "unit_price": 10.0}], "total": 20.0})
+}
+
+/// Every event on the orders topic, by event id.
+async fn topic_events(brokers: &str, names: &Topics, expect: usize) -> BTreeMap<String, usize> {
+    let consumer: StreamConsumer = client_config(brokers)
+        .set("group.id", custflow_tests::unique("check-"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&names.name(topics::ORDERS)]).unwrap();
+    let codec = AvroCodec::builtin();
+    let mut seen = BTreeMap::new();
+    // Read what is expected, then make sure nothing else follows for a while.
+    loop {
+        let wait = if seen.values().sum::<usize>() >= expect {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(30)
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Err(_) => break,
+            Ok(m) => {
+                let m = m.unwrap();
+                let e = codec
+                    .decode(
+                        EventKind::Order,
+                        m.payload().unwrap(),
+                        &ValidationContext::now(),
+                    )
+                    .unwrap();
+                *seen.entry(e.event_id().to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_validates_dedupes_and_reports_per_item() {
+    let brokers = custflow_tests::ensure_stack();
+    let names = Topics::new(custflow_tests::unique("api-"));
+    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let addr = serve(custflow_ingest::rest::routes(ingest_state(
+        &brokers,
+        &names,
+        redis().await,
+        64 * 1024,
+    )))
+    .await;
+    let nd = "application/x-ndjson";
+
+    // NDJSON: two valid, one invalid with every field error reported.
+    let mut bad = order("e-bad", "c1");
+    bad["currency"] = json!("EURO");
+    bad["items"][0]["quantity"] = json!(0);
+    let body = [order("e-1", "c1"), bad, order("e-2", "c2")]
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (status, _, resp) = http(
+        &addr,
+        "POST",
+        "/v1/events",
+        &[("content-type", nd)],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{resp}");
+    let v: Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let paths: Vec<&str> = v["results"][1]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"currency") && paths.contains(&"items[0].quantity"),
+        "{paths:?}"
+    );
+
+    // A retried Idempotency-Key is a no-op: one copy on the topic.
+    let one = order("e-idem", "c3").to_string();
+    let key = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "k-123"),
+    ];
+    let (s1, h1, b1) = http(&addr, "POST", "/v1/events", &key, one.as_bytes());
+    let (s2, h2, b2) = http(&addr, "POST", "/v1/events", &key, one.as_bytes());
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(b1, b2);
+    assert!(
+        !h1.contains("idempotent-replayed") && h2.contains("idempotent-replayed: true"),
+        "{h2}"
+    );
+
+    // Statuses for bad requests; nothing of them reaches the topic.
+    let (s, _, b) = http(
+        &addr,
+        "POST",
+        "/v1/events",
+        &[("content-type", "text/plain")],
+        b"hello",
+    );
+    assert_eq!(s, 415, "{b}");
+    let (s, _, b) = http(
+        &addr,
+        "POST",
+        "/v1/events",
+        &[("content-type", "application/json")],
+        b"{not json",
+    );
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&b).unwrap()["error"]["code"],
+        "invalid_json"
+    );
+    let (s, _, b) = http(
+        &addr,
+        "POST",
+        "/v1/events",
+        &[("content-type", "application/json")],
+        json!({"type": "order"}).to_string().as_bytes(),
+    );
+    assert_eq!(s, 400, "{b}");
+    let err: Value = serde_json::from_str(&b).unwrap();
+    assert!(
+        err["error"]["details"][0]["errors"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 5,
+        "{err}"
+    );
+    let huge = vec![b' '; 70 * 1024];
+    let (s, _, _) = http(
+        &addr,
+        "POST",
+        "/v1/events",
+        &[("content-type", "application/json")],
+        &huge,
+    );
+    assert_eq!(s, 413);
+    let many = (0..101)
+        .map(|i| order(&format!("m{i}"), "c"))
+        .collect::<Vec<_>>();
+    let (s, _, _) = http(
+        &addr,
+        "POST",
+        "/v1/events",
+        &[("content-type", "application/json")],
+        Value::Array(many).to_string().as_bytes(),
+    );
+    assert_eq!(s, 413);
+
+    let seen = topic_events(&brokers, &names, 3).await;
+    assert_eq!(
+        seen,
+        BTreeMap::from([("e-1".into(), 1), ("e-2".into(), 1), ("e-idem".into(), 1)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_answers_503_when_the_broker_is_down() {
+    custflow_tests::ensure_stack();
+    // Nothing listens on port 1: every produce times out.
+    let names = Topics::new(custflow_tests::unique("down-"));
+    let addr = serve(custflow_ingest::rest::routes(ingest_state(
+        "127.0.0.1:1",
+        &names,
+        redis().await,
+        1 << 20,
+    )))
+    .await;
+    let (status, head, body) = http(
+        &addr,
+        "POST",
+        "/v1/events",
+        &[("content-type", "application/json")],
+        order("e-down", "c").to_string().as_bytes(),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(head.contains("retry-after:"), "{head}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "unavailable");
+    assert_eq!(v["error"]["details"][0]["results"][0]["status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_lookups_compute_as_of_and_explain_errors() {
+    custflow_tests::ensure_stack();
+    let prefix = custflow_tests::unique("feat-");
+    let keys = Keys::new(prefix.clone());
+    let mut conn = redis().await;
+    let day = 20_000i64;
+    let mut state = CustomerState::default();
+    for (i, d) in [day, day + 10, day + 30].iter().enumerate() {
+        let e = Event::Order(Order {
+            event_id: format!("e{i}"),
+            order_id: format!("o{i}"),
+            customer_id: "alice".into(),
+            occurred_at: d * custflow_schemas::time::DAY_MS + 12 * 3_600_000,
+            status: OrderStatus::Placed,
+            location_id: Some("loc-1".into()),
+            channel: None,
+            currency: "EUR".into(),
+            items: vec![],
+            discount_code: None,
+            discount_amount: 0.0,
+            total: 10.0 * (i + 1) as f64,
+        });
+        state
+            .apply(
+                &e,
+                SourcePos {
+                    topic: 1,
+                    partition: 0,
+                    offset: i as i64,
+                },
+            )
+            .unwrap();
+    }
+    let () = redis::cmd("SET")
+        .arg(keys.features("alice"))
+        .arg(state.encode())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let app = custflow_feature_store::api::routes(FeatureState {
+        redis: conn,
+        keys,
+        model: ModelHandle::default(),
+        at_risk_days: 45.0,
+    });
+    let addr = serve(app).await;
+
+    let as_of = (day + 40) * custflow_schemas::time::DAY_MS + 12 * 3_600_000;
+    let (s, _, b) = http(
+        &addr,
+        "GET",
+        &format!("/v1/customers/alice/features?as_of={as_of}"),
+        &[],
+        b"",
+    );
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    let f = &v["features"];
+    assert_eq!(
+        (
+            f["frequency"].as_u64(),
+            f["recency"].as_f64(),
+            f["age"].as_f64()
+        ),
+        (Some(2), Some(30.0), Some(40.0))
+    );
+    assert_eq!(
+        (f["days_since_last_order"].as_f64(), f["at_risk"].as_bool()),
+        (Some(10.0), Some(false))
+    );
+    // Later, with no new event, the same customer is at risk.
+    let later = as_of + 50 * custflow_schemas::time::DAY_MS;
+    let (_, _, b) = http(
+        &addr,
+        "GET",
+        &format!("/v1/customers/alice/features?as_of={later}&features=at_risk,frequency"),
+        &[],
+        b"",
+    );
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["features"], json!({"at_risk": true, "frequency": 2}));
+
+    let (s, _, b) = http(&addr, "GET", "/v1/customers/nobody/features", &[], b"");
+    assert_eq!(s, 404, "{b}");
+    let (s, _, b) = http(
+        &addr,
+        "GET",
+        "/v1/customers/alice/features?as_of=yesterday&features=nope",
+        &[],
+        b"",
+    );
+    assert_eq!(s, 400);
+    let paths: Vec<String> = serde_json::from_str::<Value>(&b).unwrap()["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, vec!["as_of", "features[0]"]);
+
+    let body =
+        json!({"customer_ids": ["alice", "nobody", 7], "features": ["orders_total"]}).to_string();
+    let (s, _, b) = http(
+        &addr,
+        "POST",
+        "/v1/features:batch",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(s, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&b).unwrap()["error"]["details"][0]["path"],
+        "customer_ids[2]"
+    );
+    let body =
+        json!({"customer_ids": ["alice", "nobody"], "features": ["orders_total"]}).to_string();
+    let (s, _, b) = http(
+        &addr,
+        "POST",
+        "/v1/features:batch",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["customers"][0]["features"], json!({"orders_total": 3}));
+    assert_eq!(v["customers"][1]["error"]["code"], "not_found");
+}
