@@ -4,6 +4,7 @@ mod app;
 mod config;
 mod demo;
 mod fit;
+mod lookup;
 mod openapi;
 mod process;
 mod synth;
@@ -35,6 +36,10 @@ enum Command {
     Synth(synth::SynthArgs),
     /// The main job: the whole pipeline fed by the synthetic generator, with a live summary.
     Demo(demo::DemoArgs),
+    /// Print a customer's features and scores (from Redis, as of now or --as-of).
+    Features(lookup::LookupArgs),
+    /// Print a customer's scores valid at an instant (from the score history table).
+    Scores(lookup::LookupArgs),
     /// Run everything in one process: processors, scoring, model job, SQL sink and API.
     Run,
     /// Run a stream processor: input topics → per-customer features in Redis.
@@ -71,6 +76,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Topics => topics::run(&config).await,
         Command::Process(args) => process::run(&config, &args).await,
         Command::Run => app::run(&config).await,
+        Command::Features(args) => lookup::features(&config, &args).await,
+        Command::Scores(args) => lookup::scores(&config, &args).await,
         Command::Demo(args) => demo::run(&config, &args).await,
         Command::Synth(args) => synth::run(&config, &args).await,
         Command::Fit(args) => fit::run(&args, config.json),

@@ -74,6 +74,11 @@ impl Features {
     }
 }
 
+/// A sum that is +0.0 when empty (Rust's float `Sum` starts at −0.0).
+fn total(it: impl Iterator<Item = f64>) -> f64 {
+    it.fold(0.0, |a, b| a + b)
+}
+
 fn ts(ms: i64) -> String {
     custflow_schemas::time::format_rfc3339(ms)
 }
@@ -97,14 +102,14 @@ pub fn compute(s: &CustomerState, as_of_ms: i64, at_risk_days: f64) -> Features 
     let frequency = purchase_days.saturating_sub(1);
     // Sum of repeat purchase days: all recent purchase days, minus the first one when
     // it is recent (nothing folded yet).
-    let recent_sum: f64 = purchase.iter().map(|d| d.net).sum();
+    let recent_sum = total(purchase.iter().map(|d| d.net));
     let repeat_sum = if f.first_day.is_some() {
         f.repeat_sum + recent_sum
     } else {
         recent_sum - purchase.first().map_or(0.0, |d| d.net)
     };
     let orders_total = f.orders + recent.iter().map(|d| d.orders).sum::<u32>();
-    let spend_total = f.spend + recent.iter().map(|d| d.net).sum::<f64>();
+    let spend_total = f.spend + total(recent.iter().map(|d| d.net));
     let window = |n: i32| recent.iter().filter(move |d| d.day > as_of_day - n);
     let spend_between = |from: i32, to: i32| -> f64 {
         recent
@@ -148,9 +153,9 @@ pub fn compute(s: &CustomerState, as_of_ms: i64, at_risk_days: f64) -> Features 
         orders_7d: window(7).map(|d| d.orders).sum(),
         orders_30d: window(30).map(|d| d.orders).sum(),
         orders_90d: window(90).map(|d| d.orders).sum(),
-        spend_7d: window(7).map(|d| d.net).sum(),
-        spend_30d: window(30).map(|d| d.net).sum(),
-        spend_90d: window(90).map(|d| d.net).sum(),
+        spend_7d: total(window(7).map(|d| d.net)),
+        spend_30d: total(window(30).map(|d| d.net)),
+        spend_90d: total(window(90).map(|d| d.net)),
         avg_gap_days: (orders_total >= 2).then(|| recency / f64::from(orders_total - 1)),
         spend_change_pct: (prior_30 != 0.0)
             .then(|| (spend_between(0, 30) - prior_30) / prior_30 * 100.0),

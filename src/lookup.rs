@@ -1,0 +1,76 @@
+//! `custflow features <id>` (from Redis, computed as of now or `--as-of`) and
+//! `custflow scores <id>` (point in time, from the score history table).
+
+use anyhow::Context;
+use clap::Args;
+use custflow_connectors::sql_sink::SqlSink;
+use custflow_feature_store::api::{lookup_body, parse_as_of};
+use custflow_feature_store::features::{compute, DEFAULT_AT_RISK_DAYS};
+use custflow_feature_store::keys::Keys;
+use custflow_feature_store::model::ModelHandle;
+use custflow_feature_store::state::CustomerState;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use crate::config::Resolved;
+
+/// A customer and an optional instant.
+#[derive(Debug, Args)]
+pub(crate) struct LookupArgs {
+    /// Customer id.
+    id: String,
+    /// Instant (RFC 3339 or epoch milliseconds); default now.
+    #[arg(long)]
+    as_of: Option<String>,
+}
+
+pub(crate) async fn features(config: &Resolved, args: &LookupArgs) -> anyhow::Result<()> {
+    let as_of = parse_as_of(args.as_of.as_deref(), "as_of")
+        .map_err(|e| anyhow::anyhow!("--as-of: {}", e.message))?;
+    let client = redis::Client::open(config.redis.as_str())?;
+    let mut conn = ConnectionManager::new(client)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", config.redis))?;
+    let keys = Keys::new(config.topics().name(""));
+    let raw: Option<Vec<u8>> = conn.get(keys.features(&args.id)).await?;
+    let raw = raw.with_context(|| format!("no customer {:?} in this deployment", args.id))?;
+    let state = CustomerState::decode(&raw).context("the stored state is unreadable")?;
+    let model = ModelHandle::default();
+    model.refresh(&mut conn, &keys).await?;
+    let f = compute(&state, as_of, DEFAULT_AT_RISK_DAYS);
+    let body = lookup_body(&args.id, &f, model.current().as_deref(), None);
+    if config.json {
+        println!("{body}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    }
+    Ok(())
+}
+
+pub(crate) async fn scores(config: &Resolved, args: &LookupArgs) -> anyhow::Result<()> {
+    let at = match &args.as_of {
+        None => None,
+        Some(s) => Some(
+            parse_as_of(Some(s), "as_of").map_err(|e| anyhow::anyhow!("--as-of: {}", e.message))?,
+        ),
+    };
+    let sink = SqlSink::connect(&config.sink)
+        .await
+        .with_context(|| format!("opening {}", config.sink))?;
+    let row = sink.score_at(&args.id, at).await?;
+    let row = row.with_context(|| match at {
+        Some(t) => format!(
+            "no score of {:?} valid at {}",
+            args.id,
+            custflow_schemas::time::format_rfc3339(t)
+        ),
+        None => format!("no score of {:?} in {}", args.id, config.sink),
+    })?;
+    let v = serde_json::to_value(&row)?;
+    if config.json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
+}
