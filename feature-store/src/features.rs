@@ -112,11 +112,12 @@ pub fn compute(s: &CustomerState, as_of_ms: i64, at_risk_days: f64) -> Features 
     let spend_total = f.spend + total(recent.iter().map(|d| d.net));
     let window = |n: i32| recent.iter().filter(move |d| d.day > as_of_day - n);
     let spend_between = |from: i32, to: i32| -> f64 {
-        recent
-            .iter()
-            .filter(|d| d.day > as_of_day - to && d.day <= as_of_day - from)
-            .map(|d| d.net)
-            .sum()
+        total(
+            recent
+                .iter()
+                .filter(|d| d.day > as_of_day - to && d.day <= as_of_day - from)
+                .map(|d| d.net),
+        )
     };
     let (recency, age) = match (first, last) {
         (Some((fd, _)), Some((ld, _))) => (f64::from(ld - fd), f64::from(as_of_day - fd)),
