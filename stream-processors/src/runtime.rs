@@ -266,6 +266,22 @@ impl Processor {
                     Err(_) => break,
                 }
             }
+            // A rebalance may have happened while the batch was collected (callbacks run
+            // inside recv). Messages of partitions this instance no longer owns belong to
+            // the new owner: applying them here would race it. No rebalance can complete
+            // while the batch is processed, since the group waits for this member to poll.
+            let owned = self.consumer.assignment()?;
+            let before = batch.len();
+            batch.retain(|m| owned.find_partition(m.topic(), m.partition()).is_some());
+            if batch.len() < before {
+                tracing::info!(
+                    dropped = before - batch.len(),
+                    "partitions revoked while collecting a batch"
+                );
+            }
+            if batch.is_empty() {
+                continue;
+            }
             self.process_batch(batch).await?;
             self.maybe_lag(&mut last_lag);
         }

@@ -61,12 +61,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes states and index entries in one pipeline; returns once Redis confirmed.
+    /// Writes states, index entries and counter changes in one MULTI/EXEC transaction
+    /// (all or nothing, so a crash mid-write cannot half-apply a batch); returns once
+    /// Redis confirmed.
     pub async fn save(&self, writes: &[Write<'_>], counts: &[(String, i64)]) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
+        pipe.atomic();
         let counters = self.keys.segment_counts();
         for (field, delta) in counts.iter().filter(|(_, d)| *d != 0) {
             pipe.hincr(&counters, field, *delta).ignore();

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod crash;
 mod demo;
 
 use std::path::PathBuf;
