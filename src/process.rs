@@ -28,6 +28,9 @@ pub(crate) struct ProcessArgs {
     /// Most messages per batch.
     #[arg(long, default_value_t = 5000)]
     batch_max: usize,
+    /// Stop once this many events were applied or dead-lettered (for benchmarks).
+    #[arg(long)]
+    until_events: Option<u64>,
 }
 
 impl ProcessArgs {
@@ -38,6 +41,7 @@ impl ProcessArgs {
             lateness_secs: 3600,
             at_risk_days: 45.0,
             batch_max: 5000,
+            until_events: None,
         }
     }
 }
@@ -107,9 +111,22 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
             }
         })
     };
+    let until = args.until_events;
+    let watched = metrics.clone();
     let stop = tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("stopping: finishing the batch in hand and committing offsets …");
+        let done = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let n = Metrics::get(&watched.applied) + Metrics::get(&watched.dead_lettered);
+                if until.is_some_and(|u| n >= u) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => eprintln!("stopping: finishing the batch in hand and committing offsets …"),
+            () = done => {}
+        }
         let _ = tx.send(true);
     });
     let result = processor.run(rx).await;
@@ -118,13 +135,18 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
     result?;
     eprintln!("{}", progress(&metrics, started));
     if config.json {
+        let seconds = started.elapsed().as_secs_f64();
+        let applied = Metrics::get(&metrics.applied);
         println!(
             "{}",
             serde_json::json!({
-                "applied": Metrics::get(&metrics.applied),
+                "applied": applied,
                 "duplicates": Metrics::get(&metrics.duplicates),
                 "dead_lettered": Metrics::get(&metrics.dead_lettered),
-                "seconds": started.elapsed().as_secs_f64(),
+                "seconds": seconds,
+                "events_per_sec": applied as f64 / seconds.max(1e-9),
+                "redis_write_p99_ms": metrics.redis_write.quantile(0.99).map(|s| s * 1000.0),
+                "freshness_p99_ms": metrics.freshness.quantile(0.99).map(|s| s * 1000.0),
             })
         );
     }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Processing benchmark (issue 5): synthesises events into a fresh topic prefix, then
+# times one processor applying them all into Redis, and reports events/s, Redis memory
+# per customer and the processor's peak RSS. Usage: scripts/bench-process.sh [customers]
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+CUSTOMERS="${1:-100000}"
+bash scripts/stack.sh up >/dev/null
+BIN="$(custflow_bin)"
+PREFIX="bench-$(date +%s)."
+say "generating events of $CUSTOMERS customers into ${PREFIX}*"
+SYNTH=$("$BIN" synth --customers "$CUSTOMERS" --days 365 --topic-prefix "$PREFIX" --json | tail -1)
+EVENTS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$SYNTH")
+MEM0=$(redis-cli info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
+say "processing $EVENTS events"
+"$BIN" process --clock event --topic-prefix "$PREFIX" --until-events "$EVENTS" --json >"$DATA/bench-process.json" 2>/dev/null &
+PID=$!
+PEAK=0
+while kill -0 "$PID" 2>/dev/null; do
+  RSS=$(awk '/VmHWM/{print $2}' "/proc/$PID/status" 2>/dev/null || echo 0)
+  [[ -n "$RSS" && "$RSS" -gt "$PEAK" ]] && PEAK=$RSS
+  sleep 0.2
+done
+wait "$PID"
+MEM1=$(redis-cli info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
+KEYS=$(redis-cli --scan --pattern "${PREFIX}cf:{*}:f" | wc -l)
+python3 - "$SYNTH" "$(tail -1 "$DATA/bench-process.json")" "$MEM0" "$MEM1" "$KEYS" "$PEAK" <<'PY'
+import json, sys
+synth, proc = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+mem0, mem1, keys, peak = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+print(json.dumps({"bench": "process", "events": synth["events"], "synth_events_per_sec": round(synth["events_per_sec"]),
+  "process_events_per_sec": round(proc["events_per_sec"]), "seconds": round(proc["seconds"], 2),
+  "customers": keys, "redis_bytes_per_customer": round((mem1 - mem0) / max(keys, 1)),
+  "redis_write_p99_ms": proc["redis_write_p99_ms"], "processor_peak_rss_mib": round(peak / 1024, 1)}))
+PY
