@@ -183,6 +183,9 @@ pub struct SegmentMemo {
     pub rfm_segment: String,
     pub cluster: Option<String>,
     pub at_risk: bool,
+    /// P(alive) and CLV of the last score, so clock rescoring emits only real moves.
+    pub p_alive: f64,
+    pub clv_12m: f64,
 }
 
 /// What applying one event did.

@@ -45,19 +45,16 @@ impl Percentiles {
         )
     }
 
-    /// Mid-rank of `x` in the population (0..1): the middle of the share below and the
-    /// share at or below, so a value shared by many customers (one order, say) lands in
-    /// the middle of its block instead of at one edge.
-    pub fn mid_rank(&self, x: f64) -> f64 {
-        let n = self.0.len().max(1) as f64;
-        let below = self.0.partition_point(|p| *p < x) as f64;
-        let at_or_below = self.0.partition_point(|p| *p <= x) as f64;
-        ((below + at_or_below) / 2.0 / n).clamp(0.0, 1.0)
+    /// Share of the population strictly below `x` (0..1).
+    pub fn share_below(&self, x: f64) -> f64 {
+        self.0.partition_point(|p| *p < x) as f64 / self.0.len().max(1) as f64
     }
 
-    /// 1..=5 quintile score by mid-rank, 5 = highest.
+    /// 1..=5 quintile score, 5 = highest. Ties take the lowest rank (pandas'
+    /// `rank(method="min")`): when most customers have one order, they all score F = 1
+    /// and the repeat buyers spread over the upper scores.
     pub fn quintile(&self, x: f64) -> u8 {
-        (self.mid_rank(x) * 5.0).ceil().clamp(1.0, 5.0) as u8
+        ((self.share_below(x) * 5.0).floor() + 1.0).clamp(1.0, 5.0) as u8
     }
 }
 
@@ -79,8 +76,8 @@ impl RfmCuts {
         }
     }
 
-    /// (r, f, m) scores, 5 = most recent / most frequent / highest spend; ties scored by
-    /// mid-rank (see [`Percentiles::mid_rank`]).
+    /// (r, f, m) scores, 5 = most recent / most frequent / highest spend; ties take the
+    /// lowest rank (see [`Percentiles::quintile`]).
     pub fn scores(&self, days_since_last: f64, orders: f64, spend: f64) -> (u8, u8, u8) {
         (
             6 - self.recency_days.quintile(days_since_last),
@@ -233,7 +230,7 @@ mod tests {
         let p = Percentiles::of(f.iter().copied());
         assert_eq!(
             [1.0, 2.0, 3.0, 4.0, 5.0].map(|x| p.quintile(x)),
-            [2, 4, 4, 5, 5]
+            [1, 4, 4, 5, 5]
         );
         let tiers = TierCuts::from_population(v.iter().copied());
         let counts = TIERS.map(|t| v.iter().filter(|x| tiers.tier(**x) == t).count());

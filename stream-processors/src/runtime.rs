@@ -67,6 +67,8 @@ pub struct Changed<'a> {
     pub customer: &'a str,
     pub state: &'a mut CustomerState,
     pub partition: i32,
+    /// Rescored because the clock moved, not because an event arrived.
+    pub from_sweep: bool,
 }
 
 /// Work done for each batch after events were applied and before the states are saved
@@ -460,7 +462,8 @@ impl Processor {
             .clock
             .now()
             .unwrap_or_else(custflow_schemas::time::now_ms);
-        self.score_and_save(&mut states, &changed, as_of).await?;
+        self.score_and_save(&mut states, &changed, as_of, false)
+            .await?;
         let visible = custflow_schemas::time::now_ms();
         for inp in &inputs {
             if let Some(p) = inp.produced_ms {
@@ -489,6 +492,7 @@ impl Processor {
         states: &mut HashMap<String, CustomerState>,
         changed: &[(&str, i32, Option<i64>)],
         as_of: i64,
+        from_sweep: bool,
     ) -> Result<()> {
         let mut counts = Vec::new();
         if let Some(hook) = &self.hook {
@@ -501,6 +505,7 @@ impl Processor {
                         customer: c.as_str(),
                         state,
                         partition,
+                        from_sweep,
                     })
                 })
                 .collect();
@@ -559,7 +564,8 @@ impl Processor {
                 .filter(|c| states.contains_key(**c))
                 .map(|c| (*c, p, None))
                 .collect();
-            self.score_and_save(&mut states, &changed, now).await?;
+            self.score_and_save(&mut states, &changed, now, true)
+                .await?;
             total += changed.len();
         }
         Ok(total)

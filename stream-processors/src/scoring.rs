@@ -92,6 +92,18 @@ pub fn segment_changes(
     out
 }
 
+/// Whether a rescore moved enough to be emitted: any segment dimension changed, P(alive)
+/// moved by more than 0.02, or CLV by more than 2%.
+pub fn moved(prev: Option<&SegmentMemo>, next: &SegmentMemo) -> bool {
+    let Some(p) = prev else { return true };
+    p.value_tier != next.value_tier
+        || p.rfm_segment != next.rfm_segment
+        || p.cluster != next.cluster
+        || p.at_risk != next.at_risk
+        || (p.p_alive - next.p_alive).abs() > 0.02
+        || (p.clv_12m - next.clv_12m).abs() > 0.02 * p.clv_12m.abs().max(1.0)
+}
+
 /// Counter changes (`tier:…`, `segment:…`, `cluster:…`, `at_risk:…`) from one memo to
 /// the next.
 pub fn count_deltas(prev: Option<&SegmentMemo>, next: &SegmentMemo) -> Vec<(String, i64)> {
@@ -169,14 +181,21 @@ impl Scorer {
             if f.orders_total == 0 && f.frequency == 0 && f.last_order_at.is_none() {
                 continue; // no purchase yet: nothing to score
             }
-            state.score_version += 1;
-            let rec = score_record(c.customer, &f, &model, state.score_version);
+            let rec = score_record(c.customer, &f, &model, state.score_version + 1);
             let memo = SegmentMemo {
                 value_tier: rec.value_tier.clone(),
                 rfm_segment: rec.rfm_segment.clone(),
                 cluster: rec.cluster.clone(),
                 at_risk: rec.at_risk,
+                p_alive: rec.p_alive,
+                clv_12m: rec.clv_12m,
             };
+            // The clock sweep re-emits only real moves: a segment change, or P(alive) or
+            // CLV drifting noticeably since the last score.
+            if c.from_sweep && !moved(state.segments.as_ref(), &memo) {
+                continue;
+            }
+            state.score_version += 1;
             for (dimension, previous, current) in segment_changes(state.segments.as_ref(), &memo) {
                 let ch = SegmentChange {
                     customer_id: c.customer.to_owned(),
@@ -242,7 +261,38 @@ mod tests {
             rfm_segment: seg.into(),
             cluster: None,
             at_risk,
+            p_alive: 0.8,
+            clv_12m: 100.0,
         }
+    }
+
+    #[test]
+    fn sweeps_emit_only_real_moves() {
+        let a = memo("top20", "champions", false);
+        assert!(moved(None, &a));
+        assert!(!moved(
+            Some(&a),
+            &SegmentMemo {
+                p_alive: 0.79,
+                clv_12m: 101.0,
+                ..a.clone()
+            }
+        ));
+        assert!(moved(
+            Some(&a),
+            &SegmentMemo {
+                p_alive: 0.75,
+                ..a.clone()
+            }
+        ));
+        assert!(moved(
+            Some(&a),
+            &SegmentMemo {
+                clv_12m: 97.0,
+                ..a.clone()
+            }
+        ));
+        assert!(moved(Some(&a), &memo("mid60", "champions", false)));
     }
 
     #[test]
