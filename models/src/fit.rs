@@ -123,16 +123,7 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
             spend_total: r.spend,
         })
         .collect();
-    let rfm = RfmCuts::from_population(
-        &stats
-            .iter()
-            .map(|s| (s.age_days - s.recency_days, s.orders_total, s.spend_total))
-            .collect::<Vec<_>>(),
-    );
-    let points: Vec<[f64; 3]> = stats
-        .iter()
-        .map(|s| kmeans::point(s.age_days - s.recency_days, s.frequency, s.monetary_value))
-        .collect();
+    let (rfm, points) = population_cuts(stats.iter());
     let kmeans = KMeansModel::fit(&points, opts.seed, 1500).ok();
     let first_day = tx.iter().map(|t| t.1).min().unwrap_or(cal_end);
     let mut artefact = ModelArtefact {
@@ -193,16 +184,7 @@ pub fn fit_population(
         .collect();
     let bgnbd = BgNbd::fit(&compress(&rows))?;
     let gg = GammaGamma::fit(&rows.iter().map(|r| (r.x, r.m)).collect::<Vec<_>>())?;
-    let rfm = RfmCuts::from_population(
-        &buyers
-            .iter()
-            .map(|s| (s.age_days - s.recency_days, s.orders_total, s.spend_total))
-            .collect::<Vec<_>>(),
-    );
-    let points: Vec<[f64; 3]> = buyers
-        .iter()
-        .map(|s| kmeans::point(s.age_days - s.recency_days, s.frequency, s.monetary_value))
-        .collect();
+    let (rfm, points) = population_cuts(buyers.iter().map(|s| &**s));
     let mut metrics = BTreeMap::new();
     metrics.insert("log_likelihood.bgnbd".to_owned(), bgnbd.log_likelihood);
     metrics.insert(
@@ -251,6 +233,21 @@ pub fn bgnbd_ll_per_customer(model: &BgNbd, stats: &[CustomerStats]) -> f64 {
         return f64::NEG_INFINITY;
     }
     model.log_likelihood(&compress(&rows)) / rows.len() as f64
+}
+
+/// RFM percentiles and k-means points of a population.
+fn population_cuts<'a>(stats: impl Iterator<Item = &'a CustomerStats>) -> (RfmCuts, Vec<[f64; 3]>) {
+    let (mut rows, mut points) = (Vec::new(), Vec::new());
+    for s in stats {
+        let days_since_last = s.age_days - s.recency_days;
+        rows.push((days_since_last, s.orders_total, s.spend_total));
+        points.push(kmeans::point(
+            days_since_last,
+            s.frequency,
+            s.monetary_value,
+        ));
+    }
+    (RfmCuts::from_population(&rows), points)
 }
 
 /// Purchase days per customer in (cal_end, end].

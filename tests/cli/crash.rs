@@ -96,27 +96,6 @@ fn recompute(brokers: &str, names: &Topics) -> HashMap<String, CustomerState> {
     states
 }
 
-async fn stored(redis_url: &str, keys: &Keys, ids: &[String]) -> Vec<Option<CustomerState>> {
-    let mut conn = redis::Client::open(redis_url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    for chunk in ids.chunks(2000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.get(keys.features(id));
-        }
-        let raw: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await.unwrap();
-        out.extend(
-            raw.into_iter()
-                .map(|b| b.map(|b| CustomerState::decode(&b).unwrap())),
-        );
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_and_rebalances_lose_and_double_nothing() {
     let brokers = custflow_tests::ensure_stack();
@@ -193,10 +172,9 @@ async fn kill_nine_and_rebalances_lose_and_double_nothing() {
 
     assert_eq!(expected, EVENTS as u64);
     let keys = Keys::new(prefix.clone());
-    let redis_url = custflow_tests::redis_url();
     let deadline = Instant::now() + Duration::from_secs(300);
     let states = loop {
-        let states = stored(&redis_url, &keys, &ids).await;
+        let states = custflow_tests::read_states(&keys, &ids).await;
         let applied: u64 = states.iter().flatten().map(|s| s.applied).sum();
         if applied >= expected {
             break states;

@@ -134,3 +134,38 @@ pub fn http(
         .unwrap_or(0);
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
+
+/// The stored states of `ids` under `keys` (None for customers without one).
+pub async fn read_states(
+    keys: &custflow_feature_store::keys::Keys,
+    ids: &[String],
+) -> Vec<Option<custflow_feature_store::state::CustomerState>> {
+    let client = redis::Client::open(redis_url()).unwrap_or_else(|e| panic!("bad Redis URL: {e}"));
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Redis at {} is needed (scripts/stack.sh up): {e}",
+                redis_url()
+            )
+        });
+    let mut out = Vec::new();
+    for chunk in ids.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.get(keys.features(id));
+        }
+        let raw: Vec<Option<Vec<u8>>> = pipe
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("reading states: {e}"));
+        out.extend(raw.into_iter().map(|b| {
+            b.map(|b| {
+                custflow_feature_store::state::CustomerState::decode(&b)
+                    .unwrap_or_else(|e| panic!("unreadable state: {e}"))
+            })
+        }));
+    }
+    out
+}

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use custflow_feature_store::features::compute;
 use custflow_feature_store::keys::Keys;
-use custflow_feature_store::state::CustomerState;
 use custflow_ingest::kafka::client_config;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
@@ -52,27 +51,6 @@ async fn produce(brokers: &str, topic: &str, payloads: Vec<(String, Vec<u8>)>) {
             r.unwrap();
         }
     }
-}
-
-async fn read_states(redis_url: &str, keys: &Keys, ids: &[String]) -> Vec<Option<CustomerState>> {
-    let mut conn = redis::Client::open(redis_url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    for chunk in ids.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.get(keys.features(id));
-        }
-        let raw: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await.unwrap();
-        out.extend(
-            raw.into_iter()
-                .map(|b| b.map(|b| CustomerState::decode(&b).unwrap())),
-        );
-    }
-    out
 }
 
 async fn start(
@@ -167,7 +145,7 @@ async fn cdnow_through_the_processor_reproduces_the_published_summary() {
     assert_eq!(rows.len(), 2357);
     let ids: Vec<String> = rows.iter().map(|r| r[0].clone()).collect();
     let keys = Keys::new(names.name(""));
-    let states = read_states(&custflow_tests::redis_url(), &keys, &ids).await;
+    let states = custflow_tests::read_states(&keys, &ids).await;
     let as_of = custflow_models::summary::parse_yyyymmdd("19970930").unwrap() * DAY_MS;
     let same =
         |ours: f64, printed: &str| (ours - printed.parse::<f64>().unwrap()).abs() <= 0.005 + 1e-9;
@@ -255,6 +233,6 @@ async fn cdnow_through_the_processor_reproduces_the_published_summary() {
     .await;
     stop.send(true).unwrap();
     handle.await.unwrap();
-    let rebuilt = read_states(&custflow_tests::redis_url(), &keys, &ids).await;
+    let rebuilt = custflow_tests::read_states(&keys, &ids).await;
     assert_eq!(rebuilt, states);
 }
