@@ -31,6 +31,10 @@ pub(crate) struct ProcessArgs {
     /// Stop once this many events were applied or dead-lettered (for benchmarks).
     #[arg(long)]
     until_events: Option<u64>,
+    /// Static group membership id of this instance (`group.instance.id`), so a restart
+    /// takes its partitions back at once.
+    #[arg(long, env = "CUSTFLOW_INSTANCE_ID")]
+    instance_id: Option<String>,
 }
 
 impl ProcessArgs {
@@ -42,6 +46,7 @@ impl ProcessArgs {
             at_risk_days: 45.0,
             batch_max: 5000,
             until_events: None,
+            instance_id: None,
         }
     }
 }
@@ -68,6 +73,7 @@ pub(crate) fn processor_config(
     cfg.rebuild = args.rebuild;
     cfg.at_risk_days = args.at_risk_days;
     cfg.batch_max = args.batch_max;
+    cfg.instance_id = args.instance_id.clone();
     Ok(cfg)
 }
 

@@ -42,6 +42,10 @@ pub struct ProcessorConfig {
     pub sweep_every: Duration,
     /// Customers per partition rescored per sweep, in rotation.
     pub rotate_per_sweep: usize,
+    /// Static group membership (`group.instance.id`): a restarted instance with the same
+    /// id takes its partitions back at once instead of waiting for the old session to
+    /// expire.
+    pub instance_id: Option<String>,
 }
 
 impl ProcessorConfig {
@@ -58,6 +62,7 @@ impl ProcessorConfig {
             rebuild: false,
             sweep_every: Duration::from_secs(5),
             rotate_per_sweep: 500,
+            instance_id: None,
         }
     }
 }
@@ -136,7 +141,11 @@ impl Processor {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let consumer: StreamConsumer = client(&cfg.brokers)
+        let mut consumer_cfg = client(&cfg.brokers);
+        if let Some(id) = &cfg.instance_id {
+            consumer_cfg.set("group.instance.id", id);
+        }
+        let consumer: StreamConsumer = consumer_cfg
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
