@@ -108,6 +108,49 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
         })?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
+    // Prometheus metrics and health of this instance on --http.
+    let server = {
+        let m = metrics.clone();
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = m.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            m.render(),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/healthz",
+                axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            );
+        // Another instance on this machine may hold the port: processing goes on without
+        // an endpoint rather than failing (give each instance its own --http).
+        match tokio::net::TcpListener::bind(&config.http).await {
+            Ok(listener) => {
+                if let Ok(addr) = listener.local_addr() {
+                    eprintln!("metrics on http://{addr}/metrics");
+                }
+                Some(tokio::spawn(
+                    async move { axum::serve(listener, app).await },
+                ))
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: no metrics endpoint, {} is taken ({e}); use --http",
+                    config.http
+                );
+                None
+            }
+        }
+    };
     let reporter = {
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -138,6 +181,9 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
     let result = processor.run(rx).await;
     reporter.abort();
     stop.abort();
+    if let Some(server) = server {
+        server.abort();
+    }
     result?;
     eprintln!("{}", progress(&metrics, started));
     if config.json {

@@ -39,6 +39,8 @@ fn spawn(prefix: &str, brokers: &str, instance: &str) -> Child {
             "2000",
             "--instance-id",
             instance,
+            "--http",
+            "127.0.0.1:0",
         ])
         .env("CUSTFLOW_LOG", "info")
         .stdout(Stdio::null())
