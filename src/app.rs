@@ -81,6 +81,19 @@ pub(crate) fn router(
         redis,
         brokers: config.brokers.clone(),
     };
+    let keys = Arc::new(
+        custflow_schemas::auth::ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?,
+    );
+    let loopback = config
+        .http
+        .parse::<SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false);
+    anyhow::ensure!(
+        loopback || !keys.is_empty(),
+        "serving on {} (not loopback) needs API keys: set --api-keys or CUSTFLOW_API_KEYS",
+        config.http
+    );
     Ok(Router::new()
         .merge(custflow_ingest::rest::routes(ingest))
         .merge(custflow_feature_store::api::routes(features))
@@ -101,7 +114,11 @@ pub(crate) fn router(
                     get(|| async { Json(crate::openapi::document()) }),
                 )
                 .with_state(app),
-        ))
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            keys,
+            custflow_schemas::auth::require_scopes,
+        )))
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {

@@ -28,6 +28,10 @@ pub(crate) struct Config {
     /// Processor clock: `wall` or `event`.
     #[arg(long, global = true, env = "CUSTFLOW_CLOCK")]
     clock: Option<String>,
+    /// API keys: `KEY=scope+scope;…` (scopes events:write, features:read, admin; a key may
+    /// be given as `sha256:HEX`). Off by default on loopback, required on other addresses.
+    #[arg(long, global = true, env = "CUSTFLOW_API_KEYS", hide_env_values = true)]
+    api_keys: Option<String>,
     /// Configuration file.
     #[arg(
         long,
@@ -50,6 +54,7 @@ pub(crate) struct Resolved {
     pub(crate) http: String,
     pub(crate) topic_prefix: String,
     pub(crate) clock: String,
+    pub(crate) api_keys: String,
     pub(crate) json: bool,
 }
 
@@ -79,6 +84,7 @@ impl Config {
             http: pick(&self.http, "http", "127.0.0.1:8080"),
             topic_prefix: pick(&self.topic_prefix, "topic_prefix", ""),
             clock,
+            api_keys: pick(&self.api_keys, "api_keys", ""),
             json: self.json,
         })
     }
@@ -94,6 +100,7 @@ struct FileConfig {
     http: Option<String>,
     topic_prefix: Option<String>,
     clock: Option<String>,
+    api_keys: Option<String>,
 }
 
 impl FileConfig {
@@ -105,6 +112,7 @@ impl FileConfig {
             "http" => self.http.as_ref(),
             "topic_prefix" => self.topic_prefix.as_ref(),
             "clock" => self.clock.as_ref(),
+            "api_keys" => self.api_keys.as_ref(),
             _ => None,
         }
     }

@@ -47,8 +47,9 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
         // A closed stdout pipe (`custflow synth --output - | head`) is a normal end.
         Err(e)
             if e.chain().any(|c| {
@@ -56,9 +57,13 @@ async fn main() -> anyhow::Result<()> {
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             }) =>
         {
-            Ok(())
+            std::process::ExitCode::SUCCESS
         }
-        other => other,
+        Err(e) => {
+            // One readable line with its causes; CUSTFLOW_LOG=debug shows more.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

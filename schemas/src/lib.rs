@@ -6,6 +6,7 @@
 //! wire format, plain JSON and Kafka Connect's JSON envelope.
 
 pub mod api;
+pub mod auth;
 pub mod avro;
 pub mod error;
 pub mod event;

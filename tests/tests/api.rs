@@ -381,3 +381,54 @@ async fn feature_lookups_compute_as_of_and_explain_errors() {
     assert_eq!(v["customers"][0]["features"], json!({"orders_total": 3}));
     assert_eq!(v["customers"][1]["error"]["code"], "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_enforce_scopes_on_every_route() {
+    use custflow_schemas::auth::{require_scopes, ApiKeys};
+    let keys = Arc::new(
+        ApiKeys::parse("writer-key-0123456789=events:write;reader-key-0123456789=features:read")
+            .unwrap(),
+    );
+    let ok = || async { "ok" };
+    let app = axum::Router::new()
+        .route("/v1/events", axum::routing::post(ok))
+        .route("/v1/customers/{id}/features", axum::routing::get(ok))
+        .route("/subjects/{s}/versions", axum::routing::post(ok))
+        .route("/healthz", axum::routing::get(ok))
+        .layer(axum::middleware::from_fn_with_state(keys, require_scopes));
+    let addr = serve(app).await;
+    let call = |method: &'static str, path: &'static str, key: Option<&'static str>| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let auth = key.map(|k| format!("Bearer {k}"));
+                let headers: Vec<(&str, &str)> =
+                    auth.iter().map(|a| ("authorization", a.as_str())).collect();
+                http(&addr, method, path, &headers, b"")
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (reader, writer) = (Some("reader-key-0123456789"), Some("writer-key-0123456789"));
+    // route × key: (method, path, key, expected status)
+    let cases = [
+        ("GET", "/healthz", None, 200),
+        ("POST", "/v1/events", None, 401),
+        ("POST", "/v1/events", Some("wrong-key-0123456789"), 401),
+        ("POST", "/v1/events", reader, 403),
+        ("POST", "/v1/events", writer, 200),
+        ("GET", "/v1/customers/a/features", writer, 403),
+        ("GET", "/v1/customers/a/features", reader, 200),
+        ("POST", "/subjects/x/versions", reader, 403),
+        ("POST", "/subjects/x/versions", writer, 403),
+    ];
+    for (method, path, key, want) in cases {
+        let (status, _, body) = call(method, path, key).await;
+        assert_eq!(status, want, "{method} {path} with {key:?}: {body}");
+        if want >= 400 {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert!(v["error"]["code"].is_string(), "{body}");
+        }
+    }
+}
