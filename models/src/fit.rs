@@ -172,16 +172,7 @@ pub fn fit_population(
             buyers.len()
         )));
     }
-    let rows: Vec<SummaryRow> = buyers
-        .iter()
-        .map(|s| SummaryRow {
-            x: s.frequency,
-            t_x: s.recency_days,
-            t: s.age_days,
-            m: s.monetary_value,
-            spend: s.spend_total,
-        })
-        .collect();
+    let rows: Vec<SummaryRow> = buyers.iter().map(|s| summary_row(s)).collect();
     let bgnbd = BgNbd::fit(&compress(&rows))?;
     let gg = GammaGamma::fit(&rows.iter().map(|r| (r.x, r.m)).collect::<Vec<_>>())?;
     let (rfm, points) = population_cuts(buyers.iter().map(|s| &**s));
@@ -216,18 +207,23 @@ pub fn fit_population(
     Ok(artefact)
 }
 
+/// The BTYD summary of a customer's statistics (time in days).
+fn summary_row(s: &CustomerStats) -> SummaryRow {
+    SummaryRow {
+        x: s.frequency,
+        t_x: s.recency_days,
+        t: s.age_days,
+        m: s.monetary_value,
+        spend: s.spend_total,
+    }
+}
+
 /// Log-likelihood per customer of a BG/NBD model on a population (for champion checks).
 pub fn bgnbd_ll_per_customer(model: &BgNbd, stats: &[CustomerStats]) -> f64 {
     let rows: Vec<SummaryRow> = stats
         .iter()
         .filter(|s| s.orders_total > 0.0)
-        .map(|s| SummaryRow {
-            x: s.frequency,
-            t_x: s.recency_days,
-            t: s.age_days,
-            m: s.monetary_value,
-            spend: s.spend_total,
-        })
+        .map(summary_row)
         .collect();
     if rows.is_empty() {
         return f64::NEG_INFINITY;
