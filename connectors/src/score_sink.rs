@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custflow_schemas::avro;
+use custflow_schemas::kafka::client_config;
 use custflow_schemas::CustomerScore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 use tokio::sync::watch;
 
 use crate::sql_sink::{Error, Result, SqlSink};
@@ -48,8 +49,7 @@ pub async fn run(
     metrics: Arc<SinkMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+    let consumer: StreamConsumer = client_config(&cfg.brokers)
         .set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -14,11 +14,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use custflow_schemas::api::ApiError;
+use custflow_schemas::kafka::client_config;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{avro, CustomerScore, SegmentChange};
 use futures::{Stream, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -84,8 +85,7 @@ impl StreamHub {
         tx: &broadcast::Sender<Arc<Update>>,
     ) -> Result<(), rdkafka::error::KafkaError> {
         let topic = self.topics.name(base);
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        let consumer: StreamConsumer = client_config(&self.brokers)
             .set("group.id", format!("custflow-sse-{}", ulid::Ulid::new()))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "latest")

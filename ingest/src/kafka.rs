@@ -5,7 +5,6 @@ use std::time::Duration;
 use custflow_schemas::topics::{self, Cleanup, Topics};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -26,19 +25,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Base client settings: the bootstrap servers and anything in `CUSTFLOW_KAFKA_*`
-/// (for example `CUSTFLOW_KAFKA_SECURITY_PROTOCOL=ssl` becomes `security.protocol=ssl`),
-/// so TLS and SASL settings pass through to librdkafka unchanged.
-pub fn client_config(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    for (k, v) in std::env::vars() {
-        if let Some(rest) = k.strip_prefix("CUSTFLOW_KAFKA_") {
-            c.set(rest.to_ascii_lowercase().replace('_', "."), v);
-        }
-    }
-    c
-}
+pub use custflow_schemas::kafka::client_config;
 
 /// What `ensure_topics` found or did for one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,7 @@ pub mod avro;
 pub mod error;
 pub mod event;
 pub mod json;
+pub mod kafka;
 pub mod registry;
 pub mod time;
 pub mod topics;

@@ -141,7 +141,7 @@ impl Processor {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let mut consumer_cfg = client(&cfg.brokers);
+        let mut consumer_cfg = custflow_schemas::kafka::client_config(&cfg.brokers);
         if let Some(id) = &cfg.instance_id {
             consumer_cfg.set("group.instance.id", id);
         }
@@ -153,7 +153,7 @@ impl Processor {
             .set("session.timeout.ms", "10000")
             .set("fetch.wait.max.ms", "20")
             .create()?;
-        let producer: FutureProducer = client(&cfg.brokers)
+        let producer: FutureProducer = custflow_schemas::kafka::client_config(&cfg.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -623,15 +623,4 @@ impl Processor {
         }
         Ok(())
     }
-}
-
-fn client(brokers: &str) -> rdkafka::ClientConfig {
-    let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    for (k, v) in std::env::vars() {
-        if let Some(rest) = k.strip_prefix("CUSTFLOW_KAFKA_") {
-            c.set(rest.to_ascii_lowercase().replace('_', "."), v);
-        }
-    }
-    c
 }

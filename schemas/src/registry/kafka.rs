@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
+use crate::kafka::client_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -24,8 +24,7 @@ pub struct KafkaRegistryStore {
 
 impl KafkaRegistryStore {
     pub fn new(brokers: &str, topic: &str) -> Result<Self, RegistryError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer = client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()
@@ -43,8 +42,7 @@ impl KafkaRegistryStore {
         topic: &str,
         timeout: Duration,
     ) -> Result<Vec<RegistryRecord>, RegistryError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer: BaseConsumer = client_config(brokers)
             .set("group.id", "custflow-registry-reader")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
