@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use custflow_feature_store::keys::Keys;
+use custflow_feature_store::api::segment_counts;
+use custflow_feature_store::keys::{scan_page, Keys};
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::Outcome;
 use redis::AsyncCommands;
@@ -104,25 +105,6 @@ fn line(s: &app::Shared, prev: &mut (u64, u64, Instant), segments: &serde_json::
     )
 }
 
-async fn segments(addr: std::net::SocketAddr) -> serde_json::Value {
-    // The same figures the dashboard shows, from the API itself.
-    let url = format!("http://{addr}/v1/segments");
-    tokio::task::spawn_blocking(move || -> Option<serde_json::Value> {
-        use std::io::{Read, Write};
-        let host = url.strip_prefix("http://")?.split('/').next()?.to_owned();
-        let mut s = std::net::TcpStream::connect(&host).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(s, "GET /v1/segments HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        serde_json::from_str(buf.split("\r\n\r\n").nth(1)?).ok()
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or(serde_json::Value::Null)
-}
-
 pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()> {
     if args.fresh {
         fresh_start(config).await?;
@@ -211,21 +193,20 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
         eprintln!("continuing the existing pipeline (use --fresh to start over)");
     }
 
-    // A real customer for the copy-paste lookup.
+    // A real customer for the copy-paste lookup (SCAN pages may come back empty).
     let pattern = keys.patterns()[0].clone();
-    let (_, sample): (u64, Vec<String>) = redis::cmd("SCAN")
-        .arg(0)
-        .arg("MATCH")
-        .arg(&pattern)
-        .arg("COUNT")
-        .arg(1000)
-        .query_async(&mut conn)
-        .await?;
-    let customer = sample
-        .iter()
-        .find_map(|k| keys.customer_of(k))
-        .unwrap_or("c0000001-42")
-        .to_owned();
+    let mut cursor = 0;
+    let customer = loop {
+        let (next, page) = scan_page(&mut conn, cursor, &pattern, 1000).await?;
+        if let Some(c) = page.iter().find_map(|k| keys.customer_of(k)) {
+            break c.to_owned();
+        }
+        anyhow::ensure!(
+            next != 0,
+            "no customer in Redis after the backfill; see the processor's log"
+        );
+        cursor = next;
+    };
     let now = custflow_schemas::time::format_rfc3339(custflow_schemas::time::now_ms());
     println!();
     println!("  Dashboard:  http://{addr}/dashboard");
@@ -271,7 +252,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {
-                let seg = segments(addr).await;
+                let seg = segment_counts(&mut conn, &keys).await.unwrap_or(serde_json::Value::Null);
                 eprintln!("{}", line(&shared, &mut prev, &seg));
                 if live_task.is_finished() || running.failed().is_some() {
                     break;

@@ -322,12 +322,16 @@ async fn batch(
     Ok(Json(json!({"customers": customers})))
 }
 
-async fn segments(State(st): State<FeatureState>) -> Result<Json<Value>, ApiError> {
+/// Customers per value tier, RFM segment, cluster and at-risk flag, from the counters
+/// the processors keep (`/v1/segments`, and the demo's terminal summary).
+pub async fn segment_counts<C: redis::aio::ConnectionLike + Send>(
+    redis: &mut C,
+    keys: &Keys,
+) -> redis::RedisResult<Value> {
     let counts: BTreeMap<String, i64> = redis::cmd("HGETALL")
-        .arg(st.keys.segment_counts())
-        .query_async(&mut st.redis.clone())
-        .await
-        .map_err(|e| ApiError::unavailable(format!("Redis does not answer: {e}"), 1))?;
+        .arg(keys.segment_counts())
+        .query_async(redis)
+        .await?;
     let mut out: BTreeMap<&str, BTreeMap<String, i64>> = BTreeMap::new();
     for t in custflow_models::rfm::TIERS {
         out.entry("value_tier").or_default().insert(t.to_owned(), 0);
@@ -350,7 +354,14 @@ async fn segments(State(st): State<FeatureState>) -> Result<Json<Value>, ApiErro
         out.entry(dim).or_default().insert(value.to_owned(), v);
     }
     let scored: i64 = out.get("value_tier").map(|m| m.values().sum()).unwrap_or(0);
-    Ok(Json(json!({"customers_scored": scored, "counts": out})))
+    Ok(json!({"customers_scored": scored, "counts": out}))
+}
+
+async fn segments(State(st): State<FeatureState>) -> Result<Json<Value>, ApiError> {
+    segment_counts(&mut st.redis.clone(), &st.keys)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::unavailable(format!("Redis does not answer: {e}"), 1))
 }
 
 async fn current_model(State(st): State<FeatureState>) -> Result<Json<Value>, ApiError> {

@@ -65,6 +65,24 @@ impl Keys {
     }
 }
 
+/// One page of `SCAN cursor MATCH pattern COUNT count`: the next cursor (0 when done)
+/// and the keys found.
+pub async fn scan_page<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    cursor: u64,
+    pattern: &str,
+    count: usize,
+) -> redis::RedisResult<(u64, Vec<String>)> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! over); the first model always does. Every score names the version that made it.
 
 use custflow_feature_store::features::compute;
-use custflow_feature_store::keys::Keys;
+use custflow_feature_store::keys::{scan_page, Keys};
 use custflow_feature_store::state::{day_of, CustomerState};
 use custflow_models::artefact::{CustomerStats, ModelArtefact};
 use custflow_models::fit::{bgnbd_ll_per_customer, fit_population};
@@ -50,14 +50,7 @@ impl ModelJob {
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(2000)
-                .query_async(&mut conn)
-                .await?;
+            let (next, keys) = scan_page(&mut conn, cursor, &pattern, 2000).await?;
             if !keys.is_empty() {
                 let values: Vec<Option<Vec<u8>>> =
                     redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;

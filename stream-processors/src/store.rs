@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use custflow_feature_store::keys::Keys;
+use custflow_feature_store::keys::{scan_page, Keys};
 use custflow_feature_store::state::CustomerState;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -155,14 +155,7 @@ impl Store {
         for pattern in self.keys.patterns() {
             let mut cursor: u64 = 0;
             loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await?;
+                let (next, batch) = scan_page(&mut conn, cursor, &pattern, 1000).await?;
                 if !batch.is_empty() {
                     let n: u64 = redis::cmd("UNLINK")
                         .arg(&batch)

@@ -113,10 +113,19 @@ fn demo_runs_end_to_end() {
     }
     assert!(got_event, "no score update arrived on the stream");
 
-    // The segments endpoint counts scored customers.
-    let (status, body) = get(&addr, "/v1/segments");
-    assert_eq!(status, 200);
-    let seg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The segments endpoint counts scored customers. Scores are published before the
+    // counters are saved with the states, so a score seen on the stream may precede its
+    // count by a moment: poll until counted.
+    let until = Instant::now() + Duration::from_secs(30);
+    let seg = loop {
+        let (status, body) = get(&addr, "/v1/segments");
+        assert_eq!(status, 200);
+        let seg: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if seg["customers_scored"].as_i64().unwrap() > 0 || Instant::now() > until {
+            break seg;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(seg["customers_scored"].as_i64().unwrap() > 0, "{seg}");
 
     // It stops by itself after --duration-secs and reports rows in the sink.
