@@ -75,7 +75,7 @@ impl IngestState {
         crate::kafka::client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set("linger.ms", "0")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "5000")
             .create()
