@@ -223,6 +223,9 @@ pub(crate) struct Running {
 pub(crate) struct RunOptions {
     pub(crate) model_every: Duration,
     pub(crate) rebuild: bool,
+    /// `serve`: the HTTP API alone (ingest, lookups, registry, streams); processors,
+    /// model job and sink run in other processes.
+    pub(crate) api_only: bool,
 }
 
 /// Starts processors, scoring, model job, sink and API; returns at once.
@@ -257,27 +260,51 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
     let args = crate::process::ProcessArgs::defaults(opts.rebuild);
     let pcfg = crate::process::processor_config(config, &args)?;
     let clock = pcfg.clock.clone();
-    let processor = Processor::new(pcfg, registry.clone(), shared.processor.clone()).await?;
-    let scorer = Scorer::new(
-        processor.producer().clone(),
-        config.topics(),
-        shared.model.clone(),
-        shared.processor.clone(),
-        45.0,
-        out_ids,
-    );
-    let processor = processor
-        .with_hook(Arc::new(scorer))
-        .with_tick(Arc::new(Refresh {
-            model: shared.model.clone(),
-            redis: redis.clone(),
-            keys: keys.clone(),
-        }));
-    let rx = stop_rx.clone();
-    tasks.push((
-        "processor",
-        tokio::spawn(async move { Ok(processor.run(rx).await?) }),
-    ));
+    let refresh = Refresh {
+        model: shared.model.clone(),
+        redis: redis.clone(),
+        keys: keys.clone(),
+    };
+    if opts.api_only {
+        // Lookups score with the current model: follow what the model job publishes.
+        let mut rx = stop_rx.clone();
+        tasks.push((
+            "model refresh",
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = rx.changed() => return Ok(()),
+                    }
+                    if let Err(e) = refresh
+                        .model
+                        .refresh(&mut refresh.redis.clone(), &refresh.keys)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "model refresh failed");
+                    }
+                }
+            }),
+        ));
+    } else {
+        let processor = Processor::new(pcfg, registry.clone(), shared.processor.clone()).await?;
+        let scorer = Scorer::new(
+            processor.producer().clone(),
+            config.topics(),
+            shared.model.clone(),
+            shared.processor.clone(),
+            45.0,
+            out_ids,
+        );
+        let processor = processor
+            .with_hook(Arc::new(scorer))
+            .with_tick(Arc::new(refresh));
+        let rx = stop_rx.clone();
+        tasks.push((
+            "processor",
+            tokio::spawn(async move { Ok(processor.run(rx).await?) }),
+        ));
+    }
 
     // Model job.
     let model_job = Arc::new(ModelJob {
@@ -288,7 +315,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         sample_max: 200_000,
         seed: 42,
     });
-    {
+    if !opts.api_only {
         let (job, sink, clock, mut rx) = (
             model_job.clone(),
             sink.clone(),
@@ -311,7 +338,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
     }
 
     // SQL sink.
-    {
+    if !opts.api_only {
         let cfg = ScoreSinkConfig {
             brokers: config.brokers.clone(),
             topic: config.topics().name(topics::CUSTOMER_SCORES),
@@ -417,21 +444,31 @@ impl Running {
     }
 }
 
-pub(crate) async fn run(config: &Resolved) -> anyhow::Result<()> {
+/// `run` (everything) or `serve` (`api_only`: the HTTP API alone) until Ctrl-C.
+pub(crate) async fn run(config: &Resolved, api_only: bool) -> anyhow::Result<()> {
     let running = start(
         config,
         RunOptions {
             model_every: Duration::from_secs(60),
             rebuild: false,
+            api_only,
         },
     )
     .await?;
     eprintln!(
-        "custflow is running: API on http://{}  (dashboard: http://{}/dashboard); Ctrl-C stops",
-        running.addr, running.addr
+        "custflow {} on http://{}  (dashboard: http://{}/dashboard); Ctrl-C stops",
+        if api_only {
+            "serves its API"
+        } else {
+            "is running: API"
+        },
+        running.addr,
+        running.addr
     );
-    let job = running.model_job.clone();
-    refit(&job, &running.sink, &running.clock).await;
+    if !api_only {
+        let job = running.model_job.clone();
+        refit(&job, &running.sink, &running.clock).await;
+    }
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,

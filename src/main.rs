@@ -42,6 +42,8 @@ enum Command {
     Scores(lookup::LookupArgs),
     /// Run everything in one process: processors, scoring, model job, SQL sink and API.
     Run,
+    /// Serve the HTTP API alone (ingest, features, scores, registry, streams).
+    Serve,
     /// Run a stream processor: input topics → per-customer features in Redis.
     Process(process::ProcessArgs),
 }
@@ -80,7 +82,8 @@ async fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Topics => topics::run(&config).await,
         Command::Process(args) => process::run(&config, &args).await,
-        Command::Run => app::run(&config).await,
+        Command::Run => app::run(&config, false).await,
+        Command::Serve => app::run(&config, true).await,
         Command::Features(args) => lookup::features(&config, &args).await,
         Command::Scores(args) => lookup::scores(&config, &args).await,
         Command::Demo(args) => demo::run(&config, &args).await,
