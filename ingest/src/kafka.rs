@@ -58,7 +58,9 @@ pub async fn ensure_topics(
             let t = NewTopic::new(name, spec.partitions, TopicReplication::Fixed(1));
             match spec.cleanup {
                 Cleanup::Compact => t.set("cleanup.policy", "compact"),
-                Cleanup::Delete => t,
+                Cleanup::Delete => t
+                    .set("cleanup.policy", "delete")
+                    .set("retention.ms", spec.retention_ms),
             }
         })
         .collect();

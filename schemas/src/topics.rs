@@ -25,7 +25,14 @@ pub struct TopicSpec {
     pub name: &'static str,
     pub partitions: i32,
     pub cleanup: Cleanup,
+    /// `retention.ms`, set explicitly: -1 (forever) for the input topics, which are the
+    /// source of truth that `process --rebuild` replays; a week for derived streams.
+    pub retention_ms: &'static str,
 }
+
+/// A week in milliseconds, the retention of derived event streams (segment changes,
+/// dead letters).
+pub const WEEK_MS: &str = "604800000";
 
 /// Every topic custflow creates, with its partition count and cleanup policy.
 pub const ALL: &[TopicSpec] = &[
@@ -33,36 +40,43 @@ pub const ALL: &[TopicSpec] = &[
         name: CUSTOMERS,
         partitions: DEFAULT_PARTITIONS,
         cleanup: Cleanup::Delete,
+        retention_ms: "-1",
     },
     TopicSpec {
         name: ORDERS,
         partitions: DEFAULT_PARTITIONS,
         cleanup: Cleanup::Delete,
+        retention_ms: "-1",
     },
     TopicSpec {
         name: ACTIVITY,
         partitions: DEFAULT_PARTITIONS,
         cleanup: Cleanup::Delete,
+        retention_ms: "-1",
     },
     TopicSpec {
         name: CUSTOMER_SCORES,
         partitions: DEFAULT_PARTITIONS,
         cleanup: Cleanup::Compact,
+        retention_ms: "-1",
     },
     TopicSpec {
         name: SEGMENT_CHANGES,
         partitions: DEFAULT_PARTITIONS,
         cleanup: Cleanup::Delete,
+        retention_ms: WEEK_MS,
     },
     TopicSpec {
         name: DLQ,
         partitions: 1,
         cleanup: Cleanup::Delete,
+        retention_ms: WEEK_MS,
     },
     TopicSpec {
         name: SCHEMAS,
         partitions: 1,
         cleanup: Cleanup::Compact,
+        retention_ms: "-1",
     },
 ];
 
