@@ -15,7 +15,7 @@ use redis::AsyncCommands;
 
 use crate::app::{self, RunOptions};
 use crate::config::Resolved;
-use crate::synth::{SynthArgs, WireFormat};
+use crate::synth::SynthArgs;
 
 /// Options of `custflow demo`.
 #[derive(Debug, Args)]
@@ -125,6 +125,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
         RunOptions {
             model_every: Duration::from_secs(args.model_every_secs),
             rebuild: false,
+            api_only: false,
         },
     )
     .await?;
@@ -144,16 +145,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
             "backfill: {} customers over {} days of history …",
             args.customers, args.days
         );
-        let backfill = SynthArgs {
-            customers: args.customers,
-            days: args.days,
-            seed,
-            rate: None,
-            duration_secs: None,
-            format: WireFormat::Avro,
-            output: "kafka".into(),
-            live_only: false,
-        };
+        let backfill = SynthArgs::kafka(args.customers, args.days, seed);
         let totals = crate::synth::generate(
             config,
             &backfill,
@@ -224,14 +216,10 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
     eprintln!("live: {} events/s (Ctrl-C stops)", args.rate);
 
     let live = SynthArgs {
-        customers: args.customers,
-        days: args.days,
-        seed,
         rate: Some(args.rate),
         duration_secs: args.duration_secs,
-        format: WireFormat::Avro,
-        output: "kafka".into(),
         live_only: true,
+        ..SynthArgs::kafka(args.customers, args.days, seed)
     };
     let live_task = {
         let (config, counter) = (config.clone(), shared.generated.clone());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use custflow_ingest::load::{HttpLoad, LoadConfig, LoadReport};
 use custflow_ingest::producer::{EventProducer, Format};
 use custflow_ingest::synth::{Generator, SynthParams};
 use custflow_schemas::avro::AvroCodec;
@@ -46,21 +47,55 @@ pub(crate) struct SynthArgs {
     /// `kafka` (default), `-` for NDJSON on stdout, or a file path for NDJSON.
     #[arg(long, default_value = "kafka")]
     pub(crate) output: String,
+    /// Send to custflow's REST endpoint instead (`http://127.0.0.1:8080`): the load test.
+    #[arg(long, conflicts_with = "output")]
+    pub(crate) target: Option<String>,
+    /// With --target: requests in flight at once.
+    #[arg(long, default_value_t = 8, requires = "target")]
+    pub(crate) concurrency: usize,
+    /// With --target: events per request (1 = one JSON object per POST, else NDJSON).
+    #[arg(long, default_value_t = 500, requires = "target")]
+    pub(crate) batch: usize,
+    /// With --target: API key with the `events:write` scope.
+    #[arg(long, env = "CUSTFLOW_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
     /// Generate the history but do not send it (continue a population live).
     #[arg(long)]
     pub(crate) live_only: bool,
+}
+
+impl SynthArgs {
+    /// A backfill of `days` of history for `customers` into Kafka as Avro.
+    pub(crate) fn kafka(customers: u64, days: i64, seed: u64) -> Self {
+        Self {
+            customers,
+            days,
+            seed,
+            rate: None,
+            duration_secs: None,
+            format: WireFormat::Avro,
+            output: "kafka".into(),
+            target: None,
+            concurrency: 8,
+            batch: 500,
+            api_key: None,
+            live_only: false,
+        }
+    }
 }
 
 /// Where events go.
 enum Sink {
     Kafka(Box<EventProducer>),
     Ndjson(Box<dyn Write + Send>),
+    Http(Box<HttpLoad>),
 }
 
 impl Sink {
-    fn send(&mut self, e: &Event) -> anyhow::Result<usize> {
+    async fn send(&mut self, e: &Event) -> anyhow::Result<usize> {
         match self {
             Sink::Kafka(p) => Ok(p.send(e)?),
+            Sink::Http(h) => Ok(h.send(e).await?),
             Sink::Ndjson(w) => {
                 let mut line = serde_json::to_vec(&json::encode_tagged(e))?;
                 line.push(b'\n');
@@ -72,12 +107,14 @@ impl Sink {
 }
 
 /// Totals of a run, printed as the final summary.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct SynthTotals {
     pub(crate) events: u64,
     pub(crate) bytes: u64,
     pub(crate) seconds: f64,
     pub(crate) failed: u64,
+    /// With --target: what the endpoint answered.
+    pub(crate) http: Option<LoadReport>,
 }
 
 pub(crate) async fn run(config: &Resolved, args: &SynthArgs) -> anyhow::Result<()> {
@@ -87,13 +124,17 @@ pub(crate) async fn run(config: &Resolved, args: &SynthArgs) -> anyhow::Result<(
         let _ = tx.send(true);
     });
     let totals = generate(config, args, rx, !config.json, None).await?;
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "events": totals.events,
         "bytes": totals.bytes,
         "seconds": totals.seconds,
         "events_per_sec": totals.events as f64 / totals.seconds.max(1e-9),
         "failed": totals.failed,
     });
+    if let Some(h) = &totals.http {
+        summary["http"] = serde_json::to_value(h)?;
+        summary["requests_per_sec"] = (h.requests as f64 / totals.seconds.max(1e-9)).into();
+    }
     if config.json {
         println!("{summary}");
     } else {
@@ -105,6 +146,24 @@ pub(crate) async fn run(config: &Resolved, args: &SynthArgs) -> anyhow::Result<(
             totals.events as f64 / totals.seconds.max(1e-9),
             totals.failed
         );
+        if let Some(h) = &totals.http {
+            eprintln!(
+                "{} requests ({:.0}/s): {} accepted, {} rejected, {} failed; latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms; statuses {:?}",
+                h.requests,
+                h.requests as f64 / totals.seconds.max(1e-9),
+                h.events_accepted,
+                h.events_rejected,
+                h.events_failed,
+                h.latency_p50_ms,
+                h.latency_p95_ms,
+                h.latency_p99_ms,
+                h.latency_max_ms,
+                h.statuses
+            );
+        }
+    }
+    if let Some(err) = totals.http.as_ref().and_then(|h| h.first_error.as_ref()) {
+        eprintln!("first failure: {err}");
     }
     anyhow::ensure!(
         totals.failed == 0,
@@ -139,9 +198,15 @@ pub(crate) async fn generate(
         end_ms: now + live_days * DAY_MS,
         ..SynthParams::default()
     };
-    let mut generator = Generator::new(params).map_err(anyhow::Error::msg)?;
-    let mut sink = match args.output.as_str() {
-        "kafka" => {
+    let generator = Generator::new(params).map_err(anyhow::Error::msg)?;
+    let mut sink = match (&args.target, args.output.as_str()) {
+        (Some(target), _) => Sink::Http(Box::new(HttpLoad::start(&LoadConfig {
+            target: target.clone(),
+            concurrency: args.concurrency,
+            batch: args.batch,
+            api_key: args.api_key.clone(),
+        })?)),
+        (None, "kafka") => {
             crate::topics::ensure(config).await?;
             let registry = crate::process::registry(config).await?;
             let ids = registry.register_builtin(&config.topics()).await?;
@@ -157,8 +222,8 @@ pub(crate) async fn generate(
                 format,
             )?))
         }
-        "-" => Sink::Ndjson(Box::new(std::io::BufWriter::new(std::io::stdout()))),
-        path => {
+        (None, "-") => Sink::Ndjson(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        (None, path) => {
             let f = std::fs::File::create(PathBuf::from(path))
                 .with_context(|| format!("creating {path}"))?;
             Sink::Ndjson(Box::new(std::io::BufWriter::new(f)))
@@ -175,31 +240,27 @@ pub(crate) async fn generate(
     );
     let started = Instant::now();
     let mut totals = SynthTotals::default();
-    // Backfill: every event up to now, as fast as the sink takes them.
-    let mut pending = None;
-    while let Some(e) = generator.next() {
-        if e.occurred_at() > now {
-            pending = Some(e);
-            break;
+    // Backfill: every event up to now, as fast as the sink takes them. The generator runs
+    // on its own thread, so generating and encoding/sending use both cores.
+    let (chunks, handle) = spawn_backfill(generator, now, args.live_only);
+    let mut chunks = chunks;
+    'backfill: while let Some(chunk) = chunks.recv().await {
+        for e in &chunk.events {
+            totals.bytes += sink.send(e).await? as u64;
+            totals.events += 1;
         }
-        if args.live_only {
-            continue;
-        }
-        totals.bytes += sink.send(&e)? as u64;
-        totals.events += 1;
-        count(1);
-        if totals.events % 10_000 == 0 {
-            bar.set_message(format!(
-                "backfill: {} events, {} customers",
-                totals.events,
-                generator.customers_seen()
-            ));
-            bar.tick();
-            if *stop.borrow() {
-                break;
-            }
+        count(chunk.events.len() as u64);
+        bar.set_message(format!(
+            "backfill: {} events, {} customers",
+            totals.events, chunk.customers_seen
+        ));
+        bar.tick();
+        if *stop.borrow() {
+            break 'backfill;
         }
     }
+    drop(chunks);
+    let (mut generator, pending) = handle.await.context("the generator thread panicked")?;
     // Live: the same population, one event at a time, event time = now.
     if let (Some(rate), Some(first)) = (args.rate, pending) {
         let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
@@ -214,7 +275,7 @@ pub(crate) async fn generate(
                 break;
             }
             retime(&mut e, custflow_schemas::time::now_ms());
-            totals.bytes += sink.send(&e)? as u64;
+            totals.bytes += sink.send(&e).await? as u64;
             totals.events += 1;
             count(1);
             if i % 50 == 0 {
@@ -226,15 +287,73 @@ pub(crate) async fn generate(
         }
     }
     bar.finish_and_clear();
-    match &mut sink {
+    match sink {
         Sink::Kafka(p) => {
             p.flush(Duration::from_secs(60))?;
             totals.failed = p.deliveries().failed.load(Ordering::Relaxed);
         }
-        Sink::Ndjson(w) => w.flush()?,
+        Sink::Ndjson(mut w) => w.flush()?,
+        Sink::Http(h) => {
+            let report = h.finish().await?;
+            totals.failed = report.events_failed + report.events_rejected;
+            totals.http = Some(report);
+        }
     }
     totals.seconds = started.elapsed().as_secs_f64();
     Ok(totals)
+}
+
+/// Events of the backfill, generated ahead of the sender.
+struct Chunk {
+    events: Vec<Event>,
+    customers_seen: u64,
+}
+
+/// Runs the generator up to `now` on a blocking thread, sending chunks of events (none
+/// with `live_only`); gives back the generator and the first event after `now`.
+fn spawn_backfill(
+    mut generator: Generator,
+    now: i64,
+    live_only: bool,
+) -> (
+    tokio::sync::mpsc::Receiver<Chunk>,
+    tokio::task::JoinHandle<(Generator, Option<Event>)>,
+) {
+    const CHUNK: usize = 2048;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(8);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut events = Vec::with_capacity(CHUNK);
+        let mut pending = None;
+        while let Some(e) = generator.next() {
+            if e.occurred_at() > now {
+                pending = Some(e);
+                break;
+            }
+            if live_only {
+                continue;
+            }
+            events.push(e);
+            if events.len() == CHUNK {
+                let chunk = Chunk {
+                    events: std::mem::replace(&mut events, Vec::with_capacity(CHUNK)),
+                    customers_seen: generator.customers_seen(),
+                };
+                if tx.blocking_send(chunk).is_err() {
+                    // The sender stopped (Ctrl-C or an error): nothing more is wanted.
+                    return (generator, None);
+                }
+            }
+        }
+        if !events.is_empty() {
+            let customers_seen = generator.customers_seen();
+            let _ = tx.blocking_send(Chunk {
+                events,
+                customers_seen,
+            });
+        }
+        (generator, pending)
+    });
+    (rx, handle)
 }
 
 /// Moves a live event to the present.

@@ -1,7 +1,8 @@
 //! Getting events into custflow: Kafka client settings and topic administration; the
-//! synthetic generator and the REST ingest routes build on them.
+//! synthetic generator, the REST ingest routes and the HTTP load generator build on them.
 
 pub mod kafka;
+pub mod load;
 pub mod producer;
 pub mod rest;
 pub mod synth;

@@ -1,13 +1,43 @@
-//! The `custflow` binary as a user runs it: `fit` on the CDNOW reference data, and the
-//! demo end to end.
+//! The `custflow` binary as a user runs it: `fit` on the CDNOW reference data, the demo
+//! end to end, the crash test and the REST load generator.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 mod crash;
 mod demo;
+mod load;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
+
+/// A GET over plain HTTP/1.0: (status, body).
+pub(crate) fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
+    )
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 fn cdnow() -> PathBuf {
     let dir = std::env::var_os("CUSTFLOW_SHARED_DATA")
