@@ -37,3 +37,16 @@ wait_for() {
 }
 
 custflow_bin() { echo "$CARGO_TARGET_DIR/release/custflow"; }
+
+# peer_python NAME IMPORTS PIP_SPEC...: the python of a venv under the cache holding a
+# peer to measure or test against (never a runtime dependency); installs it when missing.
+peer_python() {
+  local venv="$CACHE/venv-$1" imports=$2
+  shift 2
+  if ! "$venv/bin/python" -c "import $imports" 2>/dev/null; then
+    say "installing $* into $venv (a peer for comparison)"
+    python3 -m venv "$venv" >&2 || die "python3 -m venv failed; install python3-venv"
+    "$venv/bin/pip" install -q "$@" >&2 || die "pip install $* failed"
+  fi
+  echo "$venv/bin/python"
+}

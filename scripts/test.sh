@@ -5,13 +5,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 bash scripts/stack.sh up
 # A Python with the Confluent client, for the interoperability test (not a runtime dependency).
-VENV="$CACHE/venv-test"
-if ! "$VENV/bin/python" -c "import confluent_kafka.schema_registry.avro, fastavro" 2>/dev/null; then
-  say "installing confluent-kafka[avro] into $VENV (test peer)"
-  python3 -m venv "$VENV" || die "python3 -m venv failed; install python3-venv"
-  "$VENV/bin/pip" install -q "confluent-kafka[avro]" || die "pip install confluent-kafka[avro] failed"
-fi
-export CUSTFLOW_PYTHON="$VENV/bin/python"
+CUSTFLOW_PYTHON="$(peer_python test "confluent_kafka.schema_registry.avro, fastavro" "confluent-kafka[avro]")"
+export CUSTFLOW_PYTHON
 say "cargo fmt --check"
 cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"
 say "cargo clippy"
