@@ -124,12 +124,7 @@ pub(crate) fn router(
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let mut text = app.shared.processor.render();
     text.push_str(&app.shared.ingest.render());
-    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    text.push_str(&format!(
-        "# TYPE custflow_sink_rows_total counter\ncustflow_sink_rows_total{{result=\"applied\"}} {}\ncustflow_sink_rows_total{{result=\"skipped\"}} {}\n",
-        g(&app.shared.sink.applied),
-        g(&app.shared.sink.skipped)
-    ));
+    text.push_str(&app.shared.sink.render());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! The `custflow` command line: parses configuration and wires the crates together.
 
 mod app;
+mod bench;
 mod config;
 mod demo;
 mod fit;
@@ -42,6 +43,8 @@ enum Command {
     Scores(lookup::LookupArgs),
     /// Run everything in one process: processors, scoring, model job, SQL sink and API.
     Run,
+    /// Measure a component: `custflow bench sink` (rows/s into the SQL sink).
+    Bench(bench::BenchArgs),
     /// Serve the HTTP API alone (ingest, features, scores, registry, streams).
     Serve,
     /// Run a stream processor: input topics → per-customer features in Redis.
@@ -83,6 +86,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Topics => topics::run(&config).await,
         Command::Process(args) => process::run(&config, &args).await,
         Command::Run => app::run(&config, false).await,
+        Command::Bench(args) => bench::run(&config, &args).await,
         Command::Serve => app::run(&config, true).await,
         Command::Features(args) => lookup::features(&config, &args).await,
         Command::Scores(args) => lookup::scores(&config, &args).await,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custflow_schemas::avro;
+use custflow_schemas::histogram::Histogram;
 use custflow_schemas::kafka::client_config;
 use custflow_schemas::CustomerScore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -23,8 +24,28 @@ pub struct SinkMetrics {
     pub applied: AtomicU64,
     pub skipped: AtomicU64,
     pub undecodable: AtomicU64,
-    /// Milliseconds from a score's production to its row committed, last batch's worst.
-    pub last_latency_ms: AtomicU64,
+    /// Seconds from a score's production (its message timestamp) to its row committed.
+    pub latency: Histogram,
+}
+
+impl SinkMetrics {
+    /// The sink's counters and latency in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = format!(
+            "# TYPE custflow_sink_rows_total counter\ncustflow_sink_rows_total{{result=\"applied\"}} {}\n\
+             custflow_sink_rows_total{{result=\"skipped\"}} {}\ncustflow_sink_rows_total{{result=\"undecodable\"}} {}\n",
+            g(&self.applied),
+            g(&self.skipped),
+            g(&self.undecodable)
+        );
+        self.latency.render(
+            &mut out,
+            "custflow_sink_latency_seconds",
+            "Score message produced to its row committed in the sink tables.",
+        );
+        out
+    }
 }
 
 /// Where the sink reads from.
@@ -72,7 +93,7 @@ pub async fn run(
             }
         }
         let mut scores = Vec::with_capacity(batch.len());
-        let mut oldest = i64::MAX;
+        let mut produced_at = Vec::with_capacity(batch.len());
         for m in &batch {
             let decoded = m
                 .payload()
@@ -84,9 +105,7 @@ pub async fn run(
                 });
             match decoded {
                 Ok(s) => {
-                    if let Some(t) = m.timestamp().to_millis() {
-                        oldest = oldest.min(t);
-                    }
+                    produced_at.extend(m.timestamp().to_millis());
                     scores.push(s);
                 }
                 Err(reason) => {
@@ -111,9 +130,11 @@ pub async fn run(
         };
         metrics.applied.fetch_add(stats.applied, Ordering::Relaxed);
         metrics.skipped.fetch_add(stats.skipped, Ordering::Relaxed);
-        if oldest != i64::MAX {
-            let lat = (custflow_schemas::time::now_ms() - oldest).max(0) as u64;
-            metrics.last_latency_ms.store(lat, Ordering::Relaxed);
+        let committed = custflow_schemas::time::now_ms();
+        for t in produced_at {
+            metrics
+                .latency
+                .observe((committed - t).max(0) as f64 / 1000.0);
         }
         for m in &batch {
             consumer

@@ -59,7 +59,8 @@ async fn dump(sink: &SqlSink) -> Vec<String> {
     out
 }
 
-async fn scenario(url: &str) {
+/// The scenario on `url`; `reference` is an empty second database to compare with.
+async fn scenario(url: &str, reference: &str) {
     let sink = SqlSink::connect(url).await.unwrap();
     let batch = vec![
         score("a", 1, 1000, "mid60"),
@@ -101,6 +102,31 @@ async fn scenario(url: &str) {
         .unwrap();
     assert_eq!(at(3500).await.unwrap().unwrap().valid_to, Some(4000));
 
+    // Batches larger than one multi-row statement: the same tables as one score at a time.
+    let big: Vec<CustomerScore> = (0..1_201)
+        .flat_map(|i| {
+            let c = format!("big{i:05}");
+            [
+                score(&c, 2, 2000 + i, "mid60"),
+                score(&c, 1, 1000 + i, "top20"),
+            ]
+        })
+        .collect();
+    let s = sink.write_scores(&big).await.unwrap();
+    assert_eq!((s.applied, s.skipped), (2_402, 0));
+    let batched = dump(&sink).await;
+    // (A customer's scores reach the sink in version order, as on their partition.)
+    let single = SqlSink::connect(reference).await.unwrap();
+    let mut in_order = batch.clone();
+    in_order.push(score("a", 4, 4000, "mid60"));
+    let mut big_in_order = big.clone();
+    big_in_order.sort_by_key(|s| s.version);
+    in_order.sort_by_key(|s| s.version);
+    for sc in in_order.iter().chain(&big_in_order) {
+        single.write_scores(std::slice::from_ref(sc)).await.unwrap();
+    }
+    assert_eq!(dump(&single).await, batched);
+
     // Models: every artefact recorded once, the newest is champion.
     let text = std::fs::read_to_string(
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/model.json"),
@@ -133,7 +159,8 @@ mod sqlite {
     async fn sink_scenario() {
         let dir = std::env::temp_dir().join(format!("custflow-sink-{}", ulid::Ulid::new()));
         let url = format!("sqlite://{}/custflow.db", dir.display());
-        super::scenario(&url).await;
+        let reference = format!("sqlite://{}/reference.db", dir.display());
+        super::scenario(&url, &reference).await;
         std::fs::remove_dir_all(dir).ok();
     }
 }
@@ -152,18 +179,23 @@ mod postgres {
                 panic!("PostgreSQL at {admin} is needed (scripts/stack.sh up starts it): {e}")
             });
         let db = format!("cf_{}", ulid::Ulid::new().to_string().to_lowercase());
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{db}"),
+        let reference = format!("{db}_ref");
+        for name in [&db, &reference] {
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let url_of = |name: &str| match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
             None => panic!("bad URL {admin}"),
         };
-        super::scenario(&url).await;
-        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        super::scenario(&url_of(&db), &url_of(&reference)).await;
+        for name in [&db, &reference] {
+            sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod avro;
 pub mod error;
 pub mod event;
+pub mod histogram;
 pub mod json;
 pub mod kafka;
 pub mod registry;
