@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use custflow_connectors::score_sink::{self, ScoreSinkConfig, SinkMetrics};
 use custflow_connectors::sql_sink::SqlSink;
+use custflow_connectors::webhook::{self, AlertConfig, AlertMetrics, AlertRule};
 use custflow_feature_store::api::FeatureState;
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
@@ -39,6 +40,7 @@ pub(crate) struct Shared {
     pub(crate) processor: Arc<Metrics>,
     pub(crate) ingest: Arc<IngestMetrics>,
     pub(crate) sink: Arc<SinkMetrics>,
+    pub(crate) alerts: Arc<AlertMetrics>,
     /// Events produced by an in-process generator (demo).
     pub(crate) generated: Arc<AtomicU64>,
     pub(crate) model: ModelHandle,
@@ -125,6 +127,7 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let mut text = app.shared.processor.render();
     text.push_str(&app.shared.ingest.render());
     text.push_str(&app.shared.sink.render());
+    text.push_str(&app.shared.alerts.render());
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -345,6 +348,25 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         tasks.push((
             "sql sink",
             tokio::spawn(async move { Ok(score_sink::run(cfg, sink, metrics, rx).await?) }),
+        ));
+    }
+
+    // Alerts.
+    if !opts.api_only && !config.alert_webhook.is_empty() {
+        let cfg = AlertConfig {
+            brokers: config.brokers.clone(),
+            topic: config.topics().name(topics::SEGMENT_CHANGES),
+            dlq_topic: config.topics().name(topics::DLQ),
+            group_id: format!("{}custflow-alerts", config.topics().name("")),
+            url: config.alert_webhook.clone(),
+            rules: AlertRule::parse_all(&config.alert_rule)?,
+            max_attempts: 5,
+            backoff: Duration::from_millis(500),
+        };
+        let (metrics, rx) = (shared.alerts.clone(), stop_rx.clone());
+        tasks.push((
+            "alerts",
+            tokio::spawn(async move { Ok(webhook::run(cfg, metrics, rx).await?) }),
         ));
     }
 

@@ -32,6 +32,13 @@ pub(crate) struct Config {
     /// be given as `sha256:HEX`). Off by default on loopback, required on other addresses.
     #[arg(long, global = true, env = "CUSTFLOW_API_KEYS", hide_env_values = true)]
     api_keys: Option<String>,
+    /// Webhook for segment-change alerts (`run`, `demo`); off when empty.
+    #[arg(long, global = true, env = "CUSTFLOW_ALERT_WEBHOOK")]
+    alert_webhook: Option<String>,
+    /// Which changes alert: `field=value,…` (fields dimension, previous, current,
+    /// value_tier), several rules separated by `;`.
+    #[arg(long, global = true, env = "CUSTFLOW_ALERT_RULE")]
+    alert_rule: Option<String>,
     /// Configuration file.
     #[arg(
         long,
@@ -55,6 +62,8 @@ pub(crate) struct Resolved {
     pub(crate) topic_prefix: String,
     pub(crate) clock: String,
     pub(crate) api_keys: String,
+    pub(crate) alert_webhook: String,
+    pub(crate) alert_rule: String,
     pub(crate) json: bool,
 }
 
@@ -85,6 +94,12 @@ impl Config {
             topic_prefix: pick(&self.topic_prefix, "topic_prefix", ""),
             clock,
             api_keys: pick(&self.api_keys, "api_keys", ""),
+            alert_webhook: pick(&self.alert_webhook, "alert_webhook", ""),
+            alert_rule: pick(
+                &self.alert_rule,
+                "alert_rule",
+                custflow_connectors::webhook::DEFAULT_RULE,
+            ),
             json: self.json,
         })
     }
@@ -101,6 +116,8 @@ struct FileConfig {
     topic_prefix: Option<String>,
     clock: Option<String>,
     api_keys: Option<String>,
+    alert_webhook: Option<String>,
+    alert_rule: Option<String>,
 }
 
 impl FileConfig {
@@ -113,6 +130,8 @@ impl FileConfig {
             "topic_prefix" => self.topic_prefix.as_ref(),
             "clock" => self.clock.as_ref(),
             "api_keys" => self.api_keys.as_ref(),
+            "alert_webhook" => self.alert_webhook.as_ref(),
+            "alert_rule" => self.alert_rule.as_ref(),
             _ => None,
         }
     }

@@ -269,6 +269,9 @@ pub struct SegmentChange {
     #[serde(default)]
     pub previous: Option<String>,
     pub current: String,
+    /// The customer's value tier at this version (for rules combining dimensions).
+    #[serde(default)]
+    pub value_tier: Option<String>,
 }
 
 mod opt_ms {

@@ -1,5 +1,6 @@
 //! Kafka client settings shared by every custflow producer and consumer.
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::ClientConfig;
 
 /// Base client settings: the bootstrap servers and anything in `CUSTFLOW_KAFKA_*`
@@ -18,4 +19,30 @@ pub fn client_config(brokers: &str) -> ClientConfig {
         }
     }
     c
+}
+
+/// The headers of a dead letter on `custflow-dlq`: where the message came from and why
+/// it could not be handled.
+pub fn dead_letter_headers(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    reason: &str,
+    message: &str,
+) -> OwnedHeaders {
+    let (partition, offset) = (partition.to_string(), offset.to_string());
+    [
+        ("custflow.source.topic", topic),
+        ("custflow.source.partition", &partition),
+        ("custflow.source.offset", &offset),
+        ("custflow.error.reason", reason),
+        ("custflow.error.message", message),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value),
+        })
+    })
 }

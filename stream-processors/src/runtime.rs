@@ -13,7 +13,7 @@ use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{json, Event, EventKind, ValidationContext};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -587,29 +587,13 @@ impl Processor {
         }
         let topic = self.cfg.topics.name(topics::DLQ);
         let sends = dead.iter().map(|d| {
-            let partition = d.msg.partition().to_string();
-            let offset = d.msg.offset().to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "custflow.source.topic",
-                    value: Some(d.msg.topic()),
-                })
-                .insert(Header {
-                    key: "custflow.source.partition",
-                    value: Some(&partition),
-                })
-                .insert(Header {
-                    key: "custflow.source.offset",
-                    value: Some(&offset),
-                })
-                .insert(Header {
-                    key: "custflow.error.reason",
-                    value: Some(&d.reason),
-                })
-                .insert(Header {
-                    key: "custflow.error.message",
-                    value: Some(&d.message),
-                });
+            let headers = custflow_schemas::kafka::dead_letter_headers(
+                d.msg.topic(),
+                d.msg.partition(),
+                d.msg.offset(),
+                &d.reason,
+                &d.message,
+            );
             let mut rec = FutureRecord::to(&topic)
                 .payload(d.msg.payload().unwrap_or_default())
                 .headers(headers);

@@ -205,6 +205,7 @@ impl Scorer {
                     dimension,
                     previous,
                     current,
+                    value_tier: Some(memo.value_tier.clone()),
                 };
                 let bytes = avro::encode_record("SegmentChange", &ch)
                     .map_err(|e| Error::Config(e.to_string()))?;
