@@ -190,17 +190,20 @@ impl Tick for Refresh {
     fn tick(
         &self,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = custflow_processors::Result<()>> + Send + '_>,
+        Box<dyn std::future::Future<Output = custflow_processors::Result<bool>> + Send + '_>,
     > {
         Box::pin(async move {
-            if let Err(e) = self
+            match self
                 .model
                 .refresh(&mut self.redis.clone(), &self.keys)
                 .await
             {
-                tracing::warn!(error = %e, "model refresh failed");
+                Ok(changed) => Ok(changed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "model refresh failed");
+                    Ok(false)
+                }
             }
-            Ok(())
         })
     }
 }

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub batches: AtomicU64,
     pub scores_emitted: AtomicU64,
     pub segment_changes: AtomicU64,
+    /// Rescoring passes started by a model change, and customers they rescored.
+    pub model_passes: AtomicU64,
+    pub model_rescored: AtomicU64,
     pub redis_write: Histogram,
     /// Event time to feature visible in Redis.
     pub freshness: Histogram,
@@ -66,6 +69,16 @@ impl Metrics {
                 "custflow_segment_changes_total",
                 "SegmentChange records produced",
                 &self.segment_changes,
+            ),
+            (
+                "custflow_model_passes_total",
+                "Rescoring passes started because a new model became current",
+                &self.model_passes,
+            ),
+            (
+                "custflow_model_rescored_total",
+                "Customers rescored by those passes",
+                &self.model_rescored,
             ),
         ] {
             let _ = writeln!(

@@ -42,6 +42,9 @@ pub struct ProcessorConfig {
     pub sweep_every: Duration,
     /// Customers per partition rescored per sweep, in rotation.
     pub rotate_per_sweep: usize,
+    /// Customers per partition rescored between two batches during the pass that
+    /// follows a model change.
+    pub rescore_slice: usize,
     /// Static group membership (`group.instance.id`): a restarted instance with the same
     /// id takes its partitions back at once instead of waiting for the old session to
     /// expire.
@@ -62,6 +65,7 @@ impl ProcessorConfig {
             rebuild: false,
             sweep_every: Duration::from_secs(5),
             rotate_per_sweep: 500,
+            rescore_slice: 2_000,
             instance_id: None,
         }
     }
@@ -72,8 +76,21 @@ pub struct Changed<'a> {
     pub customer: &'a str,
     pub state: &'a mut CustomerState,
     pub partition: i32,
-    /// Rescored because the clock moved, not because an event arrived.
-    pub from_sweep: bool,
+    /// Why the customer is rescored.
+    pub cause: Rescore,
+}
+
+/// Why a customer is rescored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rescore {
+    /// An event changed the customer's state.
+    Event,
+    /// The clock moved (P(alive) and CLV decay, at-risk crossings): emitted only when
+    /// the scores moved enough.
+    Clock,
+    /// A new model became current: every customer is rescored once and emitted, so each
+    /// score names the model in use.
+    NewModel,
 }
 
 /// Work done for each batch after events were applied and before the states are saved
@@ -109,7 +126,8 @@ pub struct Processor {
 
 /// Work done between batches every sweep interval (refreshing the model in use).
 pub trait Tick: Send + Sync {
-    fn tick(&self) -> BoxFuture<'_, Result<()>>;
+    /// Returns whether a new model became current (which starts a rescoring pass).
+    fn tick(&self) -> BoxFuture<'_, Result<bool>>;
 }
 
 /// A decoded message of a batch.
@@ -250,6 +268,8 @@ impl Processor {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         let mut last_sweep = Instant::now();
+        // Rescoring pass after a model change: next index rank per partition.
+        let mut model_pass: Option<HashMap<i32, usize>> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -257,9 +277,20 @@ impl Processor {
             if last_sweep.elapsed() >= self.cfg.sweep_every {
                 last_sweep = Instant::now();
                 if let Some(refresh) = &self.on_tick {
-                    refresh.tick().await?;
+                    if refresh.tick().await? {
+                        tracing::info!("new model: rescoring every customer");
+                        Metrics::add(&self.metrics.model_passes, 1);
+                        model_pass = Some(HashMap::new());
+                    }
                 }
                 self.sweep(self.cfg.rotate_per_sweep).await?;
+            }
+            // One slice of the pass between batches, so live events keep flowing.
+            if let Some(pass) = &mut model_pass {
+                if self.rescore_slice(pass).await? {
+                    model_pass = None;
+                    tracing::info!("rescoring pass done");
+                }
             }
             let first = tokio::select! {
                 m = self.consumer.recv() => m,
@@ -471,7 +502,7 @@ impl Processor {
             .clock
             .now()
             .unwrap_or_else(custflow_schemas::time::now_ms);
-        self.score_and_save(&mut states, &changed, as_of, false)
+        self.score_and_save(&mut states, &changed, as_of, Rescore::Event)
             .await?;
         let visible = custflow_schemas::time::now_ms();
         for inp in &inputs {
@@ -501,7 +532,7 @@ impl Processor {
         states: &mut HashMap<String, CustomerState>,
         changed: &[(&str, i32, Option<i64>)],
         as_of: i64,
-        from_sweep: bool,
+        cause: Rescore,
     ) -> Result<()> {
         let mut counts = Vec::new();
         if let Some(hook) = &self.hook {
@@ -514,7 +545,7 @@ impl Processor {
                         customer: c.as_str(),
                         state,
                         partition,
-                        from_sweep,
+                        cause,
                     })
                 })
                 .collect();
@@ -539,6 +570,53 @@ impl Processor {
         Ok(())
     }
 
+    /// Rescores the next slice of every owned partition's customers with the current
+    /// model (cause [`Rescore::NewModel`]); true when the pass has covered them all.
+    async fn rescore_slice(&self, pass: &mut HashMap<i32, usize>) -> Result<bool> {
+        let Some(now) = self.cfg.clock.now() else {
+            return Ok(true);
+        };
+        let mut done = true;
+        for p in self.owned_order_partitions()? {
+            let start = pass.entry(p).or_insert(0);
+            let customers = self
+                .store
+                .index_page(p, *start, self.cfg.rescore_slice)
+                .await?;
+            *start += customers.len();
+            if customers.len() == self.cfg.rescore_slice {
+                done = false;
+            }
+            if customers.is_empty() {
+                continue;
+            }
+            let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
+            let mut states = self.store.load(&ids).await?;
+            let changed: Vec<(&str, i32, Option<i64>)> = ids
+                .iter()
+                .filter(|c| states.contains_key(**c))
+                .map(|c| (*c, p, None))
+                .collect();
+            self.score_and_save(&mut states, &changed, now, Rescore::NewModel)
+                .await?;
+            Metrics::add(&self.metrics.model_rescored, changed.len() as u64);
+        }
+        Ok(done)
+    }
+
+    /// The partitions of the orders topic this instance owns.
+    fn owned_order_partitions(&self) -> Result<Vec<i32>> {
+        let orders = self.cfg.topics.name(EventKind::Order.topic());
+        Ok(self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == orders)
+            .map(|e| e.partition())
+            .collect())
+    }
+
     /// Rescores customers as the clock advances, for the partitions this instance owns:
     /// those whose last order just crossed the at-risk threshold (from the sorted index,
     /// no scan), and a bounded slice of the rest in rotation (P(alive) and CLV decay).
@@ -549,15 +627,7 @@ impl Processor {
         let Some(now) = self.cfg.clock.now() else {
             return Ok(0);
         };
-        let orders = self.cfg.topics.name(EventKind::Order.topic());
-        let partitions: Vec<i32> = self
-            .consumer
-            .assignment()?
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == orders)
-            .map(|e| e.partition())
-            .collect();
+        let partitions = self.owned_order_partitions()?;
         let threshold =
             now - (self.cfg.at_risk_days * custflow_schemas::time::DAY_MS as f64) as i64;
         let mut total = 0;
@@ -573,7 +643,7 @@ impl Processor {
                 .filter(|c| states.contains_key(**c))
                 .map(|c| (*c, p, None))
                 .collect();
-            self.score_and_save(&mut states, &changed, now, true)
+            self.score_and_save(&mut states, &changed, now, Rescore::Clock)
                 .await?;
             total += changed.len();
         }

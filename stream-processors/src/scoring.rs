@@ -19,7 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::runtime::{BatchHook, BoxFuture, Changed, CounterDeltas};
+use crate::runtime::{BatchHook, BoxFuture, Changed, CounterDeltas, Rescore};
 
 pub use custflow_feature_store::model::ModelHandle;
 
@@ -192,7 +192,7 @@ impl Scorer {
             };
             // The clock sweep re-emits only real moves: a segment change, or P(alive) or
             // CLV drifting noticeably since the last score.
-            if c.from_sweep && !moved(state.segments.as_ref(), &memo) {
+            if c.cause == Rescore::Clock && !moved(state.segments.as_ref(), &memo) {
                 continue;
             }
             state.score_version += 1;

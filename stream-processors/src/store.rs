@@ -86,6 +86,19 @@ impl Store {
         Ok(())
     }
 
+    /// Customers `start..start+count` of partition `p`'s last-order index (by rank).
+    pub async fn index_page(&self, p: i32, start: usize, count: usize) -> Result<Vec<String>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(redis::cmd("ZRANGE")
+            .arg(self.keys.last_order_index(p))
+            .arg(start)
+            .arg(start + count - 1)
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
     /// Customers of partition `p` to rescore: those whose last order crossed `threshold`
     /// since the previous sweep, plus the next `rotate` of the index in rotation.
     pub async fn sweep_candidates(
