@@ -184,6 +184,9 @@ struct Refresh {
     model: ModelHandle,
     redis: ConnectionManager,
     keys: Keys,
+    /// The model version the processor last scored with: a different one (loaded from
+    /// Redis, or set by the in-process model job) starts a rescoring pass.
+    seen: std::sync::Mutex<Option<String>>,
 }
 
 impl Tick for Refresh {
@@ -193,17 +196,18 @@ impl Tick for Refresh {
         Box<dyn std::future::Future<Output = custflow_processors::Result<bool>> + Send + '_>,
     > {
         Box::pin(async move {
-            match self
+            if let Err(e) = self
                 .model
                 .refresh(&mut self.redis.clone(), &self.keys)
                 .await
             {
-                Ok(changed) => Ok(changed),
-                Err(e) => {
-                    tracing::warn!(error = %e, "model refresh failed");
-                    Ok(false)
-                }
+                tracing::warn!(error = %e, "model refresh failed");
             }
+            let current = self.model.current().map(|m| m.version.clone());
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = current.is_some() && *seen != current;
+            *seen = current;
+            Ok(changed)
         })
     }
 }
@@ -265,6 +269,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         model: shared.model.clone(),
         redis: redis.clone(),
         keys: keys.clone(),
+        seen: std::sync::Mutex::new(shared.model.current().map(|m| m.version.clone())),
     };
     if opts.api_only {
         // Lookups score with the current model: follow what the model job publishes.
@@ -315,6 +320,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         at_risk_days: 45.0,
         sample_max: 200_000,
         seed: 42,
+        min_gain: custflow_processors::model_job::MIN_GAIN_PER_CUSTOMER,
     });
     if !opts.api_only {
         let (job, sink, clock, mut rx) = (

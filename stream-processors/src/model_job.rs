@@ -40,7 +40,16 @@ pub struct ModelJob {
     /// Most customers read per fit.
     pub sample_max: usize,
     pub seed: u64,
+    /// A refit takes over only when its BG/NBD log-likelihood per customer beats the
+    /// current model's on the same sample by at least this many nats. Every promotion
+    /// makes the processors rescore every customer, and the fresh fit is the maximum on
+    /// its own sample, so without a margin each refit would win on sampling noise alone
+    /// (about parameters / (2 × sample) ≈ 1e-5 here).
+    pub min_gain: f64,
 }
+
+/// The default [`ModelJob::min_gain`].
+pub const MIN_GAIN_PER_CUSTOMER: f64 = 1e-4;
 
 impl ModelJob {
     /// Reads up to `sample_max` customer states and their features as of `as_of`.
@@ -106,7 +115,7 @@ impl ModelJob {
         if let Some(current) = self.model.current() {
             let current_ll = bgnbd_ll_per_customer(&current.bgnbd.params, &stats);
             // NaN (a failed fit) is never better.
-            if new_ll.is_nan() || new_ll < current_ll - 1e-9 {
+            if new_ll.is_nan() || new_ll < current_ll + self.min_gain {
                 return Ok(Outcome::Kept {
                     version,
                     new_ll,

@@ -65,7 +65,7 @@ impl ProcessorConfig {
             rebuild: false,
             sweep_every: Duration::from_secs(5),
             rotate_per_sweep: 500,
-            rescore_slice: 2_000,
+            rescore_slice: 500,
             instance_id: None,
         }
     }
@@ -78,6 +78,15 @@ pub struct Changed<'a> {
     pub partition: i32,
     /// Why the customer is rescored.
     pub cause: Rescore,
+}
+
+/// Where a partition stands in a rescoring pass.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassCursor {
+    /// The next rank of the last-order index to rescore.
+    next: usize,
+    /// Customers still to rescore; `None` until the pass (re)starts counting.
+    left: Option<usize>,
 }
 
 /// Why a customer is rescored.
@@ -268,8 +277,10 @@ impl Processor {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         let mut last_sweep = Instant::now();
-        // Rescoring pass after a model change: next index rank per partition.
-        let mut model_pass: Option<HashMap<i32, usize>> = None;
+        // Rescoring pass after a model change, per partition: (next index rank, customers
+        // still to rescore). A newer model mid-pass restarts the count but not the
+        // position, so a pass always completes one cycle after the last change.
+        let mut model_pass: Option<HashMap<i32, PassCursor>> = None;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -280,7 +291,9 @@ impl Processor {
                     if refresh.tick().await? {
                         tracing::info!("new model: rescoring every customer");
                         Metrics::add(&self.metrics.model_passes, 1);
-                        model_pass = Some(HashMap::new());
+                        let mut pass = model_pass.take().unwrap_or_default();
+                        pass.values_mut().for_each(|c| c.left = None);
+                        model_pass = Some(pass);
                     }
                 }
                 self.sweep(self.cfg.rotate_per_sweep).await?;
@@ -572,19 +585,28 @@ impl Processor {
 
     /// Rescores the next slice of every owned partition's customers with the current
     /// model (cause [`Rescore::NewModel`]); true when the pass has covered them all.
-    async fn rescore_slice(&self, pass: &mut HashMap<i32, usize>) -> Result<bool> {
+    /// A customer whose new order moves it across the cursor meanwhile is rescored by
+    /// that order, with the new model, so the pass needs no snapshot of the index.
+    async fn rescore_slice(&self, pass: &mut HashMap<i32, PassCursor>) -> Result<bool> {
         let Some(now) = self.cfg.clock.now() else {
             return Ok(true);
         };
         let mut done = true;
         for p in self.owned_order_partitions()? {
-            let start = pass.entry(p).or_insert(0);
-            let customers = self
-                .store
-                .index_page(p, *start, self.cfg.rescore_slice)
-                .await?;
-            *start += customers.len();
-            if customers.len() == self.cfg.rescore_slice {
+            let cursor = pass.entry(p).or_default();
+            let size = self.store.index_len(p).await?;
+            let left = *cursor.left.get_or_insert(size);
+            if left == 0 || size == 0 {
+                continue;
+            }
+            if cursor.next >= size {
+                cursor.next = 0; // wrap: the ranks before where the pass started
+            }
+            let take = self.cfg.rescore_slice.min(left);
+            let customers = self.store.index_page(p, cursor.next, take).await?;
+            cursor.next += customers.len();
+            cursor.left = Some(left.saturating_sub(customers.len().max(1)));
+            if cursor.left != Some(0) {
                 done = false;
             }
             if customers.is_empty() {

@@ -86,6 +86,14 @@ impl Store {
         Ok(())
     }
 
+    /// Customers in partition `p`'s last-order index.
+    pub async fn index_len(&self, p: i32) -> Result<usize> {
+        Ok(redis::cmd("ZCARD")
+            .arg(self.keys.last_order_index(p))
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
     /// Customers `start..start+count` of partition `p`'s last-order index (by rank).
     pub async fn index_page(&self, p: i32, start: usize, count: usize) -> Result<Vec<String>> {
         if count == 0 {

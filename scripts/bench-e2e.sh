@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Event to score row (issue 7): `custflow run` with a PostgreSQL sink, fed live events at
+# RATE/s for SECONDS after a short backfill (so a model exists); then the p50/p99 of two
+# histograms from /metrics — event produced → features in Redis (processor freshness) and
+# score produced → row committed (sink latency) — whose sum bounds event → row.
+# Usage: scripts/bench-e2e.sh [rate] [seconds]
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+RATE="${1:-10000}"
+SECS="${2:-60}"
+bash scripts/stack.sh up >/dev/null
+BIN="$(custflow_bin)"
+TAG="e2e$(date +%s)"
+PREFIX="$TAG."
+PORT=18392
+psql -h 127.0.0.1 -U postgres -d test -qc "CREATE DATABASE $TAG" >/dev/null
+SINK="postgres://postgres@127.0.0.1:$PG_PORT/$TAG"
+say "backfill: 20,000 customers over 60 days into ${PREFIX}*"
+"$BIN" synth --topic-prefix "$PREFIX" --customers 20000 --days 60 --json >/dev/null
+"$BIN" run --topic-prefix "$PREFIX" --sink "$SINK" --http "127.0.0.1:$PORT" 2>"$LOGS/bench-e2e.log" &
+RUN=$!
+trap 'kill $RUN 2>/dev/null || true' EXIT
+wait_for 120 "a current model" curl -sf "http://127.0.0.1:$PORT/v1/models/current" -o /dev/null
+sleep 10 # the backfill's scores settle
+curl -sf "http://127.0.0.1:$PORT/metrics" >"$DATA/bench-e2e-before.txt"
+say "live: $RATE events/s for $SECS s"
+"$BIN" synth --topic-prefix "$PREFIX" --customers 200000 --days 60 --live-only --rate "$RATE" \
+  --duration-secs "$SECS" --json | tail -1
+sleep 3 # the last scores reach the table
+curl -sf "http://127.0.0.1:$PORT/metrics" >"$DATA/bench-e2e-after.txt"
+python3 - "$DATA/bench-e2e-before.txt" "$DATA/bench-e2e-after.txt" <<'PY'
+import json, sys
+def read(path):
+    h = {}
+    for line in open(path):
+        for name in ("custflow_freshness_seconds", "custflow_sink_latency_seconds"):
+            if line.startswith(name + "_bucket"):
+                le = line.split('le="')[1].split('"')[0]
+                h.setdefault(name, []).append((float("inf") if le == "+Inf" else float(le), int(line.split()[-1])))
+    return h
+before, after = read(sys.argv[1]), read(sys.argv[2])
+# The live phase only: bucket counts after minus before.
+h = {n: [(le, c - dict(before.get(n, [])).get(le, 0)) for le, c in b] for n, b in after.items()}
+def q(b, p):
+    n = b[-1][1]
+    return next(le for le, c in b if c >= p * n) if n else None
+out = {"bench": "event_to_row"}
+for name, b in h.items():
+    out[name] = {"count": b[-1][1], "p50_le_s": q(b, 0.5), "p99_le_s": q(b, 0.99)}
+print(json.dumps(out))
+PY
