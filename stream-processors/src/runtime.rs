@@ -592,6 +592,9 @@ impl Processor {
             return Ok(true);
         };
         let mut done = true;
+        // Every owned partition's next slice, then one load, score and save for all:
+        // round trips per slice, not per partition.
+        let mut slice: Vec<(String, i32)> = Vec::new();
         for p in self.owned_order_partitions()? {
             let cursor = pass.entry(p).or_default();
             let size = self.store.index_len(p).await?;
@@ -609,20 +612,21 @@ impl Processor {
             if cursor.left != Some(0) {
                 done = false;
             }
-            if customers.is_empty() {
-                continue;
-            }
-            let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
-            let mut states = self.store.load(&ids).await?;
-            let changed: Vec<(&str, i32, Option<i64>)> = ids
-                .iter()
-                .filter(|c| states.contains_key(**c))
-                .map(|c| (*c, p, None))
-                .collect();
-            self.score_and_save(&mut states, &changed, now, Rescore::NewModel)
-                .await?;
-            Metrics::add(&self.metrics.model_rescored, changed.len() as u64);
+            slice.extend(customers.into_iter().map(|c| (c, p)));
         }
+        if slice.is_empty() {
+            return Ok(done);
+        }
+        let ids: Vec<&str> = slice.iter().map(|(c, _)| c.as_str()).collect();
+        let mut states = self.store.load(&ids).await?;
+        let changed: Vec<(&str, i32, Option<i64>)> = slice
+            .iter()
+            .filter(|(c, _)| states.contains_key(c))
+            .map(|(c, p)| (c.as_str(), *p, None))
+            .collect();
+        self.score_and_save(&mut states, &changed, now, Rescore::NewModel)
+            .await?;
+        Metrics::add(&self.metrics.model_rescored, changed.len() as u64);
         Ok(done)
     }
 
