@@ -18,7 +18,6 @@ use custflow_schemas::time::DAY_MS;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::{Event, EventKind, ValidationContext};
 use rand::{Rng, SeedableRng};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 
 const EVENTS: usize = 200_000;
@@ -53,19 +52,7 @@ fn spawn(prefix: &str, brokers: &str, instance: &str) -> Child {
 /// them the way the processor does: the reference. (Counting messages, not watermarks:
 /// tansu's high watermark can trail acknowledged writes for a while.)
 fn recompute(brokers: &str, names: &Topics) -> HashMap<String, CustomerState> {
-    let consumer: BaseConsumer = custflow_ingest::kafka::client_config(brokers)
-        .set("group.id", custflow_tests::unique("crash-check-"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let topics: Vec<String> = EventKind::ALL
-        .iter()
-        .map(|k| names.name(k.topic()))
-        .collect();
-    consumer
-        .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
-        .unwrap();
+    let consumer = custflow_tests::input_reader(brokers, names, "crash-check-");
     let codec = AvroCodec::builtin();
     let ctx = ValidationContext::now();
     let mut states: HashMap<String, CustomerState> = HashMap::new();

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::{EventKind, ValidationContext};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 
-use crate::{free_port, get};
+use crate::{free_port, get, json_summary};
 
 /// Kills the server when the test ends, however it ends.
 struct Server(std::process::Child);
@@ -43,20 +42,13 @@ fn synth_target_delivers_every_event_once_through_rest() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let out = Command::new(env!("CARGO_BIN_EXE_custflow"))
-        .args(["synth", "--customers", "300", "--days", "90", "--json"])
-        .args(["--topic-prefix", &prefix])
-        .args(["--target", &format!("http://{addr}")])
-        .args(["--batch", "40", "--concurrency", "4"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let summary = json_summary(
+        Command::new(env!("CARGO_BIN_EXE_custflow"))
+            .args(["synth", "--customers", "300", "--days", "90", "--json"])
+            .args(["--topic-prefix", &prefix])
+            .args(["--target", &format!("http://{addr}")])
+            .args(["--batch", "40", "--concurrency", "4"]),
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let events = summary["events"].as_u64().unwrap();
     assert!(events > 300, "{summary}");
     let http = &summary["http"];
@@ -75,18 +67,7 @@ fn synth_target_delivers_every_event_once_through_rest() {
 
     // The broker holds each event exactly once, decodable.
     let names = Topics::new(&prefix);
-    let consumer: BaseConsumer = custflow_ingest::kafka::client_config(&brokers)
-        .set("group.id", custflow_tests::unique("load-check-"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    let topics: Vec<String> = EventKind::ALL
-        .iter()
-        .map(|k| names.name(k.topic()))
-        .collect();
-    consumer
-        .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
-        .unwrap();
+    let consumer = custflow_tests::input_reader(&brokers, &names, "load-check-");
     let codec = AvroCodec::builtin();
     let ctx = ValidationContext::now();
     let mut seen: HashMap<String, u32> = HashMap::new();

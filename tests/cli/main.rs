@@ -31,6 +31,18 @@ pub(crate) fn get(addr: &str, path: &str) -> (u16, String) {
     )
 }
 
+/// Runs a `custflow` command that must succeed; its `--json` summary (last stdout line).
+pub(crate) fn json_summary(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -56,30 +68,22 @@ fn cdnow() -> PathBuf {
 fn fit_on_cdnow_prints_the_published_parameters_and_writes_the_artefact() {
     let out_dir = std::env::temp_dir().join(format!("custflow-fit-{}", std::process::id()));
     let artefact = out_dir.join("model.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_custflow"))
-        .args([
-            "fit",
-            "--json",
-            "--unit",
-            "week",
-            "--calibration-end",
-            "1997-09-30",
-            "--holdout-end",
-            "1998-06-30",
-        ])
-        .arg("--input")
-        .arg(cdnow())
-        .arg("--output")
-        .arg(&artefact)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_custflow"));
+    cmd.args([
+        "fit",
+        "--json",
+        "--unit",
+        "week",
+        "--calibration-end",
+        "1997-09-30",
+        "--holdout-end",
+        "1998-06-30",
+    ])
+    .arg("--input")
+    .arg(cdnow())
+    .arg("--output")
+    .arg(&artefact);
+    let summary = json_summary(&mut cmd);
     assert_eq!(summary["customers"], 2357);
     let bg = &summary["models"]["bgnbd"];
     assert!(

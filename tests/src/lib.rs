@@ -65,6 +65,30 @@ pub fn ensure_stack() -> String {
 }
 
 /// A name no other test run uses, for topics, groups and key prefixes.
+/// A consumer of the three input topics under `names`, from the beginning, in a fresh
+/// group that commits nothing: for reading back what is on the broker.
+pub fn input_reader(
+    brokers: &str,
+    names: &custflow_schemas::topics::Topics,
+    group_prefix: &str,
+) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = custflow_ingest::kafka::client_config(brokers)
+        .set("group.id", unique(group_prefix))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("a consumer for {brokers}: {e}"));
+    let topics: Vec<String> = custflow_schemas::EventKind::ALL
+        .iter()
+        .map(|k| names.name(k.topic()))
+        .collect();
+    consumer
+        .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap_or_else(|e| panic!("subscribing to {topics:?}: {e}"));
+    consumer
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
 }
