@@ -22,7 +22,7 @@ use custflow_feature_store::stream::StreamHub;
 use custflow_ingest::rest::{IngestMetrics, IngestState};
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::{ModelJob, Outcome};
-use custflow_processors::runtime::Tick;
+use custflow_processors::runtime::{BoxFuture, Tick};
 use custflow_processors::scoring::Scorer;
 use custflow_processors::{Clock, Processor};
 use custflow_schemas::avro::AvroCodec;
@@ -190,11 +190,7 @@ struct Refresh {
 }
 
 impl Tick for Refresh {
-    fn tick(
-        &self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = custflow_processors::Result<bool>> + Send + '_>,
-    > {
+    fn tick(&self) -> BoxFuture<'_, custflow_processors::Result<bool>> {
         Box::pin(async move {
             if let Err(e) = self
                 .model
@@ -282,13 +278,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
                         () = tokio::time::sleep(Duration::from_secs(5)) => {}
                         _ = rx.changed() => return Ok(()),
                     }
-                    if let Err(e) = refresh
-                        .model
-                        .refresh(&mut refresh.redis.clone(), &refresh.keys)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "model refresh failed");
-                    }
+                    refresh.tick().await?;
                 }
             }),
         ));

@@ -158,14 +158,7 @@ impl SqlSink {
         }
         let now = custflow_schemas::time::now_ms();
         let customers: Vec<(&str, Vec<&CustomerScore>)> = by_customer.into_iter().collect();
-        // PostgreSQL: two transactions at once over disjoint customers use both of its
-        // cores. Each is atomic and replays are no-ops, so the caller (which commits
-        // offsets only after all succeed) may retry the whole batch.
-        let groups = match self.dialect {
-            Dialect::Sqlite => 1,
-            Dialect::Postgres => 2,
-        };
-        let per_group = customers.len().div_ceil(groups).max(1);
+        let per_group = customers.len().div_ceil(self.dialect.transactions()).max(1);
         let results = futures::future::try_join_all(
             customers
                 .chunks(per_group)
@@ -208,13 +201,13 @@ impl SqlSink {
             if applied.is_empty() {
                 continue;
             }
-            let reopened: Vec<(&str, i64)> = applied
+            let closing: Vec<(&str, i64)> = applied
                 .iter()
                 .filter(|(c, _)| stored.contains_key(*c))
                 .map(|(c, list)| (*c, list[0].as_of))
                 .collect();
-            if !reopened.is_empty() {
-                close_current(&mut tx, self.dialect, &reopened).await?;
+            if !closing.is_empty() {
+                close_current(&mut tx, self.dialect, &closing).await?;
             }
             insert_history(&mut tx, self.dialect, &applied).await?;
             upsert_current(&mut tx, self.dialect, &applied, now).await?;
@@ -327,6 +320,18 @@ enum Dialect {
 }
 
 impl Dialect {
+    /// Transactions a batch is split into, over disjoint customers and run at once.
+    /// PostgreSQL: two use both of its cores; each is atomic and replays are no-ops, so
+    /// the caller (which commits offsets only after all succeed) may retry the batch.
+    /// SQLite has one writer.
+    fn transactions(self) -> usize {
+        match self {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => 2,
+        }
+    }
+
+    /// Customers per round of statements within a transaction.
     fn customers_per_round(self) -> usize {
         match self {
             Dialect::Sqlite => SQLITE_ROWS_PER_STATEMENT,

@@ -597,17 +597,22 @@ impl Processor {
         let mut slice: Vec<(String, i32)> = Vec::new();
         for p in self.owned_order_partitions()? {
             let cursor = pass.entry(p).or_default();
-            let size = self.store.index_len(p).await?;
-            let left = *cursor.left.get_or_insert(size);
-            if left == 0 || size == 0 {
+            let left = match cursor.left {
+                Some(left) => left,
+                None => self.store.index_len(p).await?, // the pass (re)starts counting
+            };
+            if left == 0 {
+                cursor.left = Some(0);
                 continue;
-            }
-            if cursor.next >= size {
-                cursor.next = 0; // wrap: the ranks before where the pass started
             }
             let take = self.cfg.rescore_slice.min(left);
             let customers = self.store.index_page(p, cursor.next, take).await?;
-            cursor.next += customers.len();
+            // A short page is the end of the index: wrap to the ranks before the start.
+            cursor.next = if customers.len() < take {
+                0
+            } else {
+                cursor.next + customers.len()
+            };
             cursor.left = Some(left.saturating_sub(customers.len().max(1)));
             if cursor.left != Some(0) {
                 done = false;

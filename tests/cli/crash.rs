@@ -16,7 +16,7 @@ use custflow_ingest::synth::{Generator, SynthParams};
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::time::DAY_MS;
 use custflow_schemas::topics::Topics;
-use custflow_schemas::{Event, EventKind, ValidationContext};
+use custflow_schemas::{Event, ValidationContext};
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 
@@ -67,11 +67,7 @@ fn recompute(brokers: &str, names: &Topics) -> HashMap<String, CustomerState> {
             continue;
         };
         let m = m.unwrap();
-        let kind = EventKind::ALL
-            .into_iter()
-            .find(|k| names.name(k.topic()) == m.topic())
-            .unwrap();
-        let e = codec.decode(kind, m.payload().unwrap(), &ctx).unwrap();
+        let (kind, e) = custflow_tests::decode_input(names, &codec, &ctx, &m);
         let pos = SourcePos {
             topic: kind as u8,
             partition: m.partition(),

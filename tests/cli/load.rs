@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::topics::Topics;
-use custflow_schemas::{EventKind, ValidationContext};
+use custflow_schemas::ValidationContext;
 use rdkafka::Message;
 
 use crate::{free_port, get, json_summary};
@@ -84,11 +84,7 @@ fn synth_target_delivers_every_event_once_through_rest() {
             continue;
         };
         let m = m.unwrap();
-        let kind = EventKind::ALL
-            .into_iter()
-            .find(|k| names.name(k.topic()) == m.topic())
-            .unwrap();
-        let e = codec.decode(kind, m.payload().unwrap(), &ctx).unwrap();
+        let (_, e) = custflow_tests::decode_input(&names, &codec, &ctx, &m);
         assert_eq!(m.key(), Some(e.customer_id().as_bytes()));
         *seen.entry(e.event_id().to_owned()).or_default() += 1;
         if seen.len() as u64 == events && quiet_until.is_none() {

@@ -89,6 +89,25 @@ pub fn input_reader(
     consumer
 }
 
+/// A message of [`input_reader`] decoded: its event kind (from the topic) and event.
+pub fn decode_input(
+    names: &custflow_schemas::topics::Topics,
+    codec: &custflow_schemas::avro::AvroCodec,
+    ctx: &custflow_schemas::ValidationContext,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> (custflow_schemas::EventKind, custflow_schemas::Event) {
+    use rdkafka::Message;
+    let kind = custflow_schemas::EventKind::ALL
+        .into_iter()
+        .find(|k| names.name(k.topic()) == m.topic())
+        .unwrap_or_else(|| panic!("{} is not an input topic", m.topic()));
+    let payload = m.payload().unwrap_or_default();
+    let e = codec
+        .decode(kind, payload, ctx)
+        .unwrap_or_else(|e| panic!("undecodable event on {}: {e}", m.topic()));
+    (kind, e)
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
 }
