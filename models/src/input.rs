@@ -28,25 +28,51 @@ pub fn parse_day(s: &str) -> Option<i64> {
     ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d))
 }
 
-/// CDNOW lines: `customer [sample] YYYYMMDD quantity value`, whitespace separated. With
-/// five columns the customer is the sample id (as in the published summary).
+/// One CDNOW line: customer id (leading zeros dropped), day, number of CDs, value.
+pub type CdnowRow<'a> = (&'a str, i64, i64, f64);
+
+/// Parses one CDNOW line (`customer [sample] YYYYMMDD quantity value`, whitespace
+/// separated): `Ok(None)` for a blank line. With five columns the customer is the sample
+/// id (as in the published summary).
+pub fn parse_cdnow_line(line: &str) -> std::result::Result<Option<CdnowRow<'_>>, String> {
+    let mut f = [""; 5];
+    let mut k = 0;
+    for part in line.split_whitespace() {
+        if k == 5 {
+            return Err("expected 4 or 5 columns, found more".into());
+        }
+        f[k] = part;
+        k += 1;
+    }
+    let (id, date, quantity, value) = match k {
+        0 => return Ok(None),
+        5 => (f[1], f[2], f[3], f[4]),
+        4 => (f[0], f[1], f[2], f[3]),
+        k => return Err(format!("expected 4 or 5 columns, found {k}")),
+    };
+    let day = parse_yyyymmdd(date).ok_or_else(|| format!("{date:?} is not a YYYYMMDD date"))?;
+    let quantity: i64 = quantity
+        .parse()
+        .map_err(|_| format!("{quantity:?} is not a whole number"))?;
+    let value: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    let id = id.trim_start_matches('0');
+    Ok(Some((
+        if id.is_empty() { "0" } else { id },
+        day,
+        quantity,
+        value,
+    )))
+}
+
+/// CDNOW lines, see [`parse_cdnow_line`].
 pub fn parse_cdnow(text: &str) -> Result<Vec<Transaction>> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (id, date, value) = match f.len() {
-            0 => continue,
-            5 => (f[1], f[2], f[4]),
-            4 => (f[0], f[1], f[3]),
-            k => return Err(bad(n, format!("expected 4 or 5 columns, found {k}"))),
-        };
-        let day = parse_yyyymmdd(date)
-            .ok_or_else(|| bad(n, format!("{date:?} is not a YYYYMMDD date")))?;
-        let value: f64 = value
-            .parse()
-            .map_err(|_| bad(n, format!("{value:?} is not a number")))?;
-        let id = id.trim_start_matches('0');
-        out.push((if id.is_empty() { "0" } else { id }.to_owned(), day, value));
+        if let Some((id, day, _, value)) = parse_cdnow_line(line).map_err(|m| bad(n, m))? {
+            out.push((id.to_owned(), day, value));
+        }
     }
     Ok(out)
 }
