@@ -36,7 +36,11 @@ pub fn required_scope(method: &str, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/readyz" | "/openapi.json" => None,
         "/v1/events" => Some(Scope::EventsWrite),
-        p if (p.starts_with("/subjects") && method != "GET") || p == "/metrics" => {
+        p if (p.starts_with("/subjects") && method != "GET")
+            || p == "/metrics"
+            || p == "/"
+            || p.starts_with("/connector") =>
+        {
             Some(Scope::Admin)
         }
         _ => Some(Scope::FeaturesRead),

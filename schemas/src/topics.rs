@@ -12,6 +12,11 @@ pub const DLQ: &str = "custflow-dlq";
 /// Compacted topic that persists the schema registry.
 pub const SCHEMAS: &str = "custflow-schemas";
 
+/// Compacted topic of the connect worker's connector configs and target states.
+pub const CONNECT_CONFIGS: &str = "custflow-connect-configs";
+/// Compacted topic of the connect worker's source offsets.
+pub const CONNECT_OFFSETS: &str = "custflow-connect-offsets";
+
 /// How a topic is cleaned up by the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cleanup {
@@ -74,6 +79,18 @@ pub const ALL: &[TopicSpec] = &[
     },
     TopicSpec {
         name: SCHEMAS,
+        partitions: 1,
+        cleanup: Cleanup::Compact,
+        retention_ms: "-1",
+    },
+    TopicSpec {
+        name: CONNECT_CONFIGS,
+        partitions: 1,
+        cleanup: Cleanup::Compact,
+        retention_ms: "-1",
+    },
+    TopicSpec {
+        name: CONNECT_OFFSETS,
         partitions: 1,
         cleanup: Cleanup::Compact,
         retention_ms: "-1",

@@ -1,0 +1,255 @@
+//! Source offsets and connector configs on compacted topics, and the read-back that
+//! finds records a crashed task delivered but had not yet covered by an offset commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use custflow_schemas::kafka::client_config;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::{Error, PartitionKey, ID_HEADER, PARTITION_HEADER};
+
+/// Broker positions per topic and partition.
+pub type Positions = BTreeMap<String, BTreeMap<i32, i64>>;
+
+/// Creates a topic if it is missing (`partitions`, compacted or not).
+pub async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    compact: bool,
+) -> Result<(), Error> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().map_err(Error::kafka)?;
+    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+        .set("cleanup.policy", if compact { "compact" } else { "delete" });
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin
+        .create_topics([&t], &opts)
+        .await
+        .map_err(Error::kafka)?
+    {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(Error::Kafka(format!("creating {topic}: {code}"))),
+        }
+    }
+    Ok(())
+}
+
+/// A consumer context that does not log the end of a partition as an error (librdkafka
+/// reports it as a global error too).
+struct EofQuiet;
+
+impl ClientContext for EofQuiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(error = %error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for EofQuiet {}
+
+/// Reads partitions from the given offsets to their ends, calling `f` on every message.
+/// Blocking.
+///
+/// The end is where the broker's fetch responses say the partition ends (librdkafka's
+/// partition-EOF event), not the high watermark from a ListOffsets request: tansu
+/// answers the latter with a value that can trail the log by thousands of records.
+fn read_to_end(
+    brokers: &str,
+    starts: &[(String, i32, i64)],
+    timeout: Duration,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), Error> {
+    let mut topics: Vec<&str> = starts.iter().map(|(t, _, _)| t.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let deadline = Instant::now() + timeout;
+    // One topic at a time: the EOF event names the partition, not the topic.
+    for topic in topics {
+        let consumer: BaseConsumer<EofQuiet> = client_config(brokers)
+            .set("group.id", "custflow-connect-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(EofQuiet)
+            .map_err(Error::kafka)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut open: Vec<i32> = Vec::new();
+        for (t, partition, from) in starts.iter().filter(|(t, _, _)| t == topic) {
+            tpl.add_partition_offset(t, *partition, Offset::Offset((*from).max(0)))
+                .map_err(Error::kafka)?;
+            open.push(*partition);
+        }
+        consumer.assign(&tpl).map_err(Error::kafka)?;
+        while !open.is_empty() {
+            if Instant::now() > deadline {
+                return Err(Error::Kafka(format!(
+                    "timed out reading back {topic} ({} partition(s) left)",
+                    open.len()
+                )));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    open.retain(|x| *x != p);
+                }
+                Some(Err(e)) => return Err(Error::kafka(e)),
+                Some(Ok(msg)) => f(&msg),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// High watermarks of every partition of `topics`.
+pub fn high_watermarks(brokers: &str, topics: &[&str]) -> Result<Positions, Error> {
+    let consumer: BaseConsumer = client_config(brokers).create().map_err(Error::kafka)?;
+    let timeout = Duration::from_secs(10);
+    let mut out = Positions::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(Error::kafka)?;
+        let parts = md
+            .topics()
+            .first()
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for p in parts {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map_err(Error::kafka)?;
+            out.entry((*topic).to_owned()).or_default().insert(p, high);
+        }
+    }
+    Ok(out)
+}
+
+/// A key/value log on one partition of a compacted topic, loaded whole on start
+/// (connector configs, source offsets). Writes return once the broker acknowledged them.
+pub struct KvTopic {
+    brokers: String,
+    topic: String,
+    producer: FutureProducer,
+}
+
+impl KvTopic {
+    pub async fn open(brokers: &str, topic: &str) -> Result<Self, Error> {
+        ensure_topic(brokers, topic, 1, true).await?;
+        let producer = client_config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .map_err(Error::kafka)?;
+        Ok(Self {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            producer,
+        })
+    }
+
+    /// Every key's latest value (tombstones remove the key).
+    pub async fn load(&self) -> Result<HashMap<String, Value>, Error> {
+        let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut out = HashMap::new();
+            read_to_end(
+                &brokers,
+                &[(topic.clone(), 0, 0)],
+                Duration::from_secs(60),
+                |m| {
+                    let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                        return;
+                    };
+                    match m.payload().map(serde_json::from_slice::<Value>) {
+                        None => {
+                            out.remove(key);
+                        }
+                        Some(Ok(v)) => {
+                            out.insert(key.to_owned(), v);
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(topic = %topic, key, error = %e, "skipping malformed record")
+                        }
+                    }
+                },
+            )?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Kafka(e.to_string()))?
+    }
+
+    /// Writes values (`None` deletes) and waits for the broker's acknowledgements.
+    pub async fn put(&self, entries: &[(String, Option<Value>)]) -> Result<(), Error> {
+        let sends = entries.iter().map(|(k, v)| {
+            let payload = v.as_ref().map(Value::to_string);
+            async move {
+                let mut rec = FutureRecord::<str, str>::to(&self.topic)
+                    .key(k)
+                    .partition(0);
+                if let Some(p) = payload.as_deref() {
+                    rec = rec.payload(p);
+                }
+                self.producer
+                    .send(rec, Duration::from_secs(30))
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| Error::Kafka(format!("writing {}: {e}", self.topic)))
+            }
+        });
+        futures::future::try_join_all(sends).await?;
+        Ok(())
+    }
+}
+
+/// Where a record was found: topic, partition, broker offset.
+pub type Location = (Arc<str>, i32, i64);
+
+/// Records of one connector found on its destination topics past the scan positions:
+/// partition key → record id → where it is.
+pub type Delivered = HashMap<PartitionKey, HashMap<String, Location>>;
+
+/// Reads the destination partitions from `from` to their ends and collects the records
+/// the connector's tasks produced there (by the connect headers). Blocking.
+pub fn read_back(brokers: &str, connector: &str, from: &Positions) -> Result<Delivered, Error> {
+    let prefix = super::partition_key(connector, &Value::Null);
+    // `["name",null]` → `["name",` : the common prefix of every key of this connector.
+    let prefix = &prefix[..prefix.len() - "null]".len()];
+    let starts: Vec<(String, i32, i64)> = from
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |(p, o)| (t.clone(), *p, *o)))
+        .collect();
+    let mut out = Delivered::new();
+    read_to_end(brokers, &starts, Duration::from_secs(120), |m| {
+        let Some(headers) = m.headers() else { return };
+        let (mut partition, mut id) = (None, None);
+        for h in headers.iter() {
+            match h.key {
+                PARTITION_HEADER => partition = h.value.and_then(|v| std::str::from_utf8(v).ok()),
+                ID_HEADER => id = h.value.and_then(|v| std::str::from_utf8(v).ok()),
+                _ => {}
+            }
+        }
+        if let (Some(p), Some(id)) = (partition, id) {
+            if p.starts_with(prefix) {
+                out.entry(p.into())
+                    .or_default()
+                    .insert(id.to_owned(), (m.topic().into(), m.partition(), m.offset()));
+            }
+        }
+    })?;
+    Ok(out)
+}
