@@ -83,19 +83,7 @@ pub(crate) fn router(
         redis,
         brokers: config.brokers.clone(),
     };
-    let keys = Arc::new(
-        custflow_schemas::auth::ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?,
-    );
-    let loopback = config
-        .http
-        .parse::<SocketAddr>()
-        .map(|a| a.ip().is_loopback())
-        .unwrap_or(false);
-    anyhow::ensure!(
-        loopback || !keys.is_empty(),
-        "serving on {} (not loopback) needs API keys: set --api-keys or CUSTFLOW_API_KEYS",
-        config.http
-    );
+    let keys = api_keys(&config.http, &config.api_keys)?;
     Ok(Router::new()
         .merge(custflow_ingest::rest::routes(ingest))
         .merge(custflow_feature_store::api::routes(features))
@@ -121,6 +109,23 @@ pub(crate) fn router(
             keys,
             custflow_schemas::auth::require_scopes,
         )))
+}
+
+/// The API keys of a server on `addr`: off by default on loopback, required elsewhere.
+pub(crate) fn api_keys(
+    addr: &str,
+    spec: &str,
+) -> anyhow::Result<Arc<custflow_schemas::auth::ApiKeys>> {
+    let keys = custflow_schemas::auth::ApiKeys::parse(spec).map_err(anyhow::Error::msg)?;
+    let loopback = addr
+        .parse::<SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false);
+    anyhow::ensure!(
+        loopback || !keys.is_empty(),
+        "serving on {addr} (not loopback) needs API keys: set --api-keys or CUSTFLOW_API_KEYS"
+    );
+    Ok(Arc::new(keys))
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {

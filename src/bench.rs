@@ -1,5 +1,7 @@
 //! `custflow bench <name>`: measurements that need a running component, printed as one
 //! JSON line (`{"bench": name, …}`). `sink`: score rows per second into the SQL sink.
+//! `csv`: the spool-dir source's reading, conversion and encoding of one file, without a
+//! broker (records per second and peak memory).
 
 use std::time::Instant;
 
@@ -27,12 +29,105 @@ enum Which {
         #[arg(long, default_value_t = 5_000)]
         batch: usize,
     },
+    /// Read one CSV file the way the spool-dir source does (parse, convert, validate,
+    /// encode), without producing: the source's own cost and its peak memory.
+    Csv {
+        /// The file.
+        file: std::path::PathBuf,
+        /// `cdnow`, `online-retail`, or empty for the generic mapping.
+        #[arg(long, default_value = "cdnow")]
+        preset: String,
+    },
 }
 
 pub(crate) async fn run(config: &Resolved, args: &BenchArgs) -> anyhow::Result<()> {
-    match args.which {
-        Which::Sink { rows, batch } => sink(config, rows, batch.max(1)).await,
+    match &args.which {
+        Which::Sink { rows, batch } => sink(config, *rows, (*batch).max(1)).await,
+        Which::Csv { file, preset } => csv(config, file, preset),
     }
+}
+
+fn csv(config: &Resolved, file: &std::path::Path, preset: &str) -> anyhow::Result<()> {
+    use custflow_connectors::connect::worker::{Encoder, TaskContext};
+    use custflow_connectors::connect::{ConnectorConfig, ErrorPolicy};
+    use custflow_connectors::spooldir::SpoolDirTask;
+
+    let dir = file.parent().context("the file has no folder")?;
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the file name is not UTF-8")?;
+    let scratch = std::env::temp_dir().join(format!("custflow-bench-csv-{}", std::process::id()));
+    let mut settings: std::collections::BTreeMap<String, String> = [
+        ("connector.class", "SpoolDirCsvSource"),
+        ("input.path", &dir.to_string_lossy()),
+        ("input.file.pattern", &format!("^{}$", regex_escape(name))),
+        ("finished.path", &scratch.to_string_lossy()),
+        ("error.path", &scratch.to_string_lossy()),
+        ("errors.tolerance", "all"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    if !preset.is_empty() {
+        settings.insert("csv.preset".into(), preset.into());
+    }
+    let cfg = ConnectorConfig::new("bench-csv", settings)?;
+    let common = cfg.common(&config.topics())?;
+    let ctx = TaskContext {
+        policy: ErrorPolicy::new(&common, 0),
+        encoder: Encoder::new(
+            std::sync::Arc::new(custflow_schemas::avro::AvroCodec::builtin()),
+            common.format,
+        ),
+        topic: common.topic.as_str().into(),
+        common,
+        task: 0,
+        offsets: Default::default(),
+    };
+    let mut task = SpoolDirTask::start(&cfg, ctx)?;
+    let started = Instant::now();
+    let (mut records, mut dead, mut bytes) = (0u64, 0u64, 0u64);
+    loop {
+        let batch = task.poll(5000)?;
+        bytes += batch.bytes;
+        dead += batch.records.iter().filter(|r| r.headers.is_some()).count() as u64;
+        records += batch.records.len() as u64;
+        if let Some(f) = batch.fatal {
+            anyhow::bail!("{f}");
+        }
+        if !batch.ends.is_empty() {
+            break;
+        }
+        anyhow::ensure!(
+            !(batch.records.is_empty() && batch.bytes == 0),
+            "{} is not readable as a {preset:?} file",
+            file.display()
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&scratch).ok();
+    println!(
+        "{}",
+        serde_json::json!({"bench": "csv", "preset": preset, "records": records,
+            "dead_letters": dead, "bytes": bytes, "seconds": seconds,
+            "records_per_sec": (records as f64 / seconds.max(1e-9)).round(),
+            "mb_per_sec": (bytes as f64 / 1e6 / seconds.max(1e-9) * 10.0).round() / 10.0,
+            "max_rss_mb": crate::connect::max_rss_mb()})
+    );
+    Ok(())
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
 }
 
 fn score(customer: usize, version: i64) -> CustomerScore {

@@ -3,6 +3,7 @@
 mod app;
 mod bench;
 mod config;
+mod connect;
 mod demo;
 mod fit;
 mod lookup;
@@ -52,6 +53,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve the HTTP API alone (ingest, features, scores, registry, streams).
     Serve,
+    /// Run a Connect-style worker (CSV spool-dir and Postgres sources) with its REST API.
+    Connect(connect::ConnectArgs),
     /// Run a stream processor: input topics → per-customer features in Redis.
     Process(process::ProcessArgs),
 }
@@ -90,6 +93,7 @@ async fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Topics => topics::run(&config).await,
         Command::Process(args) => process::run(&config, &args).await,
+        Command::Connect(args) => connect::run(&config, &args).await,
         Command::Run => app::run(&config, false).await,
         Command::Bench(args) => bench::run(&config, &args).await,
         Command::Serve => app::run(&config, true).await,

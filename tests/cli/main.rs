@@ -1,8 +1,9 @@
 //! The `custflow` binary as a user runs it: `fit` on the CDNOW reference data, the demo
-//! end to end, the crash test and the REST load generator.
+//! end to end, the crash test, the REST load generator and the connect worker.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod connect;
 mod crash;
 mod demo;
 mod load;

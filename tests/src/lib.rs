@@ -108,6 +108,67 @@ pub fn decode_input(
     (kind, e)
 }
 
+/// A message read back by [`read_topic`]: headers, key, payload.
+pub type TopicMessage = (
+    std::collections::HashMap<String, String>,
+    Option<String>,
+    Vec<u8>,
+);
+
+/// Every message of a topic (all partitions) from the beginning: waits until at least
+/// `min` arrived, then reads on until two polls in a row bring nothing, so extra
+/// (duplicate) messages are seen too.
+pub fn read_topic(topic: &str, min: usize) -> Vec<TopicMessage> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Headers;
+    use rdkafka::Message;
+    let consumer: rdkafka::consumer::BaseConsumer =
+        custflow_ingest::kafka::client_config(&brokers())
+            .set("group.id", unique("read-topic-"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap_or_else(|e| panic!("a consumer for {topic}: {e}"));
+    consumer
+        .subscribe(&[topic])
+        .unwrap_or_else(|e| panic!("subscribing to {topic}: {e}"));
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut quiet = 0;
+    while out.len() < min || quiet < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}: read {} of at least {min} messages",
+            out.len()
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+            quiet += 1;
+            continue;
+        };
+        quiet = 0;
+        let m = m.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| {
+                        (
+                            x.key.to_owned(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((
+            headers,
+            m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            m.payload().unwrap_or_default().to_vec(),
+        ));
+    }
+    out
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
 }
