@@ -211,10 +211,8 @@ impl PgTask {
             let location = format!("{} {}={wid}", self.s.table, self.s.id_col);
             batch.bytes += text.len() as u64;
             let converted = self.convert(&text, wms.unwrap_or(0), &wid);
-            let record = converted.and_then(|event| {
-                self.ctx
-                    .event_record(&event, &self.partition, rid.clone(), &offset)
-            });
+            let record = converted
+                .and_then(|event| self.ctx.event_record(&event, &self.partition, rid.clone()));
             match record {
                 Ok(r) => batch.records.push(r),
                 Err(reason) => match self.ctx.common.tolerance {
@@ -227,11 +225,12 @@ impl PgTask {
                         None,
                         &reason,
                         &location,
-                        (self.partition.clone(), rid, offset),
+                        (self.partition.clone(), rid),
                     )),
                 },
             }
             self.rows += 1;
+            batch.offsets = vec![(self.partition.clone(), offset)];
             self.watermark = Some((wts, wid));
         }
         Ok(batch)

@@ -129,7 +129,10 @@ fn kill_9_in_the_middle_of_a_file_then_restart_puts_every_row_on_the_topic_once(
             .unwrap()
             .parse()
             .unwrap();
-        assert!((o.total - values[line - 1]).abs() < 1e-9, "line {line}: {o:?}");
+        assert!(
+            (o.total - values[line - 1]).abs() < 1e-9,
+            "line {line}: {o:?}"
+        );
         *seen.entry(o.order_id).or_default() += 1;
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();

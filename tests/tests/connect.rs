@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custflow_connectors::connect::worker::{Worker, WorkerConfig};
-use custflow_connectors::connect::{ConnectorConfig, ID_HEADER};
+use custflow_connectors::connect::{ConnectorConfig, SOURCE_HEADER};
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::{Event, EventKind, OrderStatus, ValidationContext};
@@ -182,7 +182,7 @@ async fn online_retail_files_become_orders_refunds_and_dead_letters() {
             h["custflow.source.location"].starts_with("2010.csv:"),
             "{h:?}"
         );
-        assert!(h.contains_key(ID_HEADER));
+        assert!(h.contains_key(SOURCE_HEADER));
         assert!(
             String::from_utf8_lossy(raw).contains("53641")
                 || String::from_utf8_lossy(raw).contains("536381")

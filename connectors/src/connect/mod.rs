@@ -21,10 +21,23 @@ use serde_json::Value;
 
 pub use config::{Common, ConnectorClass, ConnectorConfig, Tolerance, ValueFormat};
 
-/// Header naming a record's source partition (its key in the offsets topic).
-pub const PARTITION_HEADER: &str = "custflow.connect.partition";
-/// Header with the record's id, unique within its source partition.
-pub const ID_HEADER: &str = "custflow.connect.id";
+/// Header saying where a record came from: `CCCCCCCCPPPPPPPPPPPPPPPP/ID`, a hash of the
+/// connector name (8 hex digits), a hash of the source partition's key (16), and the
+/// record's id, unique within its partition. One short header, because librdkafka
+/// allocates per header and per message.
+pub const SOURCE_HEADER: &str = "custflow.connect.source";
+
+/// FNV-1a, 64 bits: stable across runs and builds (the source header's hashes).
+pub fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The first 8 hex digits of the source header: the connector's.
+pub fn connector_tag(connector: &str) -> String {
+    format!("{:08x}", fnv(connector.as_bytes()) as u32)
+}
 
 /// Errors of the connector framework and its sources.
 #[derive(Debug, thiserror::Error)]
@@ -92,14 +105,14 @@ pub struct SourceRecord {
     pub partition: PartitionKey,
     /// Unique within the partition and the same on every read of the source.
     pub id: String,
-    /// Where reading resumes after this record.
-    pub offset: Value,
 }
 
 /// What a task's poll returned.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub records: Vec<SourceRecord>,
+    /// Where reading resumes once these records are delivered, per partition.
+    pub offsets: Vec<(PartitionKey, Value)>,
     /// Partitions finished by this batch, with their final offsets; the task hears of
     /// them again in [`worker::Task::committed`] once those offsets are committed.
     pub ends: Vec<(PartitionKey, Value)>,
@@ -130,7 +143,7 @@ impl ErrorPolicy {
         }
     }
 
-    /// A dead letter at `(partition, id, offset)`: the raw source bytes with headers saying where they came from and
+    /// A dead letter at `(partition, id)`: the raw source bytes with headers saying where they came from and
     /// why they were refused (custflow's `custflow.*` headers, and Connect's
     /// `__connect.errors.*` ones when context headers are on).
     pub fn dead_letter(
@@ -139,7 +152,7 @@ impl ErrorPolicy {
         key: Option<&str>,
         reason: &str,
         location: &str,
-        (partition, id, offset): (PartitionKey, String, Value),
+        (partition, id): (PartitionKey, String),
     ) -> SourceRecord {
         let source = format!("connect:{}", self.connector);
         let mut headers =
@@ -172,7 +185,6 @@ impl ErrorPolicy {
             headers: Some(headers),
             partition,
             id,
-            offset,
         }
     }
 }

@@ -16,7 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
-use super::{Error, PartitionKey, ID_HEADER, PARTITION_HEADER};
+use super::{Error, SOURCE_HEADER};
 
 /// Broker positions per topic and partition.
 pub type Positions = BTreeMap<String, BTreeMap<i32, i64>>;
@@ -52,7 +52,11 @@ struct EofQuiet;
 
 impl ClientContext for EofQuiet {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
             tracing::warn!(error = %error, reason, "kafka client error");
         }
     }
@@ -219,15 +223,13 @@ impl KvTopic {
 pub type Location = (Arc<str>, i32, i64);
 
 /// Records of one connector found on its destination topics past the scan positions:
-/// partition key → record id → where it is.
-pub type Delivered = HashMap<PartitionKey, HashMap<String, Location>>;
+/// hash of the partition key → record id → where it is.
+pub type Delivered = HashMap<u64, HashMap<String, Location>>;
 
 /// Reads the destination partitions from `from` to their ends and collects the records
-/// the connector's tasks produced there (by the connect headers). Blocking.
-pub fn read_back(brokers: &str, connector: &str, from: &Positions) -> Result<Delivered, Error> {
-    let prefix = super::partition_key(connector, &Value::Null);
-    // `["name",null]` → `["name",` : the common prefix of every key of this connector.
-    let prefix = &prefix[..prefix.len() - "null]".len()];
+/// of the connector whose [`super::connector_tag`] is `tag` (by the source header).
+/// Blocking.
+pub fn read_back(brokers: &str, tag: &str, from: &Positions) -> Result<Delivered, Error> {
     let starts: Vec<(String, i32, i64)> = from
         .iter()
         .flat_map(|(t, ps)| ps.iter().map(move |(p, o)| (t.clone(), *p, *o)))
@@ -235,20 +237,25 @@ pub fn read_back(brokers: &str, connector: &str, from: &Positions) -> Result<Del
     let mut out = Delivered::new();
     read_to_end(brokers, &starts, Duration::from_secs(120), |m| {
         let Some(headers) = m.headers() else { return };
-        let (mut partition, mut id) = (None, None);
         for h in headers.iter() {
-            match h.key {
-                PARTITION_HEADER => partition = h.value.and_then(|v| std::str::from_utf8(v).ok()),
-                ID_HEADER => id = h.value.and_then(|v| std::str::from_utf8(v).ok()),
-                _ => {}
+            if h.key != SOURCE_HEADER {
+                continue;
             }
-        }
-        if let (Some(p), Some(id)) = (partition, id) {
-            if p.starts_with(prefix) {
-                out.entry(p.into())
-                    .or_default()
-                    .insert(id.to_owned(), (m.topic().into(), m.partition(), m.offset()));
-            }
+            let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) else {
+                continue;
+            };
+            let Some((head, id)) = v.split_once('/') else {
+                continue;
+            };
+            let Some(hash) = head.strip_prefix(tag) else {
+                continue;
+            };
+            let Ok(hash) = u64::from_str_radix(hash, 16) else {
+                continue;
+            };
+            out.entry(hash)
+                .or_default()
+                .insert(id.to_owned(), (m.topic().into(), m.partition(), m.offset()));
         }
     })?;
     Ok(out)

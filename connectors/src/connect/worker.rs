@@ -3,6 +3,7 @@
 //! compacted topic so a restarted worker picks up where it stopped.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use super::metrics::{ConnectMetrics, TaskCounters};
 use super::offsets::{self, Delivered, KvTopic, Positions};
 use super::{
     partition_key, Batch, Common, ConnectorClass, ConnectorConfig, Error, ErrorPolicy,
-    PartitionKey, SourceRecord, ValueFormat, ID_HEADER, PARTITION_HEADER,
+    PartitionKey, SourceRecord, ValueFormat, SOURCE_HEADER,
 };
 use crate::pg_source::PgTask;
 use crate::spooldir::SpoolDirTask;
@@ -100,7 +101,6 @@ impl TaskContext {
         event: &Event,
         partition: &PartitionKey,
         id: String,
-        offset: &Value,
     ) -> Result<SourceRecord, String> {
         let value = self.encoder.encode(event)?;
         Ok(SourceRecord {
@@ -110,7 +110,6 @@ impl TaskContext {
             headers: None,
             partition: partition.clone(),
             id,
-            offset: offset.clone(),
         })
     }
 }
@@ -702,7 +701,7 @@ impl Runner {
                         }
                     }
                 }
-                let delivered = offsets::read_back(&brokers, &name, &start)?;
+                let delivered = offsets::read_back(&brokers, &super::connector_tag(&name), &start)?;
                 Ok((delivered, start))
             })
             .await
@@ -807,34 +806,33 @@ impl Runner {
         let ack = Arc::new(BatchAck::default());
         // One extra count, released after the loop, so the batch cannot complete early.
         ack.remaining.store(1, Ordering::Release);
-        let mut offsets: Vec<(PartitionKey, Value)> = Vec::new();
         let (mut records, mut dead_letters, mut recovered) = (0u64, 0u64, 0u64);
+        let tag = super::connector_tag(&self.common.name);
+        // The partition's hash, computed once per run of records from one partition.
+        let mut last: Option<(PartitionKey, u64)> = None;
+        let mut header = String::new();
         for rec in batch.records {
-            match offsets.last_mut() {
-                Some((p, o)) if *p == rec.partition => *o = rec.offset.clone(),
+            let hash = match &last {
+                Some((p, h)) if Arc::ptr_eq(p, &rec.partition) || *p == rec.partition => *h,
                 _ => {
-                    offsets.retain(|(p, _)| *p != rec.partition);
-                    offsets.push((rec.partition.clone(), rec.offset.clone()));
+                    let h = super::fnv(rec.partition.as_bytes());
+                    last = Some((rec.partition.clone(), h));
+                    h
                 }
-            }
-            if let Some(ids) = st.delivered.get_mut(&rec.partition) {
+            };
+            if let Some(ids) = st.delivered.get_mut(&hash) {
                 if ids.remove(&rec.id).is_some() {
                     recovered += 1;
                     continue;
                 }
             }
             let is_dead = rec.headers.is_some();
-            let headers = rec
-                .headers
-                .unwrap_or_default()
-                .insert(Header {
-                    key: PARTITION_HEADER,
-                    value: Some(&*rec.partition),
-                })
-                .insert(Header {
-                    key: ID_HEADER,
-                    value: Some(&rec.id),
-                });
+            header.clear();
+            let _ = write!(header, "{tag}{hash:016x}/{}", rec.id);
+            let headers = rec.headers.unwrap_or_default().insert(Header {
+                key: SOURCE_HEADER,
+                value: Some(&header),
+            });
             let mut record = BaseRecord::with_opaque_to(&rec.topic, ack.clone())
                 .payload(&rec.value)
                 .headers(headers);
@@ -862,12 +860,12 @@ impl Runner {
         }
         ack.finish_one();
         for (p, _) in &batch.ends {
-            st.delivered.remove(p);
+            st.delivered.remove(&super::fnv(p.as_bytes()));
         }
         TaskCounters::add(&self.counters.recovered, recovered);
         st.in_flight.push_back(InFlight {
             ack,
-            offsets,
+            offsets: batch.offsets,
             ends: batch.ends,
             records,
             dead_letters,

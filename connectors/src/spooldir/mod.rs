@@ -245,7 +245,7 @@ impl SpoolDirTask {
                 continue;
             }
             let tasks = self.ctx.common.tasks_max as u64;
-            if presets::fnv(name.as_bytes()) % tasks != self.ctx.task as u64 {
+            if crate::connect::fnv(name.as_bytes()) % tasks != self.ctx.task as u64 {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
@@ -512,6 +512,8 @@ fn read_some(
 ) -> Result<bool, Error> {
     let start_pos = f.pos;
     let mut eof = false;
+    // Where reading resumes after everything this batch holds (a row, or an invoice).
+    let mut resume: Option<(u64, u64)> = None;
     while batch.records.len() < max && batch.fatal.is_none() {
         let more = f.reader.read_byte_record(rec).map_err(|e| Error::Io {
             path: f.path.display().to_string(),
@@ -528,7 +530,6 @@ fn read_some(
             end: next.byte(),
             line: p.line(),
         };
-        let offset = json!({"pos": span.end, "line": next.line()});
         let blank = rec.len() <= 1
             && rec
                 .get(0)
@@ -536,6 +537,7 @@ fn read_some(
         if blank {
             f.pos = span.end;
             f.line = next.line();
+            resume = Some((f.pos, f.line));
             continue;
         }
         match rows {
@@ -546,38 +548,16 @@ fn read_some(
                 let parts: [&[u8]; 2] = [f.name.as_bytes(), &span.start.to_le_bytes()];
                 match line.and_then(|l| presets::cdnow_order(l, &order_id, &parts)) {
                     Ok(None) => {}
-                    Ok(Some(o)) => push_event(
-                        ctx,
-                        batch,
-                        f,
-                        rec,
-                        Event::Order(o),
-                        span,
-                        &offset,
-                        tolerance,
-                    ),
-                    Err(reason) => {
-                        push_bad(ctx, batch, f, rec, &reason, None, span, &offset, tolerance)
-                    }
+                    Ok(Some(o)) => push_event(ctx, batch, f, rec, Event::Order(o), span, tolerance),
+                    Err(reason) => push_bad(ctx, batch, f, rec, &reason, None, span, tolerance),
                 }
             }
             Rows::Generic(cols) => {
                 let order_id = format!("{}:{}", f.name, span.line);
                 let parts: [&[u8]; 2] = [f.name.as_bytes(), &span.start.to_le_bytes()];
                 match cols.order(rec, &order_id, &parts) {
-                    Ok(o) => push_event(
-                        ctx,
-                        batch,
-                        f,
-                        rec,
-                        Event::Order(o),
-                        span,
-                        &offset,
-                        tolerance,
-                    ),
-                    Err(reason) => {
-                        push_bad(ctx, batch, f, rec, &reason, None, span, &offset, tolerance)
-                    }
+                    Ok(o) => push_event(ctx, batch, f, rec, Event::Order(o), span, tolerance),
+                    Err(reason) => push_bad(ctx, batch, f, rec, &reason, None, span, tolerance),
                 }
             }
             Rows::Retail { cols, group } => {
@@ -587,11 +567,11 @@ fn read_some(
                     .is_some_and(|(_, _, r)| cols.invoice(r) != invoice)
                 {
                     // The invoice before this row ends where this row starts.
-                    let at = json!({"pos": span.start, "line": span.line});
-                    flush_invoice(ctx, batch, f, std::mem::take(group), &at, tolerance);
+                    flush_invoice(ctx, batch, f, std::mem::take(group), tolerance);
                     if batch.fatal.is_some() {
                         break;
                     }
+                    resume = Some((span.start, span.line));
                 }
                 let row = presets::retail_row(rec, cols);
                 if let (Err(reason), Tolerance::None) = (&row, tolerance) {
@@ -604,12 +584,19 @@ fn read_some(
         }
         f.pos = span.end;
         f.line = next.line();
+        if batch.fatal.is_none() && !matches!(rows, Rows::Retail { .. }) {
+            resume = Some((f.pos, f.line));
+        }
     }
     if eof && batch.fatal.is_none() {
         if let Rows::Retail { group, .. } = rows {
-            let at = json!({"pos": f.pos, "line": f.line});
-            flush_invoice(ctx, batch, f, std::mem::take(group), &at, tolerance);
+            flush_invoice(ctx, batch, f, std::mem::take(group), tolerance);
         }
+    }
+    if let Some((pos, line)) = resume {
+        batch
+            .offsets
+            .push((f.partition.clone(), json!({"pos": pos, "line": line})));
     }
     batch.bytes = f.pos.saturating_sub(start_pos);
     Ok(eof)
@@ -632,10 +619,9 @@ fn push_event(
     rec: &ByteRecord,
     event: Event,
     span: Span,
-    offset: &Value,
     tolerance: Tolerance,
 ) {
-    match ctx.event_record(&event, &f.partition, span.start.to_string(), offset) {
+    match ctx.event_record(&event, &f.partition, span.start.to_string()) {
         Ok(r) => {
             batch.records.push(r);
             f.records += 1;
@@ -648,7 +634,6 @@ fn push_event(
             &reason,
             Some(event.customer_id()),
             span,
-            offset,
             tolerance,
         ),
     }
@@ -665,7 +650,6 @@ fn push_bad(
     reason: &str,
     key: Option<&str>,
     span: Span,
-    offset: &Value,
     tolerance: Tolerance,
 ) {
     let location = format!("{}:{}", f.name, span.line);
@@ -677,11 +661,7 @@ fn push_bad(
                 key,
                 reason,
                 &location,
-                (
-                    f.partition.clone(),
-                    format!("r{}", span.start),
-                    offset.clone(),
-                ),
+                (f.partition.clone(), format!("r{}", span.start)),
             ));
             f.records += 1;
         }
@@ -696,7 +676,6 @@ fn flush_invoice(
     batch: &mut Batch,
     f: &mut OpenFile,
     group: Vec<(Result<RetailRow, String>, Span, ByteRecord)>,
-    offset: &Value,
     tolerance: Tolerance,
 ) {
     let Some(first_span) = group.first().map(|(_, s, _)| *s) else {
@@ -723,15 +702,11 @@ fn flush_invoice(
                         None,
                         &reason,
                         &location,
-                        (
-                            f.partition.clone(),
-                            format!("r{}", span.start),
-                            offset.clone(),
-                        ),
+                        (f.partition.clone(), format!("r{}", span.start)),
                     ));
                     f.records += 1;
                 } else {
-                    push_bad(ctx, batch, f, rec, &reason, None, *span, offset, tolerance);
+                    push_bad(ctx, batch, f, rec, &reason, None, *span, tolerance);
                     if batch.fatal.is_some() {
                         return;
                     }
@@ -750,31 +725,17 @@ fn flush_invoice(
     let Some((_, _, first_rec)) = group.first() else {
         return;
     };
-    let id_span = Span {
-        start: first_span.start,
-        ..first_span
-    };
-    let order_offset = offset.clone();
     match ctx.event_record(
         &Event::Order(order),
         &f.partition,
-        format!("o{}", id_span.start),
-        &order_offset,
+        format!("o{}", first_span.start),
     ) {
         Ok(r) => {
             batch.records.push(r);
             f.records += 1;
         }
         Err(reason) => push_bad(
-            ctx,
-            batch,
-            f,
-            first_rec,
-            &reason,
-            None,
-            id_span,
-            &order_offset,
-            tolerance,
+            ctx, batch, f, first_rec, &reason, None, first_span, tolerance,
         ),
     }
 }

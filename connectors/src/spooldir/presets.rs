@@ -23,13 +23,6 @@ pub fn stable_ulid(ms: i64, parts: &[&[u8]]) -> String {
     ulid::Ulid::from_parts(u64::try_from(ms.max(0)).unwrap_or(0), random).to_string()
 }
 
-/// A 64-bit FNV-1a hash (assigning files to tasks).
-pub fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &x| {
-        (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Parses a date with an optional time of day, as written by spreadsheets and databases:
 /// `12/1/2010 8:26`, `2010-12-01 08:26:00`, `20101201`, or RFC 3339; times without a zone
 /// are UTC. Epoch milliseconds are accepted too.
