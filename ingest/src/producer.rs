@@ -14,7 +14,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use crate::kafka::{client_config, Error, Result};
+use crate::kafka::{Error, Result};
+use custflow_schemas::kafka::bulk_producer_config;
 
 /// Counts deliveries and failures reported by librdkafka.
 #[derive(Debug, Default)]
@@ -67,13 +68,7 @@ impl EventProducer {
         format: Format,
     ) -> Result<Self> {
         let counts = Arc::new(Deliveries::default());
-        let producer = client_config(brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "20")
-            .set("batch.size", "1000000")
-            .set("queue.buffering.max.messages", "500000")
+        let producer = bulk_producer_config(brokers)
             .create_with_context(Counting(counts.clone()))
             .map_err(|source| Error::Kafka {
                 brokers: brokers.to_owned(),

@@ -21,6 +21,19 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     c
 }
 
+/// Settings of a producer for bulk input (generator backfill, connectors): idempotent
+/// with `acks=all`, lz4-compressed, large batches after a short linger.
+pub fn bulk_producer_config(brokers: &str) -> ClientConfig {
+    let mut c = client_config(brokers);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000");
+    c
+}
+
 /// The headers of a dead letter on `custflow-dlq`: where the message came from and why
 /// it could not be handled.
 pub fn dead_letter_headers(

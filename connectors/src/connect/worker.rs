@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use custflow_schemas::avro::AvroCodec;
-use custflow_schemas::kafka::client_config;
+use custflow_schemas::kafka::bulk_producer_config;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::{json, Event};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -310,13 +310,7 @@ impl Worker {
         let offsets = KvTopic::open(&cfg.brokers, &cfg.offset_topic).await?;
         let stored = configs.load().await?;
         let committed = offsets.load().await?;
-        let producer = client_config(&cfg.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "20")
-            .set("batch.size", "1000000")
-            .set("queue.buffering.max.messages", "500000")
+        let producer = bulk_producer_config(&cfg.brokers)
             .create_with_context(AckContext)
             .map_err(Error::kafka)?;
         let worker = Self {

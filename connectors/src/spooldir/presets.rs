@@ -109,6 +109,19 @@ pub fn cdnow_order(
     }))
 }
 
+/// A header's column names, trimmed, without a byte-order mark.
+fn header_names(header: &ByteRecord) -> Vec<String> {
+    header
+        .iter()
+        .map(|b| {
+            String::from_utf8_lossy(b)
+                .trim()
+                .trim_start_matches('\u{feff}')
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Column positions of an Online Retail file, found by header name.
 #[derive(Debug, Clone)]
 pub struct RetailColumns {
@@ -124,15 +137,7 @@ pub struct RetailColumns {
 impl RetailColumns {
     /// Accepts both spellings of the UCI files' header.
     pub fn from_header(header: &ByteRecord) -> Result<Self, String> {
-        let names: Vec<String> = header
-            .iter()
-            .map(|b| {
-                String::from_utf8_lossy(b)
-                    .trim()
-                    .trim_start_matches('\u{feff}')
-                    .to_owned()
-            })
-            .collect();
+        let names = header_names(header);
         let find = |options: &[&str]| {
             names
                 .iter()
@@ -314,15 +319,7 @@ impl GenericColumns {
         mapping: &BTreeMap<String, String>,
         currency: &str,
     ) -> Result<Self, String> {
-        let names: Vec<String> = header
-            .iter()
-            .map(|b| {
-                String::from_utf8_lossy(b)
-                    .trim()
-                    .trim_start_matches('\u{feff}')
-                    .to_owned()
-            })
-            .collect();
+        let names = header_names(header);
         let mut index = BTreeMap::new();
         for f in GENERIC_FIELDS {
             let Some(col) = mapping.get(f) else { continue };
