@@ -1,7 +1,12 @@
 //! Kafka client settings shared by every custflow producer and consumer.
 
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::ClientConfig;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 /// Base client settings: the bootstrap servers and anything in `CUSTFLOW_KAFKA_*`
 /// (for example `CUSTFLOW_KAFKA_SECURITY_PROTOCOL=ssl` becomes `security.protocol=ssl`),
@@ -58,4 +63,80 @@ pub fn dead_letter_headers(
             value: Some(value),
         })
     })
+}
+
+/// A consumer context that does not log the end of a partition as an error (librdkafka
+/// reports it as a global error too).
+struct EofQuiet;
+
+impl ClientContext for EofQuiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::warn!(error = %error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for EofQuiet {}
+
+/// Reads partitions `(topic, partition, from)` to their ends, calling `f` on every
+/// message. Blocking.
+///
+/// The end is where the broker's fetch responses say the partition ends (librdkafka's
+/// partition-EOF event), not the high watermark from a ListOffsets request: tansu
+/// answers the latter with a value that can trail the log by thousands of records.
+pub fn read_to_end(
+    brokers: &str,
+    starts: &[(String, i32, i64)],
+    timeout: Duration,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), String> {
+    let mut topics: Vec<&str> = starts.iter().map(|(t, _, _)| t.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let deadline = Instant::now() + timeout;
+    // One topic at a time: the EOF event names the partition, not the topic.
+    for topic in topics {
+        let consumer: BaseConsumer<EofQuiet> = client_config(brokers)
+            .set("group.id", "custflow-log-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(EofQuiet)
+            .map_err(|e| e.to_string())?;
+        let mut tpl = TopicPartitionList::new();
+        let mut open: Vec<i32> = Vec::new();
+        for (t, partition, from) in starts.iter().filter(|(t, _, _)| t == topic) {
+            // Fails at once for a missing topic or partition (instead of waiting for an
+            // end that never comes); the values themselves are not trusted.
+            consumer
+                .fetch_watermarks(t, *partition, timeout)
+                .map_err(|e| format!("{t}/{partition}: {e}"))?;
+            tpl.add_partition_offset(t, *partition, Offset::Offset((*from).max(0)))
+                .map_err(|e| e.to_string())?;
+            open.push(*partition);
+        }
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        while !open.is_empty() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "timed out reading {topic} ({} partition(s) left)",
+                    open.len()
+                ));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    open.retain(|x| *x != p);
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(msg)) => f(&msg),
+            }
+        }
+    }
+    Ok(())
 }

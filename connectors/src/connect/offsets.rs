@@ -3,17 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use custflow_schemas::kafka::client_config;
+use custflow_schemas::kafka::{client_config, read_to_end};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde_json::Value;
 
 use super::{Error, SOURCE_HEADER};
@@ -41,77 +40,6 @@ pub async fn ensure_topic(
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => return Err(Error::Kafka(format!("creating {topic}: {code}"))),
-        }
-    }
-    Ok(())
-}
-
-/// A consumer context that does not log the end of a partition as an error (librdkafka
-/// reports it as a global error too).
-struct EofQuiet;
-
-impl ClientContext for EofQuiet {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        );
-        if !eof {
-            tracing::warn!(error = %error, reason, "kafka client error");
-        }
-    }
-}
-
-impl ConsumerContext for EofQuiet {}
-
-/// Reads partitions from the given offsets to their ends, calling `f` on every message.
-/// Blocking.
-///
-/// The end is where the broker's fetch responses say the partition ends (librdkafka's
-/// partition-EOF event), not the high watermark from a ListOffsets request: tansu
-/// answers the latter with a value that can trail the log by thousands of records.
-fn read_to_end(
-    brokers: &str,
-    starts: &[(String, i32, i64)],
-    timeout: Duration,
-    mut f: impl FnMut(&BorrowedMessage<'_>),
-) -> Result<(), Error> {
-    let mut topics: Vec<&str> = starts.iter().map(|(t, _, _)| t.as_str()).collect();
-    topics.sort_unstable();
-    topics.dedup();
-    let deadline = Instant::now() + timeout;
-    // One topic at a time: the EOF event names the partition, not the topic.
-    for topic in topics {
-        let consumer: BaseConsumer<EofQuiet> = client_config(brokers)
-            .set("group.id", "custflow-connect-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .create_with_context(EofQuiet)
-            .map_err(Error::kafka)?;
-        let mut tpl = TopicPartitionList::new();
-        let mut open: Vec<i32> = Vec::new();
-        for (t, partition, from) in starts.iter().filter(|(t, _, _)| t == topic) {
-            tpl.add_partition_offset(t, *partition, Offset::Offset((*from).max(0)))
-                .map_err(Error::kafka)?;
-            open.push(*partition);
-        }
-        consumer.assign(&tpl).map_err(Error::kafka)?;
-        while !open.is_empty() {
-            if Instant::now() > deadline {
-                return Err(Error::Kafka(format!(
-                    "timed out reading back {topic} ({} partition(s) left)",
-                    open.len()
-                )));
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    open.retain(|x| *x != p);
-                }
-                Some(Err(e)) => return Err(Error::kafka(e)),
-                Some(Ok(msg)) => f(&msg),
-            }
         }
     }
     Ok(())
@@ -189,7 +117,8 @@ impl KvTopic {
                         }
                     }
                 },
-            )?;
+            )
+            .map_err(Error::Kafka)?;
             Ok(out)
         })
         .await
@@ -257,6 +186,7 @@ pub fn read_back(brokers: &str, tag: &str, from: &Positions) -> Result<Delivered
                 .or_default()
                 .insert(id.to_owned(), (m.topic().into(), m.partition(), m.offset()));
         }
-    })?;
+    })
+    .map_err(Error::Kafka)?;
     Ok(out)
 }

@@ -2,14 +2,13 @@
 //!
 //! Delivery: appends use an idempotent producer with `acks=all` and return only once
 //! the broker acknowledged the record; loads read the partition from the beginning to
-//! its high watermark.
+//! its end.
 
 use std::time::Duration;
 
-use crate::kafka::client_config;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use crate::kafka::{client_config, read_to_end};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 
 use super::async_trait_free::BoxFuture;
 use super::{RegistryError, RegistryRecord, RegistryStore};
@@ -37,43 +36,17 @@ impl KafkaRegistryStore {
         })
     }
 
+    /// Reads the log to its end (where fetches say it ends: tansu's ListOffsets answer
+    /// can trail the log, and a schema registered just before would be missed).
     fn load_blocking(
         brokers: &str,
         topic: &str,
         timeout: Duration,
     ) -> Result<Vec<RegistryRecord>, RegistryError> {
-        let consumer: BaseConsumer = client_config(brokers)
-            .set("group.id", "custflow-registry-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()
-            .map_err(storage)?;
-        let (low, high) = consumer
-            .fetch_watermarks(topic, 0, timeout)
-            .map_err(storage)?;
         let mut out = Vec::new();
-        if high <= low {
-            return Ok(out);
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(storage)?;
-        consumer.assign(&tpl).map_err(storage)?;
-        let deadline = std::time::Instant::now() + timeout;
-        let mut next = low;
-        while next < high {
-            if std::time::Instant::now() > deadline {
-                return Err(RegistryError::Storage(format!(
-                    "timed out reading {topic} at offset {next} of {high}"
-                )));
-            }
-            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let msg = msg.map_err(storage)?;
-            next = msg.offset() + 1;
+        read_to_end(brokers, &[(topic.to_owned(), 0, 0)], timeout, |msg| {
             let Some(payload) = msg.payload() else {
-                continue;
+                return;
             };
             match serde_json::from_slice::<RegistryRecord>(payload) {
                 Ok(r) => out.push(r),
@@ -81,7 +54,8 @@ impl KafkaRegistryStore {
                     tracing::warn!(offset = msg.offset(), error = %e, "skipping malformed registry record")
                 }
             }
-        }
+        })
+        .map_err(RegistryError::Storage)?;
         Ok(out)
     }
 }
