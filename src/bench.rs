@@ -61,7 +61,7 @@ fn csv(config: &Resolved, file: &std::path::Path, preset: &str) -> anyhow::Resul
     let mut settings: std::collections::BTreeMap<String, String> = [
         ("connector.class", "SpoolDirCsvSource"),
         ("input.path", &dir.to_string_lossy()),
-        ("input.file.pattern", &format!("^{}$", regex_escape(name))),
+        ("input.file.pattern", &format!("^{}$", regex::escape(name))),
         ("finished.path", &scratch.to_string_lossy()),
         ("error.path", &scratch.to_string_lossy()),
         ("errors.tolerance", "all"),
@@ -116,18 +116,6 @@ fn csv(config: &Resolved, file: &std::path::Path, preset: &str) -> anyhow::Resul
             "max_rss_mb": crate::connect::max_rss_mb()})
     );
     Ok(())
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let special = "\\.+*?()|[]{}^$".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 fn score(customer: usize, version: i64) -> CustomerScore {

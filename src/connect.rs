@@ -50,17 +50,7 @@ fn read_config(path: &std::path::Path) -> anyhow::Result<ConnectorConfig> {
         .get("config")
         .and_then(|c| c.as_object())
         .with_context(|| format!("{}: \"config\" is missing", path.display()))?;
-    let config = map
-        .iter()
-        .map(|(k, v)| {
-            let s = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), s)
-        })
-        .collect();
-    ConnectorConfig::new(name, config).with_context(|| format!("{}", path.display()))
+    ConnectorConfig::from_json(name, map.clone()).with_context(|| format!("{}", path.display()))
 }
 
 pub(crate) async fn run(config: &Resolved, args: &ConnectArgs) -> anyhow::Result<()> {

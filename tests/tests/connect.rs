@@ -346,13 +346,9 @@ async fn rest_api_lifecycle_in_connects_shapes() {
     assert_eq!(tasks[0]["id"], json!({"connector": "cd", "task": 0}));
 
     // A bad row with errors.tolerance=none fails the task with the row in its trace.
-    let (s, _) = call(
-        "PUT",
-        "/connectors/strict/config".into(),
-        json!({"connector.class": "SpoolDirCsvSource", "csv.preset": "cdnow",
-               "input.path": dir.join("strict").to_str().unwrap(), "topic": topic}),
-    )
-    .await;
+    let strict = json!({"connector.class": "SpoolDirCsvSource", "csv.preset": "cdnow",
+                        "input.path": dir.join("strict").to_str().unwrap(), "topic": topic});
+    let (s, _) = call("PUT", "/connectors/strict/config".into(), strict.clone()).await;
     assert_eq!(s, 400, "a missing input folder is refused");
     std::fs::create_dir_all(dir.join("strict")).unwrap();
     std::fs::write(
@@ -360,23 +356,12 @@ async fn rest_api_lifecycle_in_connects_shapes() {
         "00006 19970106 1 60.00\n00007 1997-01-07 1 70.00\n",
     )
     .unwrap();
-    let (s, body) = call(
-        "PUT",
-        "/connectors/strict/config".into(),
-        json!({"connector.class": "SpoolDirCsvSource", "csv.preset": "cdnow",
-               "input.path": dir.join("strict").to_str().unwrap(), "topic": topic}),
-    )
-    .await;
+    let (s, body) = call("PUT", "/connectors/strict/config".into(), strict).await;
     assert_eq!(s, 201, "{body}");
     let trace = wait_until(Duration::from_secs(30), "the strict task to fail", || {
-        let addr = addr.clone();
+        let status = call("GET", "/connectors/strict/status".into(), Value::Null);
         async move {
-            let (_, st) = tokio::task::spawn_blocking(move || {
-                http(&addr, "GET", "/connectors/strict/status", &[], b"")
-            })
-            .await
-            .map(|(s, _, b)| (s, serde_json::from_str::<Value>(&b).unwrap_or(Value::Null)))
-            .unwrap();
+            let (_, st) = status.await;
             (st["tasks"][0]["state"] == "FAILED")
                 .then(|| st["tasks"][0]["trace"].as_str().unwrap_or("").to_owned())
         }

@@ -92,6 +92,14 @@ impl ConnectorConfig {
         Ok(c)
     }
 
+    /// A config from JSON (a REST body or a file): see [`string_settings`].
+    pub fn from_json(
+        name: &str,
+        config: impl IntoIterator<Item = (String, serde_json::Value)>,
+    ) -> Result<Self, Error> {
+        Self::new(name, string_settings(config)?)
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.config
             .get(key)
@@ -180,6 +188,26 @@ impl ConnectorConfig {
                 .flag("errors.deadletterqueue.context.headers.enable", true)?,
         })
     }
+}
+
+/// Connect settings are strings; numbers and booleans are accepted and kept as text,
+/// anything else is refused with the setting's path.
+pub fn string_settings(
+    config: impl IntoIterator<Item = (String, serde_json::Value)>,
+) -> Result<BTreeMap<String, String>, Error> {
+    use serde_json::Value;
+    config
+        .into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k, s)),
+            Value::Number(n) => Ok((k, n.to_string())),
+            Value::Bool(b) => Ok((k, b.to_string())),
+            other => Err(Error::invalid(
+                format!("config.{k}"),
+                format!("must be a string, not {other}"),
+            )),
+        })
+        .collect()
 }
 
 /// Connector names travel in URLs and topic keys: printable, no slashes, at most 200 bytes.

@@ -135,21 +135,6 @@ struct CreateBody {
     config: Option<BTreeMap<String, Value>>,
 }
 
-/// Connect configs are strings; numbers and booleans are accepted and kept as text.
-fn strings(m: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>> {
-    m.into_iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => Ok((k, s)),
-            Value::Number(n) => Ok((k, n.to_string())),
-            Value::Bool(b) => Ok((k, b.to_string())),
-            other => Err(ConnectError::from(Error::invalid(
-                format!("config.{k}"),
-                format!("must be a string, not {other}"),
-            ))),
-        })
-        .collect()
-}
-
 async fn create(
     State(w): State<Worker>,
     body: std::result::Result<Json<CreateBody>, JsonRejection>,
@@ -161,7 +146,7 @@ async fn create(
     let config = body
         .config
         .ok_or_else(|| Error::invalid("config", "is required"))?;
-    let config = ConnectorConfig::new(&name, strings(config)?)?;
+    let config = ConnectorConfig::from_json(&name, config)?;
     w.create(config).await?;
     let info = w.info(&name).await?;
     Ok((
@@ -186,7 +171,7 @@ async fn put_config(
     body: std::result::Result<Json<BTreeMap<String, Value>>, JsonRejection>,
 ) -> Result<Response> {
     let Json(body) = body?;
-    let config = ConnectorConfig::new(&name, strings(body)?)?;
+    let config = ConnectorConfig::from_json(&name, body)?;
     let created = w.put(config).await?;
     let info = w.info(&name).await?;
     let status = if created {
@@ -246,7 +231,7 @@ async fn validate(
     body: std::result::Result<Json<BTreeMap<String, Value>>, JsonRejection>,
 ) -> Result<Json<Value>> {
     let Json(body) = body?;
-    let mut config = strings(body)?;
+    let mut config = super::config::string_settings(body)?;
     config
         .entry("connector.class".into())
         .or_insert(class.clone());

@@ -263,7 +263,6 @@ struct TaskRun {
 
 struct Connector {
     config: ConnectorConfig,
-    common: Common,
     paused: bool,
     tasks: Vec<TaskRun>,
 }
@@ -343,7 +342,11 @@ impl Worker {
                 .and_then(|v| v.get("state"))
                 .and_then(Value::as_str)
                 == Some("PAUSED");
-            if let Err(e) = worker.launch(config.clone(), paused).await {
+            let launched = match Task::validate(&config, &worker.inner.cfg.topics) {
+                Ok(common) => worker.launch(config.clone(), common, paused).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = launched {
                 tracing::warn!(connector = %config.name, error = %e, "stored connector does not start");
             }
         }
@@ -365,7 +368,7 @@ impl Worker {
 
     /// Creates or replaces a connector; `Ok(true)` when it is new.
     pub async fn put(&self, config: ConnectorConfig) -> Result<bool, Error> {
-        Task::validate(&config, &self.inner.cfg.topics)?;
+        let common = Task::validate(&config, &self.inner.cfg.topics)?;
         let existed = self.stop_tasks(&config.name).await;
         let paused = existed.unwrap_or(false);
         self.inner
@@ -375,7 +378,7 @@ impl Worker {
                 Some(serde_json::to_value(&config).unwrap_or(Value::Null)),
             )])
             .await?;
-        self.launch(config, paused).await?;
+        self.launch(config, common, paused).await?;
         Ok(existed.is_none())
     }
 
@@ -491,7 +494,8 @@ impl Worker {
                 .map(|c| c.config.clone())
                 .ok_or_else(|| Error::NotFound(name.into()))?
         };
-        self.launch(config, paused).await
+        let common = Task::validate(&config, &self.inner.cfg.topics)?;
+        self.launch(config, common, paused).await
     }
 
     /// True when every task of every connector is idle or failed (nothing left to read
@@ -531,8 +535,13 @@ impl Worker {
         Some(tasks.1)
     }
 
-    async fn launch(&self, config: ConnectorConfig, paused: bool) -> Result<(), Error> {
-        let common = Task::validate(&config, &self.inner.cfg.topics)?;
+    /// Starts the tasks of a validated connector.
+    async fn launch(
+        &self,
+        config: ConnectorConfig,
+        common: Common,
+        paused: bool,
+    ) -> Result<(), Error> {
         let mut runs = Vec::new();
         for task in 0..common.tasks_max {
             let status = Arc::new(Mutex::new(TaskStatus::default()));
@@ -557,20 +566,11 @@ impl Worker {
             config.name.clone(),
             Connector {
                 config,
-                common,
                 paused,
                 tasks: runs,
             },
         );
         Ok(())
-    }
-
-    /// The shared settings of a connector.
-    pub async fn common(&self, name: &str) -> Result<Common, Error> {
-        let map = self.inner.connectors.lock().await;
-        map.get(name)
-            .map(|c| c.common.clone())
-            .ok_or_else(|| Error::NotFound(name.into()))
     }
 }
 
@@ -719,7 +719,7 @@ impl Runner {
             delivered,
             in_flight: VecDeque::new(),
             acked: Vec::new(),
-            pending: Vec::new(),
+            pending: HashMap::new(),
             ends: Vec::new(),
             positions,
             positions_dirty: true,
@@ -899,18 +899,10 @@ impl Runner {
             }
             TaskCounters::add(&self.counters.records, f.records);
             TaskCounters::add(&self.counters.dead_letters, f.dead_letters);
-            for (p, o) in f.offsets {
-                match st.pending.iter_mut().find(|(k, _)| *k == p) {
-                    Some(e) => e.1 = o,
-                    None => st.pending.push((p, o)),
-                }
-            }
+            st.pending.extend(f.offsets);
             TaskCounters::add(&self.counters.partitions_done, f.ends.len() as u64);
             for (p, o) in f.ends {
-                match st.pending.iter_mut().find(|(k, _)| *k == p) {
-                    Some(e) => e.1 = o.clone(),
-                    None => st.pending.push((p.clone(), o.clone())),
-                }
+                st.pending.insert(p.clone(), o.clone());
                 st.ends.push((p, o));
             }
         }
@@ -951,7 +943,7 @@ impl Runner {
         }
         let mut entries: Vec<(String, Option<Value>)> = st
             .pending
-            .drain(..)
+            .drain()
             .map(|(k, v)| (k.to_string(), Some(v)))
             .collect();
         let pkey = positions_key(&self.common.name, self.task).to_string();
@@ -988,7 +980,7 @@ struct TaskState {
     /// Acknowledged broker offsets not yet folded into `positions`.
     acked: Vec<(Arc<str>, i32, i64)>,
     /// Acknowledged offsets not yet committed, per partition.
-    pending: Vec<(PartitionKey, Value)>,
+    pending: HashMap<PartitionKey, Value>,
     /// Finished partitions whose final offsets await their commit.
     ends: Vec<(PartitionKey, Value)>,
     positions: Positions,

@@ -48,6 +48,18 @@ struct Settings {
 }
 
 impl Settings {
+    /// The settings of a connector whose `input.path` folder exists.
+    fn checked(c: &ConnectorConfig) -> Result<Self, Error> {
+        let s = Self::parse(c)?;
+        if !s.input.is_dir() {
+            return Err(Error::invalid(
+                "config.input.path",
+                format!("{} is not a directory", s.input.display()),
+            ));
+        }
+        Ok(s)
+    }
+
     fn parse(c: &ConnectorConfig) -> Result<Self, Error> {
         let input = PathBuf::from(c.required("input.path")?);
         let pattern = c.get("input.file.pattern").unwrap_or(r"^.*\.(csv|txt)$");
@@ -179,26 +191,13 @@ pub struct SpoolDirTask {
 impl SpoolDirTask {
     /// Checks the settings and that `input.path` is a folder (the worker reads it).
     pub fn validate(c: &ConnectorConfig) -> Result<(), Error> {
-        let s = Settings::parse(c)?;
-        if !s.input.is_dir() {
-            return Err(Error::invalid(
-                "config.input.path",
-                format!("{} is not a directory", s.input.display()),
-            ));
-        }
-        Ok(())
+        Settings::checked(c).map(|_| ())
     }
 
     pub fn start(c: &ConnectorConfig, ctx: TaskContext) -> Result<Self, Error> {
-        let s = Settings::parse(c)?;
+        let s = Settings::checked(c)?;
         for dir in [&s.finished, &s.error] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        if !s.input.is_dir() {
-            return Err(Error::invalid(
-                "config.input.path",
-                format!("{} is not a directory", s.input.display()),
-            ));
         }
         Ok(Self {
             ctx,
