@@ -174,6 +174,35 @@ pub struct CustomerState {
     pub segments: Option<SegmentMemo>,
     /// Version of the last score emitted; only grows.
     pub score_version: i64,
+    /// The customer's first order (by event time) and whether they came back within
+    /// [`RETURN_DAYS`] days, for the discount cohorts of the sales analytics. `None` for a
+    /// customer without orders, or one whose first order predates this field.
+    pub first_order: Option<FirstOrder>,
+}
+
+/// Days within which a customer who placed a first order counts as returned.
+pub const RETURN_DAYS: i32 = 30;
+
+/// A customer's first order, as the sales analytics' discount cohorts need it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FirstOrder {
+    pub at: i64,
+    pub discount_code: Option<String>,
+    pub discounted: bool,
+    /// Another order (not cancelled) followed on the same day or within [`RETURN_DAYS`].
+    pub returned: bool,
+}
+
+/// What an order event did to the customer's sales, for the sales rollups.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OrderEffect {
+    /// A new order was counted.
+    Placed,
+    /// A refund or cancellation took `amount` off (for one whose original is not kept,
+    /// the event's own total).
+    Adjusted { amount: f64, cancelled: bool },
+    /// Nothing changed: not an order, an order placed twice, a repeated cancellation.
+    None,
 }
 
 /// The segmentation of the last emitted score.
@@ -202,8 +231,15 @@ impl CustomerState {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
+    /// Decodes a stored state. States written before `first_order` existed lack its
+    /// trailing byte; they decode as if it were `None`.
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(bytes)
+        postcard::from_bytes(bytes).or_else(|e| {
+            let mut padded = Vec::with_capacity(bytes.len() + 1);
+            padded.extend_from_slice(bytes);
+            padded.push(0);
+            postcard::from_bytes(&padded).map_err(|_| e)
+        })
     }
 
     /// Whether the event at `pos` was applied already.
@@ -222,17 +258,32 @@ impl CustomerState {
 
     /// Applies one event from `pos`, exactly once in effect.
     pub fn apply(&mut self, event: &Event, pos: SourcePos) -> Result<Applied, ApplyError> {
+        self.apply_with_effect(event, pos).map(|(a, _)| a)
+    }
+
+    /// [`apply`](Self::apply), also saying what an order did to the customer's sales.
+    pub fn apply_with_effect(
+        &mut self,
+        event: &Event,
+        pos: SourcePos,
+    ) -> Result<(Applied, OrderEffect), ApplyError> {
         if self.seen(pos) {
-            return Ok(Applied::Duplicate);
+            return Ok((Applied::Duplicate, OrderEffect::None));
         }
-        match event {
-            Event::Customer(c) => self.apply_customer(c),
+        let effect = match event {
+            Event::Customer(c) => {
+                self.apply_customer(c);
+                OrderEffect::None
+            }
             Event::Order(o) => self.apply_order(o)?,
-            Event::Activity(a) => self.apply_activity(a),
-        }
+            Event::Activity(a) => {
+                self.apply_activity(a);
+                OrderEffect::None
+            }
+        };
         self.record(pos);
         self.applied += 1;
-        Ok(Applied::Changed)
+        Ok((Applied::Changed, effect))
     }
 
     fn apply_customer(&mut self, c: &Customer) {
@@ -270,10 +321,10 @@ impl CustomerState {
         &mut self.days[i]
     }
 
-    fn apply_order(&mut self, o: &Order) -> Result<(), ApplyError> {
+    fn apply_order(&mut self, o: &Order) -> Result<OrderEffect, ApplyError> {
         let day = day_of(o.occurred_at);
         let id = fnv(&o.order_id);
-        match o.status {
+        let effect = match o.status {
             OrderStatus::Placed => {
                 if self.folded.before.is_some_and(|b| day < b) {
                     return Err(ApplyError::TooLate {
@@ -282,9 +333,23 @@ impl CustomerState {
                     });
                 }
                 if self.orders.iter().any(|r| r.id == id) {
-                    return Ok(()); // the same order placed twice: counted once
+                    return Ok(OrderEffect::None); // the same order placed twice: counted once
                 }
                 let discounted = o.discount_amount > 0.0 || o.discount_code.is_some();
+                let no_orders_yet =
+                    self.orders.is_empty() && self.days.is_empty() && self.folded.orders == 0;
+                let earlier = self
+                    .first_order
+                    .as_ref()
+                    .is_some_and(|f| o.occurred_at < f.at);
+                if no_orders_yet || earlier {
+                    self.first_order = Some(FirstOrder {
+                        at: o.occurred_at,
+                        discount_code: o.discount_code.clone(),
+                        discounted,
+                        returned: false,
+                    });
+                }
                 self.orders.push(OrderRef {
                     id,
                     day,
@@ -313,8 +378,10 @@ impl CustomerState {
                 self.daypart[daypart(o.occurred_at)] += o.total;
                 self.newest_at = self.newest_at.max(o.occurred_at);
                 self.fold();
+                OrderEffect::Placed
             }
             OrderStatus::Refunded | OrderStatus::Cancelled => {
+                let cancelled = o.status == OrderStatus::Cancelled;
                 let Some(i) = self.orders.iter().position(|r| r.id == id) else {
                     // The original is older than the kept detail (or unknown): only the
                     // spend totals can still be corrected.
@@ -322,11 +389,14 @@ impl CustomerState {
                     if o.status == OrderStatus::Refunded {
                         self.folded.spend -= o.total;
                     }
-                    return Ok(());
+                    return Ok(OrderEffect::Adjusted {
+                        amount: o.total,
+                        cancelled,
+                    });
                 };
                 let r = self.orders[i];
                 if r.cancelled {
-                    return Ok(());
+                    return Ok(OrderEffect::None);
                 }
                 let cancel = o.status == OrderStatus::Cancelled;
                 let amount = if cancel { r.open } else { o.total.min(r.open) };
@@ -338,9 +408,33 @@ impl CustomerState {
                 if cancel {
                     d.orders = d.orders.saturating_sub(1);
                 }
+                OrderEffect::Adjusted {
+                    amount,
+                    cancelled: cancel,
+                }
             }
+        };
+        self.update_returned();
+        Ok(effect)
+    }
+
+    /// Recomputes whether the first order's customer came back within [`RETURN_DAYS`],
+    /// while the first order's day is still kept in detail (afterwards it is settled).
+    fn update_returned(&mut self) {
+        let Some(first) = &self.first_order else {
+            return;
+        };
+        let fd = day_of(first.at);
+        if self.folded.before.is_some_and(|b| fd < b) {
+            return;
         }
-        Ok(())
+        let returned = self.days.iter().any(|d| {
+            (d.day == fd && d.orders >= 2)
+                || (d.day > fd && d.day <= fd + RETURN_DAYS && d.orders > 0)
+        });
+        if let Some(f) = &mut self.first_order {
+            f.returned = returned;
+        }
     }
 
     /// Folds days older than [`KEEP_DAYS`] behind the newest event into the totals.
@@ -503,6 +597,54 @@ mod tests {
         // The state stays small.
         assert!(s.encode().len() < 700, "{} bytes", s.encode().len());
         assert_eq!(CustomerState::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn the_first_order_and_a_return_within_30_days_are_tracked() {
+        let mut s = CustomerState::default();
+        let mut second = order("b", 120, 12, 9.0, OrderStatus::Placed);
+        let (applied, effect) = s.apply_with_effect(&second, pos(0)).unwrap();
+        assert_eq!((applied, effect), (Applied::Changed, OrderEffect::Placed));
+        assert_eq!(s.first_order.as_ref().map(|f| f.returned), Some(false));
+        // A late, earlier order with a code becomes the first; "b" is 20 days later.
+        let mut first = order("a", 100, 12, 10.0, OrderStatus::Placed);
+        if let Event::Order(o) = &mut first {
+            o.discount_code = Some("WELCOME".into());
+        }
+        s.apply(&first, pos(1)).unwrap();
+        let f = s.first_order.clone().unwrap();
+        assert_eq!(
+            (f.discount_code.as_deref(), f.returned),
+            (Some("WELCOME"), true)
+        );
+        // Cancelling the return undoes it; a repeated cancellation changes nothing.
+        if let Event::Order(o) = &mut second {
+            o.status = OrderStatus::Cancelled;
+        }
+        let (_, effect) = s.apply_with_effect(&second, pos(2)).unwrap();
+        assert_eq!(
+            effect,
+            OrderEffect::Adjusted {
+                amount: 9.0,
+                cancelled: true
+            }
+        );
+        assert_eq!(s.first_order.as_ref().map(|f| f.returned), Some(false));
+        assert_eq!(
+            s.apply_with_effect(&second, pos(3)).unwrap().1,
+            OrderEffect::None
+        );
+    }
+
+    #[test]
+    fn states_written_before_first_order_existed_still_decode() {
+        let mut s = CustomerState::default();
+        s.apply(&order("a", 100, 12, 10.0, OrderStatus::Placed), pos(0))
+            .unwrap();
+        s.first_order = None;
+        let mut bytes = s.encode();
+        assert_eq!(bytes.pop(), Some(0)); // the trailing None the old layout lacks
+        assert_eq!(CustomerState::decode(&bytes).unwrap(), s);
     }
 
     #[test]
