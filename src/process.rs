@@ -35,6 +35,9 @@ pub(crate) struct ProcessArgs {
     /// takes its partitions back at once.
     #[arg(long, env = "CUSTFLOW_INSTANCE_ID")]
     instance_id: Option<String>,
+    /// Do not keep the sales rollups (`/v1/sales/*`, the `sales_rollups` table).
+    #[arg(long)]
+    no_sales_rollups: bool,
 }
 
 impl ProcessArgs {
@@ -47,6 +50,7 @@ impl ProcessArgs {
             batch_max: 5000,
             until_events: None,
             instance_id: None,
+            no_sales_rollups: false,
         }
     }
 }
@@ -74,6 +78,7 @@ pub(crate) fn processor_config(
     cfg.at_risk_days = args.at_risk_days;
     cfg.batch_max = args.batch_max;
     cfg.instance_id = args.instance_id.clone();
+    cfg.sales = !args.no_sales_rollups;
     Ok(cfg)
 }
 

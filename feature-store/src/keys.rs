@@ -47,13 +47,40 @@ impl Keys {
         format!("{}cf:sweep", self.prefix)
     }
 
+    /// The sales rollups of one period (`grain` d, w or m; `label` such as 2026-11-25,
+    /// 2026-W48, 2026-11): a hash of `dimension|value|metric` counters.
+    pub fn sales(&self, grain: char, label: &str) -> String {
+        format!("{}cf:sales:{grain}:{label}", self.prefix)
+    }
+
+    /// The HyperLogLog of distinct customers of one series of a period.
+    pub fn sales_customers(&self, grain: char, label: &str, dim: &str, value: &str) -> String {
+        format!("{}cf:sales:{grain}:{label}:u:{dim}|{value}", self.prefix)
+    }
+
+    /// Set of `grain|start-day` periods changed since the sales sink last copied them.
+    pub fn sales_dirty(&self) -> String {
+        format!("{}cf:sales:dirty", self.prefix)
+    }
+
+    /// The dirty periods the sales sink is copying (kept until the copy is committed).
+    pub fn sales_flushing(&self) -> String {
+        format!("{}cf:sales:flushing", self.prefix)
+    }
+
+    /// Hash of first-order cohorts per discount label: `first|<label>`, `returned|<label>`.
+    pub fn sales_cohorts(&self) -> String {
+        format!("{}cf:sales:cohorts", self.prefix)
+    }
+
     /// Patterns of every key of this deployment (for wiping on rebuild).
-    pub fn patterns(&self) -> [String; 3] {
+    pub fn patterns(&self) -> [String; 4] {
         let p = &self.prefix;
         [
             format!("{p}cf:{{*}}:f"),
             format!("{p}cf:idx:*"),
             format!("{p}cf:sweep:*"),
+            format!("{p}cf:sales:*"),
         ]
     }
 

@@ -8,5 +8,7 @@ pub mod features;
 pub mod keys;
 pub mod model;
 pub mod registry_api;
+pub mod sales;
+pub mod sales_api;
 pub mod state;
 pub mod stream;

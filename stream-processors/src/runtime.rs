@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use custflow_feature_store::features;
 use custflow_feature_store::keys::Keys;
+use custflow_feature_store::sales::Rollups;
 use custflow_feature_store::state::{Applied, CustomerState, SourcePos};
 use custflow_schemas::avro::{self, AvroCodec};
 use custflow_schemas::registry::Registry;
@@ -49,6 +50,8 @@ pub struct ProcessorConfig {
     /// id takes its partitions back at once instead of waiting for the old session to
     /// expire.
     pub instance_id: Option<String>,
+    /// Keep the sales rollups (saved with the customer states).
+    pub sales: bool,
 }
 
 impl ProcessorConfig {
@@ -67,6 +70,7 @@ impl ProcessorConfig {
             rotate_per_sweep: 500,
             rescore_slice: 500,
             instance_id: None,
+            sales: true,
         }
     }
 }
@@ -468,24 +472,32 @@ impl Processor {
         let mut changed: Vec<(&str, i32, Option<i64>)> = Vec::new();
         let (mut applied, mut dups) = (0u64, 0u64);
         let mut too_late: Vec<(usize, String)> = Vec::new();
+        let mut rollups = Rollups::default();
         for c in &order {
             let Some(state) = states.get_mut(*c) else {
                 continue;
             };
+            let first_before = state.first_order.clone();
             let mut touched = false;
             let mut partition = 0;
             for &i in &by_customer[c] {
-                match state.apply(&inputs[i].event, inputs[i].pos) {
-                    Ok(Applied::Changed) => {
+                match state.apply_with_effect(&inputs[i].event, inputs[i].pos) {
+                    Ok((Applied::Changed, effect)) => {
                         applied += 1;
                         touched = true;
                         partition = inputs[i].pos.partition;
+                        if let (true, Event::Order(o)) = (self.cfg.sales, &inputs[i].event) {
+                            rollups.add(o, effect, state.loyalty_member);
+                        }
                     }
-                    Ok(Applied::Duplicate) => dups += 1,
+                    Ok((Applied::Duplicate, _)) => dups += 1,
                     Err(e) => too_late.push((i, e.to_string())),
                 }
             }
             if touched {
+                if self.cfg.sales {
+                    rollups.cohort(first_before.as_ref(), state.first_order.as_ref());
+                }
                 changed.push((c, partition, features::last_purchase_at(state)));
             }
         }
@@ -515,7 +527,7 @@ impl Processor {
             .clock
             .now()
             .unwrap_or_else(custflow_schemas::time::now_ms);
-        self.score_and_save(&mut states, &changed, as_of, Rescore::Event)
+        self.score_and_save(&mut states, &changed, as_of, Rescore::Event, &rollups)
             .await?;
         let visible = custflow_schemas::time::now_ms();
         for inp in &inputs {
@@ -538,14 +550,15 @@ impl Processor {
         Ok(())
     }
 
-    /// Runs the hook (scoring) on the changed customers, then writes their states and
-    /// index entries in one pipeline.
+    /// Runs the hook (scoring) on the changed customers, then writes their states, index
+    /// entries and the batch's sales rollups in one transaction.
     async fn score_and_save(
         &self,
         states: &mut HashMap<String, CustomerState>,
         changed: &[(&str, i32, Option<i64>)],
         as_of: i64,
         cause: Rescore,
+        rollups: &Rollups<'_>,
     ) -> Result<()> {
         let mut counts = Vec::new();
         if let Some(hook) = &self.hook {
@@ -576,7 +589,7 @@ impl Processor {
             })
             .collect();
         let started = Instant::now();
-        self.store.save(&writes, &counts).await?;
+        self.store.save(&writes, &counts, rollups).await?;
         self.metrics
             .redis_write
             .observe(started.elapsed().as_secs_f64());
@@ -629,8 +642,14 @@ impl Processor {
             .filter(|(c, _)| states.contains_key(c))
             .map(|(c, p)| (c.as_str(), *p, None))
             .collect();
-        self.score_and_save(&mut states, &changed, now, Rescore::NewModel)
-            .await?;
+        self.score_and_save(
+            &mut states,
+            &changed,
+            now,
+            Rescore::NewModel,
+            &Rollups::default(),
+        )
+        .await?;
         Metrics::add(&self.metrics.model_rescored, changed.len() as u64);
         Ok(done)
     }
@@ -674,8 +693,14 @@ impl Processor {
                 .filter(|c| states.contains_key(**c))
                 .map(|c| (*c, p, None))
                 .collect();
-            self.score_and_save(&mut states, &changed, now, Rescore::Clock)
-                .await?;
+            self.score_and_save(
+                &mut states,
+                &changed,
+                now,
+                Rescore::Clock,
+                &Rollups::default(),
+            )
+            .await?;
             total += changed.len();
         }
         Ok(total)

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use custflow_feature_store::keys::{scan_page, Keys};
+use custflow_feature_store::sales::Rollups;
 use custflow_feature_store::state::CustomerState;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -61,10 +62,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes states, index entries and counter changes in one MULTI/EXEC transaction
-    /// (all or nothing, so a crash mid-write cannot half-apply a batch); returns once
-    /// Redis confirmed.
-    pub async fn save(&self, writes: &[Write<'_>], counts: &[(String, i64)]) -> Result<()> {
+    /// Writes states, index entries, counter changes and sales rollups in one MULTI/EXEC
+    /// transaction (all or nothing, so a crash mid-write cannot half-apply a batch, and a
+    /// replayed batch finds its events applied); returns once Redis confirmed.
+    pub async fn save(
+        &self,
+        writes: &[Write<'_>],
+        counts: &[(String, i64)],
+        rollups: &Rollups<'_>,
+    ) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -82,6 +88,7 @@ impl Store {
                     .ignore();
             }
         }
+        rollups.write(&mut pipe, &self.keys);
         let () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
     }

@@ -1,0 +1,658 @@
+//! Sales rollups: revenue, orders, discounts, refunds and distinct customers per day,
+//! ISO week and month, by location, menu category, daypart, loyalty and discount code,
+//! kept by the processors in Redis (in the transaction that saves the customer states,
+//! so a replayed batch never counts twice) and read by the sales API and the SQL sink.
+//!
+//! Rules (docs/deviations.md): an order counts in the buckets of its own event time; a
+//! refund or cancellation counts (as `refunds`) in the buckets of its own event time and
+//! location, with the amount the customer state took off; a category's revenue is its
+//! lines' quantity × unit price; loyalty is the customer's membership when the order is
+//! applied; distinct customers are HyperLogLog estimates (exact to a few in a thousand).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{Datelike, NaiveDate};
+use custflow_schemas::time::DAY_MS;
+use custflow_schemas::Order;
+use serde::Serialize;
+
+use crate::keys::Keys;
+use crate::state::{day_of, daypart, FirstOrder, OrderEffect, DAYPARTS};
+
+/// The length of a rollup period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Grain {
+    Day,
+    Week,
+    Month,
+}
+
+impl Grain {
+    pub const ALL: [Grain; 3] = [Grain::Day, Grain::Week, Grain::Month];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "day" | "d" => Some(Grain::Day),
+            "week" | "w" => Some(Grain::Week),
+            "month" | "m" => Some(Grain::Month),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grain::Day => "day",
+            Grain::Week => "week",
+            Grain::Month => "month",
+        }
+    }
+
+    /// The one-letter code used in Redis keys.
+    pub fn code(self) -> char {
+        match self {
+            Grain::Day => 'd',
+            Grain::Week => 'w',
+            Grain::Month => 'm',
+        }
+    }
+
+    /// The first day (days since 1970-01-01) of the period holding `day`.
+    pub fn start(self, day: i32) -> i32 {
+        match self {
+            Grain::Day => day,
+            // 1970-01-01 was a Thursday; ISO weeks start on Monday.
+            Grain::Week => day - (day + 3).rem_euclid(7),
+            Grain::Month => {
+                let d = date(day);
+                day - (d.day0() as i32)
+            }
+        }
+    }
+
+    /// The first day of the period after the one starting on `start`.
+    pub fn next(self, start: i32) -> i32 {
+        match self {
+            Grain::Day => start + 1,
+            Grain::Week => start + 7,
+            Grain::Month => {
+                let d = date(start);
+                let (y, m) = if d.month() == 12 {
+                    (d.year() + 1, 1)
+                } else {
+                    (d.year(), d.month() + 1)
+                };
+                NaiveDate::from_ymd_opt(y, m, 1).map_or(start + 31, days_of)
+            }
+        }
+    }
+
+    /// The period's name: `2026-11-25`, `2026-W48` (ISO week) or `2026-11`.
+    pub fn label(self, start: i32) -> String {
+        let d = date(start);
+        match self {
+            Grain::Day => d.format("%Y-%m-%d").to_string(),
+            Grain::Week => {
+                let w = d.iso_week();
+                format!("{}-W{:02}", w.year(), w.week())
+            }
+            Grain::Month => d.format("%Y-%m").to_string(),
+        }
+    }
+}
+
+fn date(day: i32) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(day.saturating_add(719_163)).unwrap_or_default()
+}
+
+fn days_of(d: NaiveDate) -> i32 {
+    d.num_days_from_ce() - 719_163
+}
+
+/// The breakdowns of every period.
+pub const DIMENSIONS: [&str; 6] = [
+    "all", "location", "category", "daypart", "loyalty", "discount",
+];
+
+/// The counters of a series, in this order.
+pub const METRICS: [&str; 6] = [
+    "revenue_cents",
+    "orders",
+    "discount_cents",
+    "discounted_orders",
+    "refund_cents",
+    "refunds",
+];
+const REVENUE: usize = 0;
+const ORDERS: usize = 1;
+const DISCOUNT: usize = 2;
+const DISCOUNTED: usize = 3;
+const REFUND_CENTS: usize = 4;
+const REFUNDS: usize = 5;
+
+const ALL: u8 = 0;
+const LOCATION: u8 = 1;
+const CATEGORY: u8 = 2;
+const DAYPART: u8 = 3;
+const LOYALTY: u8 = 4;
+const DISCOUNT_DIM: u8 = 5;
+
+/// Money in cents, as the rollups count it.
+pub fn cents(amount: f64) -> i64 {
+    (amount * 100.0).round() as i64
+}
+
+/// The discount-dimension value of an order: its code, `none` without a discount,
+/// `unnamed` for a discount without a code.
+pub fn discount_label(code: Option<&str>, discounted: bool) -> &str {
+    match code {
+        Some(c) if !c.is_empty() => c,
+        _ if discounted => "unnamed",
+        _ => "none",
+    }
+}
+
+/// The loyalty-dimension value.
+pub fn loyalty_label(member: bool) -> &'static str {
+    if member {
+        "member"
+    } else {
+        "non_member"
+    }
+}
+
+/// The category of an order line (`other` when it has none).
+pub fn category_label(category: &str) -> &str {
+    if category.is_empty() {
+        "other"
+    } else {
+        category
+    }
+}
+
+/// The location of an order (`unknown` when it has none).
+pub fn location_label(location: Option<&str>) -> &str {
+    location.filter(|l| !l.is_empty()).unwrap_or("unknown")
+}
+
+/// One series of one period: grain, first day, dimension, value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Series<'a> {
+    grain: Grain,
+    start: i32,
+    dim: u8,
+    value: &'a str,
+}
+
+/// The rollup changes of one batch, summed per series before they go to Redis, so a
+/// batch costs one command per touched counter rather than per order.
+#[derive(Debug, Default)]
+pub struct Rollups<'a> {
+    sums: HashMap<Series<'a>, [i64; 6]>,
+    customers: HashMap<Series<'a>, Vec<&'a str>>,
+    cohorts: HashMap<String, i64>,
+}
+
+impl<'a> Rollups<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.sums.is_empty() && self.cohorts.is_empty()
+    }
+
+    fn bump(&mut self, s: Series<'a>, metric: usize, by: i64) {
+        self.sums.entry(s).or_default()[metric] += by;
+    }
+
+    /// Counts what order `o` did (`effect`, from applying it to the customer's state) for
+    /// a customer who is a loyalty member or not.
+    pub fn add(&mut self, o: &'a Order, effect: OrderEffect, member: bool) {
+        let day = day_of(o.occurred_at);
+        let location = location_label(o.location_id.as_deref());
+        let part = DAYPARTS[daypart(o.occurred_at)];
+        let loyalty = loyalty_label(member);
+        match effect {
+            OrderEffect::None => {}
+            OrderEffect::Placed => {
+                let discounted = o.discount_amount > 0.0 || o.discount_code.is_some();
+                let code = discount_label(o.discount_code.as_deref(), discounted);
+                let (total, discount) = (cents(o.total), cents(o.discount_amount));
+                // A category's sales: its lines, once per order for the order count.
+                let mut lines: Vec<(&'a str, i64)> = Vec::with_capacity(o.items.len());
+                for item in &o.items {
+                    let c = category_label(&item.category);
+                    let v = cents(f64::from(item.quantity) * item.unit_price);
+                    match lines.iter_mut().find(|(k, _)| *k == c) {
+                        Some(e) => e.1 += v,
+                        None => lines.push((c, v)),
+                    }
+                }
+                for grain in Grain::ALL {
+                    let start = grain.start(day);
+                    let at = |dim, value| Series {
+                        grain,
+                        start,
+                        dim,
+                        value,
+                    };
+                    for s in [
+                        at(ALL, "all"),
+                        at(LOCATION, location),
+                        at(DAYPART, part),
+                        at(LOYALTY, loyalty),
+                        at(DISCOUNT_DIM, code),
+                    ] {
+                        let m = self.sums.entry(s).or_default();
+                        m[REVENUE] += total;
+                        m[ORDERS] += 1;
+                        m[DISCOUNT] += discount;
+                        m[DISCOUNTED] += i64::from(discounted);
+                        self.customers.entry(s).or_default().push(&o.customer_id);
+                    }
+                    for (c, v) in &lines {
+                        let s = at(CATEGORY, c);
+                        let m = self.sums.entry(s).or_default();
+                        m[REVENUE] += v;
+                        m[ORDERS] += 1;
+                        self.customers.entry(s).or_default().push(&o.customer_id);
+                    }
+                }
+            }
+            OrderEffect::Adjusted { amount, cancelled } => {
+                let amount = cents(amount);
+                if amount <= 0 && !cancelled {
+                    return;
+                }
+                for grain in Grain::ALL {
+                    let start = grain.start(day);
+                    let at = |dim, value| Series {
+                        grain,
+                        start,
+                        dim,
+                        value,
+                    };
+                    for s in [
+                        at(ALL, "all"),
+                        at(LOCATION, location),
+                        at(DAYPART, part),
+                        at(LOYALTY, loyalty),
+                    ] {
+                        self.bump(s, REFUND_CENTS, amount);
+                        self.bump(s, REFUNDS, 1);
+                    }
+                    for item in &o.items {
+                        let s = at(CATEGORY, category_label(&item.category));
+                        let v = cents(f64::from(item.quantity) * item.unit_price);
+                        self.bump(s, REFUND_CENTS, v);
+                        self.bump(s, REFUNDS, 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves a customer between first-order cohorts when its first order (or whether it
+    /// came back) changed.
+    pub fn cohort(&mut self, before: Option<&FirstOrder>, after: Option<&FirstOrder>) {
+        if before == after {
+            return;
+        }
+        for (f, sign) in [(before, -1), (after, 1)] {
+            let Some(f) = f else { continue };
+            let label = discount_label(f.discount_code.as_deref(), f.discounted);
+            *self.cohorts.entry(format!("first|{label}")).or_default() += sign;
+            if f.returned {
+                *self.cohorts.entry(format!("returned|{label}")).or_default() += sign;
+            }
+        }
+    }
+
+    /// Adds the batch's changes to a (transactional) pipeline.
+    pub fn write(&self, pipe: &mut redis::Pipeline, keys: &Keys) {
+        let mut labels: HashMap<(Grain, i32), String> = HashMap::new();
+        let mut label = |g: Grain, start: i32| {
+            labels
+                .entry((g, start))
+                .or_insert_with(|| g.label(start))
+                .clone()
+        };
+        for (s, m) in &self.sums {
+            let key = keys.sales(s.grain.code(), &label(s.grain, s.start));
+            let dim = DIMENSIONS[usize::from(s.dim)];
+            for (i, v) in m.iter().enumerate().filter(|(_, v)| **v != 0) {
+                pipe.hincr(&key, format!("{dim}|{}|{}", s.value, METRICS[i]), *v)
+                    .ignore();
+            }
+        }
+        for (s, who) in &self.customers {
+            let dim = DIMENSIONS[usize::from(s.dim)];
+            let key = keys.sales_customers(s.grain.code(), &label(s.grain, s.start), dim, s.value);
+            pipe.cmd("PFADD").arg(key).arg(who).ignore();
+        }
+        let mut dirty: Vec<String> = self
+            .sums
+            .keys()
+            .map(|s| format!("{}|{}", s.grain.code(), s.start))
+            .collect();
+        dirty.sort();
+        dirty.dedup();
+        if !dirty.is_empty() {
+            pipe.sadd(keys.sales_dirty(), dirty).ignore();
+        }
+        let cohorts = keys.sales_cohorts();
+        for (field, d) in self.cohorts.iter().filter(|(_, d)| **d != 0) {
+            pipe.hincr(&cohorts, field, *d).ignore();
+        }
+    }
+}
+
+/// One series of one period, as the API and the SQL table show it. Money in the
+/// currency's units.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RollupRow {
+    pub grain: &'static str,
+    pub period: String,
+    /// Start of the period (epoch ms, UTC).
+    pub period_start: i64,
+    pub dimension: String,
+    pub value: String,
+    pub revenue: f64,
+    pub orders: i64,
+    /// Revenue per order.
+    pub aov: f64,
+    pub customers: u64,
+    pub discount: f64,
+    pub discounted_orders: i64,
+    pub refunds: f64,
+    pub refund_count: i64,
+    /// Revenue minus refunds.
+    pub net_revenue: f64,
+}
+
+impl RollupRow {
+    fn new(grain: Grain, start: i32, dim: &str, value: &str, m: &[i64; 6], customers: u64) -> Self {
+        Self {
+            grain: grain.as_str(),
+            period: grain.label(start),
+            period_start: i64::from(start) * DAY_MS,
+            dimension: dim.to_owned(),
+            value: value.to_owned(),
+            revenue: m[REVENUE] as f64 / 100.0,
+            orders: m[ORDERS],
+            aov: ratio(m[REVENUE] as f64 / 100.0, m[ORDERS] as f64),
+            customers,
+            discount: m[DISCOUNT] as f64 / 100.0,
+            discounted_orders: m[DISCOUNTED],
+            refunds: m[REFUND_CENTS] as f64 / 100.0,
+            refund_count: m[REFUNDS],
+            net_revenue: (m[REVENUE] - m[REFUND_CENTS]) as f64 / 100.0,
+        }
+    }
+}
+
+/// `a / b`, 0 when `b` is 0, rounded to cents-and-a-bit for display.
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        0.0
+    } else {
+        ((a / b) * 10_000.0).round() / 10_000.0
+    }
+}
+
+/// Errors of reading rollups.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{periods} periods asked; at most {MAX_PERIODS} per request")]
+    TooManyPeriods { periods: usize },
+}
+
+/// Most periods one read covers.
+pub const MAX_PERIODS: usize = 1000;
+
+/// The first days of the `grain` periods overlapping days `from..=to`.
+pub fn period_starts(grain: Grain, from: i32, to: i32) -> Result<Vec<i32>, Error> {
+    let mut out = Vec::new();
+    let mut s = grain.start(from);
+    while s <= to {
+        out.push(s);
+        if out.len() > MAX_PERIODS {
+            let periods = ((to - from) as usize).max(out.len());
+            return Err(Error::TooManyPeriods { periods });
+        }
+        s = grain.next(s);
+    }
+    Ok(out)
+}
+
+/// The rows of the `grain` periods starting on `starts`, of one dimension (or all),
+/// ordered by period, dimension and value. Two round trips.
+pub async fn rows<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    grain: Grain,
+    starts: &[i32],
+    dimension: Option<&str>,
+) -> Result<Vec<RollupRow>, Error> {
+    if starts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let labels: Vec<String> = starts.iter().map(|s| grain.label(*s)).collect();
+    let mut pipe = redis::pipe();
+    for l in &labels {
+        pipe.cmd("HGETALL").arg(keys.sales(grain.code(), l));
+    }
+    let hashes: Vec<HashMap<String, i64>> = pipe.query_async(conn).await?;
+    let mut series: Vec<(i32, String, String, [i64; 6])> = Vec::new();
+    for (start, h) in starts.iter().zip(hashes) {
+        let mut per: BTreeMap<(String, String), [i64; 6]> = BTreeMap::new();
+        for (field, v) in h {
+            let Some((dim, rest)) = field.split_once('|') else {
+                continue;
+            };
+            let Some((value, metric)) = rest.rsplit_once('|') else {
+                continue;
+            };
+            if dimension.is_some_and(|d| d != dim) {
+                continue;
+            }
+            let Some(i) = METRICS.iter().position(|m| *m == metric) else {
+                continue;
+            };
+            per.entry((dim.to_owned(), value.to_owned())).or_default()[i] = v;
+        }
+        series.extend(per.into_iter().map(|((d, v), m)| (*start, d, v, m)));
+    }
+    let mut pipe = redis::pipe();
+    for (start, dim, value, _) in &series {
+        pipe.cmd("PFCOUNT").arg(keys.sales_customers(
+            grain.code(),
+            &grain.label(*start),
+            dim,
+            value,
+        ));
+    }
+    let counts: Vec<u64> = if series.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(conn).await?
+    };
+    let dim_rank = |d: &str| {
+        DIMENSIONS
+            .iter()
+            .position(|x| *x == d)
+            .unwrap_or(usize::MAX)
+    };
+    let mut out: Vec<RollupRow> = series
+        .iter()
+        .zip(counts)
+        .map(|((start, dim, value, m), c)| RollupRow::new(grain, *start, dim, value, m, c))
+        .collect();
+    out.sort_by(|a, b| {
+        (a.period_start, dim_rank(&a.dimension), &a.value).cmp(&(
+            b.period_start,
+            dim_rank(&b.dimension),
+            &b.value,
+        ))
+    });
+    Ok(out)
+}
+
+/// Distinct customers of one series over several periods (the union of their
+/// HyperLogLogs).
+pub async fn distinct_over<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    grain: Grain,
+    starts: &[i32],
+    dim: &str,
+    value: &str,
+) -> Result<u64, Error> {
+    if starts.is_empty() {
+        return Ok(0);
+    }
+    let mut cmd = redis::cmd("PFCOUNT");
+    for s in starts {
+        cmd.arg(keys.sales_customers(grain.code(), &grain.label(*s), dim, value));
+    }
+    Ok(cmd.query_async(conn).await?)
+}
+
+/// First-order cohorts per discount label: (first orders, customers who came back).
+pub async fn cohorts<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+) -> Result<BTreeMap<String, (i64, i64)>, Error> {
+    let h: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(keys.sales_cohorts())
+        .query_async(conn)
+        .await?;
+    let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (field, v) in h {
+        match field.split_once('|') {
+            Some(("first", l)) => out.entry(l.to_owned()).or_default().0 = v,
+            Some(("returned", l)) => out.entry(l.to_owned()).or_default().1 = v,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custflow_schemas::{OrderItem, OrderStatus};
+
+    fn day(y: i32, m: u32, d: u32) -> i32 {
+        NaiveDate::from_ymd_opt(y, m, d)
+            .map(days_of)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn periods_start_and_name_like_the_calendar() {
+        let d = day(2026, 11, 25); // a Wednesday
+        assert_eq!(Grain::Day.label(d), "2026-11-25");
+        assert_eq!(Grain::Week.start(d), day(2026, 11, 23));
+        assert_eq!(Grain::Week.label(Grain::Week.start(d)), "2026-W48");
+        assert_eq!(Grain::Month.start(d), day(2026, 11, 1));
+        assert_eq!(Grain::Month.label(Grain::Month.start(d)), "2026-11");
+        assert_eq!(Grain::Month.next(day(2026, 12, 1)), day(2027, 1, 1));
+        // ISO week 1 of 2021 starts on 2021-01-04; 2021-01-03 is in 2020-W53.
+        assert_eq!(
+            Grain::Week.label(Grain::Week.start(day(2021, 1, 3))),
+            "2020-W53"
+        );
+        assert_eq!(Grain::Week.label(day(2021, 1, 4)), "2021-W01");
+        assert_eq!(
+            period_starts(Grain::Month, day(2026, 1, 15), day(2026, 3, 1)).unwrap(),
+            vec![day(2026, 1, 1), day(2026, 2, 1), day(2026, 3, 1)]
+        );
+        assert!(period_starts(Grain::Day, 0, 5000).is_err());
+    }
+
+    fn order(status: OrderStatus, total: f64, code: Option<&str>) -> Order {
+        Order {
+            event_id: "e".into(),
+            order_id: "o".into(),
+            customer_id: "c-1".into(),
+            occurred_at: i64::from(day(2026, 11, 25)) * DAY_MS + 12 * 3_600_000,
+            status,
+            location_id: Some("loc-1".into()),
+            channel: None,
+            currency: "EUR".into(),
+            items: vec![
+                OrderItem {
+                    sku: "a".into(),
+                    category: "mains".into(),
+                    quantity: 2,
+                    unit_price: 5.0,
+                },
+                OrderItem {
+                    sku: "b".into(),
+                    category: "drinks".into(),
+                    quantity: 1,
+                    unit_price: 2.5,
+                },
+            ],
+            discount_code: code.map(Into::into),
+            discount_amount: if code.is_some() { 1.25 } else { 0.0 },
+            total,
+        }
+    }
+
+    #[test]
+    fn an_order_counts_once_in_every_breakdown_of_every_grain() {
+        let placed = order(OrderStatus::Placed, 11.25, Some("WELCOME10"));
+        let mut r = Rollups::default();
+        r.add(&placed, OrderEffect::Placed, true);
+        let start = day(2026, 11, 25);
+        let s = |dim, value| Series {
+            grain: Grain::Day,
+            start,
+            dim,
+            value,
+        };
+        assert_eq!(r.sums[&s(ALL, "all")], [1125, 1, 125, 1, 0, 0]);
+        assert_eq!(r.sums[&s(LOYALTY, "member")], [1125, 1, 125, 1, 0, 0]);
+        assert_eq!(r.sums[&s(DAYPART, "lunch")][ORDERS], 1);
+        assert_eq!(r.sums[&s(DISCOUNT_DIM, "WELCOME10")][REVENUE], 1125);
+        assert_eq!(r.sums[&s(CATEGORY, "mains")][REVENUE], 1000);
+        assert_eq!(r.sums[&s(CATEGORY, "drinks")][REVENUE], 250);
+        // 3 grains × (5 order-level series + 2 categories).
+        assert_eq!(r.sums.len(), 21);
+        // Effects that changed nothing count nothing; refunds count where they happen.
+        r.add(&placed, OrderEffect::None, true);
+        assert_eq!(r.sums[&s(ALL, "all")][ORDERS], 1);
+        let mut refund = order(OrderStatus::Refunded, 4.0, None);
+        refund.items.clear();
+        r.add(
+            &refund,
+            OrderEffect::Adjusted {
+                amount: 4.0,
+                cancelled: false,
+            },
+            true,
+        );
+        assert_eq!(r.sums[&s(ALL, "all")], [1125, 1, 125, 1, 400, 1]);
+        assert!(!r.sums.contains_key(&s(DISCOUNT_DIM, "none")));
+    }
+
+    #[test]
+    fn cohorts_move_when_the_first_order_changes() {
+        let mut r = Rollups::default();
+        let first = FirstOrder {
+            at: 0,
+            discount_code: Some("X".into()),
+            discounted: true,
+            returned: false,
+        };
+        r.cohort(None, Some(&first));
+        let back = FirstOrder {
+            returned: true,
+            ..first.clone()
+        };
+        r.cohort(Some(&first), Some(&back));
+        r.cohort(Some(&back), Some(&back));
+        assert_eq!(r.cohorts["first|X"], 1);
+        assert_eq!(r.cohorts["returned|X"], 1);
+    }
+}
