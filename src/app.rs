@@ -12,12 +12,14 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use custflow_connectors::sales_sink;
 use custflow_connectors::score_sink::{self, ScoreSinkConfig, SinkMetrics};
 use custflow_connectors::sql_sink::SqlSink;
 use custflow_connectors::webhook::{self, AlertConfig, AlertMetrics, AlertRule};
 use custflow_feature_store::api::FeatureState;
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
+use custflow_feature_store::sales_api::SalesState;
 use custflow_feature_store::stream::StreamHub;
 use custflow_ingest::rest::{IngestMetrics, IngestState};
 use custflow_processors::metrics::Metrics;
@@ -72,6 +74,10 @@ pub(crate) fn router(
         body_limit: 16 << 20,
         metrics: shared.ingest.clone(),
     };
+    let sales = SalesState {
+        redis: redis.clone(),
+        keys: keys.clone(),
+    };
     let features = FeatureState {
         redis: redis.clone(),
         keys,
@@ -87,6 +93,7 @@ pub(crate) fn router(
     Ok(Router::new()
         .merge(custflow_ingest::rest::routes(ingest))
         .merge(custflow_feature_store::api::routes(features))
+        .merge(custflow_feature_store::sales_api::routes(sales))
         .merge(custflow_feature_store::registry_api::routes(registry))
         .merge(custflow_feature_store::stream::routes(StreamHub::new(
             &config.brokers,
@@ -352,6 +359,17 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         tasks.push((
             "sql sink",
             tokio::spawn(async move { Ok(score_sink::run(cfg, sink, metrics, rx).await?) }),
+        ));
+    }
+
+    // Sales rollups → SQL.
+    if !opts.api_only {
+        let (conn, keys, sink, rx) = (redis.clone(), keys.clone(), sink.clone(), stop_rx.clone());
+        tasks.push((
+            "sales sink",
+            tokio::spawn(async move {
+                Ok(sales_sink::run(conn, keys, sink, Duration::from_secs(5), rx).await?)
+            }),
         ));
     }
 

@@ -11,6 +11,16 @@ pub(crate) fn document() -> Value {
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
     let as_of = json!({"name": "as_of", "in": "query", "required": false, "schema": {"type": "string"}, "description": "RFC 3339 or epoch milliseconds"});
     let features = json!({"name": "features", "in": "query", "required": false, "schema": {"type": "string"}, "description": "comma-separated feature or score names"});
+    let day = |name: &str, what: &str| {
+        json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"},
+        "description": format!("{what} of the window, inclusive: YYYY-MM-DD, RFC 3339 or epoch milliseconds (UTC days)")})
+    };
+    let (from, to) = (
+        day("from", "first day (default: 29 days before to)"),
+        day("to", "last day (default: today)"),
+    );
+    let sales_responses = json!({"200": {"description": "rollups"}, "400": error_response("bad query (field paths in details)"),
+        "401": error_response("no API key"), "403": error_response("the key lacks sales:read"), "503": error_response("Redis unavailable")});
     json!({
         "openapi": "3.0.3",
         "info": {"title": "custflow", "version": env!("CARGO_PKG_VERSION")},
@@ -39,6 +49,23 @@ pub(crate) fn document() -> Value {
                     {"name": "customer_id", "in": "query", "required": false, "schema": {"type": "string"}},
                     {"name": "segment", "in": "query", "required": false, "schema": {"type": "string"}}],
                 "responses": {"200": {"description": "text/event-stream"}, "404": error_response("unknown stream")}}},
+            "/v1/sales/trends": {"get": {"summary": "Sales rollups per period (scope sales:read): revenue, orders, AOV, customers, discounts, refunds",
+                "parameters": [from, to,
+                    {"name": "grain", "in": "query", "required": false, "schema": {"type": "string", "enum": ["day", "week", "month"], "default": "day"}},
+                    {"name": "dimension", "in": "query", "required": false, "schema": {"type": "string",
+                        "enum": ["all", "location", "category", "daypart", "loyalty", "discount"], "default": "all"}},
+                    {"name": "value", "in": "query", "required": false, "schema": {"type": "string"}, "description": "only this value of the dimension (zero-filled)"}],
+                "responses": sales_responses}},
+            "/v1/sales/top-locations": {"get": {"summary": "Locations ranked over a window (scope sales:read)",
+                "parameters": [from, to,
+                    {"name": "by", "in": "query", "required": false, "schema": {"type": "string",
+                        "enum": ["revenue", "aov", "orders", "orders_per_day", "customers"], "default": "revenue"}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}}],
+                "responses": sales_responses}},
+            "/v1/sales/discounts": {"get": {"summary": "Discount codes: orders, AOV uplift, 30-day return of first-order customers (scope sales:read)",
+                "parameters": [from, to], "responses": sales_responses}},
+            "/v1/sales/loyalty": {"get": {"summary": "Loyalty members vs non-members: spend, frequency, monthly retention (scope sales:read)",
+                "parameters": [from, to], "responses": sales_responses}},
             "/v1/stats": {"get": {"summary": "Live figures of this process", "responses": {"200": {"description": "figures"}}}},
             "/subjects": {"get": {"summary": "Schema registry subjects", "responses": {"200": {"description": "subjects"}}}},
             "/schemas/ids/{id}": {"get": {"summary": "Schema by global id", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],

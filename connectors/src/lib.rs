@@ -5,6 +5,7 @@
 
 pub mod connect;
 pub mod pg_source;
+pub mod sales_sink;
 pub mod score_sink;
 pub mod spooldir;
 pub mod sql_sink;

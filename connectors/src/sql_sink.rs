@@ -1,13 +1,15 @@
 //! The SQL sink: `customer-scores` → `customer_scores` (upserted only when the incoming
 //! version is newer, so replays are no-ops), `customer_score_history` (SCD type 2 with
-//! `valid_from`, `valid_to`, `is_current`) and `models`. SQLite by default, PostgreSQL by
-//! URL; both through sqlx's `Any` driver with the same SQL.
+//! `valid_from`, `valid_to`, `is_current`), `models`, and `sales_rollups` (the sales
+//! rollups' current values, upserted). SQLite by default, PostgreSQL by URL; both through
+//! sqlx's `Any` driver with the same SQL.
 //!
 //! Times are epoch milliseconds (BIGINT) and flags are 0/1 INTEGERs, so both backends
 //! store them the same way (sqlx's `Any` driver cannot read SQLite booleans).
 
 use std::collections::BTreeMap;
 
+use custflow_feature_store::sales::RollupRow;
 use custflow_models::artefact::ModelArtefact;
 use custflow_schemas::CustomerScore;
 use sqlx::any::AnyPoolOptions;
@@ -56,6 +58,32 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS models (
         version TEXT PRIMARY KEY, created_at BIGINT NOT NULL, champion TEXT NOT NULL,
         status TEXT NOT NULL, customers BIGINT NOT NULL, metrics TEXT NOT NULL, artefact TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sales_rollups (
+        grain TEXT NOT NULL, period TEXT NOT NULL, dimension TEXT NOT NULL, value TEXT NOT NULL,
+        period_start BIGINT NOT NULL, revenue DOUBLE PRECISION NOT NULL, orders BIGINT NOT NULL,
+        aov DOUBLE PRECISION NOT NULL, customers BIGINT NOT NULL, discount DOUBLE PRECISION NOT NULL,
+        discounted_orders BIGINT NOT NULL, refunds DOUBLE PRECISION NOT NULL,
+        refund_count BIGINT NOT NULL, net_revenue DOUBLE PRECISION NOT NULL,
+        updated_at BIGINT NOT NULL, PRIMARY KEY (grain, period, dimension, value))",
+];
+
+/// The columns of `sales_rollups`, as named in [`RollupRow`].
+const SALES_COLUMNS: [&str; 15] = [
+    "grain",
+    "period",
+    "dimension",
+    "value",
+    "period_start",
+    "revenue",
+    "orders",
+    "aov",
+    "customers",
+    "discount",
+    "discounted_orders",
+    "refunds",
+    "refund_count",
+    "net_revenue",
+    "updated_at",
 ];
 
 /// What a write did.
@@ -143,6 +171,55 @@ impl SqlSink {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Upserts sales rollup rows (their current values: replays and repeats are no-ops)
+    /// in one statement.
+    pub async fn upsert_sales(&self, rows: &[RollupRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        #[derive(serde::Serialize)]
+        struct Stamped<'a> {
+            #[serde(flatten)]
+            row: &'a RollupRow,
+            updated_at: i64,
+        }
+        let now = custflow_schemas::time::now_ms();
+        let json: Vec<Stamped<'_>> = rows
+            .iter()
+            .map(|row| Stamped {
+                row,
+                updated_at: now,
+            })
+            .collect();
+        let cols = SALES_COLUMNS.join(", ");
+        let update = SALES_COLUMNS[4..]
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let select = match self.dialect {
+            Dialect::Sqlite => {
+                let fields = SALES_COLUMNS
+                    .iter()
+                    .map(|c| format!("json_extract(value, '$.{c}')"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("SELECT {fields} FROM json_each(?) WHERE true")
+            }
+            Dialect::Postgres => {
+                format!("SELECT {cols} FROM json_populate_recordset(NULL::sales_rollups, $1::json)")
+            }
+        };
+        sqlx::query(&format!(
+            "INSERT INTO sales_rollups ({cols}) {select}
+             ON CONFLICT (grain, period, dimension, value) DO UPDATE SET {update}"
+        ))
+        .bind(serde_json::to_string(&json).unwrap_or_default())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Applies scores atomically per customer: per customer in version order, a score newer

@@ -1,6 +1,7 @@
 //! `GET /dashboard`: a live page served by the binary (no external assets) that shows
 //! events/s, customers per tier and RFM segment, the CLV distribution and the newest
-//! at-risk customers, from `/v1/segments`, `/v1/stats` and the SSE streams.
+//! at-risk customers, from `/v1/segments`, `/v1/stats` and the SSE streams; and the sales
+//! panels (revenue per day, top locations, discount codes, loyalty) from `/v1/sales/*`.
 
 use axum::response::Html;
 use axum::routing::get;

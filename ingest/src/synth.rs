@@ -120,8 +120,16 @@ enum Next {
     FirstOrder,
     Order,
     Activity,
-    Refund { order_id: String, amount: f64 },
-    Cancel { order_id: String },
+    /// Refunds and cancellations happen where the order was placed.
+    Refund {
+        order_id: String,
+        location: Option<String>,
+        amount: f64,
+    },
+    Cancel {
+        order_id: String,
+        location: Option<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -360,6 +368,7 @@ impl Generator {
                 c,
                 Next::Cancel {
                     order_id: order.order_id.clone(),
+                    location: order.location_id.clone(),
                 },
             );
         } else if u < self.params.cancel_share + self.params.refund_share {
@@ -374,6 +383,7 @@ impl Generator {
                 c,
                 Next::Refund {
                     order_id: order.order_id.clone(),
+                    location: order.location_id.clone(),
                     amount,
                 },
             );
@@ -452,12 +462,24 @@ impl Iterator for Generator {
                         .unwrap_or(ActivityKind::Visit),
                     properties: BTreeMap::new(),
                 }),
-                Next::Refund { order_id, amount } => {
-                    Event::Order(self.adjustment(c, at, order_id, OrderStatus::Refunded, amount))
-                }
-                Next::Cancel { order_id } => {
-                    Event::Order(self.adjustment(c, at, order_id, OrderStatus::Cancelled, 0.0))
-                }
+                Next::Refund {
+                    order_id,
+                    location,
+                    amount,
+                } => Event::Order(self.adjustment(
+                    c,
+                    at,
+                    (order_id, location),
+                    OrderStatus::Refunded,
+                    amount,
+                )),
+                Next::Cancel { order_id, location } => Event::Order(self.adjustment(
+                    c,
+                    at,
+                    (order_id, location),
+                    OrderStatus::Cancelled,
+                    0.0,
+                )),
             };
             return Some(event);
         }
@@ -469,7 +491,7 @@ impl Generator {
         &mut self,
         c: u64,
         at: i64,
-        order_id: String,
+        (order_id, location_id): (String, Option<String>),
         status: OrderStatus,
         amount: f64,
     ) -> Order {
@@ -479,7 +501,7 @@ impl Generator {
             customer_id: self.customer_id(c),
             occurred_at: at,
             status,
-            location_id: None,
+            location_id,
             channel: None,
             currency: "EUR".into(),
             items: Vec::new(),

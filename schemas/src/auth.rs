@@ -1,4 +1,5 @@
-//! API keys and scopes (DESIGN §6): `events:write`, `features:read`, `admin`. Keys are
+//! API keys and scopes (DESIGN §6): `events:write`, `features:read`, `sales:read`
+//! (aggregated sales analytics only, no customer's features), `admin`. Keys are
 //! kept only as SHA-256 digests and compared in constant time; they are never logged.
 
 use sha2::{Digest, Sha256};
@@ -8,6 +9,7 @@ use sha2::{Digest, Sha256};
 pub enum Scope {
     EventsWrite,
     FeaturesRead,
+    SalesRead,
     Admin,
 }
 
@@ -16,6 +18,7 @@ impl Scope {
         match s {
             "events:write" => Some(Scope::EventsWrite),
             "features:read" => Some(Scope::FeaturesRead),
+            "sales:read" => Some(Scope::SalesRead),
             "admin" => Some(Scope::Admin),
             _ => None,
         }
@@ -25,6 +28,7 @@ impl Scope {
         match self {
             Scope::EventsWrite => "events:write",
             Scope::FeaturesRead => "features:read",
+            Scope::SalesRead => "sales:read",
             Scope::Admin => "admin",
         }
     }
@@ -36,6 +40,7 @@ pub fn required_scope(method: &str, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/readyz" | "/openapi.json" => None,
         "/v1/events" => Some(Scope::EventsWrite),
+        p if p.starts_with("/v1/sales/") => Some(Scope::SalesRead),
         p if (p.starts_with("/subjects") && method != "GET")
             || p == "/metrics"
             || p == "/"
@@ -235,6 +240,15 @@ mod tests {
         assert_eq!(
             required_scope("GET", "/subjects"),
             Some(Scope::FeaturesRead)
+        );
+        assert_eq!(
+            required_scope("GET", "/v1/sales/trends"),
+            Some(Scope::SalesRead)
+        );
+        let analyst = ApiKeys::parse("analyst-key-0123456789=sales:read").unwrap();
+        assert_eq!(
+            analyst.check(Some(&bearer("analyst-key-0123456789")), Scope::FeaturesRead),
+            Err(Denied::Forbidden(Scope::FeaturesRead))
         );
         assert_eq!(required_scope("GET", "/healthz"), None);
         assert!(ApiKeys::parse("short=admin").is_err());
