@@ -2,9 +2,11 @@
 # Processing benchmark (issue 5): synthesises events into a fresh topic prefix, then
 # times one processor applying them all into Redis, and reports events/s, Redis memory
 # per customer and the processor's peak RSS. Usage: scripts/bench-process.sh [customers]
+# [process flags…], e.g. `1000000 --no-sales-rollups` to measure without the sales rollups.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 CUSTOMERS="${1:-100000}"
+shift || true
 bash scripts/stack.sh up >/dev/null
 BIN="$(custflow_bin)"
 PREFIX="bench-$(date +%s)."
@@ -13,7 +15,7 @@ SYNTH=$("$BIN" synth --customers "$CUSTOMERS" --days 365 --topic-prefix "$PREFIX
 EVENTS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$SYNTH")
 MEM0=$(redis-cli info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
 say "processing $EVENTS events"
-"$BIN" process --clock event --topic-prefix "$PREFIX" --until-events "$EVENTS" --json >"$DATA/bench-process.json" 2>/dev/null &
+"$BIN" process --clock event --topic-prefix "$PREFIX" --until-events "$EVENTS" "$@" --json >"$DATA/bench-process.json" 2>/dev/null &
 PID=$!
 PEAK=0
 while kill -0 "$PID" 2>/dev/null; do

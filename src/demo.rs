@@ -253,10 +253,11 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
         .await
         .map_err(|e| anyhow::anyhow!("live generator: {e}"))?;
     let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let (rows, history, models) = running.sink.counts().await.unwrap_or((0, 0, 0));
+    let (rows, history, models, sales) = running.sink.counts().await.unwrap_or_default();
     let summary = format!(
         "custflow demo ran {:.0} s: {} events produced, {} applied to customer state ({} dead-lettered), {} scores emitted \
-         and {} rows in the sink ({} customers in customer_scores, {} history rows, {} models); model in use: {}. \
+         and {} rows in the sink ({} customers in customer_scores, {} history rows, {} models, {} sales_rollups rows); \
+         model in use: {}. \
          Offsets are committed; run the same command to continue, or add --fresh to start over.",
         started.elapsed().as_secs_f64(),
         g(&shared.generated),
@@ -267,6 +268,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
         rows,
         history,
         models,
+        sales,
         shared.model.current().map_or("none".into(), |m| m.version.clone()),
     );
     running.shutdown().await?;
@@ -285,6 +287,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
                 "sink_rows": rows,
                 "history_rows": history,
                 "models": models,
+                "sales_rows": sales,
             })
         );
     }

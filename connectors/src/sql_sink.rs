@@ -367,7 +367,7 @@ impl SqlSink {
     }
 
     /// Row counts of the three tables (for status lines and tests).
-    pub async fn counts(&self) -> Result<(i64, i64, i64)> {
+    pub async fn counts(&self) -> Result<(i64, i64, i64, i64)> {
         let one = |sql: &'static str| async move {
             sqlx::query(sql)
                 .fetch_one(&self.pool)
@@ -378,6 +378,7 @@ impl SqlSink {
             one("SELECT COUNT(*) FROM customer_scores").await?,
             one("SELECT COUNT(*) FROM customer_score_history").await?,
             one("SELECT COUNT(*) FROM models").await?,
+            one("SELECT COUNT(*) FROM sales_rollups").await?,
         ))
     }
 }

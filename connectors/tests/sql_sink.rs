@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use custflow_connectors::sql_sink::SqlSink;
+use custflow_feature_store::sales::RollupRow;
 use custflow_schemas::CustomerScore;
 use sqlx::Row;
 
@@ -59,6 +60,43 @@ async fn dump(sink: &SqlSink) -> Vec<String> {
     out
 }
 
+/// Sales rollup rows are upserted: a period copied again replaces its values.
+async fn sales_rollups(sink: &SqlSink) {
+    let row = |value: &str, revenue: f64, orders: i64| RollupRow {
+        grain: "day",
+        period: "2026-11-25".into(),
+        period_start: 1_795_564_800_000,
+        dimension: "location".into(),
+        value: value.into(),
+        revenue,
+        orders,
+        aov: revenue / orders as f64,
+        customers: 2,
+        discount: 1.5,
+        discounted_orders: 1,
+        refunds: 0.0,
+        refund_count: 0,
+        net_revenue: revenue,
+    };
+    sink.upsert_sales(&[row("loc-1", 30.0, 2), row("loc-2", 12.5, 1)])
+        .await
+        .unwrap();
+    sink.upsert_sales(&[row("loc-1", 45.25, 3)]).await.unwrap();
+    let rows: Vec<(String, f64, i64)> =
+        sqlx::query("SELECT value, revenue, orders FROM sales_rollups ORDER BY value")
+            .fetch_all(sink.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    assert_eq!(
+        rows,
+        vec![("loc-1".into(), 45.25, 3), ("loc-2".into(), 12.5, 1)]
+    );
+    assert_eq!(sink.counts().await.unwrap().3, 2);
+}
+
 /// The scenario on `url`; `reference` is an empty second database to compare with.
 async fn scenario(url: &str, reference: &str) {
     let sink = SqlSink::connect(url).await.unwrap();
@@ -73,6 +111,7 @@ async fn scenario(url: &str, reference: &str) {
     let first = dump(&sink).await;
     assert_eq!(sink.counts().await.unwrap().0, 2);
     assert_eq!(sink.counts().await.unwrap().1, 4);
+    sales_rollups(&sink).await;
 
     // Replaying the whole topic twice leaves the tables identical.
     for _ in 0..2 {

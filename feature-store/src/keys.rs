@@ -53,9 +53,10 @@ impl Keys {
         format!("{}cf:sales:{grain}:{label}", self.prefix)
     }
 
-    /// The HyperLogLog of distinct customers of one series of a period.
-    pub fn sales_customers(&self, grain: char, label: &str, dim: &str, value: &str) -> String {
-        format!("{}cf:sales:{grain}:{label}:u:{dim}|{value}", self.prefix)
+    /// The HyperLogLog of distinct customers of one series of a day (weeks and months
+    /// count the union of their days).
+    pub fn sales_customers(&self, day: &str, dim: &str, value: &str) -> String {
+        format!("{}cf:sales:d:{day}:u:{dim}|{value}", self.prefix)
     }
 
     /// Set of `grain|start-day` periods changed since the sales sink last copied them.

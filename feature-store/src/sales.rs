@@ -7,7 +7,10 @@
 //! refund or cancellation counts (as `refunds`) in the buckets of its own event time and
 //! location, with the amount the customer state took off; a category's revenue is its
 //! lines' quantity × unit price; loyalty is the customer's membership when the order is
-//! applied; distinct customers are HyperLogLog estimates (exact to a few in a thousand).
+//! applied. Distinct customers per period and series are exact: the customer's state
+//! remembers the series it ordered in per day. For windows of any length, location and
+//! loyalty series also keep a HyperLogLog per day, whose unions estimate the customers of
+//! the window.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,7 +20,7 @@ use custflow_schemas::Order;
 use serde::Serialize;
 
 use crate::keys::Keys;
-use crate::state::{day_of, daypart, FirstOrder, OrderEffect, DAYPARTS};
+use crate::state::{day_of, daypart, CustomerState, FirstOrder, OrderEffect, DAYPARTS};
 
 /// The length of a rollup period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,13 +117,14 @@ pub const DIMENSIONS: [&str; 6] = [
 ];
 
 /// The counters of a series, in this order.
-pub const METRICS: [&str; 6] = [
+pub const METRICS: [&str; 7] = [
     "revenue_cents",
     "orders",
     "discount_cents",
     "discounted_orders",
     "refund_cents",
     "refunds",
+    "customers",
 ];
 const REVENUE: usize = 0;
 const ORDERS: usize = 1;
@@ -128,6 +132,7 @@ const DISCOUNT: usize = 2;
 const DISCOUNTED: usize = 3;
 const REFUND_CENTS: usize = 4;
 const REFUNDS: usize = 5;
+const CUSTOMERS: usize = 6;
 
 const ALL: u8 = 0;
 const LOCATION: u8 = 1;
@@ -135,6 +140,20 @@ const CATEGORY: u8 = 2;
 const DAYPART: u8 = 3;
 const LOYALTY: u8 = 4;
 const DISCOUNT_DIM: u8 = 5;
+
+/// The dimensions whose day series also keep a HyperLogLog of customers, for the
+/// customers of arbitrary windows (top locations, loyalty).
+pub const WINDOW_DISTINCT: [&str; 2] = ["location", "loyalty"];
+
+fn fnv(s: &str, h: u32) -> u32 {
+    s.bytes()
+        .fold(h, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// A customer's key for one series (dimension and value), as kept in its state.
+fn series_hash(dim: u8, value: &str) -> u32 {
+    fnv(value, 0x811c_9dc5 ^ u32::from(dim))
+}
 
 /// Money in cents, as the rollups count it.
 pub fn cents(amount: f64) -> i64 {
@@ -183,75 +202,87 @@ struct Series<'a> {
     value: &'a str,
 }
 
+/// What a batch adds to one series: counters and, for the window HyperLogLogs,
+/// customers.
+#[derive(Debug, Default)]
+struct Acc<'a> {
+    sums: [i64; 7],
+    customers: Vec<&'a str>,
+}
+
 /// The rollup changes of one batch, summed per series before they go to Redis, so a
 /// batch costs one command per touched counter rather than per order.
 #[derive(Debug, Default)]
 pub struct Rollups<'a> {
-    sums: HashMap<Series<'a>, [i64; 6]>,
-    customers: HashMap<Series<'a>, Vec<&'a str>>,
+    /// Hashed with foldhash: these lookups are the rollups' main cost in the processor.
+    series: HashMap<Series<'a>, Acc<'a>, foldhash::fast::RandomState>,
     cohorts: HashMap<String, i64>,
 }
 
 impl<'a> Rollups<'a> {
     pub fn is_empty(&self) -> bool {
-        self.sums.is_empty() && self.cohorts.is_empty()
+        self.series.is_empty() && self.cohorts.is_empty()
     }
 
     fn bump(&mut self, s: Series<'a>, metric: usize, by: i64) {
-        self.sums.entry(s).or_default()[metric] += by;
+        self.series.entry(s).or_default().sums[metric] += by;
     }
 
-    /// Counts what order `o` did (`effect`, from applying it to the customer's state) for
-    /// a customer who is a loyalty member or not.
-    pub fn add(&mut self, o: &'a Order, effect: OrderEffect, member: bool) {
+    /// Counts what order `o` did (`effect`, from applying it to the customer's `state`,
+    /// which also records the series the customer ordered in).
+    pub fn add(&mut self, o: &'a Order, effect: OrderEffect, state: &mut CustomerState) {
         let day = day_of(o.occurred_at);
         let location = location_label(o.location_id.as_deref());
         let part = DAYPARTS[daypart(o.occurred_at)];
-        let loyalty = loyalty_label(member);
+        let loyalty = loyalty_label(state.loyalty_member);
         match effect {
             OrderEffect::None => {}
             OrderEffect::Placed => {
                 let discounted = o.discount_amount > 0.0 || o.discount_code.is_some();
                 let code = discount_label(o.discount_code.as_deref(), discounted);
                 let (total, discount) = (cents(o.total), cents(o.discount_amount));
-                // A category's sales: its lines, once per order for the order count.
-                let mut lines: Vec<(&'a str, i64)> = Vec::with_capacity(o.items.len());
+                // (dimension, value, revenue, order-level): a category's sales are its lines.
+                let mut series: Vec<(u8, &'a str, i64, bool)> = vec![
+                    (ALL, "all", total, true),
+                    (LOCATION, location, total, true),
+                    (DAYPART, part, total, true),
+                    (LOYALTY, loyalty, total, true),
+                    (DISCOUNT_DIM, code, total, true),
+                ];
                 for item in &o.items {
                     let c = category_label(&item.category);
                     let v = cents(f64::from(item.quantity) * item.unit_price);
-                    match lines.iter_mut().find(|(k, _)| *k == c) {
-                        Some(e) => e.1 += v,
-                        None => lines.push((c, v)),
+                    match series.iter_mut().find(|s| s.0 == CATEGORY && s.1 == c) {
+                        Some(e) => e.2 += v,
+                        None => series.push((CATEGORY, c, v, false)),
                     }
                 }
-                for grain in Grain::ALL {
-                    let start = grain.start(day);
-                    let at = |dim, value| Series {
-                        grain,
-                        start,
-                        dim,
-                        value,
-                    };
-                    for s in [
-                        at(ALL, "all"),
-                        at(LOCATION, location),
-                        at(DAYPART, part),
-                        at(LOYALTY, loyalty),
-                        at(DISCOUNT_DIM, code),
-                    ] {
-                        let m = self.sums.entry(s).or_default();
-                        m[REVENUE] += total;
+                let starts = Grain::ALL.map(|g| g.start(day));
+                let periods = [0, 1, 2].map(|i| (starts[i], Grain::ALL[i].next(starts[i])));
+                let hashes: Vec<u32> = series.iter().map(|s| series_hash(s.0, s.1)).collect();
+                let firsts = state.first_in_series(&hashes, day, &periods);
+                for ((dim, value, revenue, order_level), firsts) in series.into_iter().zip(firsts) {
+                    for (i, grain) in Grain::ALL.into_iter().enumerate() {
+                        let acc = self
+                            .series
+                            .entry(Series {
+                                grain,
+                                start: starts[i],
+                                dim,
+                                value,
+                            })
+                            .or_default();
+                        let m = &mut acc.sums;
+                        m[REVENUE] += revenue;
                         m[ORDERS] += 1;
-                        m[DISCOUNT] += discount;
-                        m[DISCOUNTED] += i64::from(discounted);
-                        self.customers.entry(s).or_default().push(&o.customer_id);
-                    }
-                    for (c, v) in &lines {
-                        let s = at(CATEGORY, c);
-                        let m = self.sums.entry(s).or_default();
-                        m[REVENUE] += v;
-                        m[ORDERS] += 1;
-                        self.customers.entry(s).or_default().push(&o.customer_id);
+                        m[CUSTOMERS] += i64::from(firsts[i]);
+                        if order_level {
+                            m[DISCOUNT] += discount;
+                            m[DISCOUNTED] += i64::from(discounted);
+                        }
+                        if grain == Grain::Day && (dim == LOCATION || dim == LOYALTY) {
+                            acc.customers.push(&o.customer_id);
+                        }
                     }
                 }
             }
@@ -313,21 +344,23 @@ impl<'a> Rollups<'a> {
                 .or_insert_with(|| g.label(start))
                 .clone()
         };
-        for (s, m) in &self.sums {
-            let key = keys.sales(s.grain.code(), &label(s.grain, s.start));
+        for (s, acc) in &self.series {
+            let period = label(s.grain, s.start);
+            let key = keys.sales(s.grain.code(), &period);
             let dim = DIMENSIONS[usize::from(s.dim)];
-            for (i, v) in m.iter().enumerate().filter(|(_, v)| **v != 0) {
+            for (i, v) in acc.sums.iter().enumerate().filter(|(_, v)| **v != 0) {
                 pipe.hincr(&key, format!("{dim}|{}|{}", s.value, METRICS[i]), *v)
                     .ignore();
             }
-        }
-        for (s, who) in &self.customers {
-            let dim = DIMENSIONS[usize::from(s.dim)];
-            let key = keys.sales_customers(s.grain.code(), &label(s.grain, s.start), dim, s.value);
-            pipe.cmd("PFADD").arg(key).arg(who).ignore();
+            if !acc.customers.is_empty() {
+                pipe.cmd("PFADD")
+                    .arg(keys.sales_customers(&period, dim, s.value))
+                    .arg(&acc.customers)
+                    .ignore();
+            }
         }
         let mut dirty: Vec<String> = self
-            .sums
+            .series
             .keys()
             .map(|s| format!("{}|{}", s.grain.code(), s.start))
             .collect();
@@ -367,7 +400,7 @@ pub struct RollupRow {
 }
 
 impl RollupRow {
-    fn new(grain: Grain, start: i32, dim: &str, value: &str, m: &[i64; 6], customers: u64) -> Self {
+    fn new(grain: Grain, start: i32, dim: &str, value: &str, m: &[i64; 7]) -> Self {
         Self {
             grain: grain.as_str(),
             period: grain.label(start),
@@ -377,7 +410,7 @@ impl RollupRow {
             revenue: m[REVENUE] as f64 / 100.0,
             orders: m[ORDERS],
             aov: ratio(m[REVENUE] as f64 / 100.0, m[ORDERS] as f64),
-            customers,
+            customers: u64::try_from(m[CUSTOMERS]).unwrap_or(0),
             discount: m[DISCOUNT] as f64 / 100.0,
             discounted_orders: m[DISCOUNTED],
             refunds: m[REFUND_CENTS] as f64 / 100.0,
@@ -424,7 +457,7 @@ pub fn period_starts(grain: Grain, from: i32, to: i32) -> Result<Vec<i32>, Error
 }
 
 /// The rows of the `grain` periods starting on `starts`, of one dimension (or all),
-/// ordered by period, dimension and value. Two round trips.
+/// ordered by period, dimension and value. One round trip.
 pub async fn rows<C: redis::aio::ConnectionLike + Send>(
     conn: &mut C,
     keys: &Keys,
@@ -441,9 +474,9 @@ pub async fn rows<C: redis::aio::ConnectionLike + Send>(
         pipe.cmd("HGETALL").arg(keys.sales(grain.code(), l));
     }
     let hashes: Vec<HashMap<String, i64>> = pipe.query_async(conn).await?;
-    let mut series: Vec<(i32, String, String, [i64; 6])> = Vec::new();
+    let mut series: Vec<(i32, String, String, [i64; 7])> = Vec::new();
     for (start, h) in starts.iter().zip(hashes) {
-        let mut per: BTreeMap<(String, String), [i64; 6]> = BTreeMap::new();
+        let mut per: BTreeMap<(String, String), [i64; 7]> = BTreeMap::new();
         for (field, v) in h {
             let Some((dim, rest)) = field.split_once('|') else {
                 continue;
@@ -461,20 +494,6 @@ pub async fn rows<C: redis::aio::ConnectionLike + Send>(
         }
         series.extend(per.into_iter().map(|((d, v), m)| (*start, d, v, m)));
     }
-    let mut pipe = redis::pipe();
-    for (start, dim, value, _) in &series {
-        pipe.cmd("PFCOUNT").arg(keys.sales_customers(
-            grain.code(),
-            &grain.label(*start),
-            dim,
-            value,
-        ));
-    }
-    let counts: Vec<u64> = if series.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(conn).await?
-    };
     let dim_rank = |d: &str| {
         DIMENSIONS
             .iter()
@@ -483,8 +502,7 @@ pub async fn rows<C: redis::aio::ConnectionLike + Send>(
     };
     let mut out: Vec<RollupRow> = series
         .iter()
-        .zip(counts)
-        .map(|((start, dim, value, m), c)| RollupRow::new(grain, *start, dim, value, m, c))
+        .map(|(start, dim, value, m)| RollupRow::new(grain, *start, dim, value, m))
         .collect();
     out.sort_by(|a, b| {
         (a.period_start, dim_rank(&a.dimension), &a.value).cmp(&(
@@ -496,8 +514,17 @@ pub async fn rows<C: redis::aio::ConnectionLike + Send>(
     Ok(out)
 }
 
-/// Distinct customers of one series over several periods (the union of their
-/// HyperLogLogs).
+/// The day HyperLogLog keys of one series over the `grain` periods starting on `starts`.
+fn day_keys(keys: &Keys, grain: Grain, starts: &[i32], dim: &str, value: &str) -> Vec<String> {
+    starts
+        .iter()
+        .flat_map(|s| *s..grain.next(*s))
+        .map(|d| keys.sales_customers(&Grain::Day.label(d), dim, value))
+        .collect()
+}
+
+/// Distinct customers of one series of a [`WINDOW_DISTINCT`] dimension over several
+/// periods: the union of their days' HyperLogLogs (an estimate).
 pub async fn distinct_over<C: redis::aio::ConnectionLike + Send>(
     conn: &mut C,
     keys: &Keys,
@@ -509,11 +536,10 @@ pub async fn distinct_over<C: redis::aio::ConnectionLike + Send>(
     if starts.is_empty() {
         return Ok(0);
     }
-    let mut cmd = redis::cmd("PFCOUNT");
-    for s in starts {
-        cmd.arg(keys.sales_customers(grain.code(), &grain.label(*s), dim, value));
-    }
-    Ok(cmd.query_async(conn).await?)
+    Ok(redis::cmd("PFCOUNT")
+        .arg(day_keys(keys, grain, starts, dim, value))
+        .query_async(conn)
+        .await?)
 }
 
 /// First-order cohorts per discount label: (first orders, customers who came back).
@@ -603,7 +629,11 @@ mod tests {
     fn an_order_counts_once_in_every_breakdown_of_every_grain() {
         let placed = order(OrderStatus::Placed, 11.25, Some("WELCOME10"));
         let mut r = Rollups::default();
-        r.add(&placed, OrderEffect::Placed, true);
+        let mut state = CustomerState {
+            loyalty_member: true,
+            ..CustomerState::default()
+        };
+        r.add(&placed, OrderEffect::Placed, &mut state);
         let start = day(2026, 11, 25);
         let s = |dim, value| Series {
             grain: Grain::Day,
@@ -611,17 +641,27 @@ mod tests {
             dim,
             value,
         };
-        assert_eq!(r.sums[&s(ALL, "all")], [1125, 1, 125, 1, 0, 0]);
-        assert_eq!(r.sums[&s(LOYALTY, "member")], [1125, 1, 125, 1, 0, 0]);
-        assert_eq!(r.sums[&s(DAYPART, "lunch")][ORDERS], 1);
-        assert_eq!(r.sums[&s(DISCOUNT_DIM, "WELCOME10")][REVENUE], 1125);
-        assert_eq!(r.sums[&s(CATEGORY, "mains")][REVENUE], 1000);
-        assert_eq!(r.sums[&s(CATEGORY, "drinks")][REVENUE], 250);
-        // 3 grains × (5 order-level series + 2 categories).
-        assert_eq!(r.sums.len(), 21);
+        let sums = |r: &Rollups<'_>, k| r.series[&k].sums;
+        assert_eq!(sums(&r, s(ALL, "all")), [1125, 1, 125, 1, 0, 0, 1]);
+        assert_eq!(sums(&r, s(LOYALTY, "member")), [1125, 1, 125, 1, 0, 0, 1]);
+        assert_eq!(sums(&r, s(DAYPART, "lunch"))[ORDERS], 1);
+        assert_eq!(sums(&r, s(DISCOUNT_DIM, "WELCOME10"))[REVENUE], 1125);
+        assert_eq!(sums(&r, s(CATEGORY, "mains"))[REVENUE], 1000);
+        assert_eq!(sums(&r, s(CATEGORY, "drinks"))[REVENUE], 250);
+        // 3 grains × (5 order-level series + 2 categories); window HyperLogLogs for the
+        // location and loyalty days.
+        assert_eq!(r.series.len(), 21);
+        let with_customers = r.series.values().filter(|a| !a.customers.is_empty());
+        assert_eq!(with_customers.count(), 2);
+        // A second order of the customer the same day: one more order, not customer.
+        let mut again = placed.clone();
+        again.order_id = "o2".into();
+        r.add(&again, OrderEffect::Placed, &mut state);
+        let all = sums(&r, s(ALL, "all"));
+        assert_eq!((all[ORDERS], all[CUSTOMERS]), (2, 1));
         // Effects that changed nothing count nothing; refunds count where they happen.
-        r.add(&placed, OrderEffect::None, true);
-        assert_eq!(r.sums[&s(ALL, "all")][ORDERS], 1);
+        r.add(&placed, OrderEffect::None, &mut state);
+        assert_eq!(sums(&r, s(ALL, "all"))[ORDERS], 2);
         let mut refund = order(OrderStatus::Refunded, 4.0, None);
         refund.items.clear();
         r.add(
@@ -630,10 +670,10 @@ mod tests {
                 amount: 4.0,
                 cancelled: false,
             },
-            true,
+            &mut state,
         );
-        assert_eq!(r.sums[&s(ALL, "all")], [1125, 1, 125, 1, 400, 1]);
-        assert!(!r.sums.contains_key(&s(DISCOUNT_DIM, "none")));
+        assert_eq!(sums(&r, s(ALL, "all")), [2250, 2, 250, 2, 400, 1, 1]);
+        assert!(!r.series.contains_key(&s(DISCOUNT_DIM, "none")));
     }
 
     #[test]

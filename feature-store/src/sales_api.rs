@@ -196,7 +196,9 @@ struct Totals {
     revenue: f64,
     orders: i64,
     aov: f64,
-    customers: u64,
+    /// Distinct customers over the window (estimated), for the dimensions that keep them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customers: Option<u64>,
     discount: f64,
     discounted_orders: i64,
     refunds: f64,
@@ -236,10 +238,13 @@ async fn window_totals(
         t.refunds = refunds as f64 / 100.0;
         t.net_revenue = (rev - refunds) as f64 / 100.0;
         t.aov = sales::ratio(t.revenue, t.orders as f64);
-        t.customers =
-            sales::distinct_over(&mut conn, &st.keys, Grain::Day, &starts, dimension, value)
-                .await
-                .map_err(redis_down)?;
+        if sales::WINDOW_DISTINCT.contains(&dimension) {
+            let n =
+                sales::distinct_over(&mut conn, &st.keys, Grain::Day, &starts, dimension, value)
+                    .await
+                    .map_err(redis_down)?;
+            t.customers = Some(n);
+        }
     }
     Ok((starts, out))
 }
@@ -357,7 +362,6 @@ async fn discounts(
             "aov": t.aov,
             "aov_uplift": if base.aov > 0.0 && t.orders > 0 { sales::ratio(t.aov - base.aov, base.aov) } else { 0.0 },
             "share_of_orders": sales::ratio(t.orders as f64, all_orders as f64),
-            "customers": t.customers,
             "first_order_cohort": c,
             "return_rate_uplift": sales::ratio(rate - base_rate, 1.0),
         }));
@@ -370,7 +374,6 @@ async fn discounts(
             "orders": base.orders,
             "revenue": base.revenue,
             "aov": base.aov,
-            "customers": base.customers,
             "first_order_cohort": cohort("none"),
         },
         "codes": codes,
@@ -395,6 +398,7 @@ async fn loyalty(
     let mut groups = serde_json::Map::new();
     for group in ["member", "non_member"] {
         let t = totals.get(group).cloned().unwrap_or_default();
+        let customers = t.customers.unwrap_or(0);
         let mut retention = Vec::new();
         for m in &months {
             let prev = Grain::Month.start(m - 1);
@@ -424,10 +428,10 @@ async fn loyalty(
             json!({
                 "revenue": t.revenue,
                 "orders": t.orders,
-                "customers": t.customers,
+                "customers": customers,
                 "aov": t.aov,
-                "spend_per_customer": sales::ratio(t.revenue, t.customers as f64),
-                "orders_per_customer": sales::ratio(t.orders as f64, t.customers as f64),
+                "spend_per_customer": sales::ratio(t.revenue, customers as f64),
+                "orders_per_customer": sales::ratio(t.orders as f64, customers as f64),
                 "retention": retention,
             }),
         );

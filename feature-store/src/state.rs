@@ -178,6 +178,10 @@ pub struct CustomerState {
     /// [`RETURN_DAYS`] days, for the discount cohorts of the sales analytics. `None` for a
     /// customer without orders, or one whose first order predates this field.
     pub first_order: Option<FirstOrder>,
+    /// (day, series hash) of the sales rollup series this customer ordered in, over the
+    /// kept days, so each period counts the customer once per series, whatever order the
+    /// events arrive in.
+    pub sales_seen: Vec<(i32, u32)>,
 }
 
 /// Days within which a customer who placed a first order counts as returned.
@@ -231,15 +235,47 @@ impl CustomerState {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// Decodes a stored state. States written before `first_order` existed lack its
-    /// trailing byte; they decode as if it were `None`.
+    /// Decodes a stored state. States written before `first_order` and `sales_seen`
+    /// existed lack their two trailing bytes; they decode as if both were empty.
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes).or_else(|e| {
-            let mut padded = Vec::with_capacity(bytes.len() + 1);
+            let mut padded = Vec::with_capacity(bytes.len() + 2);
             padded.extend_from_slice(bytes);
-            padded.push(0);
+            padded.extend_from_slice(&[0, 0]);
             postcard::from_bytes(&padded).map_err(|_| e)
         })
+    }
+
+    /// Records an order of this customer in the sales series `hashes` on `day`, and says
+    /// for each series and each period `[start, end)` of `periods` whether it is the
+    /// customer's first order in that series within the period. `sales_seen` is kept
+    /// sorted, so only the days of the periods are looked at.
+    pub fn first_in_series<const N: usize>(
+        &mut self,
+        hashes: &[u32],
+        day: i32,
+        periods: &[(i32, i32); N],
+    ) -> Vec<[bool; N]> {
+        let lo = periods.iter().map(|p| p.0).min().unwrap_or(day);
+        let hi = periods.iter().map(|p| p.1).max().unwrap_or(day + 1);
+        let a = self.sales_seen.partition_point(|(d, _)| *d < lo);
+        let b = self.sales_seen.partition_point(|(d, _)| *d < hi);
+        let mut firsts = vec![[true; N]; hashes.len()];
+        for (d, h) in &self.sales_seen[a..b] {
+            for (j, _) in hashes.iter().enumerate().filter(|(_, x)| *x == h) {
+                for (k, (start, end)) in periods.iter().enumerate() {
+                    if d >= start && d < end {
+                        firsts[j][k] = false;
+                    }
+                }
+            }
+        }
+        for h in hashes {
+            if let Err(i) = self.sales_seen.binary_search(&(day, *h)) {
+                self.sales_seen.insert(i, (day, *h));
+            }
+        }
+        firsts
     }
 
     /// Whether the event at `pos` was applied already.
@@ -468,6 +504,7 @@ impl CustomerState {
             .count();
         self.folded.discounted += u32::try_from(discounted).unwrap_or(u32::MAX);
         self.orders.retain(|r| r.day >= limit);
+        self.sales_seen.retain(|(d, _)| *d >= limit);
     }
 }
 
@@ -643,8 +680,18 @@ mod tests {
             .unwrap();
         s.first_order = None;
         let mut bytes = s.encode();
-        assert_eq!(bytes.pop(), Some(0)); // the trailing None the old layout lacks
+        // The trailing None and empty list the old layout lacks.
+        assert_eq!((bytes.pop(), bytes.pop()), (Some(0), Some(0)));
         assert_eq!(CustomerState::decode(&bytes).unwrap(), s);
+        // A series counts a customer once per period, whatever the arrival order.
+        let weeks = |d: i32| [(d, d + 1), (d - d % 7, d - d % 7 + 7)];
+        assert_eq!(s.first_in_series(&[7], 15, &weeks(15)), [[true, true]]);
+        assert_eq!(s.first_in_series(&[7], 14, &weeks(14)), [[true, false]]);
+        assert_eq!(
+            s.first_in_series(&[7, 8], 15, &weeks(15)),
+            [[false, false], [true, true]]
+        );
+        assert_eq!(s.sales_seen, [(14, 7), (15, 7), (15, 8)]);
     }
 
     #[test]

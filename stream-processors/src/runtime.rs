@@ -487,7 +487,7 @@ impl Processor {
                         touched = true;
                         partition = inputs[i].pos.partition;
                         if let (true, Event::Order(o)) = (self.cfg.sales, &inputs[i].event) {
-                            rollups.add(o, effect, state.loyalty_member);
+                            rollups.add(o, effect, state);
                         }
                     }
                     Ok((Applied::Duplicate, _)) => dups += 1,

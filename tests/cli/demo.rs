@@ -1,5 +1,6 @@
 //! `custflow demo` end to end for a bounded time: scores reach the sink table, the API
-//! returns features for a customer the generator created, and the stream delivers.
+//! returns features for a customer the generator created, the stream delivers, and the
+//! sales analytics answer and reach their table.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -104,6 +105,22 @@ fn demo_runs_end_to_end() {
     };
     assert!(seg["customers_scored"].as_i64().unwrap() > 0, "{seg}");
 
+    // Sales analytics over the last 30 days of the backfill: orders, and locations ranked.
+    let (status, body) = get(&addr, "/v1/sales/trends?grain=week");
+    assert_eq!(status, 200, "{body}");
+    let trend: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let orders: i64 = trend["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["orders"].as_i64().unwrap())
+        .sum();
+    assert!(orders > 0, "{trend}");
+    let (status, body) = get(&addr, "/v1/sales/top-locations?by=orders&limit=3");
+    assert_eq!(status, 200, "{body}");
+    let top: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(top["locations"][0]["rank"] == 1, "{top}");
+
     // It stops by itself after --duration-secs and reports rows in the sink.
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
@@ -111,6 +128,7 @@ fn demo_runs_end_to_end() {
     let summary: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
     assert!(summary["sink_rows"].as_i64().unwrap() > 0, "{summary}");
     assert!(summary["models"].as_i64().unwrap() >= 1, "{summary}");
+    assert!(summary["sales_rows"].as_i64().unwrap() > 0, "{summary}");
     assert_eq!(summary["applied"], summary["events"], "{summary}");
     std::fs::remove_dir_all(dir).ok();
 }
