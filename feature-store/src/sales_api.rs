@@ -79,6 +79,17 @@ impl Window {
         }
         (from, to)
     }
+
+    /// (from, to) as day numbers, or the 400 naming every bad field.
+    fn parse(&self) -> Result<(i32, i32), ApiError> {
+        let mut errs = Vec::new();
+        let days = self.days(&mut errs);
+        if errs.is_empty() {
+            Ok(days)
+        } else {
+            Err(ApiError::bad_request("invalid query", &errs))
+        }
+    }
 }
 
 fn day_label(day: i32) -> String {
@@ -323,11 +334,7 @@ async fn discounts(
     q: QueryResult<Window>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(w) = q?;
-    let mut errs = Vec::new();
-    let (from, to) = w.days(&mut errs);
-    if !errs.is_empty() {
-        return Err(ApiError::bad_request("invalid query", &errs));
-    }
+    let (from, to) = w.parse()?;
     let (_, totals) = window_totals(&st, from, to, "discount").await?;
     let cohorts = sales::cohorts(&mut st.redis.clone(), &st.keys)
         .await
@@ -387,11 +394,7 @@ async fn loyalty(
     q: QueryResult<Window>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(w) = q?;
-    let mut errs = Vec::new();
-    let (from, to) = w.days(&mut errs);
-    if !errs.is_empty() {
-        return Err(ApiError::bad_request("invalid query", &errs));
-    }
+    let (from, to) = w.parse()?;
     let (_, totals) = window_totals(&st, from, to, "loyalty").await?;
     let months = sales::period_starts(Grain::Month, from, to).map_err(redis_down)?;
     let conn = st.redis.clone();
