@@ -20,7 +20,9 @@ use custflow_schemas::Order;
 use serde::Serialize;
 
 use crate::keys::Keys;
-use crate::state::{day_of, daypart, CustomerState, FirstOrder, OrderEffect, DAYPARTS};
+use crate::state::{
+    day_of, daypart, CustomerState, FirstOrder, OrderEffect, Unattributed, DAYPARTS,
+};
 
 /// The length of a rollup period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -234,7 +236,13 @@ impl<'a> Rollups<'a> {
         let day = day_of(o.occurred_at);
         let location = location_label(o.location_id.as_deref());
         let part = DAYPARTS[daypart(o.occurred_at)];
-        let loyalty = loyalty_label(state.loyalty_member);
+        let known = state.has_profile();
+        let loyalty = if known {
+            loyalty_label(state.loyalty_member)
+        } else {
+            "unknown"
+        };
+        let mut unattributed = [0i64; 6];
         match effect {
             OrderEffect::None => {}
             OrderEffect::Placed => {
@@ -285,6 +293,10 @@ impl<'a> Rollups<'a> {
                         }
                     }
                 }
+                unattributed[REVENUE] = total;
+                unattributed[ORDERS] = 1;
+                unattributed[DISCOUNT] = discount;
+                unattributed[DISCOUNTED] = i64::from(discounted);
             }
             OrderEffect::Adjusted { amount, cancelled } => {
                 let amount = cents(amount);
@@ -314,6 +326,68 @@ impl<'a> Rollups<'a> {
                         self.bump(s, REFUND_CENTS, v);
                         self.bump(s, REFUNDS, 1);
                     }
+                }
+                unattributed[REFUND_CENTS] = amount;
+                unattributed[REFUNDS] = 1;
+            }
+        }
+        if !known && unattributed != [0; 6] {
+            let u = match state.unattributed.iter_mut().find(|u| u.day == day) {
+                Some(u) => u,
+                None => {
+                    state.unattributed.push(Unattributed { day, sums: [0; 6] });
+                    let last = state.unattributed.len() - 1;
+                    &mut state.unattributed[last]
+                }
+            };
+            for (a, b) in u.sums.iter_mut().zip(unattributed) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Once the customer's first profile is applied, moves the sales counted under
+    /// loyalty `unknown` to its group, customers included.
+    pub fn attribute(&mut self, customer: &'a str, state: &mut CustomerState) {
+        if !state.has_profile() || state.unattributed.is_empty() {
+            return;
+        }
+        let group = loyalty_label(state.loyalty_member);
+        let unknown = series_hash(LOYALTY, "unknown");
+        let at = |grain, start, value| Series {
+            grain,
+            start,
+            dim: LOYALTY,
+            value,
+        };
+        let mut counted: Vec<(Grain, i32)> = Vec::new();
+        for (d, _) in state.sales_seen.iter().filter(|(_, h)| *h == unknown) {
+            counted.extend(Grain::ALL.map(|g| (g, g.start(*d))));
+        }
+        counted.sort_unstable();
+        counted.dedup();
+        for (grain, start) in counted {
+            self.bump(at(grain, start, "unknown"), CUSTOMERS, -1);
+        }
+        state.sales_seen.retain(|(_, h)| *h != unknown);
+        let hash = series_hash(LOYALTY, group);
+        for u in std::mem::take(&mut state.unattributed) {
+            let starts = Grain::ALL.map(|g| g.start(u.day));
+            let periods = [0, 1, 2].map(|i| (starts[i], Grain::ALL[i].next(starts[i])));
+            let firsts = if u.sums[ORDERS] > 0 {
+                state.first_in_series(&[hash], u.day, &periods)[0]
+            } else {
+                [false; 3]
+            };
+            for (i, grain) in Grain::ALL.into_iter().enumerate() {
+                for (m, v) in u.sums.iter().enumerate() {
+                    self.bump(at(grain, starts[i], "unknown"), m, -v);
+                    self.bump(at(grain, starts[i], group), m, *v);
+                }
+                self.bump(at(grain, starts[i], group), CUSTOMERS, i64::from(firsts[i]));
+                if grain == Grain::Day && u.sums[ORDERS] > 0 {
+                    let acc = self.series.entry(at(grain, starts[i], group)).or_default();
+                    acc.customers.push(customer);
                 }
             }
         }
@@ -492,7 +566,13 @@ pub async fn rows<C: redis::aio::ConnectionLike + Send>(
             };
             per.entry((dim.to_owned(), value.to_owned())).or_default()[i] = v;
         }
-        series.extend(per.into_iter().map(|((d, v), m)| (*start, d, v, m)));
+        // A series whose counters all went back to zero (sales moved to another loyalty
+        // group) has nothing to show.
+        series.extend(
+            per.into_iter()
+                .filter(|(_, m)| m.iter().any(|v| *v != 0))
+                .map(|((d, v), m)| (*start, d, v, m)),
+        );
     }
     let dim_rank = |d: &str| {
         DIMENSIONS
@@ -631,6 +711,7 @@ mod tests {
         let mut r = Rollups::default();
         let mut state = CustomerState {
             loyalty_member: true,
+            profile_at: 1,
             ..CustomerState::default()
         };
         r.add(&placed, OrderEffect::Placed, &mut state);
@@ -674,6 +755,33 @@ mod tests {
         );
         assert_eq!(sums(&r, s(ALL, "all")), [2250, 2, 250, 2, 400, 1, 1]);
         assert!(!r.series.contains_key(&s(DISCOUNT_DIM, "none")));
+    }
+
+    #[test]
+    fn orders_before_the_first_profile_move_to_its_loyalty_group() {
+        let placed = order(OrderStatus::Placed, 11.25, None);
+        let mut r = Rollups::default();
+        let mut state = CustomerState::default();
+        r.add(&placed, OrderEffect::Placed, &mut state);
+        let s = |value| Series {
+            grain: Grain::Month,
+            start: Grain::Month.start(day(2026, 11, 25)),
+            dim: LOYALTY,
+            value,
+        };
+        assert_eq!(r.series[&s("unknown")].sums, [1125, 1, 0, 0, 0, 0, 1]);
+        // The profile arrives: the month's unknown series nets to zero, members get it.
+        state.profile_at = 1;
+        state.loyalty_member = true;
+        r.attribute("c-1", &mut state);
+        assert_eq!(r.series[&s("unknown")].sums, [0; 7]);
+        assert_eq!(r.series[&s("member")].sums, [1125, 1, 0, 0, 0, 0, 1]);
+        assert!(state.unattributed.is_empty());
+        // Later orders count for members directly, the customer once.
+        let mut again = placed.clone();
+        again.order_id = "o2".into();
+        r.add(&again, OrderEffect::Placed, &mut state);
+        assert_eq!(r.series[&s("member")].sums, [2250, 2, 0, 0, 0, 0, 1]);
     }
 
     #[test]

@@ -182,6 +182,18 @@ pub struct CustomerState {
     /// kept days, so each period counts the customer once per series, whatever order the
     /// events arrive in.
     pub sales_seen: Vec<(i32, u32)>,
+    /// Sales of orders applied before the customer's first profile, per day: counted
+    /// under loyalty `unknown` until a profile says which group they belong to.
+    pub unattributed: Vec<Unattributed>,
+}
+
+/// A day's sales counted under loyalty `unknown` (the sales rollups' counters without
+/// customers: revenue, orders, discount, discounted orders in cents; refunds and their
+/// count).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Unattributed {
+    pub day: i32,
+    pub sums: [i64; 6],
 }
 
 /// Days within which a customer who placed a first order counts as returned.
@@ -235,15 +247,21 @@ impl CustomerState {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// Decodes a stored state. States written before `first_order` and `sales_seen`
-    /// existed lack their two trailing bytes; they decode as if both were empty.
+    /// Decodes a stored state. States written before the sales fields (`first_order`,
+    /// `sales_seen`, `unattributed`) existed lack their three trailing bytes; they decode
+    /// as if all were empty.
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes).or_else(|e| {
-            let mut padded = Vec::with_capacity(bytes.len() + 2);
+            let mut padded = Vec::with_capacity(bytes.len() + 3);
             padded.extend_from_slice(bytes);
-            padded.extend_from_slice(&[0, 0]);
+            padded.extend_from_slice(&[0, 0, 0]);
             postcard::from_bytes(&padded).map_err(|_| e)
         })
+    }
+
+    /// Whether a profile of this customer was applied.
+    pub fn has_profile(&self) -> bool {
+        self.profile_at != 0
     }
 
     /// Records an order of this customer in the sales series `hashes` on `day`, and says
@@ -680,8 +698,8 @@ mod tests {
             .unwrap();
         s.first_order = None;
         let mut bytes = s.encode();
-        // The trailing None and empty list the old layout lacks.
-        assert_eq!((bytes.pop(), bytes.pop()), (Some(0), Some(0)));
+        // The trailing None and empty lists the old layout lacks.
+        assert_eq!(bytes.split_off(bytes.len() - 3), [0, 0, 0]);
         assert_eq!(CustomerState::decode(&bytes).unwrap(), s);
         // A series counts a customer once per period, whatever the arrival order.
         let weeks = |d: i32| [(d, d + 1), (d - d % 7, d - d % 7 + 7)];

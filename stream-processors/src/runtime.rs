@@ -496,6 +496,7 @@ impl Processor {
             }
             if touched {
                 if self.cfg.sales {
+                    rollups.attribute(c, state);
                     rollups.cohort(first_before.as_ref(), state.first_order.as_ref());
                 }
                 changed.push((c, partition, features::last_purchase_at(state)));
