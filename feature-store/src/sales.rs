@@ -147,14 +147,17 @@ const DISCOUNT_DIM: u8 = 5;
 /// customers of arbitrary windows (top locations, loyalty).
 pub const WINDOW_DISTINCT: [&str; 2] = ["location", "loyalty"];
 
-fn fnv(s: &str, h: u32) -> u32 {
-    s.bytes()
-        .fold(h, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-}
-
 /// A customer's key for one series (dimension and value), as kept in its state.
 fn series_hash(dim: u8, value: &str) -> u32 {
-    fnv(value, 0x811c_9dc5 ^ u32::from(dim))
+    crate::state::fnv_from(0x811c_9dc5 ^ u32::from(dim), value)
+}
+
+/// The first days of the day, week and month holding `day`, and those periods as
+/// `[start, end)` day ranges.
+fn periods(day: i32) -> ([i32; 3], [(i32, i32); 3]) {
+    let starts = Grain::ALL.map(|g| g.start(day));
+    let ranges = [0, 1, 2].map(|i| (starts[i], Grain::ALL[i].next(starts[i])));
+    (starts, ranges)
 }
 
 /// Money in cents, as the rollups count it.
@@ -222,10 +225,6 @@ pub struct Rollups<'a> {
 }
 
 impl<'a> Rollups<'a> {
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty() && self.cohorts.is_empty()
-    }
-
     fn bump(&mut self, s: Series<'a>, metric: usize, by: i64) {
         self.series.entry(s).or_default().sums[metric] += by;
     }
@@ -265,8 +264,7 @@ impl<'a> Rollups<'a> {
                         None => series.push((CATEGORY, c, v, false)),
                     }
                 }
-                let starts = Grain::ALL.map(|g| g.start(day));
-                let periods = [0, 1, 2].map(|i| (starts[i], Grain::ALL[i].next(starts[i])));
+                let (starts, periods) = periods(day);
                 let hashes: Vec<u32> = series.iter().map(|s| series_hash(s.0, s.1)).collect();
                 let firsts = state.first_in_series(&hashes, day, &periods);
                 for ((dim, value, revenue, order_level), firsts) in series.into_iter().zip(firsts) {
@@ -372,8 +370,7 @@ impl<'a> Rollups<'a> {
         state.sales_seen.retain(|(_, h)| *h != unknown);
         let hash = series_hash(LOYALTY, group);
         for u in std::mem::take(&mut state.unattributed) {
-            let starts = Grain::ALL.map(|g| g.start(u.day));
-            let periods = [0, 1, 2].map(|i| (starts[i], Grain::ALL[i].next(starts[i])));
+            let (starts, periods) = periods(u.day);
             let firsts = if u.sums[ORDERS] > 0 {
                 state.first_in_series(&[hash], u.day, &periods)[0]
             } else {
@@ -474,7 +471,8 @@ pub struct RollupRow {
 }
 
 impl RollupRow {
-    fn new(grain: Grain, start: i32, dim: &str, value: &str, m: &[i64; 7]) -> Self {
+    /// The row of one series from its counters (in the order of [`METRICS`]).
+    pub fn new(grain: Grain, start: i32, dim: &str, value: &str, m: &[i64; 7]) -> Self {
         Self {
             grain: grain.as_str(),
             period: grain.label(start),

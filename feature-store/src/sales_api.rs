@@ -49,10 +49,8 @@ pub struct Window {
 }
 
 fn parse_day(s: &str, path: &str) -> Result<i32, FieldError> {
-    let ms = s
-        .parse::<i64>()
+    let ms = crate::api::parse_as_of(Some(s), path)
         .ok()
-        .or_else(|| custflow_schemas::time::parse_rfc3339(s))
         .or_else(|| custflow_schemas::time::parse_rfc3339(&format!("{s}T00:00:00Z")));
     ms.map(day_of).ok_or_else(|| {
         FieldError::new(
@@ -168,7 +166,7 @@ async fn trends(
                 Some(r) if r.period_start == i64::from(*s) * DAY_MS => {
                     filled.extend(it.next());
                 }
-                _ => filled.push(zero_row(grain, *s, dimension, value)),
+                _ => filled.push(RollupRow::new(grain, *s, dimension, value, &[0; 7])),
             }
         }
         rows = filled;
@@ -180,25 +178,6 @@ async fn trends(
         "to": day_label(to),
         "rows": rows,
     })))
-}
-
-fn zero_row(grain: Grain, start: i32, dim: &str, value: &str) -> RollupRow {
-    RollupRow {
-        grain: grain.as_str(),
-        period: grain.label(start),
-        period_start: i64::from(start) * DAY_MS,
-        dimension: dim.to_owned(),
-        value: value.to_owned(),
-        revenue: 0.0,
-        orders: 0,
-        aov: 0.0,
-        customers: 0,
-        discount: 0.0,
-        discounted_orders: 0,
-        refunds: 0.0,
-        refund_count: 0,
-        net_revenue: 0.0,
-    }
 }
 
 /// Sums of one breakdown value over a window of days.

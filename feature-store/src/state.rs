@@ -145,9 +145,13 @@ pub fn day_of(ms: i64) -> i32 {
 }
 
 fn fnv(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+    fnv_from(0x811c_9dc5, s)
+}
+
+/// 32-bit FNV-1a of `s`, starting from `seed` instead of the offset basis.
+pub(crate) fn fnv_from(seed: u32, s: &str) -> u32 {
+    s.bytes()
+        .fold(seed, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 /// Everything custflow keeps about one customer.
