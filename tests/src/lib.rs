@@ -273,3 +273,90 @@ pub async fn read_states(
     }
     out
 }
+
+/// A server-sent event as a test reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+/// An open server-sent event stream on a real bound port (HTTP/1.0, so the body is not
+/// chunked).
+pub struct SseStream {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+    pub status: u16,
+}
+
+impl SseStream {
+    /// Sends `GET path` with `headers` and reads the response head.
+    pub async fn open(addr: &str, path: &str, headers: &[(&str, &str)]) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("sending to {addr}: {e}"));
+        let mut reader = tokio::io::BufReader::new(s);
+        let mut status = 0;
+        loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).await.unwrap_or(0);
+            if status == 0 {
+                status = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+            }
+            if n == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        Self { reader, status }
+    }
+
+    /// The rest of the body as text (for error responses).
+    pub async fn body(mut self) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        self.reader.read_to_string(&mut text).await.ok();
+        text
+    }
+
+    /// The next event (comments skipped); `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        use tokio::io::AsyncBufReadExt;
+        let mut ev = SseEvent::default();
+        let mut seen = false;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if seen {
+                    return Some(ev);
+                }
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => ev.event = value.to_owned(),
+                "id" => ev.id = Some(value.to_owned()),
+                "data" => ev.data.push_str(value),
+                _ => continue,
+            }
+            seen = true;
+        }
+    }
+}
