@@ -32,6 +32,13 @@ pub(crate) struct Config {
     /// be given as `sha256:HEX`). Off by default on loopback, required on other addresses.
     #[arg(long, global = true, env = "CUSTFLOW_API_KEYS", hide_env_values = true)]
     api_keys: Option<String>,
+    /// Requests per second each API key may make (bursts of one second's worth); 0 =
+    /// unlimited. Applies when API keys are configured.
+    #[arg(long, global = true, env = "CUSTFLOW_RATE_LIMIT")]
+    rate_limit: Option<String>,
+    /// Event streams (`/v1/stream/*`) each API key may hold open; 0 = unlimited.
+    #[arg(long, global = true, env = "CUSTFLOW_MAX_STREAMS")]
+    max_streams: Option<String>,
     /// Webhook for segment-change alerts (`run`, `demo`); off when empty.
     #[arg(long, global = true, env = "CUSTFLOW_ALERT_WEBHOOK")]
     alert_webhook: Option<String>,
@@ -62,6 +69,7 @@ pub(crate) struct Resolved {
     pub(crate) topic_prefix: String,
     pub(crate) clock: String,
     pub(crate) api_keys: String,
+    pub(crate) limits: custflow_schemas::auth::Limits,
     pub(crate) alert_webhook: String,
     pub(crate) alert_rule: String,
     pub(crate) json: bool,
@@ -78,7 +86,7 @@ impl Config {
         let file = read_file(&self.config)?;
         let pick = |flag: &Option<String>, key: &str, default: &str| {
             flag.clone()
-                .or_else(|| file.get(key).cloned())
+                .or_else(|| file.get(key))
                 .unwrap_or_else(|| default.to_owned())
         };
         let clock = pick(&self.clock, "clock", "wall");
@@ -86,6 +94,16 @@ impl Config {
             clock == "wall" || clock == "event",
             "--clock must be wall or event, not {clock:?}"
         );
+        let defaults = custflow_schemas::auth::Limits::default();
+        let number = |flag: &Option<String>, key: &str, default: u32| {
+            let v = pick(flag, key, &default.to_string());
+            v.parse::<u32>()
+                .with_context(|| format!("{key} must be a whole number ≥ 0, not {v:?}"))
+        };
+        let limits = custflow_schemas::auth::Limits {
+            requests_per_s: number(&self.rate_limit, "rate_limit", defaults.requests_per_s)?,
+            streams: number(&self.max_streams, "max_streams", defaults.streams)?,
+        };
         Ok(Resolved {
             brokers: pick(&self.brokers, "brokers", "127.0.0.1:9092"),
             redis: pick(&self.redis, "redis", "redis://127.0.0.1:6379"),
@@ -94,6 +112,7 @@ impl Config {
             topic_prefix: pick(&self.topic_prefix, "topic_prefix", ""),
             clock,
             api_keys: pick(&self.api_keys, "api_keys", ""),
+            limits,
             alert_webhook: pick(&self.alert_webhook, "alert_webhook", ""),
             alert_rule: pick(
                 &self.alert_rule,
@@ -116,13 +135,17 @@ struct FileConfig {
     topic_prefix: Option<String>,
     clock: Option<String>,
     api_keys: Option<String>,
+    rate_limit: Option<u32>,
+    max_streams: Option<u32>,
     alert_webhook: Option<String>,
     alert_rule: Option<String>,
 }
 
 impl FileConfig {
-    fn get(&self, key: &str) -> Option<&String> {
-        match key {
+    fn get(&self, key: &str) -> Option<String> {
+        let text = match key {
+            "rate_limit" => return self.rate_limit.map(|v| v.to_string()),
+            "max_streams" => return self.max_streams.map(|v| v.to_string()),
             "brokers" => self.brokers.as_ref(),
             "redis" => self.redis.as_ref(),
             "sink" => self.sink.as_ref(),
@@ -133,7 +156,8 @@ impl FileConfig {
             "alert_webhook" => self.alert_webhook.as_ref(),
             "alert_rule" => self.alert_rule.as_ref(),
             _ => None,
-        }
+        };
+        text.cloned()
     }
 }
 

@@ -59,7 +59,7 @@ pub(crate) async fn run(config: &Resolved, args: &ConnectArgs) -> anyhow::Result
         .iter()
         .map(|p| read_config(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let keys = crate::app::api_keys(&args.connect_http, &config.api_keys)?;
+    let keys = crate::app::api_keys(&args.connect_http, config)?;
     crate::topics::ensure(config).await?;
     let registry = crate::process::registry(config).await?;
     let ids = registry.register_builtin(&config.topics()).await?;

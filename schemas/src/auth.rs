@@ -1,6 +1,11 @@
-//! API keys and scopes (DESIGN §6): `events:write`, `features:read`, `sales:read`
-//! (aggregated sales analytics only, no customer's features), `admin`. Keys are
-//! kept only as SHA-256 digests and compared in constant time; they are never logged.
+//! API keys, scopes and per-key limits (DESIGN §6): `events:write`, `features:read`,
+//! `sales:read` (aggregated sales analytics only, no customer's features), `admin`. Keys
+//! are kept only as SHA-256 digests and compared in constant time; they are never logged.
+//! Each key has a request rate (token bucket) and a number of open event streams.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -139,38 +144,164 @@ impl ApiKeys {
 
     /// Checks an `Authorization` header value for a scope.
     pub fn check(&self, authorization: Option<&str>, scope: Scope) -> Result<(), Denied> {
+        self.authorize(authorization, scope).map(|_| ())
+    }
+
+    /// Which key (by position) an `Authorization` header value names, if it has `scope`.
+    fn authorize(&self, authorization: Option<&str>, scope: Scope) -> Result<usize, Denied> {
         let token = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(Denied::Unauthenticated)?;
         let d = digest(token);
         // Compare against every key so timing does not reveal which one matched.
-        let mut found: Option<&Key> = None;
-        for k in &self.keys {
+        let mut found: Option<(usize, &Key)> = None;
+        for (i, k) in self.keys.iter().enumerate() {
             if constant_time_eq(&k.digest, &d) {
-                found = Some(k);
+                found = Some((i, k));
             }
         }
-        let key = found.ok_or(Denied::Unauthenticated)?;
+        let (i, key) = found.ok_or(Denied::Unauthenticated)?;
         if key.scopes.iter().any(|s| *s == scope || *s == Scope::Admin) {
-            Ok(())
+            Ok(i)
         } else {
             Err(Denied::Forbidden(scope))
         }
     }
 }
 
+/// Per-key limits; they apply when keys are configured (without keys, on loopback, the
+/// server is a developer's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per second per key, with bursts of one second's worth; 0 = unlimited.
+    pub requests_per_s: u32,
+    /// Event streams (`/v1/stream/*`) a key may hold open at once; 0 = unlimited.
+    pub streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            requests_per_s: 5_000,
+            streams: 16,
+        }
+    }
+}
+
+/// A token bucket holding up to one second of requests.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes one request at `now`, or says how long until one is allowed.
+    fn take(&mut self, per_s: u32, now: Instant) -> Result<(), Duration> {
+        let rate = f64::from(per_s);
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+    }
+}
+
+/// What one key uses now.
+#[derive(Debug)]
+struct Usage {
+    bucket: Mutex<Bucket>,
+    streams: Arc<AtomicU32>,
+}
+
+/// An open event stream of a key, given back when the response body is dropped.
+struct StreamSlot(Arc<AtomicU32>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The keys, their limits and their current use: the state of [`require_scopes`].
+#[derive(Debug)]
+pub struct Access {
+    keys: ApiKeys,
+    limits: Limits,
+    usage: Vec<Usage>,
+}
+
+impl Access {
+    pub fn new(keys: ApiKeys, limits: Limits) -> Arc<Self> {
+        let now = Instant::now();
+        let usage = keys
+            .keys
+            .iter()
+            .map(|_| Usage {
+                bucket: Mutex::new(Bucket {
+                    tokens: f64::from(limits.requests_per_s),
+                    at: now,
+                }),
+                streams: Arc::new(AtomicU32::new(0)),
+            })
+            .collect();
+        Arc::new(Self {
+            keys,
+            limits,
+            usage,
+        })
+    }
+
+    pub fn keys(&self) -> &ApiKeys {
+        &self.keys
+    }
+
+    /// Counts a request of key `key` against its rate.
+    fn admit(&self, key: usize) -> Result<(), Duration> {
+        let (Some(u), per_s) = (self.usage.get(key), self.limits.requests_per_s) else {
+            return Ok(());
+        };
+        if per_s == 0 {
+            return Ok(());
+        }
+        match u.bucket.lock() {
+            Ok(mut b) => b.take(per_s, Instant::now()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Opens an event stream for key `key`, if it holds fewer than its limit.
+    fn open_stream(&self, key: usize) -> Option<Option<StreamSlot>> {
+        let Some(u) = self.usage.get(key).filter(|_| self.limits.streams > 0) else {
+            return Some(None);
+        };
+        if u.streams.fetch_add(1, Ordering::AcqRel) >= self.limits.streams {
+            u.streams.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Some(StreamSlot(u.streams.clone())))
+    }
+}
+
 /// Axum middleware: every route needs the scope of [`required_scope`] when keys are
-/// configured; 401 without a known key, 403 without the scope, in the one error shape.
+/// configured; 401 without a known key, 403 without the scope, 429 over the key's
+/// limits, in the one error shape.
 pub async fn require_scopes(
-    axum::extract::State(keys): axum::extract::State<std::sync::Arc<ApiKeys>>,
+    axum::extract::State(access): axum::extract::State<Arc<Access>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::http::StatusCode;
     use axum::response::IntoResponse;
+    use futures::StreamExt;
 
     use crate::api::ApiError;
-    if keys.is_empty() {
+    if access.keys.is_empty() {
         return next.run(req).await;
     }
     let Some(scope) = required_scope(req.method().as_str(), req.uri().path()) else {
@@ -180,21 +311,59 @@ pub async fn require_scopes(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match keys.check(header, scope) {
-        Ok(()) => next.run(req).await,
-        Err(Denied::Unauthenticated) => ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "send an API key as Authorization: Bearer <key>",
-        )
-        .into_response(),
-        Err(Denied::Forbidden(s)) => ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this API key lacks the {} scope", s.as_str()),
-        )
-        .into_response(),
+    let key = match access.keys.authorize(header, scope) {
+        Ok(k) => k,
+        Err(Denied::Unauthenticated) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send an API key as Authorization: Bearer <key>",
+            )
+            .into_response()
+        }
+        Err(Denied::Forbidden(s)) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this API key lacks the {} scope", s.as_str()),
+            )
+            .into_response()
+        }
+    };
+    if let Err(wait) = access.admit(key) {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "this API key is limited to {} requests/s",
+                access.limits.requests_per_s
+            ),
+        );
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return e.into_response();
     }
+    if !req.uri().path().starts_with("/v1/stream/") {
+        return next.run(req).await;
+    }
+    let Some(slot) = access.open_stream(key) else {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "this API key already holds {} open streams; close one first",
+                access.limits.streams
+            ),
+        );
+        e.retry_after = Some(1);
+        return e.into_response();
+    };
+    // The slot is held for as long as the response body (the stream) lives.
+    let (parts, body) = next.run(req).await.into_parts();
+    let body = axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
+        let _held = &slot;
+        chunk
+    }));
+    axum::response::Response::from_parts(parts, body)
 }
 
 #[cfg(test)]
@@ -263,5 +432,45 @@ mod tests {
             Ok(())
         );
         assert!(!format!("{keys:?}").contains("key-0123"));
+    }
+
+    #[test]
+    fn buckets_allow_a_second_of_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket {
+            tokens: 10.0,
+            at: t0,
+        };
+        for _ in 0..10 {
+            assert_eq!(b.take(10, t0), Ok(()));
+        }
+        let wait = b.take(10, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+        assert_eq!(b.take(10, t0 + Duration::from_millis(100)), Ok(()));
+        assert!(b.take(10, t0 + Duration::from_millis(150)).is_err());
+        // Idle time refills up to one second's worth, no more.
+        for _ in 0..10 {
+            assert_eq!(b.take(10, t0 + Duration::from_secs(60)), Ok(()));
+        }
+        assert!(b.take(10, t0 + Duration::from_secs(60)).is_err());
+    }
+
+    #[test]
+    fn streams_per_key_are_counted_until_dropped() {
+        let keys = ApiKeys::parse("reader-key-0123456789=features:read").unwrap();
+        let access = Access::new(
+            keys,
+            Limits {
+                requests_per_s: 0,
+                streams: 2,
+            },
+        );
+        let a = access.open_stream(0).unwrap();
+        let b = access.open_stream(0).unwrap();
+        assert!(access.open_stream(0).is_none());
+        drop(a);
+        assert!(access.open_stream(0).is_some());
+        drop(b);
+        assert_eq!(access.admit(0), Ok(()));
     }
 }

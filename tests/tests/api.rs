@@ -384,10 +384,11 @@ async fn feature_lookups_compute_as_of_and_explain_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_enforce_scopes_on_every_route() {
-    use custflow_schemas::auth::{require_scopes, ApiKeys};
-    let keys = Arc::new(
+    use custflow_schemas::auth::{require_scopes, Access, ApiKeys};
+    let keys = Access::new(
         ApiKeys::parse("writer-key-0123456789=events:write;reader-key-0123456789=features:read")
             .unwrap(),
+        Default::default(),
     );
     let ok = || async { "ok" };
     let app = axum::Router::new()
@@ -431,4 +432,81 @@ async fn api_keys_enforce_scopes_on_every_route() {
             assert!(v["error"]["code"].is_string(), "{body}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_api_key_has_its_own_rate_and_stream_limits() {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use custflow_schemas::auth::{require_scopes, Access, ApiKeys, Limits};
+    use custflow_tests::SseStream;
+    let keys = "first-key-0123456789=features:read;second-key-0123456789=features:read";
+    let app = |limits| {
+        let ok = || async { "ok" };
+        // A stream that stays open; its keep-alives notice a client that went away.
+        let stream = || async {
+            Sse::new(futures::stream::pending::<
+                Result<Event, std::convert::Infallible>,
+            >())
+            .keep_alive(KeepAlive::new().interval(Duration::from_millis(100)))
+        };
+        axum::Router::new()
+            .route("/v1/segments", axum::routing::get(ok))
+            .route("/v1/stream/{topic}", axum::routing::get(stream))
+            .layer(axum::middleware::from_fn_with_state(
+                Access::new(ApiKeys::parse(keys).unwrap(), limits),
+                require_scopes,
+            ))
+    };
+    let first = [("authorization", "Bearer first-key-0123456789")];
+    let second = [("authorization", "Bearer second-key-0123456789")];
+
+    // Two requests a second with bursts of two: the third at once is refused, for this
+    // key only.
+    let addr = serve(app(Limits {
+        requests_per_s: 2,
+        streams: 0,
+    }))
+    .await;
+    let get = |headers: [(&'static str, &'static str); 1]| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || http(&addr, "GET", "/v1/segments", &headers, b""))
+                .await
+                .unwrap()
+        }
+    };
+    let statuses = [get(first).await, get(first).await, get(first).await];
+    assert_eq!(statuses.each_ref().map(|r| r.0), [200, 200, 429]);
+    let (_, head, body) = &statuses[2];
+    assert!(head.contains("retry-after: 1"), "{head}");
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited", "{body}");
+    assert_eq!(get(second).await.0, 200);
+
+    // Two open streams per key: a third is refused until one closes.
+    let addr = serve(app(Limits {
+        requests_per_s: 0,
+        streams: 2,
+    }))
+    .await;
+    let path = "/v1/stream/customer-scores";
+    let a = SseStream::open(&addr, path, &first).await;
+    let b = SseStream::open(&addr, path, &first).await;
+    assert_eq!((a.status, b.status), (200, 200));
+    let refused = SseStream::open(&addr, path, &first).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.body().await.contains("too_many_streams"));
+    assert_eq!(SseStream::open(&addr, path, &second).await.status, 200);
+    drop(a);
+    let reopened =
+        custflow_tests::wait_until(Duration::from_secs(30), "a freed stream slot", || {
+            let addr = addr.clone();
+            async move {
+                let s = SseStream::open(&addr, path, &first).await;
+                (s.status == 200).then_some(s)
+            }
+        })
+        .await;
+    assert_eq!(reopened.status, 200);
+    drop(b);
 }

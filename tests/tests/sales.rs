@@ -579,7 +579,7 @@ async fn serve(keys: &Keys) -> String {
             },
         ))
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(api_keys),
+            custflow_schemas::auth::Access::new(api_keys, Default::default()),
             custflow_schemas::auth::require_scopes,
         ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
