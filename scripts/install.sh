@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what custflow needs and is missing: Debian packages (build tools, Redis,
 # PostgreSQL client) and the tansu broker (cargo install, pinned). Idempotent.
+# `--test` adds what only the test suite uses: Chromium and ChromeDriver (dashboard test).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_pkgs=()
@@ -13,6 +14,10 @@ have_cmd python3 || need_pkgs+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || need_pkgs+=(zlib1g-dev)
 dpkg -s libssl-dev >/dev/null 2>&1 || need_pkgs+=(libssl-dev)
+if [[ "${1:-}" == "--test" ]]; then
+  have_cmd chromium || need_pkgs+=(chromium)
+  have_cmd chromedriver || need_pkgs+=(chromium-driver)
+fi
 
 if ((${#need_pkgs[@]})); then
   say "installing Debian packages: ${need_pkgs[*]}"

@@ -3,6 +3,12 @@
 
 use serde_json::{json, Value};
 
+/// A registry error in Confluent's shape (`error_code`, `message`).
+fn registry_error(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"type": "object",
+        "properties": {"error_code": {"type": "integer"}, "message": {"type": "string"}}}}}})
+}
+
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
@@ -19,6 +25,11 @@ pub(crate) fn document() -> Value {
         day("from", "first day (default: 29 days before to)"),
         day("to", "last day (default: today)"),
     );
+    let subject =
+        json!({"name": "subject", "in": "path", "required": true, "schema": {"type": "string"}});
+    let register_body = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["schema"],
+        "properties": {"schema": {"type": "string"}, "schemaType": {"type": "string", "enum": ["AVRO"]},
+        "references": {"type": "array", "items": {"type": "object"}}}}}}});
     let sales_responses = json!({"200": {"description": "rollups"}, "400": error_response("bad query (field paths in details)"),
         "401": error_response("no API key"), "403": error_response("the key lacks sales:read"), "503": error_response("Redis unavailable")});
     json!({
@@ -44,11 +55,17 @@ pub(crate) fn document() -> Value {
                 "responses": {"200": {"description": "features per customer"}, "400": error_response("bad request")}}},
             "/v1/segments": {"get": {"summary": "Customers per tier, RFM segment, cluster", "responses": {"200": {"description": "counts"}}}},
             "/v1/models/current": {"get": {"summary": "The model artefact in use", "responses": {"200": {"description": "artefact"}, "404": error_response("no model yet")}}},
-            "/v1/stream/{topic}": {"get": {"summary": "Server-sent events from customer-scores or segment-changes",
+            "/v1/stream/{topic}": {"get": {"summary": "Server-sent events from customer-scores or segment-changes. The first event, `ready`, \
+                    carries the start position as its id; every update's id is the broker position after it; `lagged` says how many updates a slow \
+                    subscriber missed (reconnect with Last-Event-ID to replay them)",
                 "parameters": [{"name": "topic", "in": "path", "required": true, "schema": {"type": "string", "enum": ["customer-scores", "segment-changes"]}},
                     {"name": "customer_id", "in": "query", "required": false, "schema": {"type": "string"}},
-                    {"name": "segment", "in": "query", "required": false, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "text/event-stream"}, "404": error_response("unknown stream")}}},
+                    {"name": "segment", "in": "query", "required": false, "schema": {"type": "string"}},
+                    {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)*$"},
+                        "description": "resume after this event: the id of the last event received"}],
+                "responses": {"200": {"description": "text/event-stream"}, "400": error_response("bad Last-Event-ID or query"),
+                    "404": error_response("unknown stream"), "429": error_response("the key holds too many open streams"),
+                    "503": error_response("broker unavailable")}}},
             "/v1/sales/trends": {"get": {"summary": "Sales rollups per period (scope sales:read): revenue, orders, AOV, customers, discounts, refunds",
                 "parameters": [from, to,
                     {"name": "grain", "in": "query", "required": false, "schema": {"type": "string", "enum": ["day", "week", "month"], "default": "day"}},
@@ -67,9 +84,27 @@ pub(crate) fn document() -> Value {
             "/v1/sales/loyalty": {"get": {"summary": "Loyalty members vs non-members: spend, frequency, monthly retention (scope sales:read)",
                 "parameters": [from, to], "responses": sales_responses}},
             "/v1/stats": {"get": {"summary": "Live figures of this process", "responses": {"200": {"description": "figures"}}}},
-            "/subjects": {"get": {"summary": "Schema registry subjects", "responses": {"200": {"description": "subjects"}}}},
+            "/subjects": {"get": {"summary": "Schema registry subjects (Confluent-compatible)", "responses": {"200": {"description": "subjects"}}}},
+            "/subjects/{subject}": {"post": {"summary": "Is this schema registered under the subject? (scope admin)",
+                "parameters": [subject.clone()], "requestBody": register_body.clone(),
+                "responses": {"200": {"description": "subject, version, id and schema"}, "404": registry_error("unknown subject or schema"),
+                    "422": registry_error("invalid schema")}}},
+            "/subjects/{subject}/versions": {
+                "get": {"summary": "Versions of a subject", "parameters": [subject.clone()],
+                    "responses": {"200": {"description": "version numbers"}, "404": registry_error("unknown subject")}},
+                "post": {"summary": "Register a schema under a subject (BACKWARD compatibility; scope admin)",
+                    "parameters": [subject.clone()], "requestBody": register_body,
+                    "responses": {"200": {"description": "the schema's global id"}, "409": registry_error("incompatible with the latest version"),
+                        "422": registry_error("invalid schema")}}},
+            "/subjects/{subject}/versions/{version}": {"get": {"summary": "One version of a subject",
+                "parameters": [subject, {"name": "version", "in": "path", "required": true, "schema": {"type": "string"}, "description": "a version number or `latest`"}],
+                "responses": {"200": {"description": "subject, version, id and schema"}, "404": registry_error("unknown subject or version"),
+                    "422": registry_error("bad version")}}},
+            "/config": {"get": {"summary": "The registry's compatibility level", "responses": {"200": {"description": "compatibilityLevel"}}}},
+            "/dashboard": {"get": {"summary": "The live dashboard (HTML)", "responses": {"200": {"description": "text/html"}}}},
             "/schemas/ids/{id}": {"get": {"summary": "Schema by global id", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
                 "responses": {"200": {"description": "schema"}, "404": {"description": "unknown id"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Readiness: Redis and broker answer", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}}
@@ -78,4 +113,80 @@ pub(crate) fn document() -> Value {
             "required": ["code", "message", "details"], "properties": {"code": {"type": "string"}, "message": {"type": "string"},
             "details": {"type": "array", "items": {}}}}}}}}
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The sources whose routers make up `custflow serve`'s API (see `app::router`).
+    const ROUTERS: [&str; 7] = [
+        include_str!("app.rs"),
+        include_str!("../ingest/src/rest.rs"),
+        include_str!("../feature-store/src/api.rs"),
+        include_str!("../feature-store/src/sales_api.rs"),
+        include_str!("../feature-store/src/registry_api.rs"),
+        include_str!("../feature-store/src/stream.rs"),
+        include_str!("../feature-store/src/dashboard.rs"),
+    ];
+
+    /// (method, path) of every `.route("path", method(…)…)` call in `source`.
+    fn routes(source: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for call in source.split(".route(").skip(1) {
+            // The call's text: up to the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let end = call
+                .char_indices()
+                .find(|(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(call.len(), |(i, _)| i);
+            let call = &call[..end];
+            let Some(path) = call.split('"').nth(1) else {
+                continue;
+            };
+            for method in ["get", "post", "put", "delete"] {
+                let calls = call.matches(&format!("{method}(")).count();
+                let as_words = call.matches(&format!("_{method}(")).count();
+                if calls > as_words {
+                    out.push((method.to_owned(), path.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_route_of_the_api_is_documented_and_nothing_else() {
+        let served: BTreeSet<(String, String)> = ROUTERS.iter().flat_map(|s| routes(s)).collect();
+        assert!(served.len() >= 20, "found only {served:?}");
+        let doc = super::document();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        assert_eq!(
+            served.difference(&documented).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "served but not in /openapi.json"
+        );
+        assert_eq!(
+            documented.difference(&served).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "in /openapi.json but not served"
+        );
+    }
 }

@@ -1,0 +1,46 @@
+//! `custflow serve` against its own `/openapi.json`: schemathesis generates valid and
+//! invalid requests for every operation, and the server answers none of them with a 5xx.
+//!
+//! Needs `CUSTFLOW_PYTHON`: a Python with `schemathesis` (scripts/test.sh creates one).
+
+use std::process::Command;
+
+use crate::{free_port, Server};
+
+#[test]
+fn schemathesis_finds_no_server_error() {
+    let python = std::env::var("CUSTFLOW_PYTHON").unwrap_or_else(|_| {
+        panic!("CUSTFLOW_PYTHON must name a Python with schemathesis; scripts/test.sh sets it up")
+    });
+    custflow_tests::ensure_stack();
+    let prefix = format!("openapi-{}.", std::process::id());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _server = Server::start(&["serve", "--topic-prefix", &prefix], &addr, "/readyz");
+    let out = Command::new(&python)
+        .args(["-m", "schemathesis.cli", "run"])
+        .arg(format!("http://{addr}/openapi.json"))
+        .args(["--checks", "not_a_server_error"])
+        // An open event stream never ends; tests/tests/stream.rs covers it.
+        .args(["--exclude-path", "/v1/stream/{topic}"])
+        .args([
+            "--max-examples",
+            "40",
+            "--seed",
+            "20261126",
+            "--workers",
+            "2",
+        ])
+        .args(["--request-timeout", "10", "--no-color"])
+        // Its example database goes to a scratch folder, not the clone.
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found server errors:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It did test the API (not an empty or unreadable document).
+    assert!(report.contains("/v1/customers/{id}/features"), "{report}");
+}
