@@ -89,7 +89,7 @@ pub(crate) fn router(
         redis,
         brokers: config.brokers.clone(),
     };
-    let keys = api_keys(&config.http, &config.api_keys)?;
+    let keys = api_keys(&config.http, config)?;
     Ok(Router::new()
         .merge(custflow_ingest::rest::routes(ingest))
         .merge(custflow_feature_store::api::routes(features))
@@ -118,12 +118,14 @@ pub(crate) fn router(
         )))
 }
 
-/// The API keys of a server on `addr`: off by default on loopback, required elsewhere.
+/// The API keys and their limits for a server on `addr`: off by default on loopback,
+/// required elsewhere.
 pub(crate) fn api_keys(
     addr: &str,
-    spec: &str,
-) -> anyhow::Result<Arc<custflow_schemas::auth::ApiKeys>> {
-    let keys = custflow_schemas::auth::ApiKeys::parse(spec).map_err(anyhow::Error::msg)?;
+    config: &Resolved,
+) -> anyhow::Result<Arc<custflow_schemas::auth::Access>> {
+    let keys =
+        custflow_schemas::auth::ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?;
     let loopback = addr
         .parse::<SocketAddr>()
         .map(|a| a.ip().is_loopback())
@@ -132,7 +134,7 @@ pub(crate) fn api_keys(
         loopback || !keys.is_empty(),
         "serving on {addr} (not loopback) needs API keys: set --api-keys or CUSTFLOW_API_KEYS"
     );
-    Ok(Arc::new(keys))
+    Ok(custflow_schemas::auth::Access::new(keys, config.limits))
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
@@ -483,12 +485,24 @@ impl Running {
     }
 }
 
+/// Options of `custflow run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// Seconds between model refits (the first one runs at start).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) model_every_secs: u64,
+}
+
 /// `run` (everything) or `serve` (`api_only`: the HTTP API alone) until Ctrl-C.
-pub(crate) async fn run(config: &Resolved, api_only: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    config: &Resolved,
+    api_only: bool,
+    model_every: Duration,
+) -> anyhow::Result<()> {
     let running = start(
         config,
         RunOptions {
-            model_every: Duration::from_secs(60),
+            model_every,
             rebuild: false,
             api_only,
         },

@@ -48,7 +48,7 @@ enum Command {
     /// Print a customer's scores valid at an instant (from the score history table).
     Scores(lookup::LookupArgs),
     /// Run everything in one process: processors, scoring, model job, SQL sink and API.
-    Run,
+    Run(app::RunArgs),
     /// Measure a component: `custflow bench sink` (rows/s into the SQL sink).
     Bench(bench::BenchArgs),
     /// Serve the HTTP API alone (ingest, features, scores, registry, streams).
@@ -94,9 +94,12 @@ async fn run() -> anyhow::Result<()> {
         Command::Topics => topics::run(&config).await,
         Command::Process(args) => process::run(&config, &args).await,
         Command::Connect(args) => connect::run(&config, &args).await,
-        Command::Run => app::run(&config, false).await,
+        Command::Run(args) => {
+            let every = std::time::Duration::from_secs(args.model_every_secs);
+            app::run(&config, false, every).await
+        }
         Command::Bench(args) => bench::run(&config, &args).await,
-        Command::Serve => app::run(&config, true).await,
+        Command::Serve => app::run(&config, true, std::time::Duration::from_secs(60)).await,
         Command::Features(args) => lookup::features(&config, &args).await,
         Command::Scores(args) => lookup::scores(&config, &args).await,
         Command::Demo(args) => demo::run(&config, &args).await,

@@ -3,7 +3,7 @@
 //! and the report's counts and latencies agree with what the broker holds.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use custflow_schemas::avro::AvroCodec;
@@ -11,36 +11,14 @@ use custflow_schemas::topics::Topics;
 use custflow_schemas::ValidationContext;
 use rdkafka::Message;
 
-use crate::{free_port, get, json_summary};
-
-/// Kills the server when the test ends, however it ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::{free_port, json_summary, Server};
 
 #[test]
 fn synth_target_delivers_every_event_once_through_rest() {
     let brokers = custflow_tests::ensure_stack();
     let prefix = custflow_tests::unique("load-");
     let addr = format!("127.0.0.1:{}", free_port());
-    let _server = Server(
-        Command::new(env!("CARGO_BIN_EXE_custflow"))
-            .args(["serve", "--topic-prefix", &prefix, "--http", &addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&addr).is_err() || get(&addr, "/healthz").0 != 200 {
-        assert!(Instant::now() < deadline, "custflow serve did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _server = Server::start(&["serve", "--topic-prefix", &prefix], &addr, "/healthz");
 
     let summary = json_summary(
         Command::new(env!("CARGO_BIN_EXE_custflow"))

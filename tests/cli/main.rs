@@ -5,8 +5,10 @@
 
 mod connect;
 mod crash;
+mod dashboard;
 mod demo;
 mod load;
+mod openapi;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -42,6 +44,40 @@ pub(crate) fn json_summary(cmd: &mut Command) -> serde_json::Value {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// A `custflow` server process, killed when the test ends, however it ends.
+pub(crate) struct Server(std::process::Child);
+
+impl Server {
+    /// Starts `custflow ARGS --http ADDR` and waits until `ready_path` answers 200.
+    pub(crate) fn start(args: &[&str], addr: &str, ready_path: &str) -> Self {
+        let server = Self(
+            Command::new(env!("CARGO_BIN_EXE_custflow"))
+                .args(args)
+                .args(["--http", addr])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(addr).is_err() || get(addr, ready_path).0 != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "custflow {args:?} did not answer {ready_path} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 pub(crate) fn free_port() -> u16 {
