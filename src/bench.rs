@@ -1,7 +1,8 @@
 //! `custflow bench <name>`: measurements that need a running component, printed as one
 //! JSON line (`{"bench": name, …}`). `sink`: score rows per second into the SQL sink.
 //! `csv`: the spool-dir source's reading, conversion and encoding of one file, without a
-//! broker (records per second and peak memory).
+//! broker (records per second and peak memory). `lookup`: feature lookups against a
+//! running API at a fixed request rate (open loop), with latency percentiles.
 
 use std::time::Instant;
 
@@ -38,13 +39,221 @@ enum Which {
         #[arg(long, default_value = "cdnow")]
         preset: String,
     },
+    /// Feature lookups at a fixed rate against a running API (`custflow serve`), for
+    /// customers sampled from Redis: achieved rate and latency percentiles. Requests are
+    /// scheduled whatever the answers do (open loop); a request that could not be sent
+    /// on time counts its wait (`schedule_*` figures), so saturation shows.
+    Lookup {
+        /// The API, e.g. `http://127.0.0.1:8080`.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 5_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20.0)]
+        duration_secs: f64,
+        /// Customers per request: 1 = `GET /v1/customers/{id}/features`, more = `POST
+        /// /v1/features:batch`.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Comma-separated features to ask for (default: all).
+        #[arg(long)]
+        features: Option<String>,
+        /// Most requests in flight.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Customers to sample from Redis.
+        #[arg(long, default_value_t = 100_000)]
+        customers: usize,
+        /// API key with the features:read scope.
+        #[arg(long, env = "CUSTFLOW_BENCH_API_KEY")]
+        api_key: Option<String>,
+    },
 }
 
 pub(crate) async fn run(config: &Resolved, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.which {
         Which::Sink { rows, batch } => sink(config, *rows, (*batch).max(1)).await,
         Which::Csv { file, preset } => csv(config, file, preset),
+        Which::Lookup {
+            target,
+            rate,
+            duration_secs,
+            batch,
+            features,
+            connections,
+            customers,
+            api_key,
+        } => {
+            anyhow::ensure!(
+                *rate > 0.0 && *duration_secs > 0.0,
+                "--rate and --duration-secs must be > 0"
+            );
+            let ids = sample_customers(config, *customers).await?;
+            let plan = LookupPlan {
+                target: target.trim_end_matches('/').to_owned(),
+                rate: *rate,
+                requests: (*rate * *duration_secs).ceil() as usize,
+                batch: (*batch).clamp(1, custflow_feature_store::api::MAX_BATCH),
+                features: features.clone(),
+                connections: (*connections).max(1),
+                api_key: api_key.clone(),
+            };
+            lookup(plan, ids).await
+        }
     }
+}
+
+/// Up to `n` customer ids stored under this deployment's prefix.
+async fn sample_customers(config: &Resolved, n: usize) -> anyhow::Result<Vec<String>> {
+    use custflow_feature_store::keys::{scan_page, Keys};
+    let keys = Keys::new(config.topics().name(""));
+    let client = redis::Client::open(config.redis.as_str()).context("--redis")?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let pattern = keys.patterns()[0].clone();
+    let (mut cursor, mut ids) = (0, Vec::new());
+    loop {
+        let (next, page) = scan_page(&mut conn, cursor, &pattern, 5000).await?;
+        ids.extend(
+            page.iter()
+                .filter_map(|k| keys.customer_of(k))
+                .map(str::to_owned),
+        );
+        if next == 0 || ids.len() >= n {
+            break;
+        }
+        cursor = next;
+    }
+    ids.truncate(n);
+    anyhow::ensure!(
+        !ids.is_empty(),
+        "no customers in Redis under this prefix; run the pipeline first"
+    );
+    Ok(ids)
+}
+
+struct LookupPlan {
+    target: String,
+    rate: f64,
+    requests: usize,
+    batch: usize,
+    features: Option<String>,
+    connections: usize,
+    api_key: Option<String>,
+}
+
+/// One answered request: seconds waiting to be sent, seconds on the wire, status.
+type Sample = (f64, f64, u16);
+
+async fn lookup(plan: LookupPlan, ids: Vec<String>) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(plan.connections)
+        .tcp_nodelay(true)
+        .build()?;
+    let slots = Arc::new(Semaphore::new(plan.connections));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
+    let select: Vec<&str> = plan
+        .features
+        .as_deref()
+        .map(|f| f.split(',').collect())
+        .unwrap_or_default();
+    let start = tokio::time::Instant::now();
+    let mut rng_state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut pick = || {
+        // xorshift: which customers each request asks for.
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        ids[(rng_state % ids.len() as u64) as usize].clone()
+    };
+    for i in 0..plan.requests {
+        let due = start + std::time::Duration::from_secs_f64(i as f64 / plan.rate);
+        tokio::time::sleep_until(due).await;
+        let permit = slots.clone().acquire_owned().await?;
+        let req = if plan.batch == 1 {
+            let mut url = format!("{}/v1/customers/{}/features", plan.target, pick());
+            if let Some(f) = &plan.features {
+                url.push_str("?features=");
+                url.push_str(f);
+            }
+            client.get(url)
+        } else {
+            let customers: Vec<String> = (0..plan.batch).map(|_| pick()).collect();
+            let mut body = serde_json::json!({"customer_ids": customers});
+            if !select.is_empty() {
+                body["features"] = serde_json::json!(select);
+            }
+            client
+                .post(format!("{}/v1/features:batch", plan.target))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+        };
+        let req = match &plan.api_key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let sent = tokio::time::Instant::now();
+            let status = match req.send().await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    // The whole body counts: a lookup is done when it is read.
+                    if r.bytes().await.is_ok() {
+                        status
+                    } else {
+                        0
+                    }
+                }
+                Err(_) => 0,
+            };
+            let done = tokio::time::Instant::now();
+            let _ = tx.send((
+                sent.saturating_duration_since(due).as_secs_f64(),
+                done.saturating_duration_since(sent).as_secs_f64(),
+                status,
+            ));
+            drop(permit);
+        });
+    }
+    drop(tx);
+    let mut samples = Vec::with_capacity(plan.requests);
+    while let Some(s) = rx.recv().await {
+        samples.push(s);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ok = samples.iter().filter(|s| s.2 == 200).count();
+    let q = |mut v: Vec<f64>, p: f64| -> f64 {
+        v.sort_by(f64::total_cmp);
+        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len().max(1)) - 1;
+        (v.get(i).copied().unwrap_or(0.0) * 1e5).round() / 100.0
+    };
+    let wire: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    let scheduled: Vec<f64> = samples.iter().map(|s| s.0 + s.1).collect();
+    let lag: Vec<f64> = samples.iter().map(|s| s.0).collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "lookup",
+            "batch": plan.batch,
+            "target_rate": plan.rate,
+            "requests": samples.len(),
+            "ok": ok,
+            "errors": samples.len() - ok,
+            "achieved_rate": (samples.len() as f64 / elapsed).round(),
+            "customers_per_s": ((ok * plan.batch) as f64 / elapsed).round(),
+            "p50_ms": q(wire.clone(), 0.50),
+            "p99_ms": q(wire.clone(), 0.99),
+            "p999_ms": q(wire.clone(), 0.999),
+            "max_ms": q(wire, 1.0),
+            "schedule_p99_ms": q(scheduled.clone(), 0.99),
+            "schedule_max_ms": q(scheduled, 1.0),
+            "send_lag_p99_ms": q(lag, 0.99),
+        })
+    );
+    Ok(())
 }
 
 fn csv(config: &Resolved, file: &std::path::Path, preset: &str) -> anyhow::Result<()> {
