@@ -3,6 +3,7 @@
 //! and the current model, so a lookup is never stale because no event arrived.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -159,24 +160,53 @@ fn selection(names: Vec<String>, path: &str) -> Result<Option<Vec<String>>, Vec<
     }
 }
 
-async fn load(st: &FeatureState, ids: &[String]) -> Result<Vec<Option<CustomerState>>, ApiError> {
+/// The stored states of `ids` and the model to score them with, in one Redis round trip:
+/// the version in use comes with the states, and the artefact is reloaded only when it
+/// changed.
+async fn load(
+    st: &FeatureState,
+    ids: &[String],
+) -> Result<(Vec<Option<CustomerState>>, Option<Arc<ModelArtefact>>), ApiError> {
     let mut pipe = redis::pipe();
+    pipe.get(st.keys.model_current());
     for id in ids {
         pipe.get(st.keys.features(id));
     }
-    let raw: Vec<Option<Vec<u8>>> = pipe
-        .query_async(&mut st.redis.clone())
-        .await
-        .map_err(|e| ApiError::unavailable(format!("Redis does not answer: {e}"), 1))?;
-    raw.into_iter()
+    let (version, raw): (Option<String>, Vec<Option<Vec<u8>>>) = {
+        let mut all: Vec<redis::Value> = pipe
+            .query_async(&mut st.redis.clone())
+            .await
+            .map_err(|e| ApiError::unavailable(format!("Redis does not answer: {e}"), 1))?;
+        let rest = all.split_off(1.min(all.len()));
+        let version = all
+            .pop()
+            .map(|v| redis::from_redis_value::<Option<String>>(&v))
+            .transpose()
+            .map_err(ApiError::internal)?
+            .flatten();
+        let raw = rest
+            .into_iter()
+            .map(|v| redis::from_redis_value::<Option<Vec<u8>>>(&v))
+            .collect::<Result<_, _>>()
+            .map_err(ApiError::internal)?;
+        (version, raw)
+    };
+    let states = raw
+        .into_iter()
         .map(|b| {
             b.map(|b| CustomerState::decode(&b).map_err(ApiError::internal))
                 .transpose()
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let cached = st.model.current();
+    let model = match version {
+        Some(v) if cached.as_ref().is_none_or(|m| m.version != v) => refresh_model(st).await,
+        _ => cached,
+    };
+    Ok((states, model))
 }
 
-async fn refresh_model(st: &FeatureState) -> Option<std::sync::Arc<ModelArtefact>> {
+async fn refresh_model(st: &FeatureState) -> Option<Arc<ModelArtefact>> {
     if let Err(e) = st.model.refresh(&mut st.redis.clone(), &st.keys).await {
         tracing::warn!(error = %e, "model refresh failed; serving the cached one");
     }
@@ -209,11 +239,10 @@ async fn get_features(
     if !errs.is_empty() {
         return Err(ApiError::bad_request("invalid query", &errs));
     }
-    let state = load(&st, std::slice::from_ref(&id)).await?.pop().flatten();
-    let Some(state) = state else {
+    let (mut states, model) = load(&st, std::slice::from_ref(&id)).await?;
+    let Some(state) = states.pop().flatten() else {
         return Err(ApiError::not_found(format!("no customer {id:?}")));
     };
-    let model = refresh_model(&st).await;
     let f = compute(&state, as_of, st.at_risk_days);
     Ok(Json(lookup_body(
         &id,
@@ -309,8 +338,7 @@ async fn batch(
     if !errs.is_empty() {
         return Err(ApiError::bad_request("invalid request", &errs));
     }
-    let states = load(&st, &ids).await?;
-    let model = refresh_model(&st).await;
+    let (states, model) = load(&st, &ids).await?;
     let customers: Vec<Value> = ids
         .iter()
         .zip(states)
