@@ -325,6 +325,8 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         sample_max: 200_000,
         seed: 42,
         min_gain: custflow_processors::model_job::MIN_GAIN_PER_CUSTOMER,
+        drift_threshold: custflow_processors::model_job::DRIFT_THRESHOLD,
+        metrics: shared.processor.clone(),
     });
     if !opts.api_only {
         let (job, sink, clock, mut rx) = (

@@ -59,6 +59,10 @@ pub struct ModelArtefact {
     pub kmeans: Option<KMeansModel>,
     /// Fit and holdout metrics by name (`holdout_mae.bgnbd`, …).
     pub metrics: BTreeMap<String, f64>,
+    /// The training population's distribution of each model input, for drift (PSI)
+    /// checks; empty for artefacts made before it existed.
+    #[serde(default)]
+    pub drift_reference: BTreeMap<String, crate::drift::Reference>,
 }
 
 /// A customer's statistics, time in days.

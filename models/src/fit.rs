@@ -146,6 +146,7 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
         tiers: TierCuts { p20: 0.0, p80: 0.0 },
         kmeans,
         metrics,
+        drift_reference: crate::drift::references(&stats),
     };
     artefact.tiers = TierCuts::from_population(stats.iter().map(|s| artefact.value(s).3));
     Ok(FitOutcome {
@@ -202,6 +203,7 @@ pub fn fit_population(
         tiers: TierCuts { p20: 0.0, p80: 0.0 },
         kmeans: KMeansModel::fit(&points, seed, 1500).ok(),
         metrics,
+        drift_reference: crate::drift::references(&buyers.iter().map(|s| **s).collect::<Vec<_>>()),
     };
     artefact.tiers = TierCuts::from_population(buyers.iter().map(|s| artefact.value(s).3));
     Ok(artefact)

@@ -8,6 +8,7 @@
 pub mod artefact;
 pub mod bgnbd;
 pub mod clv;
+pub mod drift;
 pub mod error;
 pub mod fit;
 pub mod gamma_gamma;

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub freshness: Histogram,
     /// Consumer lag per (topic, partition).
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Population stability index of each model input, live against training.
+    pub drift: Mutex<BTreeMap<String, f64>>,
 }
 
 impl Metrics {
@@ -33,6 +35,13 @@ impl Metrics {
 
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Replaces the exported PSI values.
+    pub fn set_drift(&self, psi: &BTreeMap<String, f64>) {
+        if let Ok(mut d) = self.drift.lock() {
+            d.clone_from(psi);
+        }
     }
 
     /// Total lag over all partitions.
@@ -106,6 +115,12 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(out, "# HELP custflow_model_input_psi Population stability index of a model input, live population against the model's training population\n# TYPE custflow_model_input_psi gauge");
+        if let Ok(drift) = self.drift.lock() {
+            for (input, v) in drift.iter() {
+                let _ = writeln!(out, "custflow_model_input_psi{{input=\"{input}\"}} {v}");
+            }
+        }
         out
     }
 }
@@ -129,5 +144,9 @@ mod tests {
         let text = m.render();
         assert!(text.contains("custflow_events_applied_total 3"));
         assert!(text.contains("custflow_freshness_seconds_count 0"));
+        m.set_drift(&[("recency".to_owned(), 0.31)].into_iter().collect());
+        assert!(m
+            .render()
+            .contains("custflow_model_input_psi{input=\"recency\"} 0.31"));
     }
 }

@@ -3,8 +3,13 @@
 //! in Redis when it is champion.
 //!
 //! Champion rule: the new fit replaces the model in use only when its log-likelihood per
-//! customer on the same population is not worse (a failed or degenerate fit never takes
-//! over); the first model always does. Every score names the version that made it.
+//! customer on the same population beats it by a margin (a failed or degenerate fit never
+//! takes over); the first model always does. Every score names the version that made it.
+//!
+//! Drift: every run also computes the population stability index (PSI) of recency,
+//! frequency and monetary value between the model in use's training population and the
+//! live one, exported as metrics. When one exceeds the threshold, the refit takes over
+//! without the margin (it still must not be worse).
 
 use custflow_feature_store::features::compute;
 use custflow_feature_store::keys::{scan_page, Keys};
@@ -14,6 +19,7 @@ use custflow_models::fit::{bgnbd_ll_per_customer, fit_population};
 use redis::aio::ConnectionManager;
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::scoring::ModelHandle;
 
 /// What one run of the job did.
@@ -46,10 +52,16 @@ pub struct ModelJob {
     /// its own sample, so without a margin each refit would win on sampling noise alone
     /// (about parameters / (2 × sample) ≈ 1e-5 here).
     pub min_gain: f64,
+    /// A PSI of any model input above this lets a refit take over without `min_gain`.
+    pub drift_threshold: f64,
+    /// Where the PSI of each input is exported.
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 /// The default [`ModelJob::min_gain`].
 pub const MIN_GAIN_PER_CUSTOMER: f64 = 1e-4;
+/// The default [`ModelJob::drift_threshold`]: the usual reading of a large shift.
+pub const DRIFT_THRESHOLD: f64 = 0.25;
 
 impl ModelJob {
     /// Reads up to `sample_max` customer states and their features as of `as_of`.
@@ -87,6 +99,13 @@ impl ModelJob {
     /// Fits on the population as of `as_of` and promotes the result under the rule above.
     pub async fn run_once(&self, as_of: i64) -> Result<Outcome> {
         let stats = self.population(as_of).await?;
+        let drift = self
+            .model
+            .current()
+            .map(|m| custflow_models::drift::psi(&m.drift_reference, &stats))
+            .unwrap_or_default();
+        self.metrics.set_drift(&drift);
+        let drifted = drift.values().any(|p| *p > self.drift_threshold);
         if stats.len() < 10 {
             return Ok(Outcome::NotEnoughData(stats.len()));
         }
@@ -114,8 +133,9 @@ impl ModelJob {
         let new_ll = bgnbd_ll_per_customer(&artefact.bgnbd.params, &stats);
         if let Some(current) = self.model.current() {
             let current_ll = bgnbd_ll_per_customer(&current.bgnbd.params, &stats);
-            // NaN (a failed fit) is never better.
-            if new_ll.is_nan() || new_ll < current_ll + self.min_gain {
+            // NaN (a failed fit) is never better; drift waives the margin only.
+            let needed = if drifted { 0.0 } else { self.min_gain };
+            if new_ll.is_nan() || new_ll < current_ll + needed {
                 return Ok(Outcome::Kept {
                     version,
                     new_ll,
@@ -125,6 +145,11 @@ impl ModelJob {
             artefact
                 .metrics
                 .insert("previous_ll_per_customer".into(), current_ll);
+            for (input, psi) in &drift {
+                artefact
+                    .metrics
+                    .insert(format!("psi_at_promotion.{input}"), *psi);
+            }
         }
         self.promote(&artefact).await?;
         Ok(Outcome::Promoted {
