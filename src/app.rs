@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) ingest: Arc<IngestMetrics>,
     pub(crate) sink: Arc<SinkMetrics>,
     pub(crate) alerts: Arc<AlertMetrics>,
+    /// Requests and latency per HTTP route.
+    pub(crate) http: Arc<custflow_schemas::http_metrics::HttpMetrics>,
     /// Events produced by an in-process generator (demo).
     pub(crate) generated: Arc<AtomicU64>,
     pub(crate) model: ModelHandle,
@@ -90,6 +92,7 @@ pub(crate) fn router(
         brokers: config.brokers.clone(),
     };
     let keys = api_keys(&config.http, config)?;
+    let http_metrics = app.shared.http.clone();
     Ok(Router::new()
         .merge(custflow_ingest::rest::routes(ingest))
         .merge(custflow_feature_store::api::routes(features))
@@ -115,6 +118,11 @@ pub(crate) fn router(
         .layer(axum::middleware::from_fn_with_state(
             keys,
             custflow_schemas::auth::require_scopes,
+        ))
+        // Outermost, so refused requests (401, 403, 429) count too.
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            custflow_schemas::http_metrics::track,
         )))
 }
 
@@ -142,6 +150,7 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     text.push_str(&app.shared.ingest.render());
     text.push_str(&app.shared.sink.render());
     text.push_str(&app.shared.alerts.render());
+    text.push_str(&app.shared.http.render());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -11,6 +11,7 @@ pub mod avro;
 pub mod error;
 pub mod event;
 pub mod histogram;
+pub mod http_metrics;
 pub mod json;
 pub mod kafka;
 pub mod registry;

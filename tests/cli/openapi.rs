@@ -9,6 +9,7 @@ use crate::{free_port, Server};
 
 #[test]
 fn schemathesis_finds_no_server_error() {
+    let _turn = crate::HEAVY.blocking_lock();
     let python = std::env::var("CUSTFLOW_PYTHON").unwrap_or_else(|_| {
         panic!("CUSTFLOW_PYTHON must name a Python with schemathesis; scripts/test.sh sets it up")
     });
@@ -43,4 +44,15 @@ fn schemathesis_finds_no_server_error() {
     );
     // It did test the API (not an empty or unreadable document).
     assert!(report.contains("/v1/customers/{id}/features"), "{report}");
+    // The server counted those requests per route template, and none as a 5xx.
+    let (status, metrics) = crate::get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let route = "route=\"/v1/customers/{id}/features\",status=\"404\"}";
+    let not_found = metrics
+        .lines()
+        .find(|l| l.starts_with("custflow_http_requests_total") && l.contains(route))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(not_found > 0, "{metrics}");
+    assert!(!metrics.contains("status=\"5"), "{metrics}");
 }
