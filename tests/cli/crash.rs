@@ -85,6 +85,7 @@ fn recompute(brokers: &str, names: &Topics) -> HashMap<String, CustomerState> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_and_rebalances_lose_and_double_nothing() {
+    let _turn = crate::HEAVY.lock().await;
     let brokers = custflow_tests::ensure_stack();
     let prefix = custflow_tests::unique("crash-") + ".";
     let names = Topics::new(prefix.clone());

@@ -136,6 +136,7 @@ fn number(v: &Value) -> u64 {
 
 #[test]
 fn dashboard_numbers_change_in_chromium_when_events_arrive() {
+    let _turn = crate::HEAVY.blocking_lock();
     custflow_tests::ensure_stack();
     let prefix = custflow_tests::unique("dash-");
     let dir = std::env::temp_dir().join(&prefix);

@@ -46,6 +46,11 @@ pub(crate) fn json_summary(cmd: &mut Command) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 
+/// Tests that load both cores for minutes (the kill -9 test, the browser test and the
+/// schemathesis run) take turns, so that none runs out of its time budget because the
+/// others share the machine.
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A `custflow` server process, killed when the test ends, however it ends.
 pub(crate) struct Server(std::process::Child);
 
