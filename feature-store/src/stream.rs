@@ -193,6 +193,9 @@ impl StreamHub {
         let consumer: StreamConsumer = client_config(&self.brokers)
             .set("group.id", format!("custflow-sse-{}", ulid::Ulid::new()))
             .set("enable.auto.commit", "false")
+            // A position the log no longer holds (past retention) resumes from the
+            // oldest update kept, not from the end: nothing still kept is skipped.
+            .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "20")
             .create()
             .map_err(|e| e.to_string())?;
