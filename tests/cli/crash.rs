@@ -1,7 +1,8 @@
 //! Crash test: while 200,000 synthetic events flow, `kill -9` the processor at random
 //! moments (and run a second instance part of the time, so the group rebalances);
 //! afterwards every customer's features equal a recomputation from the topic contents —
-//! nothing lost, nothing counted twice.
+//! nothing lost, nothing counted twice. And three instances started together share the
+//! 8 partitions and arrive at the same features as one.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -23,6 +24,11 @@ use rdkafka::Message;
 const EVENTS: usize = 200_000;
 
 fn spawn(prefix: &str, brokers: &str, instance: &str) -> Child {
+    spawn_on(prefix, brokers, instance, "127.0.0.1:0")
+}
+
+/// An instance serving its metrics on `http`.
+fn spawn_on(prefix: &str, brokers: &str, instance: &str, http: &str) -> Child {
     // Each instance's log goes to the temp folder, for diagnosis when the test fails.
     let log = std::env::temp_dir().join(format!("{prefix}{}.log", ulid::Ulid::new()));
     Command::new(env!("CARGO_BIN_EXE_custflow"))
@@ -39,7 +45,7 @@ fn spawn(prefix: &str, brokers: &str, instance: &str) -> Child {
             "--instance-id",
             instance,
             "--http",
-            "127.0.0.1:0",
+            http,
         ])
         .env("CUSTFLOW_LOG", "info")
         .stdout(Stdio::null())
@@ -48,20 +54,20 @@ fn spawn(prefix: &str, brokers: &str, instance: &str) -> Child {
         .unwrap()
 }
 
-/// Reads every input topic from the beginning until all `EVENTS` are seen and applies
-/// them the way the processor does: the reference. (Counting messages, not watermarks:
-/// tansu's high watermark can trail acknowledged writes for a while.)
-fn recompute(brokers: &str, names: &Topics) -> HashMap<String, CustomerState> {
+/// Reads every input topic from the beginning until all `events` are seen and applies
+/// them the way the processor does, one after another: the reference. (Counting
+/// messages, not watermarks: tansu's high watermark can trail acknowledged writes.)
+fn recompute(brokers: &str, names: &Topics, events: usize) -> HashMap<String, CustomerState> {
     let consumer = custflow_tests::input_reader(brokers, names, "crash-check-");
     let codec = AvroCodec::builtin();
     let ctx = ValidationContext::now();
     let mut states: HashMap<String, CustomerState> = HashMap::new();
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
-    while seen < EVENTS {
+    while seen < events {
         assert!(
             Instant::now() < deadline,
-            "read only {seen} of {EVENTS} events back"
+            "read only {seen} of {events} events back"
         );
         let Some(m) = consumer.poll(Duration::from_secs(1)) else {
             continue;
@@ -151,7 +157,7 @@ async fn kill_nine_and_rebalances_lose_and_double_nothing() {
     // A last instance runs until everything is applied.
     let mut last = spawn(&prefix, &brokers, "p0");
     let (b2, n2) = (brokers.clone(), names.clone());
-    let reference = tokio::task::spawn_blocking(move || recompute(&b2, &n2))
+    let reference = tokio::task::spawn_blocking(move || recompute(&b2, &n2, EVENTS))
         .await
         .unwrap();
     let ids: Vec<String> = reference.keys().cloned().collect();
@@ -175,9 +181,19 @@ async fn kill_nine_and_rebalances_lose_and_double_nothing() {
     last.kill().unwrap();
     last.wait().unwrap();
 
-    let as_of = now + DAY_MS;
+    assert_same(&reference, &ids, &states, now + DAY_MS);
+}
+
+/// Every customer's stored state has applied what the reference did and gives the same
+/// features.
+fn assert_same(
+    reference: &HashMap<String, CustomerState>,
+    ids: &[String],
+    states: &[Option<CustomerState>],
+    as_of: i64,
+) {
     let mut mismatches = Vec::new();
-    for (id, got) in ids.iter().zip(&states) {
+    for (id, got) in ids.iter().zip(states) {
         let want = &reference[id];
         let Some(got) = got else {
             mismatches.push(format!("{id}: missing"));
@@ -193,4 +209,99 @@ async fn kill_nine_and_rebalances_lose_and_double_nothing() {
         mismatches.len(),
         &mismatches[..mismatches.len().min(5)]
     );
+}
+
+/// A counter of an instance's `/metrics`.
+fn counter(addr: &str, name: &str) -> u64 {
+    let (_, text) = crate::get(addr, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_the_partitions_and_equal_one() {
+    const N: usize = 40_000;
+    let _turn = crate::HEAVY.lock().await;
+    let brokers = custflow_tests::ensure_stack();
+    let prefix = custflow_tests::unique("scale-") + ".";
+    let names = Topics::new(prefix.clone());
+    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let now = custflow_schemas::time::now_ms();
+    let params = SynthParams {
+        seed: 9,
+        customers: 8_000,
+        start_ms: now - 365 * DAY_MS,
+        end_ms: now,
+        ..Default::default()
+    };
+    let events: Vec<Event> = Generator::new(params).unwrap().take(N).collect();
+
+    // Three instances at once over the 8 partitions of each input topic.
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", crate::free_port()))
+        .collect();
+    let mut children: Vec<Child> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| spawn_on(&prefix, &brokers, &format!("p{i}"), a))
+        .collect();
+    let up = Instant::now() + Duration::from_secs(60);
+    for a in &addrs {
+        while std::net::TcpStream::connect(a).is_err() {
+            assert!(Instant::now() < up, "instance on {a} did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Paced over about 15 s, so the group settles while events flow (the pacing is the
+    // load's shape, not a wait for anything).
+    {
+        let (brokers, names) = (brokers.clone(), names.clone());
+        tokio::task::spawn_blocking(move || {
+            let codec = Arc::new(AvroCodec::builtin());
+            let mut p = EventProducer::new(&brokers, names, codec, Format::Avro).unwrap();
+            for (i, e) in events.iter().enumerate() {
+                p.send(e).unwrap();
+                if i % 200 == 199 {
+                    std::thread::sleep(Duration::from_millis(75));
+                }
+            }
+            p.flush(Duration::from_secs(60)).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+    let (b2, n2) = (brokers.clone(), names.clone());
+    let reference = tokio::task::spawn_blocking(move || recompute(&b2, &n2, N))
+        .await
+        .unwrap();
+    let ids: Vec<String> = reference.keys().cloned().collect();
+    let keys = Keys::new(prefix.clone());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let states = loop {
+        let states = custflow_tests::read_states(&keys, &ids).await;
+        let applied: u64 = states.iter().flatten().map(|s| s.applied).sum();
+        if applied >= N as u64 {
+            break states;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {applied} of {N} events applied after 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Each instance applied its share; together exactly every event once.
+    let applied: Vec<u64> = addrs
+        .iter()
+        .map(|a| counter(a, "custflow_events_applied_total"))
+        .collect();
+    for c in &mut children {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    assert!(applied.iter().all(|n| *n > 0), "{applied:?}");
+    assert_eq!(applied.iter().sum::<u64>(), N as u64, "{applied:?}");
+    assert_same(&reference, &ids, &states, now + DAY_MS);
 }
