@@ -89,41 +89,54 @@ fn recompute(brokers: &str, names: &Topics, events: usize) -> HashMap<String, Cu
     states
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_nine_and_rebalances_lose_and_double_nothing() {
-    let _turn = crate::HEAVY.lock().await;
+/// A fresh deployment on the local broker and `n` synthetic events for it.
+struct Deployment {
+    brokers: String,
+    prefix: String,
+    names: Topics,
+    now: i64,
+    events: Vec<Event>,
+}
+
+async fn deployment(label: &str, seed: u64, customers: u64, n: usize) -> Deployment {
     let brokers = custflow_tests::ensure_stack();
-    let prefix = custflow_tests::unique("crash-") + ".";
+    let prefix = custflow_tests::unique(label) + ".";
     let names = Topics::new(prefix.clone());
     custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
-
-    // The flow: 200,000 synthetic events, produced while the processors crash and restart.
     let now = custflow_schemas::time::now_ms();
     let params = SynthParams {
-        seed: 7,
-        customers: 40_000,
+        seed,
+        customers,
         start_ms: now - 365 * DAY_MS,
         end_ms: now,
         ..Default::default()
     };
-    let events: Vec<Event> = Generator::new(params).unwrap().take(EVENTS).collect();
-    assert_eq!(events.len(), EVENTS);
-    let producer_task = {
-        let (brokers, names) = (brokers.clone(), names.clone());
+    let events: Vec<Event> = Generator::new(params).unwrap().take(n).collect();
+    assert_eq!(events.len(), n);
+    Deployment {
+        brokers,
+        prefix,
+        names,
+        now,
+        events,
+    }
+}
+
+impl Deployment {
+    /// Produces the events, pausing `pause` after every `every` of them (the load's
+    /// shape), and checks every delivery succeeded.
+    fn produce(&mut self, every: usize, pause: Duration) -> tokio::task::JoinHandle<()> {
+        let (brokers, names) = (self.brokers.clone(), self.names.clone());
+        let events = std::mem::take(&mut self.events);
         tokio::task::spawn_blocking(move || {
-            let mut p = EventProducer::new(
-                &brokers,
-                names,
-                Arc::new(AvroCodec::builtin()),
-                Format::Avro,
-            )
-            .unwrap();
+            let codec = Arc::new(AvroCodec::builtin());
+            let mut p = EventProducer::new(&brokers, names, codec, Format::Avro).unwrap();
             for (i, e) in events.iter().enumerate() {
                 p.send(e).unwrap();
-                if i % 20_000 == 0 {
-                    std::thread::sleep(Duration::from_millis(300));
+                if i % every == every - 1 {
+                    std::thread::sleep(pause);
                 }
             }
             p.flush(Duration::from_secs(60)).unwrap();
@@ -134,15 +147,56 @@ async fn kill_nine_and_rebalances_lose_and_double_nothing() {
                 0
             );
         })
-    };
+    }
+
+    /// The reference recomputed from the topics (`n` events), and the stored states of
+    /// its customers once they have applied all of them (within 5 minutes).
+    async fn applied(
+        &self,
+        n: usize,
+    ) -> (
+        HashMap<String, CustomerState>,
+        Vec<String>,
+        Vec<Option<CustomerState>>,
+    ) {
+        let (b2, n2) = (self.brokers.clone(), self.names.clone());
+        let reference = tokio::task::spawn_blocking(move || recompute(&b2, &n2, n))
+            .await
+            .unwrap();
+        let ids: Vec<String> = reference.keys().cloned().collect();
+        let expected: u64 = reference.values().map(|s| s.applied).sum();
+        assert_eq!(expected, n as u64);
+        let keys = Keys::new(self.prefix.clone());
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let states = custflow_tests::read_states(&keys, &ids).await;
+            let applied: u64 = states.iter().flatten().map(|s| s.applied).sum();
+            if applied >= expected {
+                return (reference, ids, states);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {applied} of {expected} events applied after 5 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_and_rebalances_lose_and_double_nothing() {
+    let _turn = crate::HEAVY.lock().await;
+    // The flow: 200,000 synthetic events, produced while the processors crash and restart.
+    let mut d = deployment("crash-", 7, 40_000, EVENTS).await;
+    let producer_task = d.produce(20_000, Duration::from_millis(300));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     for round in 0..6 {
-        let mut a = spawn(&prefix, &brokers, "p0");
+        let mut a = spawn(&d.prefix, &d.brokers, "p0");
         // Every other round a second instance joins, forcing rebalances. Instances use
         // static membership (--instance-id): with dynamic members, tansu 0.6 can leave a
         // killed member's partitions unassigned (see docs/deviations.md).
-        let mut b = (round % 2 == 1).then(|| spawn(&prefix, &brokers, "p1"));
+        let mut b = (round % 2 == 1).then(|| spawn(&d.prefix, &d.brokers, "p1"));
         tokio::time::sleep(Duration::from_millis(rng.gen_range(1500..4000))).await;
         a.kill().unwrap(); // SIGKILL: no clean shutdown, no final commit
         a.wait().unwrap();
@@ -155,33 +209,12 @@ async fn kill_nine_and_rebalances_lose_and_double_nothing() {
     producer_task.await.unwrap();
 
     // A last instance runs until everything is applied.
-    let mut last = spawn(&prefix, &brokers, "p0");
-    let (b2, n2) = (brokers.clone(), names.clone());
-    let reference = tokio::task::spawn_blocking(move || recompute(&b2, &n2, EVENTS))
-        .await
-        .unwrap();
-    let ids: Vec<String> = reference.keys().cloned().collect();
-    let expected: u64 = reference.values().map(|s| s.applied).sum();
-
-    assert_eq!(expected, EVENTS as u64);
-    let keys = Keys::new(prefix.clone());
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let states = loop {
-        let states = custflow_tests::read_states(&keys, &ids).await;
-        let applied: u64 = states.iter().flatten().map(|s| s.applied).sum();
-        if applied >= expected {
-            break states;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {applied} of {expected} events applied after 5 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let mut last = spawn(&d.prefix, &d.brokers, "p0");
+    let (reference, ids, states) = d.applied(EVENTS).await;
     last.kill().unwrap();
     last.wait().unwrap();
 
-    assert_same(&reference, &ids, &states, now + DAY_MS);
+    assert_same(&reference, &ids, &states, d.now + DAY_MS);
 }
 
 /// Every customer's stored state has applied what the reference did and gives the same
@@ -223,21 +256,7 @@ fn counter(addr: &str, name: &str) -> u64 {
 async fn three_instances_share_the_partitions_and_equal_one() {
     const N: usize = 40_000;
     let _turn = crate::HEAVY.lock().await;
-    let brokers = custflow_tests::ensure_stack();
-    let prefix = custflow_tests::unique("scale-") + ".";
-    let names = Topics::new(prefix.clone());
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let now = custflow_schemas::time::now_ms();
-    let params = SynthParams {
-        seed: 9,
-        customers: 8_000,
-        start_ms: now - 365 * DAY_MS,
-        end_ms: now,
-        ..Default::default()
-    };
-    let events: Vec<Event> = Generator::new(params).unwrap().take(N).collect();
+    let mut d = deployment("scale-", 9, 8_000, N).await;
 
     // Three instances at once over the 8 partitions of each input topic.
     let addrs: Vec<String> = (0..3)
@@ -246,7 +265,7 @@ async fn three_instances_share_the_partitions_and_equal_one() {
     let mut children: Vec<Child> = addrs
         .iter()
         .enumerate()
-        .map(|(i, a)| spawn_on(&prefix, &brokers, &format!("p{i}"), a))
+        .map(|(i, a)| spawn_on(&d.prefix, &d.brokers, &format!("p{i}"), a))
         .collect();
     let up = Instant::now() + Duration::from_secs(60);
     for a in &addrs {
@@ -255,43 +274,9 @@ async fn three_instances_share_the_partitions_and_equal_one() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    // Paced over about 15 s, so the group settles while events flow (the pacing is the
-    // load's shape, not a wait for anything).
-    {
-        let (brokers, names) = (brokers.clone(), names.clone());
-        tokio::task::spawn_blocking(move || {
-            let codec = Arc::new(AvroCodec::builtin());
-            let mut p = EventProducer::new(&brokers, names, codec, Format::Avro).unwrap();
-            for (i, e) in events.iter().enumerate() {
-                p.send(e).unwrap();
-                if i % 200 == 199 {
-                    std::thread::sleep(Duration::from_millis(75));
-                }
-            }
-            p.flush(Duration::from_secs(60)).unwrap();
-        })
-        .await
-        .unwrap();
-    }
-    let (b2, n2) = (brokers.clone(), names.clone());
-    let reference = tokio::task::spawn_blocking(move || recompute(&b2, &n2, N))
-        .await
-        .unwrap();
-    let ids: Vec<String> = reference.keys().cloned().collect();
-    let keys = Keys::new(prefix.clone());
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let states = loop {
-        let states = custflow_tests::read_states(&keys, &ids).await;
-        let applied: u64 = states.iter().flatten().map(|s| s.applied).sum();
-        if applied >= N as u64 {
-            break states;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {applied} of {N} events applied after 5 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    // Paced over about 15 s, so the group settles while events flow.
+    d.produce(200, Duration::from_millis(75)).await.unwrap();
+    let (reference, ids, states) = d.applied(N).await;
     // Each instance applied its share; together exactly every event once.
     let applied: Vec<u64> = addrs
         .iter()
@@ -303,5 +288,5 @@ async fn three_instances_share_the_partitions_and_equal_one() {
     }
     assert!(applied.iter().all(|n| *n > 0), "{applied:?}");
     assert_eq!(applied.iter().sum::<u64>(), N as u64, "{applied:?}");
-    assert_same(&reference, &ids, &states, now + DAY_MS);
+    assert_same(&reference, &ids, &states, d.now + DAY_MS);
 }
