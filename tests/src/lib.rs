@@ -360,3 +360,28 @@ impl SseStream {
         }
     }
 }
+
+/// A placed order at noon UTC of `day` (days since the epoch), in EUR, without items,
+/// location or discount; set other fields with struct update syntax.
+pub fn placed_order(
+    event_id: String,
+    order_id: String,
+    customer_id: &str,
+    day: i64,
+    total: f64,
+) -> custflow_schemas::Order {
+    custflow_schemas::Order {
+        event_id,
+        order_id,
+        customer_id: customer_id.to_owned(),
+        occurred_at: day * custflow_schemas::time::DAY_MS + 12 * 3_600_000,
+        status: custflow_schemas::OrderStatus::Placed,
+        location_id: None,
+        channel: None,
+        currency: "EUR".into(),
+        items: vec![],
+        discount_code: None,
+        discount_amount: 0.0,
+        total,
+    }
+}

@@ -16,9 +16,8 @@ use custflow_processors::runtime::{BoxFuture, Tick};
 use custflow_processors::scoring::Scorer;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
 use custflow_schemas::registry::Registry;
-use custflow_schemas::time::DAY_MS;
 use custflow_schemas::topics::{self, Topics};
-use custflow_schemas::{avro, json, CustomerScore, Event, Order, OrderStatus};
+use custflow_schemas::{avro, json, CustomerScore, Event};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -55,20 +54,13 @@ async fn send_orders(
 ) {
     let sends = customers.map(|c| {
         let id = format!("cust-{c:04}");
-        let e = Event::Order(Order {
-            event_id: format!("e-{c}-{day}"),
-            order_id: format!("o-{c}-{day}"),
-            customer_id: id.clone(),
-            occurred_at: (20_000 + day) * DAY_MS + 12 * 3_600_000,
-            status: OrderStatus::Placed,
-            location_id: None,
-            channel: None,
-            currency: "EUR".into(),
-            items: vec![],
-            discount_code: None,
-            discount_amount: 0.0,
-            total: 10.0 + f64::from(c % 7),
-        });
+        let e = Event::Order(custflow_tests::placed_order(
+            format!("e-{c}-{day}"),
+            format!("o-{c}-{day}"),
+            &id,
+            20_000 + day,
+            10.0 + f64::from(c % 7),
+        ));
         let payload = json::encode(&e);
         async move {
             producer

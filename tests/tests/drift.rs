@@ -11,7 +11,7 @@ use custflow_feature_store::state::{CustomerState, SourcePos};
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::{ModelJob, Outcome, DRIFT_THRESHOLD};
 use custflow_schemas::time::DAY_MS;
-use custflow_schemas::{Event, Order, OrderStatus};
+use custflow_schemas::Event;
 use redis::aio::ConnectionManager;
 
 const CUSTOMERS: usize = 400;
@@ -28,20 +28,13 @@ async fn write_population(conn: &mut ConnectionManager, keys: &Keys, gap: i64, s
         let mut state = CustomerState::default();
         for k in 0..orders {
             let day = last - (orders - 1 - k) as i64 * gap;
-            let e = Event::Order(Order {
-                event_id: format!("{id}-e{k}"),
-                order_id: format!("{id}-o{k}"),
-                customer_id: id.clone(),
-                occurred_at: day * DAY_MS + 12 * 3_600_000,
-                status: OrderStatus::Placed,
-                location_id: None,
-                channel: None,
-                currency: "EUR".into(),
-                items: vec![],
-                discount_code: None,
-                discount_amount: 0.0,
-                total: 10.0 + (c % 13) as f64,
-            });
+            let e = Event::Order(custflow_tests::placed_order(
+                format!("{id}-e{k}"),
+                format!("{id}-o{k}"),
+                &id,
+                day,
+                10.0 + (c % 13) as f64,
+            ));
             let pos = SourcePos {
                 topic: 1,
                 partition: 0,

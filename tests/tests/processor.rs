@@ -15,7 +15,7 @@ use custflow_processors::{Clock, Processor, ProcessorConfig};
 use custflow_schemas::registry::Registry;
 use custflow_schemas::time::DAY_MS;
 use custflow_schemas::topics::{self, Topics};
-use custflow_schemas::{json, Event, Order, OrderStatus};
+use custflow_schemas::{json, Event, Order};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -92,18 +92,14 @@ async fn cdnow_through_the_processor_reproduces_the_published_summary() {
         .enumerate()
         .map(|(i, (c, day, value))| {
             let e = Event::Order(Order {
-                event_id: format!("cdnow-{i}"),
-                order_id: format!("cdnow-{i}"),
-                customer_id: c.clone(),
-                occurred_at: day * DAY_MS + 12 * 3_600_000,
-                status: OrderStatus::Placed,
-                location_id: None,
-                channel: None,
                 currency: "USD".into(),
-                items: vec![],
-                discount_code: None,
-                discount_amount: 0.0,
-                total: *value,
+                ..custflow_tests::placed_order(
+                    format!("cdnow-{i}"),
+                    format!("cdnow-{i}"),
+                    c,
+                    *day,
+                    *value,
+                )
             });
             (c.clone(), json::encode(&e))
         })
