@@ -142,8 +142,9 @@ struct LookupPlan {
     api_key: Option<String>,
 }
 
-/// One answered request: seconds waiting to be sent, seconds on the wire, status.
-type Sample = (f64, f64, u16);
+/// One answered request: microseconds waiting to be sent, microseconds on the wire,
+/// status.
+type Sample = (u64, u64, u16);
 
 async fn lookup(plan: LookupPlan, ids: Vec<String>) -> anyhow::Result<()> {
     use std::sync::Arc;
@@ -210,9 +211,10 @@ async fn lookup(plan: LookupPlan, ids: Vec<String>) -> anyhow::Result<()> {
                 Err(_) => 0,
             };
             let done = tokio::time::Instant::now();
+            let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
             let _ = tx.send((
-                sent.saturating_duration_since(due).as_secs_f64(),
-                done.saturating_duration_since(sent).as_secs_f64(),
+                us(sent.saturating_duration_since(due)),
+                us(done.saturating_duration_since(sent)),
                 status,
             ));
             drop(permit);
@@ -225,14 +227,15 @@ async fn lookup(plan: LookupPlan, ids: Vec<String>) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let ok = samples.iter().filter(|s| s.2 == 200).count();
-    let q = |mut v: Vec<f64>, p: f64| -> f64 {
-        v.sort_by(f64::total_cmp);
-        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len().max(1)) - 1;
-        (v.get(i).copied().unwrap_or(0.0) * 1e5).round() / 100.0
+    use custflow_ingest::load::percentile_ms as q;
+    let sorted = |f: fn(&Sample) -> u64| {
+        let mut v: Vec<u64> = samples.iter().map(f).collect();
+        v.sort_unstable();
+        v
     };
-    let wire: Vec<f64> = samples.iter().map(|s| s.1).collect();
-    let scheduled: Vec<f64> = samples.iter().map(|s| s.0 + s.1).collect();
-    let lag: Vec<f64> = samples.iter().map(|s| s.0).collect();
+    let wire = sorted(|s| s.1);
+    let scheduled = sorted(|s| s.0 + s.1);
+    let lag = sorted(|s| s.0);
     println!(
         "{}",
         serde_json::json!({
@@ -244,13 +247,13 @@ async fn lookup(plan: LookupPlan, ids: Vec<String>) -> anyhow::Result<()> {
             "errors": samples.len() - ok,
             "achieved_rate": (samples.len() as f64 / elapsed).round(),
             "customers_per_s": ((ok * plan.batch) as f64 / elapsed).round(),
-            "p50_ms": q(wire.clone(), 0.50),
-            "p99_ms": q(wire.clone(), 0.99),
-            "p999_ms": q(wire.clone(), 0.999),
-            "max_ms": q(wire, 1.0),
-            "schedule_p99_ms": q(scheduled.clone(), 0.99),
-            "schedule_max_ms": q(scheduled, 1.0),
-            "send_lag_p99_ms": q(lag, 0.99),
+            "p50_ms": q(&wire, 0.50),
+            "p99_ms": q(&wire, 0.99),
+            "p999_ms": q(&wire, 0.999),
+            "max_ms": q(&wire, 1.0),
+            "schedule_p99_ms": q(&scheduled, 0.99),
+            "schedule_max_ms": q(&scheduled, 1.0),
+            "send_lag_p99_ms": q(&lag, 0.99),
         })
     );
     Ok(())

@@ -178,19 +178,22 @@ impl HttpLoad {
             report.merge(s.report);
         }
         latencies.sort_unstable();
-        let pct = |q: f64| -> f64 {
-            if latencies.is_empty() {
-                return 0.0;
-            }
-            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-            latencies[i] as f64 / 1000.0
-        };
-        report.latency_p50_ms = pct(0.50);
-        report.latency_p95_ms = pct(0.95);
-        report.latency_p99_ms = pct(0.99);
-        report.latency_max_ms = pct(1.0);
+        report.latency_p50_ms = percentile_ms(&latencies, 0.50);
+        report.latency_p95_ms = percentile_ms(&latencies, 0.95);
+        report.latency_p99_ms = percentile_ms(&latencies, 0.99);
+        report.latency_max_ms = percentile_ms(&latencies, 1.0);
         Ok(report)
     }
+}
+
+/// The nearest-rank `q` quantile of sorted latencies in microseconds, in milliseconds
+/// (0 without latencies).
+pub fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() as f64 * q).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    sorted_us[i] as f64 / 1000.0
 }
 
 impl WorkerStats {
