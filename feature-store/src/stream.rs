@@ -187,8 +187,13 @@ impl StreamHub {
         Ok((feed.tx.subscribe(), position))
     }
 
-    /// A consumer of `base` and the topic's current end on every partition.
-    async fn open(&self, base: &str) -> Result<(StreamConsumer, String, Cursor), String> {
+    /// A consumer of `base` assigned at `from`, or at the topic's current end on every
+    /// partition; and the position it starts at.
+    async fn open(
+        &self,
+        base: &str,
+        from: Option<Cursor>,
+    ) -> Result<(StreamConsumer, Cursor), String> {
         let topic = self.topics.name(base);
         let consumer: StreamConsumer = client_config(&self.brokers)
             .set("group.id", format!("custflow-sse-{}", ulid::Ulid::new()))
@@ -211,15 +216,24 @@ impl StreamHub {
             if partitions == 0 {
                 return Err(format!("topic {topic} has no partitions"));
             }
-            let end = (0..partitions as i32)
-                .map(|p| {
-                    consumer
-                        .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
-                        .map(|(_, high)| high)
-                })
-                .collect::<Result<Vec<_>, _>>()
+            let start = match from {
+                Some(c) => c,
+                None => Cursor(
+                    (0..partitions as i32)
+                        .map(|p| {
+                            consumer
+                                .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
+                                .map(|(_, high)| high)
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            let assignment = start
+                .assignment(&topic, partitions)
                 .map_err(|e| e.to_string())?;
-            Ok((consumer, topic, Cursor(end)))
+            consumer.assign(&assignment).map_err(|e| e.to_string())?;
+            Ok((consumer, start))
         })
         .await
         .map_err(|e| e.to_string())?
@@ -227,19 +241,13 @@ impl StreamHub {
 
     /// Reads `base` from where the feed stopped (or the topic's end) into the broadcast.
     async fn pump(&self, base: &'static str, feed: &Feed) -> Result<(), String> {
-        let (consumer, topic, end) = self.open(base).await?;
-        let partitions = end.0.len();
-        let start = {
-            let mut cursor = feed.cursor.lock().map_err(|e| e.to_string())?;
-            cursor.get_or_insert(end).clone()
-        };
-        consumer
-            .assign(
-                &start
-                    .assignment(&topic, partitions)
-                    .map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?;
+        // Only this task writes the feed's position, so it cannot change meanwhile.
+        let known = feed.cursor.lock().map_err(|e| e.to_string())?.clone();
+        let (consumer, start) = self.open(base, known).await?;
+        feed.cursor
+            .lock()
+            .map_err(|e| e.to_string())?
+            .get_or_insert(start);
         feed.ready.send_replace(true);
         loop {
             let msg = consumer.recv().await.map_err(|e| e.to_string())?;
@@ -259,13 +267,9 @@ impl StreamHub {
         base: &'static str,
         from: Cursor,
     ) -> Result<mpsc::Receiver<Arc<Update>>, ApiError> {
-        let (consumer, topic, end) = self.open(base).await.map_err(unavailable)?;
-        consumer
-            .assign(&from.assignment(&topic, end.0.len()).map_err(unavailable)?)
-            .map_err(unavailable)?;
+        let (consumer, mut cursor) = self.open(base, Some(from)).await.map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(BUFFER);
         tokio::spawn(async move {
-            let mut cursor = from;
             loop {
                 let msg = tokio::select! {
                     _ = tx.closed() => return,
