@@ -231,13 +231,11 @@ async fn handle(
         st.metrics
             .requests_throttled
             .fetch_add(1, Ordering::Relaxed);
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Err(ApiError::too_many_requests(
             "overloaded",
             "too much work in flight; retry shortly",
-        );
-        e.retry_after = Some(1);
-        return Err(e);
+            1,
+        ));
     };
     let ctx = ValidationContext::now();
     let mut results: Vec<Value> = Vec::with_capacity(parsed.len());

@@ -46,6 +46,17 @@ impl ApiError {
         e
     }
 
+    /// 429 with `Retry-After`: a limit was reached; `code` says which.
+    pub fn too_many_requests(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after: u64,
+    ) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     /// 500; the cause goes to the log only.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

@@ -219,12 +219,15 @@ struct Usage {
     streams: Arc<AtomicU32>,
 }
 
-/// An open event stream of a key, given back when the response body is dropped.
-struct StreamSlot(Arc<AtomicU32>);
+/// An open event stream of a key, given back when the response body is dropped (no
+/// counter when streams are unlimited).
+struct StreamSlot(Option<Arc<AtomicU32>>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if let Some(open) = &self.0 {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -257,18 +260,12 @@ impl Access {
         })
     }
 
-    pub fn keys(&self) -> &ApiKeys {
-        &self.keys
-    }
-
     /// Counts a request of key `key` against its rate.
     fn admit(&self, key: usize) -> Result<(), Duration> {
-        let (Some(u), per_s) = (self.usage.get(key), self.limits.requests_per_s) else {
+        let per_s = self.limits.requests_per_s;
+        let Some(u) = self.usage.get(key).filter(|_| per_s > 0) else {
             return Ok(());
         };
-        if per_s == 0 {
-            return Ok(());
-        }
         match u.bucket.lock() {
             Ok(mut b) => b.take(per_s, Instant::now()),
             Err(_) => Ok(()),
@@ -276,15 +273,15 @@ impl Access {
     }
 
     /// Opens an event stream for key `key`, if it holds fewer than its limit.
-    fn open_stream(&self, key: usize) -> Option<Option<StreamSlot>> {
+    fn open_stream(&self, key: usize) -> Option<StreamSlot> {
         let Some(u) = self.usage.get(key).filter(|_| self.limits.streams > 0) else {
-            return Some(None);
+            return Some(StreamSlot(None));
         };
         if u.streams.fetch_add(1, Ordering::AcqRel) >= self.limits.streams {
             u.streams.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Some(StreamSlot(u.streams.clone())))
+        Some(StreamSlot(Some(u.streams.clone())))
     }
 }
 
@@ -331,31 +328,29 @@ pub async fn require_scopes(
         }
     };
     if let Err(wait) = access.admit(key) {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
+        return ApiError::too_many_requests(
             "rate_limited",
             format!(
                 "this API key is limited to {} requests/s",
                 access.limits.requests_per_s
             ),
-        );
-        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
-        return e.into_response();
+            wait.as_secs_f64().ceil().max(1.0) as u64,
+        )
+        .into_response();
     }
     if !req.uri().path().starts_with("/v1/stream/") {
         return next.run(req).await;
     }
     let Some(slot) = access.open_stream(key) else {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
+        return ApiError::too_many_requests(
             "too_many_streams",
             format!(
                 "this API key already holds {} open streams; close one first",
                 access.limits.streams
             ),
-        );
-        e.retry_after = Some(1);
-        return e.into_response();
+            1,
+        )
+        .into_response();
     };
     // The slot is held for as long as the response body (the stream) lives.
     let (parts, body) = next.run(req).await.into_parts();
