@@ -353,6 +353,8 @@ fn score(customer: usize, version: i64) -> CustomerScore {
         rfm_segment: "need_attention".into(),
         cluster: Some("c2".into()),
         at_risk: false,
+        retention_target: false,
+        expected_retention_profit: 0.0,
     }
 }
 

@@ -29,7 +29,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 const SCORE_COLUMNS: &str = "model_version, frequency, recency, age, monetary_value, p_alive, churn_probability, \
-expected_orders_90d, expected_aov, clv_12m, value_tier, r_score, f_score, m_score, rfm_segment, cluster, at_risk";
+expected_orders_90d, expected_aov, clv_12m, value_tier, r_score, f_score, m_score, rfm_segment, cluster, at_risk, \
+retention_target, expected_retention_profit";
 
 /// The tables, created if missing.
 const SCHEMA: &[&str] = &[
@@ -40,7 +41,8 @@ const SCHEMA: &[&str] = &[
         churn_probability DOUBLE PRECISION, expected_orders_90d DOUBLE PRECISION,
         expected_aov DOUBLE PRECISION, clv_12m DOUBLE PRECISION, value_tier TEXT,
         r_score INTEGER, f_score INTEGER, m_score INTEGER, rfm_segment TEXT, cluster TEXT,
-        at_risk INTEGER, updated_at BIGINT NOT NULL)",
+        at_risk INTEGER, updated_at BIGINT NOT NULL, retention_target INTEGER,
+        expected_retention_profit DOUBLE PRECISION)",
     "CREATE TABLE IF NOT EXISTS customer_score_history (
         customer_id TEXT NOT NULL, version BIGINT NOT NULL, valid_from BIGINT NOT NULL,
         valid_to BIGINT, is_current INTEGER NOT NULL,
@@ -49,7 +51,8 @@ const SCHEMA: &[&str] = &[
         churn_probability DOUBLE PRECISION, expected_orders_90d DOUBLE PRECISION,
         expected_aov DOUBLE PRECISION, clv_12m DOUBLE PRECISION, value_tier TEXT,
         r_score INTEGER, f_score INTEGER, m_score INTEGER, rfm_segment TEXT, cluster TEXT,
-        at_risk INTEGER, PRIMARY KEY (customer_id, version))",
+        at_risk INTEGER, retention_target INTEGER, expected_retention_profit DOUBLE PRECISION,
+        PRIMARY KEY (customer_id, version))",
     // At most one current row per customer, enforced; the partial index also finds the
     // rows a batch closes without scanning the history.
     "DROP INDEX IF EXISTS customer_score_history_current",
@@ -166,6 +169,7 @@ impl SqlSink {
         } else {
             Dialect::Postgres
         };
+        add_columns(&pool, dialect).await?;
         Ok(Self { pool, dialect })
     }
 
@@ -462,6 +466,8 @@ struct JsonRow<'a> {
     rfm_segment: &'a str,
     cluster: Option<&'a str>,
     at_risk: i32,
+    retention_target: i32,
+    expected_retention_profit: f64,
 }
 
 impl<'a> JsonRow<'a> {
@@ -491,8 +497,53 @@ impl<'a> JsonRow<'a> {
             rfm_segment: &s.rfm_segment,
             cluster: s.cluster.as_deref(),
             at_risk: i32::from(s.at_risk),
+            retention_target: i32::from(s.retention_target),
+            expected_retention_profit: s.expected_retention_profit,
         }
     }
+}
+
+/// Columns added after the first release, added to tables created before them.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("customer_scores", "retention_target", "INTEGER"),
+    (
+        "customer_scores",
+        "expected_retention_profit",
+        "DOUBLE PRECISION",
+    ),
+    ("customer_score_history", "retention_target", "INTEGER"),
+    (
+        "customer_score_history",
+        "expected_retention_profit",
+        "DOUBLE PRECISION",
+    ),
+];
+
+async fn add_columns(pool: &AnyPool, dialect: Dialect) -> Result<()> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        match dialect {
+            Dialect::Postgres => {
+                sqlx::query(&format!(
+                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}"
+                ))
+                .execute(pool)
+                .await?;
+            }
+            Dialect::Sqlite => {
+                let (n,): (i64,) = sqlx::query_as(&format!(
+                    "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"
+                ))
+                .fetch_one(pool)
+                .await?;
+                if n == 0 {
+                    sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+                        .execute(pool)
+                        .await?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The stored versions of `ids`.
@@ -588,7 +639,7 @@ async fn insert_history(
                 let sql = format!(
                     "INSERT INTO customer_score_history (customer_id, version, valid_from, valid_to, is_current, {SCORE_COLUMNS})
                      VALUES {} ON CONFLICT (customer_id, version) DO NOTHING",
-                    tuples(part.len(), 22)
+                    tuples(part.len(), 24)
                 );
                 let mut q = sqlx::query(&sql);
                 for (c, s, valid_to) in part {
@@ -641,7 +692,8 @@ async fn upsert_current(
            expected_aov = excluded.expected_aov, clv_12m = excluded.clv_12m, value_tier = excluded.value_tier,
            r_score = excluded.r_score, f_score = excluded.f_score, m_score = excluded.m_score,
            rfm_segment = excluded.rfm_segment, cluster = excluded.cluster, at_risk = excluded.at_risk,
-           updated_at = excluded.updated_at
+           retention_target = excluded.retention_target,
+           expected_retention_profit = excluded.expected_retention_profit, updated_at = excluded.updated_at
          WHERE excluded.version > customer_scores.version";
     let newest = applied.iter().map(|(c, list)| (*c, list[list.len() - 1]));
     match dialect {
@@ -649,7 +701,7 @@ async fn upsert_current(
             let sql = format!(
                 "INSERT INTO customer_scores (customer_id, version, as_of, {SCORE_COLUMNS}, updated_at)
                  VALUES {} {ON_CONFLICT}",
-                tuples(applied.len(), 21)
+                tuples(applied.len(), 23)
             );
             let mut q = sqlx::query(&sql);
             for (c, s) in newest {
@@ -697,4 +749,6 @@ fn bind_score<'q>(q: AnyQuery<'q>, s: &'q CustomerScore) -> AnyQuery<'q> {
         .bind(&s.rfm_segment)
         .bind(s.cluster.as_deref())
         .bind(i32::from(s.at_risk))
+        .bind(i32::from(s.retention_target))
+        .bind(s.expected_retention_profit)
 }

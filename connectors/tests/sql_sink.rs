@@ -34,14 +34,16 @@ fn score(customer: &str, version: i64, as_of: i64, tier: &str) -> CustomerScore 
             None
         },
         at_risk: false,
+        retention_target: version % 3 == 0,
+        expected_retention_profit: version as f64 - 2.5,
     }
 }
 
 async fn dump(sink: &SqlSink) -> Vec<String> {
     let mut out = Vec::new();
     for sql in [
-        "SELECT customer_id, version, as_of, clv_12m, value_tier, cluster FROM customer_scores ORDER BY customer_id",
-        "SELECT customer_id, version, valid_from, valid_to, is_current FROM customer_score_history ORDER BY customer_id, version",
+        "SELECT customer_id, version, as_of, clv_12m, value_tier, cluster, retention_target, expected_retention_profit FROM customer_scores ORDER BY customer_id",
+        "SELECT customer_id, version, valid_from, valid_to, is_current, retention_target, expected_retention_profit FROM customer_score_history ORDER BY customer_id, version",
     ] {
         for r in sqlx::query(sql).fetch_all(sink.pool()).await.unwrap() {
             let cols: Vec<String> = (0..r.len())

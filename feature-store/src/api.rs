@@ -81,7 +81,7 @@ pub fn lookup_body(
     };
     let mut scores = Map::new();
     if let Some(m) = model.filter(|_| f.orders_total > 0) {
-        let s = m.score(&f.stats());
+        let s = m.score(&f.churn_input());
         if let Ok(Value::Object(o)) = serde_json::to_value(&s) {
             scores = o;
         }
@@ -132,6 +132,8 @@ fn known_names() -> Vec<&'static str> {
         "m_score",
         "rfm_segment",
         "cluster",
+        "retention_target",
+        "expected_retention_profit",
         "model_version",
     ]
 }

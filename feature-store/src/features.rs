@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use custflow_models::artefact::CustomerStats;
+use custflow_models::churn::ChurnInput;
 use custflow_schemas::time::DAY_MS;
 
 use crate::state::{day_of, CustomerState, Day, DAYPARTS};
@@ -70,6 +71,22 @@ impl Features {
             monetary_value: self.monetary_value,
             orders_total: f64::from(self.orders_total),
             spend_total: self.spend_total,
+        }
+    }
+
+    /// What the models (and the churn classifier) score.
+    pub fn churn_input(&self) -> ChurnInput {
+        let s = self.stats();
+        ChurnInput {
+            frequency: s.frequency,
+            recency_days: s.recency_days,
+            age_days: s.age_days,
+            monetary_value: s.monetary_value,
+            orders_total: s.orders_total,
+            spend_total: s.spend_total,
+            orders_30d: f64::from(self.orders_30d),
+            orders_90d: f64::from(self.orders_90d),
+            spend_90d: self.spend_90d,
         }
     }
 }

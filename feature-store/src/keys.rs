@@ -42,6 +42,11 @@ impl Keys {
         format!("{}cf:segments", self.prefix)
     }
 
+    /// Hash of recorded churn predictions by clock day, kept until their labels mature.
+    pub fn churn_predictions(&self) -> String {
+        format!("{}cf:churn:predictions", self.prefix)
+    }
+
     /// Prefix of the per-partition sweep cursors (`<prefix>:{p<N>}`).
     pub fn sweep_prefix(&self) -> String {
         format!("{}cf:sweep", self.prefix)

@@ -56,4 +56,28 @@ impl ModelHandle {
         self.set(artefact);
         Ok(true)
     }
+
+    /// Stores an artefact as a new version, makes it the one in use (one atomic
+    /// pipeline) and holds it here.
+    pub async fn promote(
+        &self,
+        conn: &mut ConnectionManager,
+        keys: &Keys,
+        artefact: &ModelArtefact,
+    ) -> Result<(), ModelError> {
+        let json = serde_json::to_string(artefact).map_err(|e| ModelError::Unreadable {
+            version: artefact.version.clone(),
+            reason: e.to_string(),
+        })?;
+        let () = redis::pipe()
+            .atomic()
+            .set(keys.model(&artefact.version), json)
+            .ignore()
+            .set(keys.model_current(), &artefact.version)
+            .ignore()
+            .query_async(conn)
+            .await?;
+        self.set(artefact.clone());
+        Ok(())
+    }
 }

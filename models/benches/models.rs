@@ -10,6 +10,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use custflow_models::artefact::CustomerStats;
 use custflow_models::bgnbd::BgNbd;
+use custflow_models::churn::ChurnInput;
 use custflow_models::fit::{fit_transactions, FitOptions};
 use custflow_models::gamma_gamma::GammaGamma;
 use custflow_models::summary::{compress, SummaryRow};
@@ -164,11 +165,24 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             stats
                 .iter()
-                .map(|s| artefact.score(s).r_score as u64)
+                .map(|s| artefact.score(&input(s)).r_score as u64)
                 .sum::<u64>()
         })
     });
     g.finish();
+}
+
+/// The scoring input of BTYD statistics (window counts left at zero).
+fn input(s: &CustomerStats) -> ChurnInput {
+    ChurnInput {
+        frequency: s.frequency,
+        recency_days: s.recency_days,
+        age_days: s.age_days,
+        monetary_value: s.monetary_value,
+        orders_total: s.orders_total,
+        spend_total: s.spend_total,
+        ..ChurnInput::default()
+    }
 }
 
 criterion_group!(benches, bench);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::bgnbd::{BgNbd, Fitted};
+use crate::churn::{ChurnInput, ChurnModel, Offer};
 use crate::clv::{clv, ClvSettings, PurchaseModel};
 use crate::gamma_gamma::GammaGamma;
 use crate::kmeans::{self, KMeansModel};
@@ -63,6 +64,10 @@ pub struct ModelArtefact {
     /// checks; empty for artefacts made before it existed.
     #[serde(default)]
     pub drift_reference: BTreeMap<String, crate::drift::Reference>,
+    /// The supervised churn champion (`custflow train-churn`); without it
+    /// `churn_probability` is BG/NBD's 1 − P(alive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnModel>,
 }
 
 /// A customer's statistics, time in days.
@@ -94,6 +99,10 @@ pub struct Scores {
     pub m_score: u8,
     pub rfm_segment: &'static str,
     pub cluster: Option<String>,
+    /// Whether a retention offer pays for this customer (see [`ModelArtefact::score`]).
+    pub retention_target: bool,
+    /// Expected profit of a retention offer: churn probability × acceptance × CLV − cost.
+    pub expected_retention_profit: f64,
 }
 
 impl ModelArtefact {
@@ -125,9 +134,23 @@ impl ModelArtefact {
         (p_alive, expected_90d, aov, clv)
     }
 
-    /// Every score of one customer.
-    pub fn score(&self, s: &CustomerStats) -> Scores {
+    /// Every score of one customer. With a churn model, it serves `churn_probability`
+    /// and targets customers at or above its profit-maximising threshold; without one,
+    /// churn is 1 − P(alive) and a customer is a target when the default offer's
+    /// expected profit is positive.
+    pub fn score(&self, input: &ChurnInput) -> Scores {
+        let s = &input.stats();
         let (p_alive, expected_orders_90d, expected_aov, clv_12m) = self.value(s);
+        let (churn_probability, retention_target, expected_retention_profit) = match &self.churn {
+            Some(c) => {
+                let k = c.score(input, p_alive, clv_12m);
+                (k.churn_probability, k.retention_target, k.expected_profit)
+            }
+            None => {
+                let profit = Offer::default().expected_profit(1.0 - p_alive, clv_12m);
+                (1.0 - p_alive, profit > 0.0, profit)
+            }
+        };
         let days_since_last = (s.age_days - s.recency_days).max(0.0);
         let (r, f, m) = self
             .rfm
@@ -142,7 +165,7 @@ impl ModelArtefact {
         });
         Scores {
             p_alive,
-            churn_probability: 1.0 - p_alive,
+            churn_probability,
             expected_orders_90d,
             expected_aov,
             clv_12m,
@@ -152,6 +175,8 @@ impl ModelArtefact {
             m_score: m,
             rfm_segment: segment(r, f),
             cluster,
+            retention_target,
+            expected_retention_profit,
         }
     }
 }

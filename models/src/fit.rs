@@ -147,6 +147,7 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
         kmeans,
         metrics,
         drift_reference: crate::drift::references(&stats),
+        churn: None,
     };
     artefact.tiers = TierCuts::from_population(stats.iter().map(|s| artefact.value(s).3));
     Ok(FitOutcome {
@@ -204,6 +205,7 @@ pub fn fit_population(
         kmeans: KMeansModel::fit(&points, seed, 1500).ok(),
         metrics,
         drift_reference: crate::drift::references(&buyers.iter().map(|s| **s).collect::<Vec<_>>()),
+        churn: None,
     };
     artefact.tiers = TierCuts::from_population(buyers.iter().map(|s| artefact.value(s).3));
     Ok(artefact)

@@ -1,5 +1,6 @@
 //! Pure maths of custflow, no I/O: BG/NBD, Pareto/NBD, Gamma-Gamma, CLV, RFM scores and
-//! segments, value tiers, k-means and the versioned model artefact.
+//! segments, value tiers, k-means, the supervised churn classifier and the versioned model
+//! artefact.
 //!
 //! Time is measured in an arbitrary unit chosen by the caller (days in the processors,
 //! weeks for the published CDNOW results); parameters are only meaningful in the unit
@@ -7,6 +8,7 @@
 
 pub mod artefact;
 pub mod bgnbd;
+pub mod churn;
 pub mod clv;
 pub mod drift;
 pub mod error;

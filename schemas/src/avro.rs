@@ -27,6 +27,20 @@ pub const SCHEMA_TEXTS: &[(&str, &str)] = &[
     ("SegmentChange", include_str!("../avro/SegmentChange.avsc")),
 ];
 
+/// Earlier versions of shipped schemas, newest first: records written with them (before
+/// fields with defaults were added) still decode.
+const EARLIER_TEXTS: &[(&str, &str)] = &[(
+    "CustomerScore",
+    include_str!("../avro/CustomerScore.v1.avsc"),
+)];
+
+static EARLIER: LazyLock<Vec<(&'static str, Schema)>> = LazyLock::new(|| {
+    EARLIER_TEXTS
+        .iter()
+        .filter_map(|(name, text)| Some((*name, Schema::parse_str(text).ok()?)))
+        .collect()
+});
+
 static PARSED: LazyLock<HashMap<&'static str, Schema>> = LazyLock::new(|| {
     SCHEMA_TEXTS
         .iter()
@@ -251,7 +265,28 @@ pub fn encode_record<T: serde::Serialize>(record: &str, value: &T) -> Result<Vec
 pub fn decode_record<T: serde::de::DeserializeOwned>(record: &str, datum: &[u8]) -> Result<T> {
     let schema = schema(record).ok_or_else(|| Error::Avro(format!("no schema {record}")))?;
     let mut r = datum;
-    let v = apache_avro::from_avro_datum(schema, &mut r, None)?;
+    let v = match apache_avro::from_avro_datum(schema, &mut r, None) {
+        Ok(v) if r.is_empty() => v,
+        first => {
+            // Written with an earlier version: resolve it to the current schema.
+            let older = EARLIER
+                .iter()
+                .filter(|(n, _)| *n == record)
+                .find_map(|(_, w)| {
+                    let mut r = datum;
+                    apache_avro::from_avro_datum(w, &mut r, Some(schema))
+                        .ok()
+                        .filter(|_| r.is_empty())
+                });
+            match (older, first) {
+                (Some(v), _) => v,
+                (None, Ok(_)) => {
+                    return Err(Error::Avro(format!("{record}: bytes left after the datum")))
+                }
+                (None, Err(e)) => return Err(e.into()),
+            }
+        }
+    };
     Ok(serde_json::from_value(avro_to_json(v))?)
 }
 

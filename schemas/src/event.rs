@@ -245,6 +245,12 @@ pub struct CustomerScore {
     #[serde(default)]
     pub cluster: Option<String>,
     pub at_risk: bool,
+    /// Whether a retention offer is expected to pay for this customer.
+    #[serde(default)]
+    pub retention_target: bool,
+    /// Churn probability × offer acceptance × CLV − offer cost.
+    #[serde(default)]
+    pub expected_retention_profit: f64,
 }
 
 /// Which segmentation changed in a [`SegmentChange`].

@@ -294,9 +294,32 @@ fn output_records_round_trip_through_avro() {
         rfm_segment: "champions".into(),
         cluster: None,
         at_risk: false,
+        retention_target: true,
+        expected_retention_profit: 3.5,
     };
     let bytes = avro::encode_record("CustomerScore", &s).unwrap();
     let back: custflow_schemas::CustomerScore =
         avro::decode_record("CustomerScore", &bytes).unwrap();
     assert_eq!(back, s);
+
+    // A score written before the retention fields existed decodes with their defaults.
+    let v1 = apache_avro::Schema::parse_str(include_str!("../avro/CustomerScore.v1.avsc")).unwrap();
+    let mut json = serde_json::to_value(&s).unwrap();
+    let obj = json.as_object_mut().unwrap();
+    obj.remove("retention_target");
+    obj.remove("expected_retention_profit");
+    let old = apache_avro::to_avro_datum(&v1, avro::json_to_avro(&json, &v1).unwrap()).unwrap();
+    let back: custflow_schemas::CustomerScore = avro::decode_record("CustomerScore", &old).unwrap();
+    assert_eq!(
+        back,
+        custflow_schemas::CustomerScore {
+            retention_target: false,
+            expected_retention_profit: 0.0,
+            ..s
+        }
+    );
+    // Garbage is still an error, not a default-filled record.
+    assert!(
+        avro::decode_record::<custflow_schemas::CustomerScore>("CustomerScore", &old[..5]).is_err()
+    );
 }

@@ -30,7 +30,7 @@ pub fn score_record(
     m: &ModelArtefact,
     version: i64,
 ) -> CustomerScore {
-    let s = m.score(&f.stats());
+    let s = m.score(&f.churn_input());
     CustomerScore {
         customer_id: customer.to_owned(),
         version,
@@ -52,6 +52,8 @@ pub fn score_record(
         rfm_segment: s.rfm_segment.to_owned(),
         cluster: s.cluster,
         at_risk: f.at_risk,
+        retention_target: s.retention_target,
+        expected_retention_profit: s.expected_retention_profit,
     }
 }
 

@@ -41,6 +41,8 @@ fn score(customer: &str, version: i64) -> CustomerScore {
         rfm_segment: "loyal".into(),
         cluster: None,
         at_risk: false,
+        retention_target: false,
+        expected_retention_profit: 0.0,
     }
 }
 
