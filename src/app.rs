@@ -336,6 +336,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         min_gain: custflow_processors::model_job::MIN_GAIN_PER_CUSTOMER,
         drift_threshold: custflow_processors::model_job::DRIFT_THRESHOLD,
         metrics: shared.processor.clone(),
+        churn: Default::default(),
     });
     if !opts.api_only {
         let (job, sink, clock, mut rx) = (
@@ -444,7 +445,9 @@ pub(crate) async fn refit(job: &ModelJob, sink: &SqlSink, clock: &Clock) -> Opti
     let as_of = clock.now().unwrap_or_else(custflow_schemas::time::now_ms);
     match job.run_once(as_of).await {
         Ok(o) => {
-            if let (Outcome::Promoted { .. }, Some(m)) = (&o, job.model.current()) {
+            // Whatever is in use now (a population refit, a churn refit or an installed
+            // churn model) is recorded once; a known version is left as it is.
+            if let Some(m) = job.model.current() {
                 if let Err(e) = sink.record_model(&m).await {
                     tracing::warn!(error = %e, "recording the model in the sink failed");
                 }

@@ -26,6 +26,11 @@ pub struct Metrics {
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Population stability index of each model input, live against training.
     pub drift: Mutex<BTreeMap<String, f64>>,
+    /// Realised quality of the newest matured churn predictions (`auc`,
+    /// `calibration_error`, `predictions`, `churn_rate`).
+    pub churn_realised: Mutex<BTreeMap<&'static str, f64>>,
+    /// Churn classifier refits started by a low realised AUC.
+    pub churn_refits: AtomicU64,
 }
 
 impl Metrics {
@@ -121,6 +126,31 @@ impl Metrics {
                 let _ = writeln!(out, "custflow_model_input_psi{{input=\"{input}\"}} {v}");
             }
         }
+        if let Ok(churn) = self.churn_realised.lock() {
+            for (name, help) in [
+                (
+                    "auc",
+                    "AUC of matured churn predictions against what customers did",
+                ),
+                (
+                    "calibration_error",
+                    "Expected calibration error of matured churn predictions",
+                ),
+                (
+                    "predictions",
+                    "Churn predictions in the newest matured snapshot",
+                ),
+                (
+                    "churn_rate",
+                    "Share of the matured snapshot's customers who churned",
+                ),
+            ] {
+                if let Some(v) = churn.get(name) {
+                    let _ = writeln!(out, "# HELP custflow_churn_realised_{name} {help}\n# TYPE custflow_churn_realised_{name} gauge\ncustflow_churn_realised_{name} {v}");
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP custflow_churn_refits_total Churn classifier refits started by a low realised AUC\n# TYPE custflow_churn_refits_total counter\ncustflow_churn_refits_total {}", Self::get(&self.churn_refits));
         out
     }
 }

@@ -10,13 +10,27 @@
 //! frequency and monetary value between the model in use's training population and the
 //! live one, exported as metrics. When one exceeds the threshold, the refit takes over
 //! without the margin (it still must not be worse).
+//!
+//! Churn monitoring: every `every_days` of the clock the job records the churn
+//! probability it serves for a sample of customers, with their inputs. Once a record is
+//! `horizon` days old its labels have matured (churned = no purchase since), and the
+//! job exports the realised AUC and calibration error. Below `min_auc` it refits the
+//! churn classifier on that matured record — a point-in-time training set — and
+//! promotes an artefact carrying the new champion. A population refit keeps the churn
+//! model of the artefact in use.
 
-use custflow_feature_store::features::compute;
+use custflow_feature_store::features::{compute, last_purchase_at};
 use custflow_feature_store::keys::{scan_page, Keys};
+use custflow_feature_store::model::ModelError;
 use custflow_feature_store::state::{day_of, CustomerState};
 use custflow_models::artefact::{CustomerStats, ModelArtefact};
+use custflow_models::churn::metrics as churn_metrics;
+use custflow_models::churn::train::{calibration_half, train, Dataset, TrainOptions};
+use custflow_models::churn::ChurnInput;
 use custflow_models::fit::{bgnbd_ll_per_customer, fit_population};
 use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -56,6 +70,76 @@ pub struct ModelJob {
     pub drift_threshold: f64,
     /// Where the PSI of each input is exported.
     pub metrics: std::sync::Arc<Metrics>,
+    pub churn: ChurnMonitoring,
+}
+
+/// Settings of churn monitoring (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct ChurnMonitoring {
+    /// Days of the clock between recorded prediction snapshots.
+    pub every_days: i64,
+    /// Customers per snapshot, at most.
+    pub sample: usize,
+    /// A realised AUC below this refits the churn classifier.
+    pub min_auc: f64,
+    /// Label horizon when the artefact has no churn model (BG/NBD's 1 − P(alive)).
+    pub default_horizon_days: i64,
+}
+
+impl Default for ChurnMonitoring {
+    fn default() -> Self {
+        Self {
+            every_days: 7,
+            sample: 5000,
+            min_auc: 0.6,
+            default_horizon_days: 90,
+        }
+    }
+}
+
+/// A customer as the job reads them.
+struct Member {
+    id: String,
+    input: ChurnInput,
+    last_purchase_day: Option<i64>,
+}
+
+/// One customer's served churn prediction.
+#[derive(Serialize, Deserialize)]
+struct Prediction {
+    id: String,
+    p: f64,
+    p_alive: f64,
+    clv: f64,
+    input: ChurnInput,
+}
+
+/// The predictions recorded on one clock day.
+#[derive(Serialize, Deserialize)]
+struct PredictionLog {
+    day: i64,
+    horizon_days: i64,
+    model_version: String,
+    rows: Vec<Prediction>,
+}
+
+/// The realised quality of one matured prediction snapshot.
+#[derive(Debug, Clone, PartialEq)]
+struct ChurnCheck {
+    day: i64,
+    predictions: usize,
+    auc: Option<f64>,
+    calibration_error: f64,
+    /// The version promoted with a refitted churn classifier, if the AUC was too low.
+    refit: Option<String>,
+}
+
+/// Redis failures stay retryable; an unreadable artefact is a configuration problem.
+fn model_error(e: ModelError) -> Error {
+    match e {
+        ModelError::Redis(r) => Error::Redis(r),
+        other => Error::Config(other.to_string()),
+    }
 }
 
 /// The default [`ModelJob::min_gain`].
@@ -65,7 +149,7 @@ pub const DRIFT_THRESHOLD: f64 = 0.25;
 
 impl ModelJob {
     /// Reads up to `sample_max` customer states and their features as of `as_of`.
-    async fn population(&self, as_of: i64) -> Result<Vec<CustomerStats>> {
+    async fn population(&self, as_of: i64) -> Result<Vec<Member>> {
         let mut conn = self.conn.clone();
         let pattern = self.keys.patterns()[0].clone();
         let mut cursor: u64 = 0;
@@ -83,7 +167,12 @@ impl ModelJob {
                     })?;
                     let f = compute(&state, as_of, self.at_risk_days);
                     if f.orders_total > 0 {
-                        out.push(f.stats());
+                        out.push(Member {
+                            id: self.keys.customer_of(k).unwrap_or(k).to_owned(),
+                            input: f.churn_input(),
+                            last_purchase_day: last_purchase_at(&state)
+                                .map(|ms| i64::from(day_of(ms))),
+                        });
                     }
                 }
             }
@@ -98,7 +187,20 @@ impl ModelJob {
 
     /// Fits on the population as of `as_of` and promotes the result under the rule above.
     pub async fn run_once(&self, as_of: i64) -> Result<Outcome> {
-        let stats = self.population(as_of).await?;
+        let members = self.population(as_of).await?;
+        match self.monitor_churn(as_of, &members).await {
+            Ok(Some(c)) => tracing::info!(
+                day = c.day,
+                predictions = c.predictions,
+                auc = ?c.auc,
+                calibration_error = c.calibration_error,
+                refit = ?c.refit,
+                "churn predictions matured"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "churn monitoring failed"),
+        }
+        let stats: Vec<CustomerStats> = members.iter().map(|m| m.input.stats()).collect();
         let drift = self
             .model
             .current()
@@ -151,6 +253,14 @@ impl ModelJob {
                     .insert(format!("psi_at_promotion.{input}"), *psi);
             }
         }
+        // Keep the churn model of the artefact in use, as stored now (a `train-churn
+        // --install` may have replaced it since this job last looked).
+        let mut conn = self.conn.clone();
+        self.model
+            .refresh(&mut conn, &self.keys)
+            .await
+            .map_err(model_error)?;
+        artefact.churn = self.model.current().and_then(|m| m.churn.clone());
         self.promote(&artefact).await?;
         Ok(Outcome::Promoted {
             version,
@@ -158,19 +268,166 @@ impl ModelJob {
         })
     }
 
+    /// Records today's served churn predictions once per `every_days`, and judges (and
+    /// if needed refits on) every record whose labels have matured.
+    async fn monitor_churn(&self, as_of: i64, members: &[Member]) -> Result<Option<ChurnCheck>> {
+        let Some(model) = self.model.current() else {
+            return Ok(None);
+        };
+        let today = i64::from(day_of(as_of));
+        let key = self.keys.churn_predictions();
+        let mut conn = self.conn.clone();
+        let days: Vec<i64> = conn.hkeys(&key).await?;
+        let mut check = None;
+        for day in days.iter().copied().filter(|d| *d <= today) {
+            let Some(json): Option<String> = conn.hget(&key, day).await? else {
+                continue;
+            };
+            let log: PredictionLog = match serde_json::from_str(&json) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(day, error = %e, "dropping an unreadable churn prediction record");
+                    let () = conn.hdel(&key, day).await?;
+                    continue;
+                }
+            };
+            if log.day + log.horizon_days > today {
+                continue;
+            }
+            check = Some(self.judge(&log, members, &model).await?);
+            let () = conn.hdel(&key, day).await?;
+        }
+        let newest = days.iter().copied().max();
+        if newest.is_none_or(|d| today >= d + self.churn.every_days) {
+            let log = PredictionLog {
+                day: today,
+                horizon_days: model
+                    .churn
+                    .as_ref()
+                    .map_or(self.churn.default_horizon_days, |c| {
+                        c.horizon_days.round() as i64
+                    }),
+                model_version: model.version.clone(),
+                rows: members
+                    .iter()
+                    .take(self.churn.sample)
+                    .map(|m| {
+                        let s = model.score(&m.input);
+                        let (p_alive, _, _, clv) = model.value(&m.input.stats());
+                        Prediction {
+                            id: m.id.clone(),
+                            p: s.churn_probability,
+                            p_alive,
+                            clv,
+                            input: m.input,
+                        }
+                    })
+                    .collect(),
+            };
+            let json = serde_json::to_string(&log).map_err(|e| Error::Config(e.to_string()))?;
+            let _: bool = conn.hset_nx(&key, today, json).await?;
+        }
+        Ok(check)
+    }
+
+    /// Realised AUC and calibration of one matured record; a refit when the AUC is low.
+    async fn judge(
+        &self,
+        log: &PredictionLog,
+        members: &[Member],
+        model: &ModelArtefact,
+    ) -> Result<ChurnCheck> {
+        let last: std::collections::HashMap<&str, Option<i64>> = members
+            .iter()
+            .map(|m| (m.id.as_str(), m.last_purchase_day))
+            .collect();
+        let mut rows = Vec::new();
+        for r in &log.rows {
+            // A customer gone from Redis is not judged.
+            if let Some(l) = last.get(r.id.as_str()) {
+                let bought = l.is_some_and(|d| d > log.day);
+                rows.push((r, !bought));
+            }
+        }
+        let p: Vec<f64> = rows.iter().map(|(r, _)| r.p).collect();
+        let y: Vec<bool> = rows.iter().map(|(_, c)| *c).collect();
+        let auc = churn_metrics::auc(&p, &y);
+        let calibration_error =
+            churn_metrics::calibration_error(&churn_metrics::calibration(&p, &y, 10));
+        if let Ok(mut m) = self.metrics.churn_realised.lock() {
+            m.insert("predictions", rows.len() as f64);
+            m.insert("calibration_error", calibration_error);
+            m.insert(
+                "churn_rate",
+                y.iter().filter(|c| **c).count() as f64 / y.len().max(1) as f64,
+            );
+            match auc {
+                Some(a) => m.insert("auc", a),
+                None => m.remove("auc"),
+            };
+        }
+        let mut refit = None;
+        if auc.is_some_and(|a| a < self.churn.min_auc) {
+            Metrics::add(&self.metrics.churn_refits, 1);
+            match self.refit_churn(log, &rows, model).await {
+                Ok(v) => refit = Some(v),
+                Err(e) => tracing::warn!(error = %e, "churn refit failed"),
+            }
+        }
+        Ok(ChurnCheck {
+            day: log.day,
+            predictions: rows.len(),
+            auc,
+            calibration_error,
+            refit,
+        })
+    }
+
+    /// Trains the churn candidates on a matured record (a quarter of the customers
+    /// calibrate, a quarter select) and promotes the artefact in use with the winner.
+    async fn refit_churn(
+        &self,
+        log: &PredictionLog,
+        rows: &[(&Prediction, bool)],
+        model: &ModelArtefact,
+    ) -> Result<String> {
+        let (mut fit, mut calibrate, mut select) =
+            (Dataset::default(), Dataset::default(), Dataset::default());
+        for (r, churned) in rows {
+            let target = if !calibration_half(&r.id) {
+                &mut fit
+            } else if calibration_half(&format!("{}#", r.id)) {
+                &mut calibrate
+            } else {
+                &mut select
+            };
+            target.push(&r.input, *churned, r.p_alive, r.clv);
+        }
+        let o = TrainOptions {
+            budget_secs: 20.0,
+            seed: self.seed,
+            horizon_days: log.horizon_days as f64,
+            offer: model.churn.as_ref().map(|c| c.offer).unwrap_or_default(),
+            trained_at_ms: custflow_schemas::time::now_ms(),
+        };
+        let report = tokio::task::spawn_blocking(move || train(&fit, &calibrate, &select, &o))
+            .await
+            .map_err(|e| Error::Config(format!("churn training panicked: {e}")))?
+            .map_err(|e| Error::Config(format!("churn training: {e}")))?;
+        let mut next = model.clone();
+        next.version = format!("m{}", custflow_schemas::time::now_ms());
+        next.created_at_ms = custflow_schemas::time::now_ms();
+        next.churn = Some(report.model);
+        self.promote(&next).await?;
+        Ok(next.version)
+    }
+
     /// Stores an artefact and makes it the one in use.
     pub async fn promote(&self, artefact: &ModelArtefact) -> Result<()> {
-        let json = serde_json::to_string(artefact).map_err(|e| Error::Config(e.to_string()))?;
         let mut conn = self.conn.clone();
-        let () = redis::pipe()
-            .atomic()
-            .set(self.keys.model(&artefact.version), json)
-            .ignore()
-            .set(self.keys.model_current(), &artefact.version)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        self.model.set(artefact.clone());
-        Ok(())
+        self.model
+            .promote(&mut conn, &self.keys, artefact)
+            .await
+            .map_err(model_error)
     }
 }

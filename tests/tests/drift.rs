@@ -66,6 +66,7 @@ async fn drift_of_the_inputs_is_exported_and_lets_a_refit_take_over() {
         min_gain: f64::INFINITY,
         drift_threshold: DRIFT_THRESHOLD,
         metrics: metrics.clone(),
+        churn: Default::default(),
     };
     let as_of = AS_OF_DAY * DAY_MS + 20 * 3_600_000;
     let psi = |m: &Metrics| m.drift.lock().unwrap().clone();
