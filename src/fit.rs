@@ -24,12 +24,12 @@ pub(crate) enum Unit {
     Week,
 }
 
-/// Options of `custflow fit`.
+/// Where transactions come from (`custflow fit`, `custflow train-churn`).
 #[derive(Debug, Args)]
-pub(crate) struct FitArgs {
+pub(crate) struct TransactionArgs {
     /// Transactions file (CDNOW text or CSV with a header).
     #[arg(long)]
-    input: PathBuf,
+    pub(crate) input: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     format: Format,
     /// CSV column of the customer id.
@@ -41,6 +41,40 @@ pub(crate) struct FitArgs {
     /// CSV column of the net value.
     #[arg(long, default_value = "value")]
     value_column: String,
+}
+
+impl TransactionArgs {
+    /// Reads and parses the file; every bad line is an error naming it.
+    pub(crate) fn read(&self) -> anyhow::Result<Vec<input::Transaction>> {
+        let path = self.input.as_ref().context("--input FILE is required")?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let csv = match self.format {
+            Format::Csv => true,
+            Format::Cdnow => false,
+            Format::Auto => text.lines().next().is_some_and(|l| l.contains(',')),
+        };
+        let tx = if csv {
+            let cols = CsvColumns {
+                customer: self.customer_column.clone(),
+                date: self.date_column.clone(),
+                value: self.value_column.clone(),
+            };
+            input::parse_csv(&text, &cols)
+        } else {
+            input::parse_cdnow(&text)
+        }
+        .with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(!tx.is_empty(), "{} has no transactions", path.display());
+        Ok(tx)
+    }
+}
+
+/// Options of `custflow fit`.
+#[derive(Debug, Args)]
+pub(crate) struct FitArgs {
+    #[command(flatten)]
+    transactions: TransactionArgs,
     /// Last day of the calibration period (inclusive); default: the last transaction day.
     #[arg(long)]
     calibration_end: Option<String>,
@@ -61,29 +95,12 @@ pub(crate) struct FitArgs {
     seed: u64,
 }
 
-fn day(s: &str, what: &str) -> anyhow::Result<i64> {
+pub(crate) fn day(s: &str, what: &str) -> anyhow::Result<i64> {
     input::parse_day(s).with_context(|| format!("--{what} {s:?} is not a date (use YYYY-MM-DD)"))
 }
 
 pub(crate) fn run(args: &FitArgs, json_out: bool) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.input)
-        .with_context(|| format!("reading {}", args.input.display()))?;
-    let csv = match args.format {
-        Format::Csv => true,
-        Format::Cdnow => false,
-        Format::Auto => text.lines().next().is_some_and(|l| l.contains(',')),
-    };
-    let tx = if csv {
-        let cols = CsvColumns {
-            customer: args.customer_column.clone(),
-            date: args.date_column.clone(),
-            value: args.value_column.clone(),
-        };
-        input::parse_csv(&text, &cols)
-    } else {
-        input::parse_cdnow(&text)
-    }
-    .with_context(|| format!("parsing {}", args.input.display()))?;
+    let tx = args.transactions.read()?;
     let last = tx
         .iter()
         .map(|t| t.1)

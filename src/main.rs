@@ -2,6 +2,7 @@
 
 mod app;
 mod bench;
+mod churn;
 mod config;
 mod connect;
 mod demo;
@@ -39,6 +40,8 @@ enum Command {
     Topics,
     /// Fit BG/NBD, Pareto/NBD, Gamma-Gamma, RFM cut-points and k-means on transactions.
     Fit(fit::FitArgs),
+    /// Train the supervised churn classifier on point-in-time snapshots; report and install.
+    TrainChurn(churn::TrainChurnArgs),
     /// Generate synthetic customers and events (backfill, then live with --rate).
     Synth(synth::SynthArgs),
     /// The main job: the whole pipeline fed by the synthetic generator, with a live summary.
@@ -105,5 +108,6 @@ async fn run() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&config, &args).await,
         Command::Synth(args) => synth::run(&config, &args).await,
         Command::Fit(args) => fit::run(&args, config.json),
+        Command::TrainChurn(args) => churn::run(&config, &args).await,
     }
 }

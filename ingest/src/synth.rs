@@ -418,6 +418,34 @@ impl Generator {
     }
 }
 
+/// Placed orders as `(customer, day, total)` transactions, and whether each customer
+/// had really dropped out by the end of the span: the generator's ground truth, for
+/// judging churn models. Refunds and cancellations are switched off so a transaction is
+/// exactly a purchase.
+pub fn purchase_log(mut params: SynthParams) -> Result<PurchaseLog, String> {
+    params.refund_share = 0.0;
+    params.cancel_share = 0.0;
+    let mut g = Generator::new(params)?;
+    let mut tx = Vec::new();
+    for e in g.by_ref() {
+        if let Event::Order(o) = e {
+            if o.status == OrderStatus::Placed {
+                tx.push((o.customer_id, o.occurred_at.div_euclid(DAY_MS), o.total));
+            }
+        }
+    }
+    let dropped_out = (0..g.customers_seen())
+        .filter_map(|n| Some((g.customer_id(n), !g.is_alive(n)?)))
+        .collect();
+    Ok(PurchaseLog { tx, dropped_out })
+}
+
+/// See [`purchase_log`].
+pub struct PurchaseLog {
+    pub tx: Vec<(String, i64, f64)>,
+    pub dropped_out: std::collections::HashMap<String, bool>,
+}
+
 impl Iterator for Generator {
     type Item = Event;
 

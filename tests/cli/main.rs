@@ -1,8 +1,9 @@
-//! The `custflow` binary as a user runs it: `fit` on the CDNOW reference data, the demo
-//! end to end, the crash test, the REST load generator and the connect worker.
+//! The `custflow` binary as a user runs it: `fit` and `train-churn` on the CDNOW reference
+//! data, the demo end to end, the crash test, the REST load generator and the connect worker.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod churn;
 mod connect;
 mod crash;
 mod dashboard;
@@ -93,7 +94,7 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-fn cdnow() -> PathBuf {
+pub(crate) fn cdnow() -> PathBuf {
     let dir = std::env::var_os("CUSTFLOW_SHARED_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));

@@ -1,0 +1,158 @@
+//! `custflow train-churn` as a user runs it: on CDNOW with the 39 holdout weeks as
+//! labels, installing the champion into the model in use; on synthetic customers
+//! against the generator's ground truth; and its errors.
+
+use std::process::Command;
+
+use redis::Commands;
+
+use crate::{cdnow, json_summary};
+
+fn train_churn(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_custflow"));
+    cmd.arg("train-churn").args(args);
+    cmd
+}
+
+#[test]
+fn cdnow_holdout_report_plot_and_install() {
+    let dir = std::env::temp_dir().join(format!("custflow-churn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = custflow_tests::unique("churn-cli-");
+    let mut redis = redis::Client::open(custflow_tests::redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+
+    // A model in use to install into: the CDNOW fit, in days as the processors use.
+    let artefact = dir.join("model.json");
+    json_summary(
+        Command::new(env!("CARGO_BIN_EXE_custflow"))
+            .args([
+                "fit",
+                "--json",
+                "--no-pareto",
+                "--calibration-end",
+                "1997-09-30",
+                "--input",
+            ])
+            .arg(cdnow())
+            .arg("--output")
+            .arg(&artefact),
+    );
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&artefact).unwrap()).unwrap();
+    let version = model["version"].as_str().unwrap();
+    let _: () = redis
+        .set(format!("{prefix}cf:model:{version}"), model.to_string())
+        .unwrap();
+    let _: () = redis
+        .set(format!("{prefix}cf:model:current"), version)
+        .unwrap();
+
+    let report = dir.join("report.json");
+    let s = json_summary(
+        train_churn(&[
+            "--json",
+            "--as-of",
+            "1997-09-30",
+            "--evaluate-until",
+            "1998-06-30",
+            "--install",
+            "--topic-prefix",
+            &prefix,
+        ])
+        .arg("--input")
+        .arg(cdnow())
+        .arg("--report")
+        .arg(&report),
+    );
+    let names: Vec<&str> = s["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names[0], "bgnbd", "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("logistic")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("gbt")), "{names:?}");
+    let champion = s["champion"].as_str().unwrap();
+    assert!(names.contains(&champion));
+
+    // Judged on every customer with the holdout's labels, beside BG/NBD.
+    let e = &s["evaluation"]["result"];
+    assert_eq!(s["evaluation"]["labels"], "holdout");
+    assert_eq!(e["rows"], 2357);
+    let auc = e["auc"].as_f64().unwrap();
+    let bgnbd = e["bgnbd_auc"].as_f64().unwrap();
+    assert!(auc > 0.7 && auc > bgnbd, "classifier {auc}, BG/NBD {bgnbd}");
+    assert!(e["calibration"].as_array().unwrap().len() >= 3, "{e}");
+    assert_eq!(e["profit_curve"].as_array().unwrap().len(), 101);
+
+    // The files: the full report (with the model) and the plot.
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(written["model"]["name"], champion);
+    let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("BG/NBD AUC"),
+        "{svg:.200}"
+    );
+
+    // Installed: a new version in use, carrying the champion, the rest of the model kept.
+    let installed = s["installed_version"].as_str().unwrap();
+    assert_ne!(installed, version);
+    let current: String = redis.get(format!("{prefix}cf:model:current")).unwrap();
+    assert_eq!(current, installed);
+    let stored: String = redis.get(format!("{prefix}cf:model:{installed}")).unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["churn"]["name"], champion);
+    assert_eq!(stored["bgnbd"], model["bgnbd"]);
+
+    let _: () = redis
+        .del(&[
+            format!("{prefix}cf:model:current"),
+            format!("{prefix}cf:model:{version}"),
+            format!("{prefix}cf:model:{installed}"),
+        ])
+        .unwrap();
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn synthetic_customers_are_judged_against_who_really_dropped_out() {
+    let dir = std::env::temp_dir().join(format!("custflow-churn-synth-{}", std::process::id()));
+    let s = json_summary(
+        train_churn(&["--json", "--synth-customers", "4000", "--budget-secs", "5"])
+            .arg("--report")
+            .arg(dir.join("r.json")),
+    );
+    let e = &s["evaluation"]["result"];
+    assert_eq!(s["evaluation"]["labels"], "ground_truth_dropout");
+    assert!(e["rows"].as_u64().unwrap() > 3000, "{e}");
+    let rate = e["churn_rate"].as_f64().unwrap();
+    assert!(rate > 0.05 && rate < 0.95, "{rate}");
+    // The data come from the BG/NBD process, so its P(alive) ranks the dropouts well.
+    assert!(e["bgnbd_auc"].as_f64().unwrap() > 0.8, "{e}");
+    assert!(e["auc"].as_f64().is_some(), "{e}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn train_churn_explains_what_is_wrong() {
+    let run = |args: &[&str]| {
+        let out = train_churn(args)
+            .arg("--input")
+            .arg(cdnow())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["--as-of", "1997-09-30", "--evaluate-until", "1997-09-01"]);
+    assert!(e.contains("--evaluate-until must be after --as-of"), "{e}");
+    let e = run(&["--as-of", "1997-03-01"]);
+    assert!(e.contains("too little time for a 90-day horizon"), "{e}");
+    let out = train_churn(&[]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--input FILE is required"));
+}
