@@ -23,7 +23,7 @@ use custflow_feature_store::sales_api::SalesState;
 use custflow_feature_store::stream::StreamHub;
 use custflow_ingest::rest::{IngestMetrics, IngestState};
 use custflow_processors::metrics::Metrics;
-use custflow_processors::model_job::{ModelJob, Outcome};
+use custflow_processors::model_job::{ChurnMonitoring, ModelJob, Outcome};
 use custflow_processors::runtime::{BoxFuture, Tick};
 use custflow_processors::scoring::Scorer;
 use custflow_processors::{Clock, Processor};
@@ -250,6 +250,7 @@ pub(crate) struct RunOptions {
     /// `serve`: the HTTP API alone (ingest, lookups, registry, streams); processors,
     /// model job and sink run in other processes.
     pub(crate) api_only: bool,
+    pub(crate) churn: ChurnMonitoring,
 }
 
 /// Starts processors, scoring, model job, sink and API; returns at once.
@@ -336,7 +337,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         min_gain: custflow_processors::model_job::MIN_GAIN_PER_CUSTOMER,
         drift_threshold: custflow_processors::model_job::DRIFT_THRESHOLD,
         metrics: shared.processor.clone(),
-        churn: Default::default(),
+        churn: opts.churn,
     });
     if !opts.api_only {
         let (job, sink, clock, mut rx) = (
@@ -505,6 +506,23 @@ pub(crate) struct RunArgs {
     /// Seconds between model refits (the first one runs at start).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) model_every_secs: u64,
+    /// Refit the churn classifier when the realised AUC of matured predictions falls
+    /// below this.
+    #[arg(long, default_value_t = ChurnMonitoring::default().min_auc)]
+    pub(crate) churn_min_auc: f64,
+    /// Days of the clock between recorded churn prediction snapshots.
+    #[arg(long, default_value_t = ChurnMonitoring::default().every_days, value_parser = clap::value_parser!(i64).range(1..))]
+    pub(crate) churn_every_days: i64,
+}
+
+impl RunArgs {
+    pub(crate) fn churn(&self) -> ChurnMonitoring {
+        ChurnMonitoring {
+            min_auc: self.churn_min_auc,
+            every_days: self.churn_every_days,
+            ..ChurnMonitoring::default()
+        }
+    }
 }
 
 /// `run` (everything) or `serve` (`api_only`: the HTTP API alone) until Ctrl-C.
@@ -512,6 +530,7 @@ pub(crate) async fn run(
     config: &Resolved,
     api_only: bool,
     model_every: Duration,
+    churn: ChurnMonitoring,
 ) -> anyhow::Result<()> {
     let running = start(
         config,
@@ -519,6 +538,7 @@ pub(crate) async fn run(
             model_every,
             rebuild: false,
             api_only,
+            churn,
         },
     )
     .await?;

@@ -126,6 +126,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
             model_every: Duration::from_secs(args.model_every_secs),
             rebuild: false,
             api_only: false,
+            churn: Default::default(),
         },
     )
     .await?;

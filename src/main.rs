@@ -99,10 +99,13 @@ async fn run() -> anyhow::Result<()> {
         Command::Connect(args) => connect::run(&config, &args).await,
         Command::Run(args) => {
             let every = std::time::Duration::from_secs(args.model_every_secs);
-            app::run(&config, false, every).await
+            app::run(&config, false, every, args.churn()).await
         }
         Command::Bench(args) => bench::run(&config, &args).await,
-        Command::Serve => app::run(&config, true, std::time::Duration::from_secs(60)).await,
+        Command::Serve => {
+            let every = std::time::Duration::from_secs(60);
+            app::run(&config, true, every, Default::default()).await
+        }
         Command::Features(args) => lookup::features(&config, &args).await,
         Command::Scores(args) => lookup::scores(&config, &args).await,
         Command::Demo(args) => demo::run(&config, &args).await,
