@@ -76,17 +76,11 @@ impl Features {
 
     /// What the models (and the churn classifier) score.
     pub fn churn_input(&self) -> ChurnInput {
-        let s = self.stats();
         ChurnInput {
-            frequency: s.frequency,
-            recency_days: s.recency_days,
-            age_days: s.age_days,
-            monetary_value: s.monetary_value,
-            orders_total: s.orders_total,
-            spend_total: s.spend_total,
             orders_30d: f64::from(self.orders_30d),
             orders_90d: f64::from(self.orders_90d),
             spend_90d: self.spend_90d,
+            ..ChurnInput::from_stats(&self.stats())
         }
     }
 }

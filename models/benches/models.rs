@@ -165,24 +165,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             stats
                 .iter()
-                .map(|s| artefact.score(&input(s)).r_score as u64)
+                .map(|s| artefact.score(&ChurnInput::from_stats(s)).r_score as u64)
                 .sum::<u64>()
         })
     });
     g.finish();
-}
-
-/// The scoring input of BTYD statistics (window counts left at zero).
-fn input(s: &CustomerStats) -> ChurnInput {
-    ChurnInput {
-        frequency: s.frequency,
-        recency_days: s.recency_days,
-        age_days: s.age_days,
-        monetary_value: s.monetary_value,
-        orders_total: s.orders_total,
-        spend_total: s.spend_total,
-        ..ChurnInput::default()
-    }
 }
 
 criterion_group!(benches, bench);

@@ -274,6 +274,86 @@ pub async fn read_states(
     out
 }
 
+/// The state of a customer who placed one order of `value` on each of `days`, applied
+/// at offsets 0, 1, … of one partition.
+pub fn state_with_orders(
+    id: &str,
+    days: &[i64],
+    value: f64,
+) -> custflow_feature_store::state::CustomerState {
+    let mut state = custflow_feature_store::state::CustomerState::default();
+    for (k, &day) in days.iter().enumerate() {
+        let e = custflow_schemas::Event::Order(placed_order(
+            format!("{id}-e{k}"),
+            format!("{id}-o{k}"),
+            id,
+            day,
+            value,
+        ));
+        let pos = custflow_feature_store::state::SourcePos {
+            topic: 1,
+            partition: 0,
+            offset: k as i64,
+        };
+        state
+            .apply(&e, pos)
+            .unwrap_or_else(|e| panic!("applying an order: {e}"));
+    }
+    state
+}
+
+/// A model job under a fresh key prefix with its own metrics, on the real Redis: no
+/// refit takes over on likelihood unless `min_gain` lets it, none on drift unless
+/// `drift_threshold` does.
+pub async fn model_job(
+    prefix: &str,
+    min_gain: f64,
+    drift_threshold: f64,
+    churn: custflow_processors::model_job::ChurnMonitoring,
+) -> custflow_processors::model_job::ModelJob {
+    let client = redis::Client::open(redis_url()).unwrap_or_else(|e| panic!("bad Redis URL: {e}"));
+    let conn = redis::aio::ConnectionManager::new(client)
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {} is needed: {e}", redis_url()));
+    custflow_processors::model_job::ModelJob {
+        conn,
+        keys: custflow_feature_store::keys::Keys::new(unique(prefix)),
+        model: Default::default(),
+        at_risk_days: 45.0,
+        sample_max: 10_000,
+        seed: 7,
+        min_gain,
+        drift_threshold,
+        metrics: std::sync::Arc::default(),
+        churn,
+    }
+}
+
+/// Deletes every customer state under `keys`.
+pub async fn delete_customers(
+    conn: &mut redis::aio::ConnectionManager,
+    keys: &custflow_feature_store::keys::Keys,
+) {
+    let mut cursor = 0;
+    loop {
+        let (next, found) =
+            custflow_feature_store::keys::scan_page(conn, cursor, &keys.patterns()[0], 1000)
+                .await
+                .unwrap_or_else(|e| panic!("scanning: {e}"));
+        if !found.is_empty() {
+            let () = redis::cmd("DEL")
+                .arg(&found)
+                .query_async(conn)
+                .await
+                .unwrap_or_else(|e| panic!("deleting: {e}"));
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
+
 /// A server-sent event as a test reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {

@@ -5,14 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use std::sync::Arc;
-
 use custflow_feature_store::keys::Keys;
-use custflow_feature_store::state::{CustomerState, SourcePos};
+use custflow_feature_store::state::CustomerState;
 use custflow_processors::metrics::Metrics;
-use custflow_processors::model_job::{ChurnMonitoring, ModelJob, Outcome};
+use custflow_processors::model_job::{ChurnMonitoring, Outcome};
 use custflow_schemas::time::DAY_MS;
-use custflow_schemas::Event;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
@@ -33,23 +30,7 @@ fn state(c: usize, later: bool) -> CustomerState {
     if later && c % 90 < 30 && orders > 1 {
         days.push(DAY + 10);
     }
-    let mut s = CustomerState::default();
-    for (k, day) in days.into_iter().enumerate() {
-        let e = Event::Order(custflow_tests::placed_order(
-            format!("{id}-e{k}"),
-            format!("{id}-o{k}"),
-            &id,
-            day,
-            20.0 + (c % 7) as f64,
-        ));
-        let pos = SourcePos {
-            topic: 1,
-            partition: 0,
-            offset: k as i64,
-        };
-        s.apply(&e, pos).unwrap();
-    }
-    s
+    custflow_tests::state_with_orders(&id, &days, 20.0 + (c % 7) as f64)
 }
 
 async fn write(conn: &mut ConnectionManager, keys: &Keys, later: bool) {
@@ -62,31 +43,16 @@ async fn write(conn: &mut ConnectionManager, keys: &Keys, later: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matured_predictions_are_judged_and_a_low_auc_refits_the_classifier() {
-    let keys = Keys::new(custflow_tests::unique("churnmon-"));
-    let mut conn =
-        ConnectionManager::new(redis::Client::open(custflow_tests::redis_url()).unwrap())
-            .await
-            .unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let job = ModelJob {
-        conn: conn.clone(),
-        keys: keys.clone(),
-        model: Default::default(),
-        at_risk_days: 45.0,
-        sample_max: 10_000,
-        seed: 7,
-        // Every population refit takes over, so the churn model must survive them.
-        min_gain: f64::NEG_INFINITY,
-        drift_threshold: f64::INFINITY,
-        metrics: metrics.clone(),
-        churn: ChurnMonitoring {
-            every_days: 7,
-            sample: 10_000,
-            // Nothing reaches this: the first matured record always refits.
-            min_auc: 1.01,
-            default_horizon_days: HORIZON,
-        },
+    // Every population refit takes over, so the churn model must survive them.
+    let churn = ChurnMonitoring {
+        every_days: 7,
+        sample: 10_000,
+        // Nothing reaches this: the first matured record always refits.
+        min_auc: 1.01,
+        default_horizon_days: HORIZON,
     };
+    let job = custflow_tests::model_job("churnmon-", f64::NEG_INFINITY, f64::INFINITY, churn).await;
+    let (keys, metrics, mut conn) = (job.keys.clone(), job.metrics.clone(), job.conn.clone());
     let at = |day: i64| day * DAY_MS + 12 * 3_600_000;
     let recorded = |conn: &mut ConnectionManager| {
         let mut conn = conn.clone();
@@ -156,23 +122,6 @@ async fn matured_predictions_are_judged_and_a_low_auc_refits_the_classifier() {
     assert_ne!(after.version, with_churn.version);
     assert_eq!(after.churn.as_ref().map(|c| &c.name), Some(&churn.name));
 
-    let mut cursor = 0;
-    loop {
-        let (next, found) =
-            custflow_feature_store::keys::scan_page(&mut conn, cursor, &keys.patterns()[0], 1000)
-                .await
-                .unwrap();
-        if !found.is_empty() {
-            let () = redis::cmd("DEL")
-                .arg(&found)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    custflow_tests::delete_customers(&mut conn, &keys).await;
     let () = conn.del(keys.churn_predictions()).await.unwrap();
 }

@@ -4,14 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use std::sync::Arc;
-
 use custflow_feature_store::keys::Keys;
-use custflow_feature_store::state::{CustomerState, SourcePos};
 use custflow_processors::metrics::Metrics;
-use custflow_processors::model_job::{ModelJob, Outcome, DRIFT_THRESHOLD};
+use custflow_processors::model_job::{Outcome, DRIFT_THRESHOLD};
 use custflow_schemas::time::DAY_MS;
-use custflow_schemas::Event;
 use redis::aio::ConnectionManager;
 
 const CUSTOMERS: usize = 400;
@@ -25,23 +21,10 @@ async fn write_population(conn: &mut ConnectionManager, keys: &Keys, gap: i64, s
         let id = format!("c{c}");
         let orders = 1 + c % 5;
         let last = AS_OF_DAY - (c % 60) as i64 * spread;
-        let mut state = CustomerState::default();
-        for k in 0..orders {
-            let day = last - (orders - 1 - k) as i64 * gap;
-            let e = Event::Order(custflow_tests::placed_order(
-                format!("{id}-e{k}"),
-                format!("{id}-o{k}"),
-                &id,
-                day,
-                10.0 + (c % 13) as f64,
-            ));
-            let pos = SourcePos {
-                topic: 1,
-                partition: 0,
-                offset: k as i64,
-            };
-            state.apply(&e, pos).unwrap();
-        }
+        let days: Vec<i64> = (0..orders)
+            .map(|k| last - (orders - 1 - k) as i64 * gap)
+            .collect();
+        let state = custflow_tests::state_with_orders(&id, &days, 10.0 + (c % 13) as f64);
         pipe.set(keys.features(&id), state.encode());
     }
     let () = pipe.query_async(conn).await.unwrap();
@@ -49,25 +32,11 @@ async fn write_population(conn: &mut ConnectionManager, keys: &Keys, gap: i64, s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_of_the_inputs_is_exported_and_lets_a_refit_take_over() {
-    let keys = Keys::new(custflow_tests::unique("drift-"));
-    let mut conn =
-        ConnectionManager::new(redis::Client::open(custflow_tests::redis_url()).unwrap())
-            .await
-            .unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let job = ModelJob {
-        conn: conn.clone(),
-        keys: keys.clone(),
-        model: Default::default(),
-        at_risk_days: 45.0,
-        sample_max: 10_000,
-        seed: 7,
-        // No refit wins on likelihood alone: only the first model and drift promote.
-        min_gain: f64::INFINITY,
-        drift_threshold: DRIFT_THRESHOLD,
-        metrics: metrics.clone(),
-        churn: Default::default(),
-    };
+    // No refit wins on likelihood alone: only the first model and drift promote.
+    let job =
+        custflow_tests::model_job("drift-", f64::INFINITY, DRIFT_THRESHOLD, Default::default())
+            .await;
+    let (keys, metrics, mut conn) = (job.keys.clone(), job.metrics.clone(), job.conn.clone());
     let as_of = AS_OF_DAY * DAY_MS + 20 * 3_600_000;
     let psi = |m: &Metrics| m.drift.lock().unwrap().clone();
 
@@ -106,22 +75,5 @@ async fn drift_of_the_inputs_is_exported_and_lets_a_refit_take_over() {
     assert!(matches!(settled, Outcome::Kept { .. }), "{settled:?}");
     assert!(psi(&metrics).values().all(|p| *p < 0.01));
 
-    let mut cursor = 0;
-    loop {
-        let (next, found) =
-            custflow_feature_store::keys::scan_page(&mut conn, cursor, &keys.patterns()[0], 1000)
-                .await
-                .unwrap();
-        if !found.is_empty() {
-            let () = redis::cmd("DEL")
-                .arg(&found)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    custflow_tests::delete_customers(&mut conn, &keys).await;
 }

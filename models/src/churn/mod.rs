@@ -51,6 +51,19 @@ pub struct ChurnInput {
 }
 
 impl ChurnInput {
+    /// The input of BTYD statistics, window counts and amounts left at zero.
+    pub fn from_stats(s: &CustomerStats) -> Self {
+        Self {
+            frequency: s.frequency,
+            recency_days: s.recency_days,
+            age_days: s.age_days,
+            monetary_value: s.monetary_value,
+            orders_total: s.orders_total,
+            spend_total: s.spend_total,
+            ..Self::default()
+        }
+    }
+
     /// The BTYD statistics inside it.
     pub fn stats(&self) -> CustomerStats {
         CustomerStats {
