@@ -1,5 +1,5 @@
-//! `custflow train-churn`: point-in-time training sets from transactions (a file or the
-//! synthetic generator), the candidate search, the report as JSON and SVG, and
+//! `custflow train-churn`: point-in-time training sets from transactions (a file, a
+//! replay of the `orders` topic or the synthetic generator), the candidate search, the report as JSON and SVG, and
 //! optionally installing the champion into the model artefact in use. The maths is in
 //! `custflow_models::churn`.
 
@@ -14,6 +14,8 @@ use custflow_models::churn::train::{
     evaluate, evaluation_set, train_from_transactions, Evaluation, SnapshotPlan, TrainOptions,
 };
 use custflow_models::churn::{plot, ChurnModel, Offer};
+use custflow_processors::replay::{order_transactions, Replayed};
+use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::time::DAY_MS;
 use redis::aio::ConnectionManager;
 use serde_json::json;
@@ -30,6 +32,10 @@ pub(crate) struct TrainChurnArgs {
     /// models against the generator's ground truth (who really dropped out).
     #[arg(long, conflicts_with = "input")]
     synth_customers: Option<u64>,
+    /// Replay the `orders` topic of this deployment (refunds and cancellations on the
+    /// original order's day, as the processors apply them) instead of --input.
+    #[arg(long, conflicts_with_all = ["input", "synth_customers"])]
+    from_topics: bool,
     /// Days the synthetic customers are generated over, ending now.
     #[arg(long, default_value_t = 730)]
     synth_days: i64,
@@ -78,6 +84,7 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
         "--offer-cost must be ≥ 0 and --offer-acceptance in [0, 1]"
     );
     let now = custflow_schemas::time::now_ms();
+    let mut replayed = None;
     let (tx, truth) = match args.synth_customers {
         Some(n) => {
             anyhow::ensure!(n >= 100, "--synth-customers must be at least 100");
@@ -98,6 +105,13 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
             })
             .map_err(|e| anyhow::anyhow!("synthetic generator: {e}"))?;
             (log.tx, Some(log.dropped_out))
+        }
+        None if args.from_topics => {
+            let r = replay_orders(config, args).await?;
+            replayed = Some(
+                json!({"records": r.records, "rejected": r.rejected, "transactions": r.transactions.len()}),
+            );
+            (r.transactions, None)
         }
         None => (args.transactions.read()?, None),
     };
@@ -190,6 +204,7 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
         "evaluation": evaluation.as_ref().map(|(kind, e)| json!({"labels": kind, "result": e})),
         "model": report.model,
         "installed_version": installed,
+        "replayed": replayed,
         "report": path.display().to_string(),
         "plot": plot_path.display().to_string(),
     });
@@ -247,6 +262,28 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
         println!("installed      model version {v}");
     }
     Ok(())
+}
+
+/// The deployment's orders as transactions, up to --as-of when it is given.
+async fn replay_orders(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Result<Replayed> {
+    let up_to = match &args.as_of {
+        Some(s) => Some((day(s, "as-of")? + 1) * DAY_MS - 1),
+        None => None,
+    };
+    let registry = crate::process::registry(config).await?;
+    let ids = registry.register_builtin(&config.topics()).await?;
+    let codec = AvroCodec::new(registry, ids);
+    let (brokers, topics) = (config.brokers.clone(), config.topics());
+    eprintln!("replaying {} …", topics.name("orders"));
+    let r =
+        tokio::task::spawn_blocking(move || order_transactions(&brokers, &topics, &codec, up_to))
+            .await??;
+    eprintln!(
+        "read {} order records ({} rejected, as the processors would dead-letter them)",
+        r.records, r.rejected
+    );
+    anyhow::ensure!(!r.transactions.is_empty(), "the orders topic has no orders");
+    Ok(r)
 }
 
 fn best_profit(e: &Evaluation) -> f64 {

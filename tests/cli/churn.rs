@@ -139,6 +139,35 @@ fn synthetic_customers_are_judged_against_who_really_dropped_out() {
 }
 
 #[test]
+fn training_sets_can_be_replayed_from_the_orders_topic() {
+    let prefix = custflow_tests::unique("churn-topics-");
+    let dir = std::env::temp_dir().join(format!("custflow-churn-topics-{}", std::process::id()));
+    let synth = json_summary(
+        Command::new(env!("CARGO_BIN_EXE_custflow"))
+            .args(["synth", "--customers", "1500", "--days", "400", "--json"])
+            .args(["--topic-prefix", &prefix]),
+    );
+    assert_eq!(synth["failed"], 0, "{synth}");
+    let s = json_summary(
+        train_churn(&["--json", "--from-topics", "--budget-secs", "5"])
+            .args(["--topic-prefix", &prefix])
+            .arg("--report")
+            .arg(dir.join("r.json")),
+    );
+    // Every record on the topic was read, none rejected; refunds and cancellations
+    // are transactions too, so there are at most as many as records.
+    let on_topic = custflow_tests::read_topic(&format!("{prefix}orders"), 1).len() as u64;
+    let r = &s["replayed"];
+    assert_eq!(r["records"].as_u64(), Some(on_topic), "{r}");
+    assert_eq!(r["rejected"], 0, "{r}");
+    let tx = r["transactions"].as_u64().unwrap();
+    assert!(tx > 1500 && tx <= on_topic, "{r}");
+    assert!(s["fit_rows"].as_u64().unwrap() > 1000, "{s}");
+    assert!(s["candidates"].as_array().unwrap().len() >= 2, "{s}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn train_churn_explains_what_is_wrong() {
     let run = |args: &[&str]| {
         let out = train_churn(args)
