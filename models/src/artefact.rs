@@ -113,6 +113,16 @@ impl ModelArtefact {
         }
     }
 
+    /// This artefact with `churn` as its churn model, as a new version made at `now_ms`.
+    pub fn with_churn(&self, churn: ChurnModel, now_ms: i64) -> Self {
+        Self {
+            version: format!("m{now_ms}"),
+            created_at_ms: now_ms,
+            churn: Some(churn),
+            ..self.clone()
+        }
+    }
+
     /// P(alive), expected purchases and CLV without the population-relative parts.
     pub fn value(&self, s: &CustomerStats) -> (f64, f64, f64, f64) {
         let u = self.unit_days;

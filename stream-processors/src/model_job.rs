@@ -313,12 +313,11 @@ impl ModelJob {
                     .take(self.churn.sample)
                     .map(|m| {
                         let s = model.score(&m.input);
-                        let (p_alive, _, _, clv) = model.value(&m.input.stats());
                         Prediction {
                             id: m.id.clone(),
                             p: s.churn_probability,
-                            p_alive,
-                            clv,
+                            p_alive: s.p_alive,
+                            clv: s.clv_12m,
                             input: m.input,
                         }
                     })
@@ -414,10 +413,7 @@ impl ModelJob {
             .await
             .map_err(|e| Error::Config(format!("churn training panicked: {e}")))?
             .map_err(|e| Error::Config(format!("churn training: {e}")))?;
-        let mut next = model.clone();
-        next.version = format!("m{}", custflow_schemas::time::now_ms());
-        next.created_at_ms = custflow_schemas::time::now_ms();
-        next.churn = Some(report.model);
+        let next = model.with_churn(report.model, custflow_schemas::time::now_ms());
         self.promote(&next).await?;
         Ok(next.version)
     }
