@@ -14,6 +14,7 @@ use custflow_models::churn::train::{
     evaluate, evaluation_set, train_from_transactions, Evaluation, SnapshotPlan, TrainOptions,
 };
 use custflow_models::churn::{plot, ChurnModel, Offer};
+use custflow_models::fit::holdout_purchases;
 use custflow_processors::replay::{order_transactions, Replayed};
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::time::DAY_MS;
@@ -39,7 +40,7 @@ pub(crate) struct TrainChurnArgs {
     /// Days the synthetic customers are generated over, ending now.
     #[arg(long, default_value_t = 730)]
     synth_days: i64,
-    /// Nothing after this day is read for training; default: the last transaction day.
+    /// Nothing after this day is used for training; default: the last transaction day.
     #[arg(long)]
     as_of: Option<String>,
     /// Churned means no purchase within this many days after a snapshot.
@@ -138,9 +139,11 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
         trained_at_ms: now,
     };
     eprintln!("training on {} transactions up to day {as_of} …", tx.len());
-    let tx2 = tx.clone();
+    let tx = std::sync::Arc::new(tx);
+    let shared = tx.clone();
     let report =
-        tokio::task::spawn_blocking(move || train_from_transactions(&tx2, &plan, &opts)).await??;
+        tokio::task::spawn_blocking(move || train_from_transactions(&shared, &plan, &opts))
+            .await??;
 
     // Judged beside BG/NBD on a set the search never saw.
     let evaluation: Option<(&str, Evaluation)> = match (&truth, &args.evaluate_until) {
@@ -155,12 +158,8 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
                 until <= last,
                 "--evaluate-until is after the last transaction day"
             );
-            let bought: std::collections::HashSet<&str> = tx
-                .iter()
-                .filter(|t| t.1 > as_of && t.1 <= until && t.2 > 0.0)
-                .map(|t| t.0.as_str())
-                .collect();
-            let d = evaluation_set(&tx, as_of, args.seed, |id| Some(!bought.contains(id)))?;
+            let bought = holdout_purchases(&tx, as_of, until);
+            let d = evaluation_set(&tx, as_of, args.seed, |id| Some(!bought.contains_key(id)))?;
             Some(("holdout", evaluate(&report.model, &d)))
         }
         (None, None) => None,
@@ -305,11 +304,7 @@ async fn install(config: &Resolved, churn: &ChurnModel) -> anyhow::Result<String
     let current = handle.current().context(
         "no model artefact in use yet: `custflow run` (or the demo) makes one once customers have orders",
     )?;
-    let mut next = (*current).clone();
-    let now = custflow_schemas::time::now_ms();
-    next.version = format!("m{now}");
-    next.created_at_ms = now;
-    next.churn = Some(churn.clone());
+    let next = current.with_churn(churn.clone(), custflow_schemas::time::now_ms());
     handle.promote(&mut conn, &keys, &next).await?;
     Ok(next.version)
 }

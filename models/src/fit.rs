@@ -250,8 +250,8 @@ fn population_cuts<'a>(stats: impl Iterator<Item = &'a CustomerStats>) -> (RfmCu
     (RfmCuts::from_population(&rows), points)
 }
 
-/// Purchase days per customer in (cal_end, end].
-fn holdout_purchases(tx: &[(String, i64, f64)], cal_end: i64, end: i64) -> HashMap<&str, f64> {
+/// Purchase days per customer in (cal_end, end] (days netted, refunded days not counted).
+pub fn holdout_purchases(tx: &[(String, i64, f64)], cal_end: i64, end: i64) -> HashMap<&str, f64> {
     let mut days: HashMap<(&str, i64), (f64, bool)> = HashMap::new();
     for (c, d, v) in tx.iter().filter(|t| t.1 > cal_end && t.1 <= end) {
         let e = days.entry((c.as_str(), *d)).or_insert((0.0, false));

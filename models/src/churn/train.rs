@@ -6,7 +6,7 @@
 //!
 //! Leakage: [`train_from_transactions`] fits on snapshots whose label window ends by
 //! the selection cut-off, and calibrates and selects on the selection cut-off's
-//! customers, split in halves by a hash of the id; nothing after `as_of` is read.
+//! customers, split in halves by a hash of the id; nothing after `as_of` is used.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use ndarray::{Array1, Array2};
 use serde::Serialize;
 
 use super::metrics::{self, CalibrationBin, ProfitPoint};
-use super::snapshot::{self, Snapshots};
+use super::snapshot::{self, Snapshot, Snapshots};
 use super::{sigmoid, ChurnInput, ChurnModel, Classifier, Node, Offer, Platt, LEAF, N_FEATURES};
 use crate::error::{Error, Result};
 use crate::fit::{fit_transactions, FitOptions};
@@ -318,12 +318,17 @@ fn raw_scores(c: &Classifier, d: &Dataset) -> Vec<f64> {
         .collect()
 }
 
+/// Calibrated churn probabilities of every row.
+fn probabilities(c: &Classifier, calibration: Platt, d: &Dataset) -> Vec<f64> {
+    raw_scores(c, d)
+        .into_iter()
+        .map(|s| calibration.apply(s))
+        .collect()
+}
+
 /// The champion (or any model) on a labelled set, beside BG/NBD's 1 − P(alive).
 pub fn evaluate(model: &ChurnModel, d: &Dataset) -> Evaluation {
-    let p: Vec<f64> = raw_scores(&model.classifier, d)
-        .into_iter()
-        .map(|s| model.calibration.apply(s))
-        .collect();
+    let p = probabilities(&model.classifier, model.calibration, d);
     let bg: Vec<f64> = d.p_alive.iter().map(|a| 1.0 - a).collect();
     let calibration = metrics::calibration(&p, &d.churned, 10);
     Evaluation {
@@ -383,10 +388,7 @@ pub fn train(
         let classifier = spec.fit(fit, o.seed)?;
         let fit_seconds = t.elapsed().as_secs_f64();
         let calibration = fit_platt(&raw_scores(&classifier, calibrate), &calibrate.churned);
-        let p: Vec<f64> = raw_scores(&classifier, select)
-            .into_iter()
-            .map(|s| calibration.apply(s))
-            .collect();
+        let p = probabilities(&classifier, calibration, select);
         let table = metrics::calibration(&p, &select.churned, 10);
         let report = CandidateReport {
             name: spec.name(),
@@ -444,7 +446,7 @@ pub fn train(
 /// How to cut transactions into training sets.
 #[derive(Debug, Clone, Copy)]
 pub struct SnapshotPlan {
-    /// Nothing after this day is read.
+    /// Nothing after this day is used.
     pub as_of_day: i64,
     pub horizon_days: i64,
     /// Days between cut-offs.
@@ -471,11 +473,12 @@ fn btyd_at(
     Ok(fit_transactions(tx, &opts)?.artefact)
 }
 
-/// Labelled rows of snapshots, with the BTYD values of `btyd`.
+/// Rows of snapshots labelled by `label` (a row it gives `None` is left out), with the
+/// BTYD values of `btyd`.
 pub fn dataset<'a>(
     s: &'a Snapshots,
     btyd: Option<&crate::artefact::ModelArtefact>,
-    keep: impl Fn(&'a str, i64) -> bool,
+    label: impl Fn(&'a str, &Snapshot) -> Option<bool>,
 ) -> Dataset {
     let mut d = Dataset::default();
     for r in &s.rows {
@@ -483,12 +486,12 @@ pub fn dataset<'a>(
             .customers
             .get(r.customer as usize)
             .map_or("", String::as_str);
-        if keep(id, r.cutoff_day) {
+        if let Some(churned) = label(id, r) {
             let (p_alive, clv) = btyd.map_or((1.0, 0.0), |m| {
                 let v = m.value(&r.input.stats());
                 (v.0, v.3)
             });
-            d.push(&r.input, r.churned, p_alive, clv);
+            d.push(&r.input, churned, p_alive, clv);
         }
     }
     d
@@ -513,14 +516,12 @@ pub fn train_from_transactions(
     plan: &SnapshotPlan,
     o: &TrainOptions,
 ) -> Result<TrainReport> {
-    let past: Vec<(String, i64, f64)> = tx
-        .iter()
-        .filter(|t| t.1 <= plan.as_of_day)
-        .cloned()
-        .collect();
-    let first_day = past
+    // Later transactions are never looked at: every label window ends by the as-of day,
+    // and the BTYD fit and the features stop at their cut-off.
+    let first_day = tx
         .iter()
         .map(|t| t.1)
+        .filter(|&d| d <= plan.as_of_day)
         .min()
         .ok_or_else(|| Error::NotEnoughData("no transactions up to the as-of day".into()))?;
     let (select_day, fit_days) = plan_cutoffs(first_day, plan);
@@ -532,14 +533,16 @@ pub fn train_from_transactions(
     }
     let mut cut = fit_days.clone();
     cut.push(select_day);
-    let snaps = snapshot::snapshots(&past, &cut, plan.horizon_days, plan.as_of_day)?;
-    let btyd = btyd_at(&past, select_day, o.seed)?;
-    let fit = dataset(&snaps, None, |_, c| c != select_day);
-    let calibrate = dataset(&snaps, Some(&btyd), |id, c| {
-        c == select_day && calibration_half(id)
+    let snaps = snapshot::snapshots(tx, &cut, plan.horizon_days, plan.as_of_day)?;
+    let btyd = btyd_at(tx, select_day, o.seed)?;
+    let fit = dataset(&snaps, None, |_, r| {
+        (r.cutoff_day != select_day).then_some(r.churned)
     });
-    let select = dataset(&snaps, Some(&btyd), |id, c| {
-        c == select_day && !calibration_half(id)
+    let calibrate = dataset(&snaps, Some(&btyd), |id, r| {
+        (r.cutoff_day == select_day && calibration_half(id)).then_some(r.churned)
+    });
+    let select = dataset(&snaps, Some(&btyd), |id, r| {
+        (r.cutoff_day == select_day && !calibration_half(id)).then_some(r.churned)
     });
     train(&fit, &calibrate, &select, o)
 }
@@ -553,21 +556,9 @@ pub fn evaluation_set(
     seed: u64,
     churned: impl Fn(&str) -> Option<bool>,
 ) -> Result<Dataset> {
-    let past: Vec<(String, i64, f64)> = tx.iter().filter(|t| t.1 <= day).cloned().collect();
-    let snaps = snapshot::features_at(&past, day);
-    let btyd = btyd_at(&past, day, seed)?;
-    let mut d = Dataset::default();
-    for r in &snaps.rows {
-        let id = snaps
-            .customers
-            .get(r.customer as usize)
-            .map_or("", String::as_str);
-        if let Some(c) = churned(id) {
-            let v = btyd.value(&r.input.stats());
-            d.push(&r.input, c, v.0, v.3);
-        }
-    }
-    Ok(d)
+    let snaps = snapshot::features_at(tx, day);
+    let btyd = btyd_at(tx, day, seed)?;
+    Ok(dataset(&snaps, Some(&btyd), |id, _| churned(id)))
 }
 
 #[cfg(test)]
