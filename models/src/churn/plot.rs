@@ -9,6 +9,10 @@ use super::train::Evaluation;
 const W: f64 = 300.0;
 const H: f64 = 260.0;
 const PAD: f64 = 40.0;
+/// The unit square, the range of the ROC and calibration panels.
+const UNIT: [f64; 4] = [0.0, 1.0, 0.0, 1.0];
+/// The chance line of ROC and the perfect-calibration line.
+const DIAGONAL: [(f64, f64); 2] = [(0.0, 0.0), (1.0, 1.0)];
 
 /// One panel's frame, title and axis labels; returns the panel's origin.
 fn frame(out: &mut String, k: usize, title: &str, x: &str, y: &str) -> (f64, f64) {
@@ -69,25 +73,19 @@ pub fn svg(name: &str, e: &Evaluation, threshold: f64) -> String {
         "false positive rate",
         "true positive rate",
     );
-    line(
-        &mut out,
-        o,
-        &[(0.0, 0.0), (1.0, 1.0)],
-        [0.0, 1.0, 0.0, 1.0],
-        r##"stroke="#ccc""##,
-    );
+    line(&mut out, o, &DIAGONAL, UNIT, r##"stroke="#ccc""##);
     line(
         &mut out,
         o,
         &e.bgnbd_roc,
-        [0.0, 1.0, 0.0, 1.0],
+        UNIT,
         r##"stroke="#e69f00" stroke-width="2""##,
     );
     line(
         &mut out,
         o,
         &e.roc,
-        [0.0, 1.0, 0.0, 1.0],
+        UNIT,
         r##"stroke="#0072b2" stroke-width="2""##,
     );
     legend(
@@ -112,13 +110,7 @@ pub fn svg(name: &str, e: &Evaluation, threshold: f64) -> String {
         "predicted churn probability",
         "observed churn rate",
     );
-    line(
-        &mut out,
-        o,
-        &[(0.0, 0.0), (1.0, 1.0)],
-        [0.0, 1.0, 0.0, 1.0],
-        r##"stroke="#ccc""##,
-    );
+    line(&mut out, o, &DIAGONAL, UNIT, r##"stroke="#ccc""##);
     let cal: Vec<(f64, f64)> = e
         .calibration
         .iter()
@@ -128,7 +120,7 @@ pub fn svg(name: &str, e: &Evaluation, threshold: f64) -> String {
         &mut out,
         o,
         &cal,
-        [0.0, 1.0, 0.0, 1.0],
+        UNIT,
         r##"stroke="#0072b2" stroke-width="2""##,
     );
     legend(
