@@ -75,6 +75,7 @@ pub(crate) fn router(
         max_items: 10_000,
         body_limit: 16 << 20,
         metrics: shared.ingest.clone(),
+        deny: config.deny.clone(),
     };
     let sales = SalesState {
         redis: redis.clone(),
@@ -558,7 +559,7 @@ pub(crate) async fn run(
     }
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            () = crate::shutdown::requested() => break,
             () = tokio::time::sleep(Duration::from_secs(1)) => {
                 if let Some(name) = running.failed() {
                     eprintln!("{name} stopped; shutting down");

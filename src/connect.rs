@@ -73,6 +73,7 @@ pub(crate) async fn run(config: &Resolved, args: &ConnectArgs) -> anyhow::Result
         codec: std::sync::Arc::new(AvroCodec::new(registry, ids)),
         offset_flush: Duration::from_millis(args.offset_flush_ms.max(1)),
         batch_max: args.batch_max.max(1),
+        deny: config.deny.clone(),
     })
     .await
     .context("starting the connect worker; is the broker up?")?;
@@ -116,7 +117,7 @@ pub(crate) async fn run(config: &Resolved, args: &ConnectArgs) -> anyhow::Result
     let mut last_count = 0;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            () = crate::shutdown::requested() => break,
             _ = tick.tick() => {}
         }
         let count = metrics.total(|t| &t.records);

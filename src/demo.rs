@@ -239,7 +239,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
     let mut tick = tokio::time::interval(Duration::from_secs(3));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            () = crate::shutdown::requested() => break,
             _ = tick.tick() => {
                 let seg = segment_counts(&mut conn, &keys).await.unwrap_or(serde_json::Value::Null);
                 eprintln!("{}", line(&shared, &mut prev, &seg));

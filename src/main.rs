@@ -10,6 +10,7 @@ mod fit;
 mod lookup;
 mod openapi;
 mod process;
+mod shutdown;
 mod synth;
 mod topics;
 

@@ -178,7 +178,7 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => eprintln!("stopping: finishing the batch in hand and committing offsets …"),
+            () = crate::shutdown::requested() => eprintln!("stopping: finishing the batch in hand and committing offsets …"),
             () = done => {}
         }
         let _ = tx.send(true);

@@ -120,7 +120,7 @@ pub(crate) struct SynthTotals {
 pub(crate) async fn run(config: &Resolved, args: &SynthArgs) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        crate::shutdown::requested().await;
         let _ = tx.send(true);
     });
     let totals = generate(config, args, rx, !config.json, None).await?;
