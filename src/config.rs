@@ -46,6 +46,11 @@ pub(crate) struct Config {
     /// value_tier), several rules separated by `;`.
     #[arg(long, global = true, env = "CUSTFLOW_ALERT_RULE")]
     alert_rule: Option<String>,
+    /// Customer attributes that are never stored, comma-separated (for example
+    /// `email,phone`): dropped from customer events at the REST endpoint and in
+    /// connectors, before anything is written to a topic.
+    #[arg(long, global = true, env = "CUSTFLOW_DENY_ATTRIBUTES")]
+    deny_attributes: Option<String>,
     /// Configuration file.
     #[arg(
         long,
@@ -72,6 +77,7 @@ pub(crate) struct Resolved {
     pub(crate) limits: custflow_schemas::auth::Limits,
     pub(crate) alert_webhook: String,
     pub(crate) alert_rule: String,
+    pub(crate) deny: custflow_schemas::DenyList,
     pub(crate) json: bool,
 }
 
@@ -119,6 +125,11 @@ impl Config {
                 "alert_rule",
                 custflow_connectors::webhook::DEFAULT_RULE,
             ),
+            deny: custflow_schemas::DenyList::parse(&pick(
+                &self.deny_attributes,
+                "deny_attributes",
+                "",
+            )),
             json: self.json,
         })
     }
@@ -139,6 +150,7 @@ struct FileConfig {
     max_streams: Option<u32>,
     alert_webhook: Option<String>,
     alert_rule: Option<String>,
+    deny_attributes: Option<String>,
 }
 
 impl FileConfig {
@@ -155,6 +167,7 @@ impl FileConfig {
             "api_keys" => self.api_keys.as_ref(),
             "alert_webhook" => self.alert_webhook.as_ref(),
             "alert_rule" => self.alert_rule.as_ref(),
+            "deny_attributes" => self.deny_attributes.as_ref(),
             _ => None,
         };
         text.cloned()

@@ -35,6 +35,9 @@ pub(crate) async fn features(config: &Resolved, args: &LookupArgs) -> anyhow::Re
     let raw: Option<Vec<u8>> = conn.get(keys.features(&args.id)).await?;
     let raw = raw.with_context(|| format!("no customer {:?} in this deployment", args.id))?;
     let state = CustomerState::decode(&raw).context("the stored state is unreadable")?;
+    if state.is_blank() {
+        anyhow::bail!("no customer {:?} in this deployment (erased)", args.id);
+    }
     let model = ModelHandle::default();
     model.refresh(&mut conn, &keys).await?;
     let f = compute(&state, as_of, DEFAULT_AT_RISK_DAYS);

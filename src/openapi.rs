@@ -48,6 +48,11 @@ pub(crate) fn document() -> Value {
             "/v1/customers/{id}/features": {"get": {"summary": "Features and scores of one customer",
                 "parameters": [id, as_of, features],
                 "responses": {"200": {"description": "features"}, "400": error_response("bad query"), "404": error_response("unknown customer")}}},
+            "/v1/customers/{id}": {"delete": {"summary": "Erase a customer (scope admin): features, scores and score history go once the \
+                    processor and the sink have read the request; events produced before it are skipped from then on",
+                "parameters": [id],
+                "responses": {"202": {"description": "the erasure request is on the broker"}, "400": error_response("bad customer id"),
+                    "503": error_response("broker unavailable")}}},
             "/v1/features:batch": {"post": {"summary": "Features of many customers",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object",
                     "required": ["customer_ids"], "properties": {"customer_ids": {"type": "array", "items": {"type": "string"}},

@@ -2,8 +2,10 @@
 //! [`SqlSink`], then commits offsets.
 //!
 //! Delivery: at-least-once from Kafka; the tables see each version once in effect, since
-//! a score is applied only when its version is newer than the stored one.
+//! a score is applied only when its version is newer than the stored one. A tombstone (a
+//! customer's erasure) deletes the customer's current row and history.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,9 @@ pub struct SinkMetrics {
     pub applied: AtomicU64,
     pub skipped: AtomicU64,
     pub undecodable: AtomicU64,
+    /// Tombstones applied (customers erased) and the rows they deleted.
+    pub erased: AtomicU64,
+    pub erased_rows: AtomicU64,
     /// Seconds from a score's production (its message timestamp) to its row committed.
     pub latency: Histogram,
 }
@@ -34,10 +39,14 @@ impl SinkMetrics {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = format!(
             "# TYPE custflow_sink_rows_total counter\ncustflow_sink_rows_total{{result=\"applied\"}} {}\n\
-             custflow_sink_rows_total{{result=\"skipped\"}} {}\ncustflow_sink_rows_total{{result=\"undecodable\"}} {}\n",
+             custflow_sink_rows_total{{result=\"skipped\"}} {}\ncustflow_sink_rows_total{{result=\"undecodable\"}} {}\n\
+             # TYPE custflow_sink_erasures_total counter\ncustflow_sink_erasures_total {}\n\
+             # TYPE custflow_sink_erased_rows_total counter\ncustflow_sink_erased_rows_total {}\n",
             g(&self.applied),
             g(&self.skipped),
-            g(&self.undecodable)
+            g(&self.undecodable),
+            g(&self.erased),
+            g(&self.erased_rows)
         );
         self.latency.render(
             &mut out,
@@ -94,19 +103,37 @@ pub async fn run(
         }
         let mut scores = Vec::with_capacity(batch.len());
         let mut produced_at = Vec::with_capacity(batch.len());
-        for m in &batch {
-            let decoded = m
-                .payload()
-                .ok_or_else(|| "empty payload (a tombstone)".to_owned())
-                .and_then(|b| avro::unframe(b).map_err(|e| e.to_string()))
-                .and_then(|(_, datum)| {
-                    avro::decode_record::<CustomerScore>("CustomerScore", datum)
-                        .map_err(|e| e.to_string())
-                });
+        // Customers whose tombstone (erasure) is in this batch, with its place: their
+        // scores from before it are dropped, the ones after it start a new life.
+        let mut erased: HashMap<&str, usize> = HashMap::new();
+        for (i, m) in batch.iter().enumerate() {
+            let Some(payload) = m.payload() else {
+                match m.key().map(std::str::from_utf8) {
+                    Some(Ok(customer)) => {
+                        erased.insert(customer, i);
+                    }
+                    _ => {
+                        tracing::warn!(
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            "skipping a tombstone without a customer id key"
+                        );
+                        metrics.undecodable.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                continue;
+            };
+            let decoded =
+                avro::unframe(payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(_, datum)| {
+                        avro::decode_record::<CustomerScore>("CustomerScore", datum)
+                            .map_err(|e| e.to_string())
+                    });
             match decoded {
                 Ok(s) => {
                     produced_at.extend(m.timestamp().to_millis());
-                    scores.push(s);
+                    scores.push((i, s));
                 }
                 Err(reason) => {
                     tracing::warn!(partition = m.partition(), offset = m.offset(), %reason, "skipping undecodable score");
@@ -114,10 +141,28 @@ pub async fn run(
                 }
             }
         }
+        let scores: Vec<CustomerScore> = scores
+            .into_iter()
+            .filter(|(i, s)| erased.get(s.customer_id.as_str()).is_none_or(|e| i > e))
+            .map(|(_, s)| s)
+            .collect();
+        let erased: Vec<&str> = erased.into_keys().collect();
         let mut backoff = Duration::from_millis(200);
         let stats = loop {
-            match sink.write_scores(&scores).await {
-                Ok(s) => break s,
+            // Erasures first: the scores kept for those customers came after them. Both
+            // are idempotent, so a retry after a partial failure redoes both.
+            let written = async {
+                let rows = sink.erase(&erased).await?;
+                Ok::<_, Error>((rows, sink.write_scores(&scores).await?))
+            };
+            match written.await {
+                Ok((rows, s)) => {
+                    metrics
+                        .erased
+                        .fetch_add(erased.len() as u64, Ordering::Relaxed);
+                    metrics.erased_rows.fetch_add(rows, Ordering::Relaxed);
+                    break s;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "sink write failed; retrying in {backoff:?}");
                     tokio::select! {

@@ -297,6 +297,47 @@ impl SqlSink {
         Ok(stats)
     }
 
+    /// Deletes the current scores and the whole score history of `customers` (their
+    /// erasure: a tombstone on the score topic), in one transaction; returns the rows
+    /// deleted. Deleting a customer that has no rows is not an error.
+    pub async fn erase(&self, customers: &[&str]) -> Result<u64> {
+        if customers.is_empty() {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        let mut tx = self.pool.begin().await?;
+        for chunk in customers.chunks(500) {
+            for table in ["customer_scores", "customer_score_history"] {
+                let done = match self.dialect {
+                    Dialect::Sqlite => {
+                        let sql = format!(
+                            "DELETE FROM {table} WHERE customer_id IN ({})",
+                            marks(chunk.len())
+                        );
+                        let mut q = sqlx::query(&sql);
+                        for c in chunk {
+                            q = q.bind(*c);
+                        }
+                        q.execute(&mut *tx).await?
+                    }
+                    Dialect::Postgres => {
+                        let sql = format!(
+                            "DELETE FROM {table} WHERE customer_id IN \
+                             (SELECT json_array_elements_text($1::json))"
+                        );
+                        sqlx::query(&sql)
+                            .bind(serde_json::to_string(chunk).unwrap_or_default())
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                };
+                deleted += done.rows_affected();
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// The customer's scores valid at `at_ms` (the current ones when `None`).
     pub async fn score_at(&self, customer: &str, at_ms: Option<i64>) -> Result<Option<HistoryRow>> {
         let cols = "customer_id, version, valid_from, valid_to, is_current, model_version, p_alive, clv_12m, \

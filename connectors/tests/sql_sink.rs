@@ -193,6 +193,25 @@ async fn scenario(url: &str, reference: &str) {
             ("m2".into(), "champion".into())
         ]
     );
+
+    // Erasure: the customer's current row and whole history go, nobody else's; a second
+    // erasure deletes nothing; a score after it starts the customer afresh.
+    let before = sink.counts().await.unwrap();
+    assert_eq!(sink.erase(&["a", "nobody"]).await.unwrap(), 1 + 4);
+    assert!(sink.score_at("a", None).await.unwrap().is_none());
+    assert!(sink.score_at("a", Some(2500)).await.unwrap().is_none());
+    assert!(sink.score_at("b", None).await.unwrap().is_some());
+    let after = sink.counts().await.unwrap();
+    assert_eq!((after.0, after.1), (before.0 - 1, before.1 - 4));
+    assert_eq!(sink.erase(&["a"]).await.unwrap(), 0);
+    let s = sink
+        .write_scores(&[score("a", 5, 5000, "bottom20")])
+        .await
+        .unwrap();
+    assert_eq!((s.applied, s.skipped), (1, 0));
+    let again = sink.score_at("a", None).await.unwrap().unwrap();
+    assert_eq!((again.version, again.valid_from), (5, 5000));
+    assert!(sink.score_at("a", Some(4500)).await.unwrap().is_none());
 }
 
 mod sqlite {

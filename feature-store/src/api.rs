@@ -198,6 +198,8 @@ async fn load(
         .map(|b| {
             b.map(|b| CustomerState::decode(&b).map_err(ApiError::internal))
                 .transpose()
+                // What an erasure left is no customer.
+                .map(|s| s.filter(|s| !s.is_blank()))
         })
         .collect::<Result<_, _>>()?;
     let cached = st.model.current();

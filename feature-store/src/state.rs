@@ -189,6 +189,10 @@ pub struct CustomerState {
     /// Sales of orders applied before the customer's first profile, per day: counted
     /// under loyalty `unknown` until a profile says which group they belong to.
     pub unattributed: Vec<Unattributed>,
+    /// Produce time (epoch ms) of the customer's latest erasure (`DELETE
+    /// /v1/customers/{id}`); 0 if never erased. Events produced at or before it belong to
+    /// the erased customer and are skipped, also when a rebuild replays them.
+    pub erased_at: i64,
 }
 
 /// A day's sales counted under loyalty `unknown` (the sales rollups' counters without
@@ -251,16 +255,59 @@ impl CustomerState {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// Decodes a stored state. States written before the sales fields (`first_order`,
-    /// `sales_seen`, `unattributed`) existed lack their three trailing bytes; they decode
-    /// as if all were empty.
+    /// Decodes a stored state. States written before the trailing fields were added
+    /// (the sales fields `first_order`, `sales_seen`, `unattributed`, then `erased_at`)
+    /// lack their bytes; they decode as if those were empty (each encodes as one zero
+    /// byte when empty).
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes).or_else(|e| {
-            let mut padded = Vec::with_capacity(bytes.len() + 3);
-            padded.extend_from_slice(bytes);
-            padded.extend_from_slice(&[0, 0, 0]);
-            postcard::from_bytes(&padded).map_err(|_| e)
+            [1usize, 4]
+                .into_iter()
+                .find_map(|missing| {
+                    let mut padded = Vec::with_capacity(bytes.len() + missing);
+                    padded.extend_from_slice(bytes);
+                    padded.resize(bytes.len() + missing, 0);
+                    postcard::from_bytes(&padded).ok()
+                })
+                .ok_or(e)
         })
+    }
+
+    /// Erases everything known about the customer (an erasure record at `pos`, produced
+    /// at `at`). Kept: the source positions (so replays stay skipped), the score version
+    /// (it only grows), the erasure time, and the segments of the last score, which the
+    /// scorer needs once to take the customer out of the segment counts and emit the
+    /// tombstone.
+    ///
+    /// One erasure request is written to every input topic (each record in order with
+    /// that topic's events): the first to arrive erases, the others, with the same time,
+    /// change nothing; so an event produced after the request, which comes after the
+    /// request's record of its own topic, is never erased by the record of another.
+    pub fn erase(&mut self, pos: SourcePos, at: i64) -> Applied {
+        if self.seen(pos) || at <= self.erased_at {
+            return Applied::Duplicate;
+        }
+        let mut kept = CustomerState {
+            positions: std::mem::take(&mut self.positions),
+            score_version: self.score_version,
+            segments: self.segments.take(),
+            erased_at: self.erased_at.max(at),
+            ..CustomerState::default()
+        };
+        kept.record(pos);
+        *self = kept;
+        Applied::Changed
+    }
+
+    /// Whether an event produced at `produced_ms` was erased with its customer.
+    pub fn is_erased(&self, produced_ms: Option<i64>) -> bool {
+        self.erased_at != 0 && produced_ms.is_some_and(|p| p <= self.erased_at)
+    }
+
+    /// Whether this is only the marker an erasure left (nothing applied since): lookups
+    /// treat it as an unknown customer.
+    pub fn is_blank(&self) -> bool {
+        self.erased_at != 0 && self.applied == 0
     }
 
     /// Whether a profile of this customer was applied.
@@ -696,15 +743,47 @@ mod tests {
     }
 
     #[test]
+    fn an_erasure_forgets_the_customer_but_not_the_positions() {
+        let mut s = CustomerState::default();
+        s.apply(&order("a", 100, 12, 10.0, OrderStatus::Placed), pos(0))
+            .unwrap();
+        s.segments = Some(SegmentMemo::default());
+        s.score_version = 3;
+        assert!(!s.is_blank());
+        let at = 100 * DAY_MS + 13 * 3_600_000;
+        let erasure = SourcePos { topic: 0, ..pos(7) };
+        assert_eq!(s.erase(erasure, at), Applied::Changed);
+        assert!(s.is_blank());
+        assert!(s.days.is_empty() && s.orders.is_empty() && s.folded == Folded::default());
+        assert_eq!((s.score_version, s.erased_at), (3, at));
+        assert!(s.segments.is_some(), "kept for the scorer's tombstone");
+        // Re-deliveries of the order and of the erasure are skipped.
+        assert!(s.seen(pos(0)));
+        assert_eq!(s.erase(erasure, at), Applied::Duplicate);
+        // The same request's record on another topic changes nothing.
+        assert_eq!(s.erase(pos(8), at), Applied::Duplicate);
+        // Events produced before the erasure went with the customer; later ones do not.
+        assert!(s.is_erased(Some(at - 1)) && s.is_erased(Some(at)));
+        assert!(!s.is_erased(Some(at + 1)) && !s.is_erased(None));
+        s.apply(&order("b", 101, 12, 5.0, OrderStatus::Placed), pos(1))
+            .unwrap();
+        assert!(!s.is_blank());
+        assert_eq!(CustomerState::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
     fn states_written_before_first_order_existed_still_decode() {
         let mut s = CustomerState::default();
         s.apply(&order("a", 100, 12, 10.0, OrderStatus::Placed), pos(0))
             .unwrap();
         s.first_order = None;
-        let mut bytes = s.encode();
-        // The trailing None and empty lists the old layout lacks.
-        assert_eq!(bytes.split_off(bytes.len() - 3), [0, 0, 0]);
+        let full = s.encode();
+        // The trailing None, empty lists and zero erasure time the oldest layout lacks.
+        let mut bytes = full.clone();
+        assert_eq!(bytes.split_off(bytes.len() - 4), [0, 0, 0, 0]);
         assert_eq!(CustomerState::decode(&bytes).unwrap(), s);
+        // A state written before erasures existed lacks only the erasure time.
+        assert_eq!(CustomerState::decode(&full[..full.len() - 1]).unwrap(), s);
         // A series counts a customer once per period, whatever the arrival order.
         let weeks = |d: i32| [(d, d + 1), (d - d % 7, d - d % 7 + 7)];
         assert_eq!(s.first_in_series(&[7], 15, &weeks(15)), [[true, true]]);

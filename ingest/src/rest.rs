@@ -1,5 +1,6 @@
 //! `POST /v1/events`: JSON object, JSON array or NDJSON; every item validated with its
 //! field paths; an item is reported accepted only after the broker acknowledged it.
+//! `DELETE /v1/customers/{id}`: an erasure request, written to the `customers` topic.
 //!
 //! `Idempotency-Key` makes a retried request a no-op (responses kept 24 h in Redis);
 //! bounded in-flight work answers 429 with `Retry-After` instead of growing memory; an
@@ -9,16 +10,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use custflow_schemas::api::ApiError;
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::topics::Topics;
-use custflow_schemas::{json, Event, FieldError, ValidationContext};
+use custflow_schemas::{json, kafka, DenyList, Event, EventKind, FieldError, ValidationContext};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use redis::aio::ConnectionManager;
 use serde_json::{json as j, Value};
@@ -66,6 +67,8 @@ pub struct IngestState {
     pub max_items: usize,
     pub body_limit: usize,
     pub metrics: Arc<IngestMetrics>,
+    /// Customer attributes dropped before anything is written.
+    pub deny: DenyList,
 }
 
 impl IngestState {
@@ -87,6 +90,7 @@ pub fn routes(state: IngestState) -> Router {
     let limit = state.body_limit;
     Router::new()
         .route("/v1/events", post(post_events))
+        .route("/v1/customers/{id}", delete(erase_customer))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -167,12 +171,13 @@ async fn post_events(
     Ok((status, Json(body)).into_response())
 }
 
-/// Items of the body, each parsed JSON or the reason it could not be.
-fn items(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Result<Value, String>>, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+/// Items of a request body of `content_type` (JSON object or array, or NDJSON), each
+/// parsed JSON or the reason it could not be.
+pub fn items(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<Result<Value, String>>, ApiError> {
+    let ct = content_type.unwrap_or("application/json");
     let mime = ct
         .split(';')
         .next()
@@ -211,7 +216,10 @@ async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(StatusCode, Value), ApiError> {
-    let parsed = items(headers, body)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let parsed = items(content_type, body)?;
     if parsed.is_empty() {
         return Err(ApiError::bad_request("no events in the body", &[]));
     }
@@ -251,7 +259,8 @@ async fn handle(
                 })
             });
         match decoded {
-            Ok(e) => {
+            Ok(mut e) => {
+                st.deny.apply(&mut e);
                 results.push(Value::Null);
                 valid.push((i, e));
             }
@@ -314,4 +323,60 @@ async fn handle(
             .with_details(summary["results"].as_array().cloned().unwrap_or_default()));
     }
     Ok((StatusCode::OK, summary))
+}
+
+/// Asks for a customer's erasure: an erasure record keyed by the customer id goes to each
+/// input topic, where the processor that owns the customer applies the first to arrive,
+/// in order with the customer's other events (DESIGN deviation "Customer erasure").
+/// Answers 202 once the broker acknowledged the records; the features, scores and score
+/// history go when the processor and the sink have read them.
+async fn erase_customer(
+    State(st): State<IngestState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if id.trim().is_empty() || id.len() > 256 {
+        return Err(ApiError::bad_request(
+            "invalid customer id",
+            &[FieldError::new(
+                "customer_id",
+                "format",
+                "must be 1 to 256 bytes, not blank",
+            )],
+        ));
+    }
+    let at = custflow_schemas::time::now_ms();
+    let payload = j!({"customer_id": id, "erased_at": at}).to_string();
+    let sends = EventKind::ALL.map(|kind| {
+        let topic = st.topics.name(kind.topic());
+        let (producer, id, payload) = (st.producer.clone(), id.clone(), payload.clone());
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .key(&id)
+                        .payload(&payload)
+                        .timestamp(at)
+                        .headers(kafka::erasure_headers(at)),
+                    Duration::from_secs(5),
+                )
+                .await
+                .map(|d| j!({"topic": topic, "partition": d.partition, "offset": d.offset}))
+                .map_err(|(e, _)| e)
+        }
+    });
+    let records = futures::future::try_join_all(sends).await.map_err(|e| {
+        st.metrics.broker_failures.fetch_add(1, Ordering::Relaxed);
+        ApiError::unavailable(
+            format!("the broker did not take the erasure request: {e}"),
+            2,
+        )
+    })?;
+    tracing::info!("customer erasure requested");
+    let body = j!({
+        "customer_id": id,
+        "status": "accepted",
+        "erased_at": custflow_schemas::time::format_rfc3339(at),
+        "records": records,
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

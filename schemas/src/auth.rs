@@ -45,6 +45,7 @@ pub fn required_scope(method: &str, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/readyz" | "/openapi.json" => None,
         "/v1/events" => Some(Scope::EventsWrite),
+        p if method == "DELETE" && p.starts_with("/v1/customers/") => Some(Scope::Admin),
         p if p.starts_with("/v1/sales/") => Some(Scope::SalesRead),
         p if (p.starts_with("/subjects") && method != "GET")
             || p == "/metrics"
@@ -396,6 +397,10 @@ mod tests {
         assert_eq!(
             required_scope("GET", "/v1/customers/a/features"),
             Some(Scope::FeaturesRead)
+        );
+        assert_eq!(
+            required_scope("DELETE", "/v1/customers/a"),
+            Some(Scope::Admin)
         );
         assert_eq!(
             required_scope("POST", "/subjects/x/versions"),

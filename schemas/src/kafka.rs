@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 /// Base client settings: the bootstrap servers and anything in `CUSTFLOW_KAFKA_*`
 /// (for example `CUSTFLOW_KAFKA_SECURITY_PROTOCOL=ssl` becomes `security.protocol=ssl`),
@@ -63,6 +63,38 @@ pub fn dead_letter_headers(
             value: Some(value),
         })
     })
+}
+
+/// The header that marks a record of the `customers` topic as an erasure request
+/// (`DELETE /v1/customers/{id}`) rather than a profile. Its value is the erasure time
+/// (epoch milliseconds); the record's key is the customer id. Going through the input
+/// log makes the processor that owns the customer the only writer of the erasure, in
+/// order with the customer's other events, and a rebuild replays it.
+pub const ERASURE_HEADER: &str = "custflow.erasure";
+
+/// The headers of an erasure request made at `at_ms`.
+pub fn erasure_headers(at_ms: i64) -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: ERASURE_HEADER,
+        value: Some(&at_ms.to_string()),
+    })
+}
+
+/// The erasure time of `msg` if it is an erasure request; an unreadable value counts as
+/// the record's own timestamp (then as 1, never 0, so the request still erases).
+pub fn erasure_at<M: Message>(msg: &M) -> Option<i64> {
+    let headers = msg.headers()?;
+    let h = headers.iter().find(|h| h.key == ERASURE_HEADER)?;
+    let parsed = h
+        .value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    Some(
+        parsed
+            .or_else(|| msg.timestamp().to_millis())
+            .unwrap_or(1)
+            .max(1),
+    )
 }
 
 /// A consumer context that does not log the end of a partition as an error (librdkafka

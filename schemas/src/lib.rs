@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod avro;
+pub mod deny;
 pub mod error;
 pub mod event;
 pub mod histogram;
@@ -19,6 +20,7 @@ pub mod time;
 pub mod topics;
 pub mod validate;
 
+pub use deny::DenyList;
 pub use error::{Error, FieldError, Result};
 pub use event::{
     Activity, ActivityKind, Customer, CustomerScore, Event, EventKind, Order, OrderItem,

@@ -12,6 +12,12 @@ pub use custflow_schemas::histogram::Histogram;
 pub struct Metrics {
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Customers erased, and events skipped because their customer was erased after
+    /// they were produced.
+    pub erased: AtomicU64,
+    pub skipped_erased: AtomicU64,
+    /// Tombstones produced on the score topic for erased customers.
+    pub tombstones: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub batches: AtomicU64,
     pub scores_emitted: AtomicU64,
@@ -67,6 +73,21 @@ impl Metrics {
                 "custflow_events_duplicate_total",
                 "Re-delivered events skipped",
                 &self.duplicates,
+            ),
+            (
+                "custflow_customers_erased_total",
+                "Customer erasure requests applied",
+                &self.erased,
+            ),
+            (
+                "custflow_events_erased_total",
+                "Events skipped because their customer was erased after they were produced",
+                &self.skipped_erased,
+            ),
+            (
+                "custflow_score_tombstones_total",
+                "Tombstones produced on the score topic for erased customers",
+                &self.tombstones,
             ),
             (
                 "custflow_events_dead_lettered_total",

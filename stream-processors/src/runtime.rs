@@ -12,7 +12,7 @@ use custflow_feature_store::state::{Applied, CustomerState, SourcePos};
 use custflow_schemas::avro::{self, AvroCodec};
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
-use custflow_schemas::{json, Event, EventKind, ValidationContext};
+use custflow_schemas::{json, kafka, Event, EventKind, ValidationContext};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -146,8 +146,27 @@ pub trait Tick: Send + Sync {
 /// A decoded message of a batch.
 struct Input {
     pos: SourcePos,
-    event: Event,
+    op: Op,
     produced_ms: Option<i64>,
+}
+
+/// What an input record asks for.
+enum Op {
+    Apply(Event),
+    /// Forget the customer (an erasure request made at `at`).
+    Erase {
+        customer: String,
+        at: i64,
+    },
+}
+
+impl Op {
+    fn customer_id(&self) -> &str {
+        match self {
+            Op::Apply(e) => e.customer_id(),
+            Op::Erase { customer, .. } => customer,
+        }
+    }
 }
 
 /// A message for the dead-letter topic.
@@ -385,22 +404,25 @@ impl Processor {
         });
     }
 
+    /// The event kind of an input topic's messages.
+    fn kind_of(&self, msg: &OwnedMessage) -> Option<EventKind> {
+        self.cfg
+            .topics
+            .base(msg.topic())
+            .and_then(EventKind::for_topic)
+    }
+
     fn decode(
         &self,
         msg: &OwnedMessage,
         ctx: &ValidationContext,
     ) -> std::result::Result<Event, (String, String)> {
-        let kind = self
-            .cfg
-            .topics
-            .base(msg.topic())
-            .and_then(EventKind::for_topic)
-            .ok_or_else(|| {
-                (
-                    "unknown_topic".to_owned(),
-                    format!("no event kind for topic {}", msg.topic()),
-                )
-            })?;
+        let kind = self.kind_of(msg).ok_or_else(|| {
+            (
+                "unknown_topic".to_owned(),
+                format!("no event kind for topic {}", msg.topic()),
+            )
+        })?;
         let bytes = msg.payload().unwrap_or_default();
         let result = if avro::is_framed(bytes) {
             self.codec.decode(kind, bytes, ctx)
@@ -426,6 +448,30 @@ impl Processor {
                 .entry((msg.topic().to_owned(), msg.partition()))
                 .or_insert(0);
             *e = (*e).max(msg.offset() + 1);
+            if let Some(at) = kafka::erasure_at(&msg) {
+                match (msg.key().map(std::str::from_utf8), self.kind_of(&msg)) {
+                    (Some(Ok(customer)), Some(kind)) if !customer.is_empty() => {
+                        inputs.push(Input {
+                            pos: SourcePos {
+                                topic: kind_index(kind),
+                                partition: msg.partition(),
+                                offset: msg.offset(),
+                            },
+                            op: Op::Erase {
+                                customer: customer.to_owned(),
+                                at,
+                            },
+                            produced_ms: msg.timestamp().to_millis(),
+                        });
+                    }
+                    _ => dead.push(DeadLetter {
+                        msg,
+                        reason: "invalid_erasure".into(),
+                        message: "an erasure request needs a customer id as its key".into(),
+                    }),
+                }
+                continue;
+            }
             let mut decoded = self.decode(&msg, &ctx);
             if let Err((reason, _)) = &decoded {
                 if reason == "unknown_schema" {
@@ -443,7 +489,7 @@ impl Processor {
                             partition: msg.partition(),
                             offset: msg.offset(),
                         },
-                        event,
+                        op: Op::Apply(event),
                         produced_ms: msg.timestamp().to_millis(),
                     });
                 }
@@ -459,7 +505,7 @@ impl Processor {
         let mut order: Vec<&str> = Vec::new();
         let mut by_customer: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, inp) in inputs.iter().enumerate() {
-            let c = inp.event.customer_id();
+            let c = inp.op.customer_id();
             by_customer
                 .entry(c)
                 .or_insert_with(|| {
@@ -470,7 +516,7 @@ impl Processor {
         }
         let mut states = self.store.load(&order).await?;
         let mut changed: Vec<(&str, i32, Option<i64>)> = Vec::new();
-        let (mut applied, mut dups) = (0u64, 0u64);
+        let (mut applied, mut dups, mut erased, mut skipped_erased) = (0u64, 0u64, 0u64, 0u64);
         let mut too_late: Vec<(usize, String)> = Vec::new();
         let mut rollups = Rollups::default();
         for c in &order {
@@ -481,12 +527,32 @@ impl Processor {
             let mut touched = false;
             let mut partition = 0;
             for &i in &by_customer[c] {
-                match state.apply_with_effect(&inputs[i].event, inputs[i].pos) {
+                let inp = &inputs[i];
+                let event = match &inp.op {
+                    Op::Erase { at, .. } => {
+                        if state.erase(inp.pos, *at) == Applied::Changed {
+                            erased += 1;
+                            touched = true;
+                            partition = inp.pos.partition;
+                        } else {
+                            dups += 1;
+                        }
+                        continue;
+                    }
+                    // Produced before the customer's erasure (a replay, or a record
+                    // that was still in flight): it went with the customer.
+                    Op::Apply(_) if state.is_erased(inp.produced_ms) => {
+                        skipped_erased += 1;
+                        continue;
+                    }
+                    Op::Apply(e) => e,
+                };
+                match state.apply_with_effect(event, inp.pos) {
                     Ok((Applied::Changed, effect)) => {
                         applied += 1;
                         touched = true;
-                        partition = inputs[i].pos.partition;
-                        if let (true, Event::Order(o)) = (self.cfg.sales, &inputs[i].event) {
+                        partition = inp.pos.partition;
+                        if let (true, Event::Order(o)) = (self.cfg.sales, event) {
                             rollups.add(o, effect, state);
                         }
                     }
@@ -505,12 +571,15 @@ impl Processor {
         // Late events beyond the kept detail are refused with their reason, not lost.
         for (i, message) in too_late {
             let inp = &inputs[i];
-            let payload = json::encode(&inp.event);
+            let Op::Apply(event) = &inp.op else {
+                continue;
+            };
+            let payload = json::encode(event);
             let record = DeadLetter {
                 msg: OwnedMessage::new(
                     Some(payload),
-                    Some(inp.event.customer_id().as_bytes().to_vec()),
-                    self.cfg.topics.name(inp.event.kind().topic()),
+                    Some(event.customer_id().as_bytes().to_vec()),
+                    self.cfg.topics.name(event.kind().topic()),
                     rdkafka::Timestamp::NotAvailable,
                     inp.pos.partition,
                     inp.pos.offset,
@@ -546,6 +615,8 @@ impl Processor {
         self.consumer.commit(&tpl, CommitMode::Async)?;
         Metrics::add(&self.metrics.applied, applied);
         Metrics::add(&self.metrics.duplicates, dups);
+        Metrics::add(&self.metrics.erased, erased);
+        Metrics::add(&self.metrics.skipped_erased, skipped_erased);
         Metrics::add(&self.metrics.dead_lettered, dead.len() as u64);
         Metrics::add(&self.metrics.batches, 1);
         Ok(())

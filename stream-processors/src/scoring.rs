@@ -107,8 +107,8 @@ pub fn moved(prev: Option<&SegmentMemo>, next: &SegmentMemo) -> bool {
 }
 
 /// Counter changes (`tier:…`, `segment:…`, `cluster:…`, `at_risk:…`) from one memo to
-/// the next.
-pub fn count_deltas(prev: Option<&SegmentMemo>, next: &SegmentMemo) -> Vec<(String, i64)> {
+/// the next (`None` for a customer not counted: not scored yet, or erased).
+pub fn count_deltas(prev: Option<&SegmentMemo>, next: Option<&SegmentMemo>) -> Vec<(String, i64)> {
     let fields = |m: &SegmentMemo| {
         let mut v = vec![
             format!("tier:{}", m.value_tier),
@@ -120,7 +120,7 @@ pub fn count_deltas(prev: Option<&SegmentMemo>, next: &SegmentMemo) -> Vec<(Stri
         }
         v
     };
-    let new = fields(next);
+    let new = next.map(fields).unwrap_or_default();
     let old = prev.map(fields).unwrap_or_default();
     let mut out: Vec<(String, i64)> = old
         .iter()
@@ -177,11 +177,20 @@ impl Scorer {
         let mut counts: Vec<(String, i64)> = Vec::new();
         let mut scores: Vec<(String, Vec<u8>)> = Vec::new();
         let mut changes: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut tombstones: Vec<String> = Vec::new();
         for c in changed.iter_mut() {
             let state: &mut CustomerState = c.state;
             let f = compute(state, as_of, self.at_risk_days);
             if f.orders_total == 0 && f.frequency == 0 && f.last_order_at.is_none() {
-                continue; // no purchase yet: nothing to score
+                // No purchase yet: nothing to score. An erased customer that was scored
+                // leaves the counts, and the score topic gets its tombstone.
+                if state.is_blank() {
+                    if let Some(memo) = state.segments.take() {
+                        counts.extend(count_deltas(Some(&memo), None));
+                        tombstones.push(c.customer.to_owned());
+                    }
+                }
+                continue;
             }
             let rec = score_record(c.customer, &f, &model, state.score_version + 1);
             let memo = SegmentMemo {
@@ -213,7 +222,7 @@ impl Scorer {
                     .map_err(|e| Error::Config(e.to_string()))?;
                 changes.push((c.customer.to_owned(), avro::frame(self.change_id, &bytes)));
             }
-            counts.extend(count_deltas(state.segments.as_ref(), &memo));
+            counts.extend(count_deltas(state.segments.as_ref(), Some(&memo)));
             state.segments = Some(memo);
             let bytes = avro::encode_record("CustomerScore", &rec)
                 .map_err(|e| Error::Config(e.to_string()))?;
@@ -234,12 +243,19 @@ impl Scorer {
                     FutureRecord::to(&change_topic).key(k).payload(v),
                     Duration::from_secs(30),
                 )
+            }))
+            .chain(tombstones.iter().map(|k| {
+                self.producer.send(
+                    FutureRecord::<String, Vec<u8>>::to(&score_topic).key(k),
+                    Duration::from_secs(30),
+                )
             }));
         for r in futures::future::join_all(sends).await {
             r.map_err(|(e, _)| Error::Kafka(e))?;
         }
         Metrics::add(&self.metrics.scores_emitted, scores.len() as u64);
         Metrics::add(&self.metrics.segment_changes, changes.len() as u64);
+        Metrics::add(&self.metrics.tombstones, tombstones.len() as u64);
         Ok(counts)
     }
 }
@@ -301,7 +317,7 @@ mod tests {
     #[test]
     fn counters_move_with_the_memo() {
         let a = memo("top20", "champions", false);
-        let mut first = count_deltas(None, &a);
+        let mut first = count_deltas(None, Some(&a));
         first.sort();
         assert_eq!(
             first,
@@ -311,9 +327,9 @@ mod tests {
                 ("tier:top20".into(), 1)
             ]
         );
-        assert!(count_deltas(Some(&a), &a).is_empty());
+        assert!(count_deltas(Some(&a), Some(&a)).is_empty());
         let b = memo("top20", "at_risk", true);
-        let mut d = count_deltas(Some(&a), &b);
+        let mut d = count_deltas(Some(&a), Some(&b));
         d.sort();
         assert_eq!(
             d,
@@ -322,6 +338,17 @@ mod tests {
                 ("at_risk:true".into(), 1),
                 ("segment:at_risk".into(), 1),
                 ("segment:champions".into(), -1),
+            ]
+        );
+        // An erased customer leaves every count it was in.
+        let mut gone = count_deltas(Some(&b), None);
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![
+                ("at_risk:true".into(), -1),
+                ("segment:at_risk".into(), -1),
+                ("tier:top20".into(), -1),
             ]
         );
     }

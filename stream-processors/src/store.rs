@@ -83,9 +83,17 @@ impl Store {
         for w in writes {
             pipe.set(self.keys.features(w.customer), w.state.encode())
                 .ignore();
-            if let Some(at) = w.last_order_at {
-                pipe.zadd(self.keys.last_order_index(w.partition), w.customer, at)
-                    .ignore();
+            match w.last_order_at {
+                Some(at) => {
+                    pipe.zadd(self.keys.last_order_index(w.partition), w.customer, at)
+                        .ignore();
+                }
+                // Erased: out of the sweeps' index too.
+                None if w.state.is_blank() => {
+                    pipe.zrem(self.keys.last_order_index(w.partition), w.customer)
+                        .ignore();
+                }
+                None => {}
             }
         }
         rollups.write(&mut pipe, &self.keys);

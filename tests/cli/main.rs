@@ -8,6 +8,7 @@ mod connect;
 mod crash;
 mod dashboard;
 mod demo;
+mod erasure;
 mod load;
 mod openapi;
 
@@ -19,9 +20,20 @@ use std::time::Duration;
 
 /// A GET over plain HTTP/1.0: (status, body).
 pub(crate) fn get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path, "")
+}
+
+/// A request with a JSON body over plain HTTP/1.0: (status, body).
+pub(crate) fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
     let status = buf
@@ -76,6 +88,23 @@ impl Server {
             std::thread::sleep(Duration::from_millis(100));
         }
         server
+    }
+}
+
+impl Server {
+    /// Asks the server to stop (SIGTERM) and waits until it has, as a service manager
+    /// would: it finishes its batch, commits and leaves its consumer groups.
+    pub(crate) fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "custflow did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

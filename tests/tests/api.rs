@@ -51,6 +51,7 @@ fn ingest_state(
         max_items: 100,
         body_limit,
         metrics: Arc::new(IngestMetrics::default()),
+        deny: Default::default(),
     }
 }
 

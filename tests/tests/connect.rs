@@ -30,6 +30,7 @@ async fn worker(prefix: &str) -> Worker {
         codec: Arc::new(AvroCodec::builtin()),
         offset_flush: Duration::from_millis(200),
         batch_max: 500,
+        deny: Default::default(),
     })
     .await
     .unwrap()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::kafka::bulk_producer_config;
 use custflow_schemas::topics::Topics;
-use custflow_schemas::{json, Event};
+use custflow_schemas::{json, DenyList, Event};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Header;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
@@ -48,6 +48,8 @@ pub struct WorkerConfig {
     pub offset_flush: Duration,
     /// Most records per poll.
     pub batch_max: usize,
+    /// Customer attributes dropped before records are written.
+    pub deny: DenyList,
 }
 
 /// Turns events into record values in a connector's `value.format`.
@@ -55,15 +57,27 @@ pub struct WorkerConfig {
 pub struct Encoder {
     codec: Arc<AvroCodec>,
     format: ValueFormat,
+    deny: DenyList,
 }
 
 impl Encoder {
     pub fn new(codec: Arc<AvroCodec>, format: ValueFormat) -> Self {
-        Self { codec, format }
+        Self {
+            codec,
+            format,
+            deny: DenyList::default(),
+        }
+    }
+
+    /// Drops `deny`'s customer attributes from every event it encodes.
+    pub fn with_deny(mut self, deny: DenyList) -> Self {
+        self.deny = deny;
+        self
     }
 
     /// Validates and encodes an event; the error is the reason for the dead letter.
     pub fn encode(&self, event: &Event) -> Result<Vec<u8>, String> {
+        let event = &*self.deny.redacted(event);
         let errs = custflow_schemas::validate::validate(
             event,
             &custflow_schemas::validate::ValidationContext::now(),
@@ -707,7 +721,8 @@ impl Runner {
         }
         let ctx = TaskContext {
             policy: ErrorPolicy::new(&self.common, self.task),
-            encoder: Encoder::new(self.inner.cfg.codec.clone(), self.common.format),
+            encoder: Encoder::new(self.inner.cfg.codec.clone(), self.common.format)
+                .with_deny(self.inner.cfg.deny.clone()),
             topic: self.common.topic.as_str().into(),
             common: self.common.clone(),
             task: self.task,
