@@ -11,6 +11,7 @@ mod demo;
 mod erasure;
 mod load;
 mod openapi;
+mod scopes;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
