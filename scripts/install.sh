@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what custflow needs and is missing: Debian packages (build tools, Redis,
 # PostgreSQL client) and the tansu broker (cargo install, pinned). Idempotent.
-# `--test` adds what only the test suite uses: Chromium and ChromeDriver (dashboard test).
+# `--test` adds what only the test suite uses: Chromium and ChromeDriver (dashboard test),
+# the openssl tool (certificates for the TLS test).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need_pkgs=()
@@ -17,6 +18,7 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need_pkgs+=(libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
   have_cmd chromium || need_pkgs+=(chromium)
   have_cmd chromedriver || need_pkgs+=(chromium-driver)
+  have_cmd openssl || need_pkgs+=(openssl)
 fi
 
 if ((${#need_pkgs[@]})); then

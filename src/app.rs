@@ -254,6 +254,22 @@ pub(crate) struct RunOptions {
     pub(crate) churn: ChurnMonitoring,
 }
 
+/// A managed Redis connection. One plain attempt comes first, so a wrong address, password
+/// or certificate fails at once with its own reason (the manager would retry it quietly).
+pub(crate) async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url).context("--redis is not a Redis URL")?;
+    let hint = || format!("connecting to Redis at {url}; start it with scripts/stack.sh up");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
+    .with_context(hint)?
+    .with_context(hint)?;
+    ConnectionManager::new(client).await.with_context(hint)
+}
+
 /// Starts processors, scoring, model job, sink and API; returns at once.
 pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result<Running> {
     crate::topics::ensure(config).await?;
@@ -261,16 +277,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
     let ids = registry.register_builtin(&config.topics()).await?;
     let out_ids = registry.register_outputs(&config.topics()).await?;
     let codec = Arc::new(AvroCodec::new(registry.clone(), ids));
-    let redis_client =
-        redis::Client::open(config.redis.as_str()).context("--redis is not a Redis URL")?;
-    let redis = ConnectionManager::new(redis_client)
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to Redis at {}; start it with scripts/stack.sh up",
-                config.redis
-            )
-        })?;
+    let redis = redis_connection(&config.redis).await?;
     let keys = Keys::new(config.topics().name(""));
     let shared = Arc::new(Shared::default());
     if let Err(e) = shared.model.refresh(&mut redis.clone(), &keys).await {

@@ -18,7 +18,6 @@ use custflow_models::fit::holdout_purchases;
 use custflow_processors::replay::{order_transactions, Replayed};
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::time::DAY_MS;
-use redis::aio::ConnectionManager;
 use serde_json::json;
 
 use crate::config::Resolved;
@@ -294,10 +293,7 @@ fn best_profit(e: &Evaluation) -> f64 {
 
 /// Stores the artefact in use with `churn` as a new version and makes it current.
 async fn install(config: &Resolved, churn: &ChurnModel) -> anyhow::Result<String> {
-    let client = redis::Client::open(config.redis.as_str())?;
-    let mut conn = ConnectionManager::new(client)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", config.redis))?;
+    let mut conn = crate::app::redis_connection(&config.redis).await?;
     let keys = Keys::new(config.topics().name(""));
     let handle = ModelHandle::default();
     handle.refresh(&mut conn, &keys).await?;

@@ -9,7 +9,6 @@ use custflow_feature_store::features::{compute, DEFAULT_AT_RISK_DAYS};
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
 use custflow_feature_store::state::CustomerState;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::config::Resolved;
@@ -27,10 +26,7 @@ pub(crate) struct LookupArgs {
 pub(crate) async fn features(config: &Resolved, args: &LookupArgs) -> anyhow::Result<()> {
     let as_of = parse_as_of(args.as_of.as_deref(), "as_of")
         .map_err(|e| anyhow::anyhow!("--as-of: {}", e.message))?;
-    let client = redis::Client::open(config.redis.as_str())?;
-    let mut conn = ConnectionManager::new(client)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", config.redis))?;
+    let mut conn = crate::app::redis_connection(&config.redis).await?;
     let keys = Keys::new(config.topics().name(""));
     let raw: Option<Vec<u8>> = conn.get(keys.features(&args.id)).await?;
     let raw = raw.with_context(|| format!("no customer {:?} in this deployment", args.id))?;

@@ -226,7 +226,56 @@ mod sqlite {
 }
 
 mod postgres {
-    use sqlx::Connection;
+    use custflow_connectors::sql_sink::SqlSink;
+    use sqlx::{Connection, Row};
+
+    /// TLS settings in the sink URL reach PostgreSQL unchanged (sqlx with native-tls):
+    /// `sslmode=require` makes an encrypted session where the server offers TLS (and
+    /// fails where it does not), `disable` a plain one, and `verify-full` checks the
+    /// server's certificate against the trusted CAs.
+    #[tokio::test]
+    async fn tls_settings_in_the_url_reach_the_server() {
+        let admin = std::env::var("CUSTFLOW_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
+        let offered: String = sqlx::query("SHOW ssl")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        let db = format!("cf_tls_{}", ulid::Ulid::new().to_string().to_lowercase());
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').unwrap().0.to_owned();
+        let url = |mode: &str| format!("{base}/{db}?sslmode={mode}");
+        let encrypted = |sink: SqlSink| async move {
+            sqlx::query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(sink.pool())
+                .await
+                .unwrap()
+                .get::<bool, _>(0)
+        };
+        let plain = SqlSink::connect(&url("disable")).await.unwrap();
+        assert!(!encrypted(plain).await);
+        let required = SqlSink::connect(&url("require")).await;
+        if offered == "on" {
+            assert!(encrypted(required.unwrap()).await);
+            // Debian's snakeoil certificate is signed by no trusted CA.
+            assert!(SqlSink::connect(&url("verify-full")).await.is_err());
+        } else {
+            assert!(
+                required.is_err(),
+                "sslmode=require against a server without TLS"
+            );
+        }
+        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn sink_scenario() {

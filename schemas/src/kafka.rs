@@ -172,3 +172,24 @@ pub fn read_to_end(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::BaseProducer;
+
+    /// librdkafka is built with OpenSSL, so `CUSTFLOW_KAFKA_SECURITY_PROTOCOL=ssl` (or
+    /// `sasl_ssl` with SCRAM) is accepted instead of failing with "OpenSSL not
+    /// available at build time".
+    #[test]
+    fn tls_and_sasl_settings_are_accepted() {
+        let p: Result<BaseProducer, _> = client_config("127.0.0.1:9093")
+            .set("security.protocol", "sasl_ssl")
+            .set("sasl.mechanism", "SCRAM-SHA-256")
+            .set("sasl.username", "u")
+            .set("sasl.password", "p")
+            .set("ssl.endpoint.identification.algorithm", "https")
+            .create();
+        assert!(p.is_ok(), "{:?}", p.err());
+    }
+}

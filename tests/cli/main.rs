@@ -12,6 +12,7 @@ mod erasure;
 mod load;
 mod openapi;
 mod scopes;
+mod tls;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -71,9 +72,20 @@ pub(crate) struct Server(std::process::Child);
 impl Server {
     /// Starts `custflow ARGS --http ADDR` and waits until `ready_path` answers 200.
     pub(crate) fn start(args: &[&str], addr: &str, ready_path: &str) -> Self {
+        Self::start_with_env(args, &[], addr, ready_path)
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub(crate) fn start_with_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        addr: &str,
+        ready_path: &str,
+    ) -> Self {
         let server = Self(
             Command::new(env!("CARGO_BIN_EXE_custflow"))
                 .args(args)
+                .envs(env.iter().copied())
                 .args(["--http", addr])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::inherit())
