@@ -10,7 +10,8 @@ use crate::summary::{days_from_civil, parse_yyyymmdd};
 pub type Transaction = (String, i64, f64);
 
 /// Parses a date as `YYYY-MM-DD`, `YYYYMMDD`, `M/D/YYYY` (with an optional time) or the
-/// date part of an RFC 3339 timestamp, into days since 1970-01-01.
+/// date part of an RFC 3339 timestamp, into days since 1970-01-01. Years outside
+/// 1…9999 are refused (they overflowed the millisecond arithmetic downstream).
 pub fn parse_day(s: &str) -> Option<i64> {
     let s = s.trim();
     if let Some(d) = parse_yyyymmdd(s) {
@@ -20,12 +21,16 @@ pub fn parse_day(s: &str) -> Option<i64> {
     if let Some((m, rest)) = date.split_once('/') {
         let (d, y) = rest.split_once('/')?;
         let (y, m, d): (i64, u32, u32) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
-        return ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d));
+        return valid_date(y, m, d).then(|| days_from_civil(y, m, d));
     }
     let mut parts = date.splitn(3, '-');
     let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
     let (y, m, d): (i64, u32, u32) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
-    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d))
+    valid_date(y, m, d).then(|| days_from_civil(y, m, d))
+}
+
+fn valid_date(y: i64, m: u32, d: u32) -> bool {
+    (1..=9999).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d)
 }
 
 /// One CDNOW line: customer id (leading zeros dropped), day, number of CDs, value.
@@ -141,6 +146,9 @@ mod tests {
         assert_eq!(parse_day("1/1/1997 8:26"), Some(d));
         assert_eq!(parse_day("1997-01-01T10:00:00Z"), Some(d));
         assert_eq!(parse_day("yesterday"), None);
+        // Found by fuzzing: a year this large overflowed the arithmetic after it.
+        assert_eq!(parse_day("1/1/99999999999999"), None);
+        assert_eq!(parse_day("0-01-01"), None);
         let c = parse_cdnow(" 00004 0001 19970101  2   29.33\n\n 00004 0001 19970118  2   29.73\n")
             .unwrap();
         assert_eq!(c, vec![("1".into(), d, 29.33), ("1".into(), d + 17, 29.73)]);

@@ -54,7 +54,7 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
         // Whole milliseconds of the seconds field.
         ms = (h * 3600 + m * 60) * 1000 + (sec * 1000.0).round() as i64;
     }
-    Some(day * DAY_MS + ms)
+    day.checked_mul(DAY_MS)?.checked_add(ms)
 }
 
 fn field(rec: &ByteRecord, i: usize) -> &str {
