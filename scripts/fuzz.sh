@@ -11,7 +11,8 @@
 # once fixed, so CI replays it (tests/tests/fuzz_corpus.rs). One line per target
 # goes to stdout and to fuzz/artifacts/runs.tsv.
 #
-# cargo-fuzz needs a nightly toolchain (rustup's `nightly`); CI does not fuzz, it
+# The targets build with debug assertions (`-a`), so an arithmetic overflow is a crash
+# too. cargo-fuzz needs a nightly toolchain (rustup's `nightly`); CI does not fuzz, it
 # replays the corpus on stable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ if ! rustup run nightly rustc --version > /dev/null 2>&1; then
   exit 2
 fi
 command -v cargo-fuzz > /dev/null || cargo install cargo-fuzz --locked
-cargo +nightly fuzz build -O
+cargo +nightly fuzz build -O -a
 
 fuzz_one() {
   local t="$1" dir="fuzz/artifacts/$1"
@@ -35,14 +36,14 @@ fuzz_one() {
   local fresh; fresh="$(mktemp -d)"
   local rc=0
   # New inputs go to the scratch folder first, the committed corpus is read-only here.
-  cargo +nightly fuzz run -O "$t" "$fresh" "fuzz/corpus/$t" -- \
+  cargo +nightly fuzz run -O -a "$t" "$fresh" "fuzz/corpus/$t" -- \
     -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
     > "$dir/run.log" 2>&1 || rc=$?
   local before; before=$(find "fuzz/corpus/$t" -type f | wc -l)
   # Only the new inputs that add coverage join the corpus (libFuzzer's merge).
-  cargo +nightly fuzz run -O "$t" "fuzz/corpus/$t" "$fresh" -- -merge=1 \
+  cargo +nightly fuzz run -O -a "$t" "fuzz/corpus/$t" "$fresh" -- -merge=1 \
     -rss_limit_mb=2048 -max_len=65536 > "$dir/merge.log" 2>&1 || true
-  cargo +nightly fuzz cmin -O "$t" "fuzz/corpus/$t" > "$dir/cmin.log" 2>&1 || true
+  cargo +nightly fuzz cmin -O -a "$t" "fuzz/corpus/$t" > "$dir/cmin.log" 2>&1 || true
   rm -rf "$fresh"
   local execs rate cov crashes
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$dir/run.log" | grep -o '[0-9]*$' || echo 0)
