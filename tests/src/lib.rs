@@ -465,3 +465,33 @@ pub fn placed_order(
         total,
     }
 }
+
+/// Produces scores to `topic` as the processors do (Confluent-framed Avro, keyed by
+/// customer, so one customer's scores stay in order), waiting for every acknowledgement.
+pub async fn produce_scores(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    scores: &[custflow_schemas::CustomerScore],
+) {
+    use custflow_schemas::avro;
+    let sends = scores.iter().map(|s| {
+        let payload = avro::frame(
+            1,
+            &avro::encode_record("CustomerScore", s)
+                .unwrap_or_else(|e| panic!("encoding a score: {e}")),
+        );
+        let key = s.customer_id.clone();
+        async move {
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::to(topic)
+                        .key(&key)
+                        .payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+        }
+    });
+    futures::future::join_all(sends).await;
+}

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use custflow_connectors::score_sink::{self, ScoreSinkConfig, SinkMetrics};
 use custflow_connectors::sql_sink::SqlSink;
-use custflow_schemas::avro;
 use custflow_schemas::CustomerScore;
-use custflow_tests::{brokers, ensure_stack, unique, wait_until};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use custflow_tests::{brokers, ensure_stack, produce_scores, unique, wait_until};
+use rdkafka::producer::FutureProducer;
 use sqlx::{Connection, Row};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -91,23 +90,6 @@ fn score(customer: &str, version: i64) -> CustomerScore {
     }
 }
 
-async fn produce(producer: &FutureProducer, topic: &str, scores: &[CustomerScore]) {
-    let sends = scores.iter().map(|s| {
-        let payload = avro::frame(1, &avro::encode_record("CustomerScore", s).unwrap());
-        let key = s.customer_id.clone();
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .unwrap();
-        }
-    });
-    futures::future::join_all(sends).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_catches_up_after_its_database_was_down_for_a_minute() {
     ensure_stack();
@@ -157,7 +139,7 @@ async fn the_sink_catches_up_after_its_database_was_down_for_a_minute() {
         batch_wait: Duration::from_millis(50),
     };
     let running = tokio::spawn(score_sink::run(cfg, sink, metrics.clone(), stop_rx));
-    produce(&producer, &topic, first).await;
+    produce_scores(&producer, &topic, first).await;
     wait_until(
         Duration::from_secs(60),
         "the first half in the tables",
@@ -170,7 +152,7 @@ async fn the_sink_catches_up_after_its_database_was_down_for_a_minute() {
 
     // The database goes away; the second half arrives meanwhile.
     proxy.down();
-    produce(&producer, &topic, second).await;
+    produce_scores(&producer, &topic, second).await;
     tokio::time::sleep(Duration::from_secs(60)).await; // the outage itself
     let during = direct.counts().await.unwrap();
     assert_eq!(

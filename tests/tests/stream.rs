@@ -10,9 +10,9 @@ use std::time::Duration;
 use custflow_feature_store::stream::{self, StreamHub};
 use custflow_ingest::kafka::client_config;
 use custflow_schemas::topics::{self, Topics};
-use custflow_schemas::{avro, CustomerScore};
-use custflow_tests::{SseEvent, SseStream};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use custflow_schemas::CustomerScore;
+use custflow_tests::{produce_scores, SseEvent, SseStream};
+use rdkafka::producer::FutureProducer;
 
 const SUBSCRIBERS: usize = 100;
 const CUSTOMERS: usize = 20;
@@ -44,24 +44,6 @@ fn score(customer: &str, version: i64) -> CustomerScore {
         retention_target: false,
         expected_retention_profit: 0.0,
     }
-}
-
-/// Produces the scores in order (keyed by customer, so one customer's stay in order).
-async fn produce(producer: &FutureProducer, topic: &str, scores: &[CustomerScore]) {
-    let sends = scores.iter().map(|s| {
-        let payload = avro::frame(1, &avro::encode_record("CustomerScore", s).unwrap());
-        let key = s.customer_id.clone();
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .unwrap()
-        }
-    });
-    futures::future::join_all(sends).await;
 }
 
 /// (customer, version) of an update event.
@@ -133,7 +115,7 @@ async fn subscribers_get_every_update_in_order_and_resume_after_their_last_id() 
     let scores: Vec<CustomerScore> = (1..=VERSIONS)
         .flat_map(|v| (0..CUSTOMERS).map(move |c| score(&format!("c-{c}"), v)))
         .collect();
-    produce(&producer, &topic, &scores).await;
+    produce_scores(&producer, &topic, &scores).await;
 
     let total = scores.len();
     let readers: Vec<_> = subscribers
@@ -180,7 +162,7 @@ async fn subscribers_get_every_update_in_order_and_resume_after_their_last_id() 
     let mut joined = seen.clone();
     joined.extend(rest);
     assert_eq!(per_customer(&joined), want);
-    produce(&producer, &topic, &[score("c-0", VERSIONS + 1)]).await;
+    produce_scores(&producer, &topic, &[score("c-0", VERSIONS + 1)]).await;
     assert_eq!(
         parse(&read(&mut resumed, 1).await[0]),
         ("c-0".to_owned(), VERSIONS + 1)
