@@ -29,7 +29,10 @@ if [[ -z "$(redis-cli --scan --pattern "${PREFIX}cf:{*}:f" | head -1)" ]]; then
 fi
 "$BIN" serve --topic-prefix "$PREFIX" --http "127.0.0.1:$PORT" 2>"$OUT/serve.log" &
 PIDS+=($!)
-wait_for 60 "custflow serve" curl -sf "http://127.0.0.1:$PORT/readyz" -o /dev/null
+"$BIN" process --topic-prefix "$PREFIX" --http "127.0.0.1:$((PORT + 2))" 2>"$OUT/process.log" &
+PIDS+=($!)
+# Ready once the processor has checked (or rebuilt) the features in Redis.
+wait_for 600 "custflow serve" curl -sf "http://127.0.0.1:$PORT/readyz" -o /dev/null
 redis-cli --scan --pattern "${PREFIX}cf:{*}:f" \
   | sed -e "s/^${PREFIX}cf:{//" -e 's/}:f$//' | head -n "$CUSTOMERS" > "$OUT/ids.txt"
 say "$(wc -l < "$OUT/ids.txt") customers"

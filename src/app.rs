@@ -55,6 +55,7 @@ struct AppState {
     shared: Arc<Shared>,
     redis: ConnectionManager,
     brokers: String,
+    keys: Keys,
 }
 
 /// The whole HTTP API.
@@ -83,7 +84,7 @@ pub(crate) fn router(
     };
     let features = FeatureState {
         redis: redis.clone(),
-        keys,
+        keys: keys.clone(),
         model: shared.model.clone(),
         at_risk_days: 45.0,
     };
@@ -91,6 +92,7 @@ pub(crate) fn router(
         shared,
         redis,
         brokers: config.brokers.clone(),
+        keys,
     };
     let keys = api_keys(&config.http, config)?;
     let http_metrics = app.shared.http.clone();
@@ -166,20 +168,27 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         .query_async::<String>(&mut app.redis.clone())
         .await
         .is_ok();
+    // The features are built (every input partition's state is `ready`): not after a
+    // start on an empty Redis, or Redis losing its data, until the processors replayed.
+    let state_ok = redis::cmd("EXISTS")
+        .arg(app.keys.state_ready())
+        .query_async::<bool>(&mut app.redis.clone())
+        .await
+        .unwrap_or(false);
     let brokers = app.brokers.clone();
     let broker_ok = tokio::task::spawn_blocking(move || {
         custflow_ingest::list_topics(&brokers, Duration::from_secs(2)).is_ok()
     })
     .await
     .unwrap_or(false);
-    let status = if redis_ok && broker_ok {
+    let status = if redis_ok && broker_ok && state_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({"redis": redis_ok, "broker": broker_ok})),
+        Json(json!({"redis": redis_ok, "broker": broker_ok, "features": state_ok})),
     )
 }
 

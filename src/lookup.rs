@@ -28,6 +28,12 @@ pub(crate) async fn features(config: &Resolved, args: &LookupArgs) -> anyhow::Re
         .map_err(|e| anyhow::anyhow!("--as-of: {}", e.message))?;
     let mut conn = crate::app::redis_connection(&config.redis).await?;
     let keys = Keys::new(config.topics().name(""));
+    let ready: bool = conn.exists(keys.state_ready()).await?;
+    anyhow::ensure!(
+        ready,
+        "the processors are still building the features from the topics (a start on an \
+         empty Redis, or Redis lost its data); try again shortly"
+    );
     let raw: Option<Vec<u8>> = conn.get(keys.features(&args.id)).await?;
     let raw = raw.with_context(|| format!("no customer {:?} in this deployment", args.id))?;
     let state = CustomerState::decode(&raw).context("the stored state is unreadable")?;

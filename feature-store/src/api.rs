@@ -164,12 +164,14 @@ fn selection(names: Vec<String>, path: &str) -> Result<Option<Vec<String>>, Vec<
 
 /// The stored states of `ids` and the model to score them with, in one Redis round trip:
 /// the version in use comes with the states, and the artefact is reloaded only when it
-/// changed.
+/// changed. While the processors rebuild state Redis lost (or have not built it yet), the
+/// answer is 503: a missing or partial state would be a wrong answer.
 async fn load(
     st: &FeatureState,
     ids: &[String],
 ) -> Result<(Vec<Option<CustomerState>>, Option<Arc<ModelArtefact>>), ApiError> {
     let mut pipe = redis::pipe();
+    pipe.exists(st.keys.state_ready());
     pipe.get(st.keys.model_current());
     for id in ids {
         pipe.get(st.keys.features(id));
@@ -179,7 +181,18 @@ async fn load(
             .query_async(&mut st.redis.clone())
             .await
             .map_err(|e| ApiError::unavailable(format!("Redis does not answer: {e}"), 1))?;
-        let rest = all.split_off(1.min(all.len()));
+        let mut rest = all.split_off(1.min(all.len()));
+        let ready = all
+            .pop()
+            .map(|v| redis::from_redis_value::<bool>(&v))
+            .transpose()
+            .map_err(ApiError::internal)?
+            .unwrap_or(false);
+        if !ready {
+            return Err(not_ready());
+        }
+        let mut all = rest;
+        rest = all.split_off(1.min(all.len()));
         let version = all
             .pop()
             .map(|v| redis::from_redis_value::<Option<String>>(&v))
@@ -208,6 +221,15 @@ async fn load(
         _ => cached,
     };
     Ok((states, model))
+}
+
+/// The answer while the processors (re)build the features from the topics.
+pub fn not_ready() -> ApiError {
+    ApiError::unavailable(
+        "features are being built from the topics (after a start on an empty Redis, or \
+         Redis losing its data); retry shortly",
+        2,
+    )
 }
 
 async fn refresh_model(st: &FeatureState) -> Option<Arc<ModelArtefact>> {

@@ -79,14 +79,29 @@ impl Keys {
         format!("{}cf:sales:cohorts", self.prefix)
     }
 
+    /// The marker of input partition `partition`'s state: present while Redis holds the
+    /// state the processors built from that partition's log (`rebuilding` while they
+    /// replay it, `ready` once caught up). Redis losing its data loses the markers with
+    /// the state, which is how the processors notice.
+    pub fn partition_state(&self, partition: i32) -> String {
+        format!("{}cf:state:{{p{partition}}}", self.prefix)
+    }
+
+    /// Present when every input partition's state is `ready`: lookups and `/readyz`
+    /// answer from Redis only then.
+    pub fn state_ready(&self) -> String {
+        format!("{}cf:state:ready", self.prefix)
+    }
+
     /// Patterns of every key of this deployment (for wiping on rebuild).
-    pub fn patterns(&self) -> [String; 4] {
+    pub fn patterns(&self) -> [String; 5] {
         let p = &self.prefix;
         [
             format!("{p}cf:{{*}}:f"),
             format!("{p}cf:idx:*"),
             format!("{p}cf:sweep:*"),
             format!("{p}cf:sales:*"),
+            format!("{p}cf:state:*"),
         ]
     }
 

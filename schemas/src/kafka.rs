@@ -39,6 +39,22 @@ pub fn bulk_producer_config(brokers: &str) -> ClientConfig {
     c
 }
 
+/// Whether a send failed because the idempotent producer can no longer produce: fenced
+/// (after its messages timed out and it moved to a new epoch, some brokers refuse it),
+/// its sequence lost, or librdkafka's fatal error. Only a new producer helps.
+pub fn is_fenced(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::Fatal
+        )
+    )
+}
+
 /// The headers of a dead letter on `custflow-dlq`: where the message came from and why
 /// it could not be handled.
 pub fn dead_letter_headers(

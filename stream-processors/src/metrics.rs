@@ -37,6 +37,10 @@ pub struct Metrics {
     pub churn_realised: Mutex<BTreeMap<&'static str, f64>>,
     /// Churn classifier refits started by a low realised AUC.
     pub churn_refits: AtomicU64,
+    /// Batches retried after Redis or the broker failed.
+    pub retries: AtomicU64,
+    /// Partitions replayed from the start because Redis lost their state.
+    pub state_resets: AtomicU64,
 }
 
 impl Metrics {
@@ -114,6 +118,16 @@ impl Metrics {
                 "custflow_model_rescored_total",
                 "Customers rescored by those passes",
                 &self.model_rescored,
+            ),
+            (
+                "custflow_batches_retried_total",
+                "Batch attempts that failed on Redis or the broker and were retried",
+                &self.retries,
+            ),
+            (
+                "custflow_state_resets_total",
+                "Partitions replayed from the start because Redis lost their state",
+                &self.state_resets,
             ),
         ] {
             let _ = writeln!(

@@ -1,8 +1,10 @@
 //! The consumer loop: batches of input events → decode → apply to customer states →
 //! one Redis pipeline → offsets committed. Invalid events go to the dead-letter topic.
+//! A Redis that lost its data (the partition markers are gone) is rebuilt: the affected
+//! partitions are replayed from the start, and the deployment is not ready meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use custflow_feature_store::features;
@@ -15,14 +17,14 @@ use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{json, kafka, Event, EventKind, ValidationContext};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::store::{Store, Write};
+use crate::store::{Guard, PartitionState, Store, Write};
 
 /// Settings of a processor.
 #[derive(Debug, Clone)]
@@ -135,6 +137,12 @@ pub struct Processor {
     metrics: Arc<Metrics>,
     hook: Option<Arc<dyn BatchHook>>,
     on_tick: Option<Arc<dyn Tick>>,
+    inputs: Vec<String>,
+    /// Partitions of the input topics (the most of any of them).
+    partitions: i32,
+    /// Owned partitions being replayed after Redis lost their state: the offsets per
+    /// input topic they must reach to be ready again.
+    rebuilding: Mutex<HashMap<i32, Vec<(String, i64)>>>,
 }
 
 /// Work done between batches every sweep interval (refreshing the model in use).
@@ -216,9 +224,25 @@ impl Processor {
             .iter()
             .map(|k| cfg.topics.name(k.topic()))
             .collect();
+        let consumer = Arc::new(consumer);
+        let partitions = {
+            let (consumer, inputs) = (consumer.clone(), inputs.clone());
+            tokio::task::spawn_blocking(move || -> Result<i32> {
+                let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+                Ok(md
+                    .topics()
+                    .iter()
+                    .filter(|t| inputs.iter().any(|i| i == t.name()))
+                    .map(|t| t.partitions().len() as i32)
+                    .max()
+                    .unwrap_or(0))
+            })
+            .await
+            .map_err(|e| Error::Config(e.to_string()))??
+        };
         let p = Self {
             cfg,
-            consumer: Arc::new(consumer),
+            consumer,
             producer,
             store,
             registry,
@@ -226,6 +250,9 @@ impl Processor {
             metrics,
             hook: None,
             on_tick: None,
+            inputs: inputs.clone(),
+            partitions,
+            rebuilding: Mutex::new(HashMap::new()),
         };
         if p.cfg.rebuild {
             p.rebuild(&inputs).await?;
@@ -300,6 +327,7 @@ impl Processor {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         let mut last_sweep = Instant::now();
+        let mut last_check = Instant::now() - Duration::from_secs(60);
         // Rescoring pass after a model change, per partition: (next index rank, customers
         // still to rescore). A newer model mid-pass restarts the count but not the
         // position, so a pass always completes one cycle after the last change.
@@ -308,10 +336,14 @@ impl Processor {
             if *shutdown.borrow() {
                 break;
             }
+            if last_check.elapsed() >= STATE_CHECK_EVERY {
+                last_check = Instant::now();
+                tolerate(self.check_state().await, "checking the state markers")?;
+            }
             if last_sweep.elapsed() >= self.cfg.sweep_every {
                 last_sweep = Instant::now();
                 if let Some(refresh) = &self.on_tick {
-                    if refresh.tick().await? {
+                    if tolerate(refresh.tick().await, "refreshing the model")? == Some(true) {
                         tracing::info!("new model: rescoring every customer");
                         Metrics::add(&self.metrics.model_passes, 1);
                         let mut pass = model_pass.take().unwrap_or_default();
@@ -319,11 +351,11 @@ impl Processor {
                         model_pass = Some(pass);
                     }
                 }
-                self.sweep(self.cfg.rotate_per_sweep).await?;
+                tolerate(self.sweep(self.cfg.rotate_per_sweep).await, "sweeping")?;
             }
             // One slice of the pass between batches, so live events keep flowing.
             if let Some(pass) = &mut model_pass {
-                if self.rescore_slice(pass).await? {
+                if tolerate(self.rescore_slice(pass).await, "rescoring")? == Some(true) {
                     model_pass = None;
                     tracing::info!("rescoring pass done");
                 }
@@ -336,11 +368,23 @@ impl Processor {
                     continue;
                 }
             };
-            let mut batch = vec![first?.detach()];
+            // Broker errors (a restarting broker, a lost connection) are reported here
+            // while librdkafka reconnects by itself: only a fatal one stops the processor.
+            let mut batch = match first {
+                Ok(m) => vec![m.detach()],
+                Err(e) => {
+                    consumer_error(e)?;
+                    continue;
+                }
+            };
             let deadline = tokio::time::Instant::now() + self.cfg.batch_wait;
             while batch.len() < self.cfg.batch_max {
                 match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(m) => batch.push(m?.detach()),
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    Ok(Err(e)) => {
+                        consumer_error(e)?;
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -360,13 +404,216 @@ impl Processor {
             if batch.is_empty() {
                 continue;
             }
-            self.process_batch(batch).await?;
+            if !self.process_until_done(batch, &mut shutdown).await? {
+                break;
+            }
+            tolerate(self.check_rebuilt().await, "checking the rebuild")?;
             self.maybe_lag(&mut last_lag);
         }
         // Offsets of finished batches were committed asynchronously; flush them now.
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit had nothing to commit");
         }
+        Ok(())
+    }
+
+    /// Processes `batch`, retrying with backoff while Redis or the broker fail (each try
+    /// is idempotent: the states record what they applied), and replaying from the start
+    /// the partitions whose state Redis lost. False when shutdown came first.
+    async fn process_until_done(
+        &self,
+        mut batch: Vec<OwnedMessage>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let err = match self.process_batch(&batch).await {
+                Ok(()) => return Ok(true),
+                Err(Error::StateLost(lost)) => match self.recover(&batch, &lost).await {
+                    Ok(()) => return Ok(true),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            if !err.retryable() {
+                return Err(err);
+            }
+            // A fenced idempotent producer (after messages timed out) fails every send
+            // from then on: stop, so a supervisor restarts the process with a new one.
+            let fenced = matches!(&err, Error::Kafka(k) if kafka::is_fenced(k));
+            if fenced || self.producer.client().fatal_error().is_some() {
+                return Err(Error::Config(format!(
+                    "the producer can no longer produce ({err}); restart the processor"
+                )));
+            }
+            Metrics::add(&self.metrics.retries, 1);
+            tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying");
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(false),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let owned = self.consumer.assignment()?;
+            batch.retain(|m| owned.find_partition(m.topic(), m.partition()).is_some());
+            if batch.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// After Redis lost the state of `lost`: the batch's other partitions go back to the
+    /// batch's first offsets (nothing of it was written), the lost ones to their start.
+    async fn recover(&self, batch: &[OwnedMessage], lost: &[i32]) -> Result<()> {
+        let mut first: HashMap<(String, i32), i64> = HashMap::new();
+        for m in batch.iter().filter(|m| !lost.contains(&m.partition())) {
+            let e = first
+                .entry((m.topic().to_owned(), m.partition()))
+                .or_insert(i64::MAX);
+            *e = (*e).min(m.offset());
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for ((topic, partition), offset) in first {
+                consumer.seek(&topic, partition, Offset::Offset(offset), SEEK_TIMEOUT)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Config(e.to_string()))??;
+        self.reset(lost).await
+    }
+
+    /// Replays `lost` from the start: each input topic's partition is sought to its first
+    /// offset and that offset committed (a crash from here on replays from there too),
+    /// then the partitions are marked as rebuilding, until the offsets reach today's end.
+    async fn reset(&self, lost: &[i32]) -> Result<()> {
+        tracing::warn!(
+            partitions = ?lost,
+            "Redis lost the state of these partitions: replaying them from the start"
+        );
+        let (consumer, inputs, lost_v) =
+            (self.consumer.clone(), self.inputs.clone(), lost.to_vec());
+        let targets = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut targets: HashMap<i32, Vec<(String, i64)>> = HashMap::new();
+            let mut tpl = TopicPartitionList::new();
+            for &p in &lost_v {
+                let entry = targets.entry(p).or_default();
+                for topic in &inputs {
+                    let (low, high) = consumer.fetch_watermarks(topic, p, SEEK_TIMEOUT)?;
+                    consumer.seek(topic, p, Offset::Offset(low), SEEK_TIMEOUT)?;
+                    tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+                    if high > low {
+                        entry.push((topic.clone(), high));
+                    }
+                }
+            }
+            consumer.commit(&tpl, CommitMode::Sync)?;
+            Ok(targets)
+        })
+        .await
+        .map_err(|e| Error::Config(e.to_string()))??;
+        self.store.mark_rebuilding(lost).await?;
+        Metrics::add(&self.metrics.state_resets, lost.len() as u64);
+        if let Ok(mut m) = self.rebuilding.lock() {
+            m.extend(targets);
+        }
+        Ok(())
+    }
+
+    /// Partitions of the input topics this instance owns.
+    fn owned_partitions(&self) -> Result<Vec<i32>> {
+        let owned: BTreeSet<i32> = self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .filter(|e| self.inputs.iter().any(|t| t == e.topic()))
+            .map(|e| e.partition())
+            .collect();
+        Ok(owned.into_iter().collect())
+    }
+
+    /// Reads the markers of the owned partitions: missing ones (Redis lost them, or never
+    /// had them) are replayed from the start; ones another instance was rebuilding are
+    /// taken over, to be ready once today's end is reached. Then publishes readiness.
+    async fn check_state(&self) -> Result<()> {
+        let owned = self.owned_partitions()?;
+        let states = self.store.partition_states(&owned).await?;
+        let mut missing = Vec::new();
+        let mut adopt = Vec::new();
+        {
+            let mut m = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+            m.retain(|p, _| owned.contains(p));
+            for (p, s) in owned.iter().zip(&states) {
+                match s {
+                    PartitionState::Missing => missing.push(*p),
+                    PartitionState::Rebuilding if !m.contains_key(p) => adopt.push(*p),
+                    _ => {}
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.reset(&missing).await?;
+        }
+        if !adopt.is_empty() {
+            let (consumer, inputs) = (self.consumer.clone(), self.inputs.clone());
+            let targets = tokio::task::spawn_blocking(move || -> Result<_> {
+                let mut targets: HashMap<i32, Vec<(String, i64)>> = HashMap::new();
+                for p in adopt {
+                    let entry = targets.entry(p).or_default();
+                    for topic in &inputs {
+                        let (_, high) = consumer.fetch_watermarks(topic, p, SEEK_TIMEOUT)?;
+                        entry.push((topic.clone(), high));
+                    }
+                }
+                Ok(targets)
+            })
+            .await
+            .map_err(|e| Error::Config(e.to_string()))??;
+            if let Ok(mut m) = self.rebuilding.lock() {
+                m.extend(targets);
+            }
+        }
+        self.check_rebuilt().await?;
+        if !owned.is_empty() {
+            self.store.publish_ready(self.partitions).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks the partitions whose replay reached its end as ready.
+    async fn check_rebuilt(&self) -> Result<()> {
+        let done: Vec<i32> = {
+            let mut m = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+            if m.is_empty() {
+                return Ok(());
+            }
+            let positions = self.consumer.position()?;
+            for (p, targets) in m.iter_mut() {
+                targets.retain(|(topic, target)| {
+                    let at = positions
+                        .find_partition(topic, *p)
+                        .and_then(|e| e.offset().to_raw())
+                        .unwrap_or(-1);
+                    at < *target
+                });
+            }
+            let done = m
+                .iter()
+                .filter(|(_, t)| t.is_empty())
+                .map(|(p, _)| *p)
+                .collect();
+            m.retain(|_, t| !t.is_empty());
+            done
+        };
+        if done.is_empty() {
+            return Ok(());
+        }
+        for &p in &done {
+            self.store.mark_ready(p).await?;
+        }
+        let ready = self.store.publish_ready(self.partitions).await?;
+        tracing::info!(partitions = ?done, all_ready = ready, "partitions rebuilt");
         Ok(())
     }
 
@@ -438,7 +685,7 @@ impl Processor {
         })
     }
 
-    async fn process_batch(&self, batch: Vec<OwnedMessage>) -> Result<()> {
+    async fn process_batch(&self, batch: &[OwnedMessage]) -> Result<()> {
         let ctx = ValidationContext::now();
         let mut inputs: Vec<Input> = Vec::with_capacity(batch.len());
         let mut dead: Vec<DeadLetter> = Vec::new();
@@ -448,8 +695,8 @@ impl Processor {
                 .entry((msg.topic().to_owned(), msg.partition()))
                 .or_insert(0);
             *e = (*e).max(msg.offset() + 1);
-            if let Some(at) = kafka::erasure_at(&msg) {
-                match (msg.key().map(std::str::from_utf8), self.kind_of(&msg)) {
+            if let Some(at) = kafka::erasure_at(msg) {
+                match (msg.key().map(std::str::from_utf8), self.kind_of(msg)) {
                     (Some(Ok(customer)), Some(kind)) if !customer.is_empty() => {
                         inputs.push(Input {
                             pos: SourcePos {
@@ -465,19 +712,19 @@ impl Processor {
                         });
                     }
                     _ => dead.push(DeadLetter {
-                        msg,
+                        msg: msg.clone(),
                         reason: "invalid_erasure".into(),
                         message: "an erasure request needs a customer id as its key".into(),
                     }),
                 }
                 continue;
             }
-            let mut decoded = self.decode(&msg, &ctx);
+            let mut decoded = self.decode(msg, &ctx);
             if let Err((reason, _)) = &decoded {
                 if reason == "unknown_schema" {
                     // Another process may have registered it: catch up once and retry.
                     self.registry.reload().await?;
-                    decoded = self.decode(&msg, &ctx);
+                    decoded = self.decode(msg, &ctx);
                 }
             }
             match decoded {
@@ -494,7 +741,7 @@ impl Processor {
                     });
                 }
                 Err((reason, message)) => dead.push(DeadLetter {
-                    msg,
+                    msg: msg.clone(),
                     reason,
                     message,
                 }),
@@ -514,7 +761,13 @@ impl Processor {
                 })
                 .push(i);
         }
-        let mut states = self.store.load(&order).await?;
+        let parts: Vec<i32> = next_offsets
+            .keys()
+            .map(|(_, p)| *p)
+            .collect::<BTreeSet<i32>>()
+            .into_iter()
+            .collect();
+        let (mut states, guard) = self.store.load(&order, &parts).await?;
         let mut changed: Vec<(&str, i32, Option<i64>)> = Vec::new();
         let (mut applied, mut dups, mut erased, mut skipped_erased) = (0u64, 0u64, 0u64, 0u64);
         let mut too_late: Vec<(usize, String)> = Vec::new();
@@ -590,15 +843,24 @@ impl Processor {
             };
             dead.push(record);
         }
-        self.dead_letter(&dead).await?;
 
         let as_of = self
             .cfg
             .clock
             .now()
             .unwrap_or_else(custflow_schemas::time::now_ms);
-        self.score_and_save(&mut states, &changed, as_of, Rescore::Event, &rollups)
-            .await?;
+        self.score_and_save(
+            &mut states,
+            &changed,
+            as_of,
+            Rescore::Event,
+            &rollups,
+            &guard,
+        )
+        .await?;
+        // After the states are saved, so a batch retried after a failed save does not
+        // dead-letter twice; a crash in between re-detects them on replay.
+        self.dead_letter(&dead).await?;
         let visible = custflow_schemas::time::now_ms();
         for inp in &inputs {
             if let Some(p) = inp.produced_ms {
@@ -631,6 +893,7 @@ impl Processor {
         as_of: i64,
         cause: Rescore,
         rollups: &Rollups<'_>,
+        guard: &Guard,
     ) -> Result<()> {
         let mut counts = Vec::new();
         if let Some(hook) = &self.hook {
@@ -661,7 +924,7 @@ impl Processor {
             })
             .collect();
         let started = Instant::now();
-        self.store.save(&writes, &counts, rollups).await?;
+        self.store.save(&writes, &counts, rollups, guard).await?;
         self.metrics
             .redis_write
             .observe(started.elapsed().as_secs_f64());
@@ -708,7 +971,13 @@ impl Processor {
             return Ok(done);
         }
         let ids: Vec<&str> = slice.iter().map(|(c, _)| c.as_str()).collect();
-        let mut states = self.store.load(&ids).await?;
+        let parts: Vec<i32> = slice
+            .iter()
+            .map(|(_, p)| *p)
+            .collect::<BTreeSet<i32>>()
+            .into_iter()
+            .collect();
+        let (mut states, guard) = self.store.load(&ids, &parts).await?;
         let changed: Vec<(&str, i32, Option<i64>)> = slice
             .iter()
             .filter(|(c, _)| states.contains_key(c))
@@ -720,6 +989,7 @@ impl Processor {
             now,
             Rescore::NewModel,
             &Rollups::default(),
+            &guard,
         )
         .await?;
         Metrics::add(&self.metrics.model_rescored, changed.len() as u64);
@@ -759,7 +1029,7 @@ impl Processor {
                 continue;
             }
             let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
-            let mut states = self.store.load(&ids).await?;
+            let (mut states, guard) = self.store.load(&ids, &[p]).await?;
             let changed: Vec<(&str, i32, Option<i64>)> = ids
                 .iter()
                 .filter(|c| states.contains_key(**c))
@@ -771,6 +1041,7 @@ impl Processor {
                 now,
                 Rescore::Clock,
                 &Rollups::default(),
+                &guard,
             )
             .await?;
             total += changed.len();
@@ -805,4 +1076,32 @@ impl Processor {
         }
         Ok(())
     }
+}
+
+/// How often the state markers of the owned partitions are checked.
+const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keeps going through errors that trying again later can fix (Redis or the broker
+/// unreachable, a lost partition state, which the next check rebuilds): logs them and
+/// gives `None`.
+fn tolerate<T>(r: Result<T>, what: &str) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.retryable() || matches!(e, Error::StateLost(_)) => {
+            tracing::warn!(error = %e, "{what} failed; trying again later");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A consumer error: librdkafka retries broker failures itself, so only a fatal error is
+/// returned.
+fn consumer_error(e: rdkafka::error::KafkaError) -> Result<()> {
+    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
+        return Err(e.into());
+    }
+    tracing::warn!(error = %e, "consumer error; librdkafka retries");
+    Ok(())
 }

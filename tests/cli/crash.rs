@@ -23,12 +23,23 @@ use rdkafka::Message;
 
 const EVENTS: usize = 200_000;
 
-fn spawn(prefix: &str, brokers: &str, instance: &str) -> Child {
+pub(crate) fn spawn(prefix: &str, brokers: &str, instance: &str) -> Child {
     spawn_on(prefix, brokers, instance, "127.0.0.1:0")
 }
 
 /// An instance serving its metrics on `http`.
-fn spawn_on(prefix: &str, brokers: &str, instance: &str, http: &str) -> Child {
+pub(crate) fn spawn_on(prefix: &str, brokers: &str, instance: &str, http: &str) -> Child {
+    spawn_with(prefix, brokers, instance, http, &[])
+}
+
+/// [`spawn_on`] with more arguments.
+pub(crate) fn spawn_with(
+    prefix: &str,
+    brokers: &str,
+    instance: &str,
+    http: &str,
+    more: &[&str],
+) -> Child {
     // Each instance's log goes to the temp folder, for diagnosis when the test fails.
     let log = std::env::temp_dir().join(format!("{prefix}{}.log", ulid::Ulid::new()));
     Command::new(env!("CARGO_BIN_EXE_custflow"))
@@ -47,6 +58,7 @@ fn spawn_on(prefix: &str, brokers: &str, instance: &str, http: &str) -> Child {
             "--http",
             http,
         ])
+        .args(more)
         .env("CUSTFLOW_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -90,15 +102,15 @@ fn recompute(brokers: &str, names: &Topics, events: usize) -> HashMap<String, Cu
 }
 
 /// A fresh deployment on the local broker and `n` synthetic events for it.
-struct Deployment {
-    brokers: String,
-    prefix: String,
-    names: Topics,
-    now: i64,
-    events: Vec<Event>,
+pub(crate) struct Deployment {
+    pub(crate) brokers: String,
+    pub(crate) prefix: String,
+    pub(crate) names: Topics,
+    pub(crate) now: i64,
+    pub(crate) events: Vec<Event>,
 }
 
-async fn deployment(label: &str, seed: u64, customers: u64, n: usize) -> Deployment {
+pub(crate) async fn deployment(label: &str, seed: u64, customers: u64, n: usize) -> Deployment {
     let brokers = custflow_tests::ensure_stack();
     let prefix = custflow_tests::unique(label) + ".";
     let names = Topics::new(prefix.clone());
@@ -127,7 +139,7 @@ async fn deployment(label: &str, seed: u64, customers: u64, n: usize) -> Deploym
 impl Deployment {
     /// Produces the events, pausing `pause` after every `every` of them (the load's
     /// shape), and checks every delivery succeeded.
-    fn produce(&mut self, every: usize, pause: Duration) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn produce(&mut self, every: usize, pause: Duration) -> tokio::task::JoinHandle<()> {
         let (brokers, names) = (self.brokers.clone(), self.names.clone());
         let events = std::mem::take(&mut self.events);
         tokio::task::spawn_blocking(move || {
@@ -151,9 +163,22 @@ impl Deployment {
 
     /// The reference recomputed from the topics (`n` events), and the stored states of
     /// its customers once they have applied all of them (within 5 minutes).
-    async fn applied(
+    pub(crate) async fn applied(
         &self,
         n: usize,
+    ) -> (
+        HashMap<String, CustomerState>,
+        Vec<String>,
+        Vec<Option<CustomerState>>,
+    ) {
+        self.applied_in(n, &custflow_tests::redis_url()).await
+    }
+
+    /// [`Deployment::applied`] with the states in the Redis at `redis_url`.
+    pub(crate) async fn applied_in(
+        &self,
+        n: usize,
+        redis_url: &str,
     ) -> (
         HashMap<String, CustomerState>,
         Vec<String>,
@@ -169,7 +194,7 @@ impl Deployment {
         let keys = Keys::new(self.prefix.clone());
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let states = custflow_tests::read_states(&keys, &ids).await;
+            let states = custflow_tests::read_states_at(redis_url, &keys, &ids).await;
             let applied: u64 = states.iter().flatten().map(|s| s.applied).sum();
             if applied >= expected {
                 return (reference, ids, states);
@@ -219,7 +244,7 @@ async fn kill_nine_and_rebalances_lose_and_double_nothing() {
 
 /// Every customer's stored state has applied what the reference did and gives the same
 /// features.
-fn assert_same(
+pub(crate) fn assert_same(
     reference: &HashMap<String, CustomerState>,
     ids: &[String],
     states: &[Option<CustomerState>],
@@ -245,7 +270,7 @@ fn assert_same(
 }
 
 /// A counter of an instance's `/metrics`.
-fn counter(addr: &str, name: &str) -> u64 {
+pub(crate) fn counter(addr: &str, name: &str) -> u64 {
     let (_, text) = crate::get(addr, "/metrics");
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())

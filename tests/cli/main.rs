@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+mod broker_outage;
 mod churn;
 mod connect;
 mod crash;
@@ -11,6 +12,8 @@ mod demo;
 mod erasure;
 mod load;
 mod openapi;
+mod redis_restart;
+mod redis_stall;
 mod scopes;
 mod tls;
 

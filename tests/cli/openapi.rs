@@ -16,6 +16,12 @@ fn schemathesis_finds_no_server_error() {
     custflow_tests::ensure_stack();
     let prefix = format!("openapi-{}.", std::process::id());
     let addr = format!("127.0.0.1:{}", free_port());
+    // A processor marks the (empty) deployment's features built, so lookups answer.
+    let _processor = Server::start(
+        &["process", "--topic-prefix", &prefix],
+        &format!("127.0.0.1:{}", free_port()),
+        "/metrics",
+    );
     let _server = Server::start(&["serve", "--topic-prefix", &prefix], &addr, "/readyz");
     let out = Command::new(&python)
         .args(["-m", "schemathesis.cli", "run"])

@@ -125,16 +125,20 @@ fn serve_talks_tls_to_redis_and_refuses_an_untrusted_server() {
     let url = format!("rediss://localhost:{port}");
     let ca = dir.join("ca.pem");
 
-    // Trusted: ready (Redis answers PING over TLS) and lookups read through it.
+    // Trusted: Redis answers PING over TLS, and lookups read through it (the features are
+    // not built, no processor runs: Redis answered that).
     let addr = format!("127.0.0.1:{}", free_port());
     let server = Server::start_with_env(
         &["serve", "--topic-prefix", &prefix, "--redis", &url],
         &[("SSL_CERT_FILE", ca.to_str().unwrap())],
         &addr,
-        "/readyz",
+        "/healthz",
     );
+    let (_, body) = get(&addr, "/readyz");
+    assert!(body.contains("\"redis\":true"), "{body}");
     let (status, body) = get(&addr, "/v1/customers/nobody/features");
-    assert_eq!(status, 404, "{body}");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("being built"), "{body}");
     drop(server);
 
     // Not trusted (the system's CAs only): it does not start.

@@ -244,16 +244,20 @@ pub async fn read_states(
     keys: &custflow_feature_store::keys::Keys,
     ids: &[String],
 ) -> Vec<Option<custflow_feature_store::state::CustomerState>> {
-    let client = redis::Client::open(redis_url()).unwrap_or_else(|e| panic!("bad Redis URL: {e}"));
+    read_states_at(&redis_url(), keys, ids).await
+}
+
+/// [`read_states`] from the Redis at `url`.
+pub async fn read_states_at(
+    url: &str,
+    keys: &custflow_feature_store::keys::Keys,
+    ids: &[String],
+) -> Vec<Option<custflow_feature_store::state::CustomerState>> {
+    let client = redis::Client::open(url).unwrap_or_else(|e| panic!("bad Redis URL: {e}"));
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "Redis at {} is needed (scripts/stack.sh up): {e}",
-                redis_url()
-            )
-        });
+        .unwrap_or_else(|e| panic!("Redis at {url} is needed (scripts/stack.sh up): {e}"));
     let mut out = Vec::new();
     for chunk in ids.chunks(1000) {
         let mut pipe = redis::pipe();
@@ -494,4 +498,100 @@ pub async fn produce_scores(
         }
     });
     futures::future::join_all(sends).await;
+}
+
+/// A TCP proxy in front of a service (PostgreSQL, Redis) that the test can cut or stall.
+/// Down: it drops every open connection and closes new ones at once, as a service that
+/// went away does. Stalled: connections stay open but no byte passes either way until it
+/// is up again, as a hung server or a black-holed network does.
+pub struct Proxy {
+    pub port: u16,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyMode {
+    Up,
+    Down,
+    Stalled,
+}
+
+impl Proxy {
+    /// Listens on a free port of 127.0.0.1 and forwards to `target`.
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("binding the proxy: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (mode, _) = tokio::sync::watch::channel(ProxyMode::Up);
+        let links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            std::sync::Arc::default();
+        let (mode2, links2, target) = (mode.clone(), links.clone(), target.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if *mode2.borrow() == ProxyMode::Down {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let (target, rx) = (target.clone(), mode2.subscribe());
+                let link = tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::join!(pump(ri, wo, rx.clone()), pump(ro, wi, rx));
+                });
+                if let Ok(mut l) = links2.lock() {
+                    l.push(link);
+                }
+            }
+        });
+        Self { port, mode, links }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn down(&self) {
+        self.mode.send_replace(ProxyMode::Down);
+        if let Ok(mut l) = self.links.lock() {
+            for link in l.drain(..) {
+                link.abort();
+            }
+        }
+    }
+
+    /// Holds every byte until [`Proxy::up`].
+    pub fn stall(&self) {
+        self.mode.send_replace(ProxyMode::Stalled);
+    }
+
+    pub fn up(&self) {
+        self.mode.send_replace(ProxyMode::Up);
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: tokio::sync::watch::Receiver<ProxyMode>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if mode.wait_for(|m| *m != ProxyMode::Stalled).await.is_err() {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

@@ -293,13 +293,26 @@ async fn feature_lookups_compute_as_of_and_explain_errors() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    let ready_key = keys.state_ready();
     let app = custflow_feature_store::api::routes(FeatureState {
-        redis: conn,
+        redis: conn.clone(),
         keys,
         model: ModelHandle::default(),
         at_risk_days: 45.0,
     });
     let addr = serve(app).await;
+
+    // Until the processors mark the features built, lookups answer 503, not 404 or a
+    // partial state. This test wrote the state itself, so it marks it built too.
+    let (s, _, b) = http(&addr, "GET", "/v1/customers/alice/features", &[], b"");
+    assert_eq!(s, 503, "{b}");
+    assert!(b.contains("being built"), "{b}");
+    let () = redis::cmd("SET")
+        .arg(&ready_key)
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 
     let as_of = (day + 40) * custflow_schemas::time::DAY_MS + 12 * 3_600_000;
     let (s, _, b) = http(

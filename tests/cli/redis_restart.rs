@@ -1,0 +1,138 @@
+//! Redis restart: a private redis-server (keeping nothing on disk, like the stack's) is
+//! killed and started empty under a running processor. The processor notices the lost
+//! state by the partition markers and replays the input topics from the start; until it
+//! has, `/readyz` answers 503 and lookups answer 503 or what they answered before, never
+//! a 404 or a partial feature set; afterwards every customer's features equal a
+//! recomputation from the topics, including the events produced meanwhile.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use custflow_schemas::time::DAY_MS;
+
+use crate::crash::{assert_same, counter, deployment, spawn_with};
+use crate::{free_port, get, Server};
+
+/// A redis-server on `port` with persistence off, killed (SIGKILL) when dropped.
+struct Redis(Child);
+
+impl Redis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_is_noticed_and_rebuilt_from_the_topics() {
+    const FIRST: usize = 20_000;
+    const ALL: usize = 30_000;
+    let _turn = crate::HEAVY.lock().await;
+    let port = free_port();
+    let redis = Redis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+
+    let mut d = deployment("redis-restart-", 5, 8_000, ALL).await;
+    let later = d.events.split_off(FIRST);
+    d.produce(5_000, Duration::ZERO).await.unwrap();
+
+    // The processor and the API as separate processes, so the processor can be paused.
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut processor = spawn_with(&d.prefix, &d.brokers, "p0", &metrics, &["--redis", &url]);
+    let api = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(
+        &[
+            "serve",
+            "--topic-prefix",
+            &d.prefix,
+            "--brokers",
+            &d.brokers,
+            "--redis",
+            &url,
+        ],
+        &api,
+        "/healthz",
+    );
+    let (_, ids, _) = d.applied_in(FIRST, &url).await;
+    // Ready once the processor marked every partition built.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(&api, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "/readyz not 200 within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A customer the later events do not touch: its answer must not change.
+    let probe = ids
+        .iter()
+        .find(|id| !later.iter().any(|e| e.customer_id() == id.as_str()))
+        .expect("a customer without later events");
+    let lookup = format!("/v1/customers/{probe}/features?as_of={}", d.now + DAY_MS);
+    let (code, before) = get(&api, &lookup);
+    assert_eq!(code, 200, "{before}");
+
+    // Redis dies and comes back empty while the processor is paused.
+    signal(&processor, "-STOP");
+    drop(redis);
+    let _redis = Redis::start(port);
+    let (code, body) = get(&api, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\"features\":false"), "{body}");
+    let (code, body) = get(&api, &lookup);
+    assert_eq!(code, 503, "a lookup on the emptied Redis answered: {body}");
+
+    // More events, then the processor resumes and must notice.
+    d.events = later;
+    d.produce(5_000, Duration::ZERO).await.unwrap();
+    signal(&processor, "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut unavailable = 0;
+    loop {
+        let (code, body) = get(&api, &lookup);
+        match code {
+            503 => unavailable += 1,
+            200 => assert_eq!(body, before, "a lookup during the rebuild differs"),
+            _ => panic!("a lookup during the rebuild answered {code}: {body}"),
+        }
+        if get(&api, "/readyz").0 == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready 5 minutes after");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(unavailable > 0, "no lookup saw the rebuild");
+
+    // Everything, the events before and during the outage, applied exactly once.
+    let (reference, ids, states) = d.applied_in(ALL, &url).await;
+    assert_same(&reference, &ids, &states, d.now + DAY_MS);
+    assert_eq!(get(&api, &lookup), (200, before));
+    assert!(counter(&metrics, "custflow_state_resets_total") > 0);
+    processor.kill().unwrap();
+    processor.wait().unwrap();
+    server.stop();
+}
