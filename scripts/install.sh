@@ -35,7 +35,7 @@ if [[ ! -x "$TANSU_BIN" ]]; then
   say "building the tansu broker $TANSU_VERSION (once; about 10 minutes on 2 cores)"
   mkdir -p "$CACHE"
   cargo install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" \
-    --root "$CACHE/tansu-$TANSU_VERSION" --target-dir "$CACHE/tansu-build" \
+    --root "$(dirname "$(dirname "$TANSU_BIN")")" --target-dir "$CACHE/tansu-build" \
     || die "cargo install tansu failed; see the output above"
 fi
 say "tools ready (tansu: $TANSU_BIN)"

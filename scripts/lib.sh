@@ -7,8 +7,11 @@ CACHE="${CUSTFLOW_CACHE:-$HOME/.cache/custflow}"
 # Build outside the clone so repeated (CI) runs of fresh clones stay fast.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 TANSU_VERSION="0.6.0"
+# dynostore: the in-memory engine of the local stack. (The binary's folder names the
+# features, so changing them builds a new one.)
 TANSU_FEATURES="dynostore"
-TANSU_BIN="${TANSU_BIN:-$CACHE/tansu-$TANSU_VERSION/bin/tansu}"
+TANSU_BIN="${TANSU_BIN:-$CACHE/tansu-$TANSU_VERSION-${TANSU_FEATURES//,/-}/bin/tansu}"
+export TANSU_BIN
 DATA="$ROOT/data"
 LOGS="$DATA/logs"
 BROKER_HOST="127.0.0.1"

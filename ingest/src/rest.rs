@@ -20,7 +20,7 @@ use custflow_schemas::api::ApiError;
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::{json, kafka, DenyList, Event, EventKind, FieldError, ValidationContext};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use redis::aio::ConnectionManager;
 use serde_json::{json as j, Value};
 use tokio::sync::Semaphore;
@@ -57,7 +57,7 @@ impl IngestMetrics {
 /// What the ingest routes need.
 #[derive(Clone)]
 pub struct IngestState {
-    pub producer: FutureProducer,
+    pub producer: RenewingProducer,
     pub topics: Topics,
     pub codec: Arc<AvroCodec>,
     /// Idempotency window storage; without it the header is ignored.
@@ -74,7 +74,30 @@ pub struct IngestState {
 impl IngestState {
     /// A producer suited to request/response: acks=all, idempotent, short timeouts so an
     /// unreachable broker turns into a 503 within seconds.
-    pub fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+    pub fn producer(brokers: &str) -> Result<RenewingProducer, rdkafka::error::KafkaError> {
+        RenewingProducer::new(brokers)
+    }
+}
+
+/// The endpoint's producer, replaced by a new one when it is fenced or fails fatally. An
+/// idempotent producer whose messages timed out (the broker was away for more than 5 s)
+/// moves to a new epoch, and a broker may then refuse every produce as fenced (tansu
+/// does): the endpoint would answer 503 until restarted.
+#[derive(Clone)]
+pub struct RenewingProducer {
+    brokers: String,
+    current: Arc<std::sync::RwLock<FutureProducer>>,
+}
+
+impl RenewingProducer {
+    pub fn new(brokers: &str) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self {
+            brokers: brokers.to_owned(),
+            current: Arc::new(std::sync::RwLock::new(Self::create(brokers)?)),
+        })
+    }
+
+    fn create(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
         crate::kafka::client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -83,6 +106,44 @@ impl IngestState {
             .set("message.timeout.ms", "5000")
             .create()
     }
+
+    /// The producer in use.
+    pub fn get(&self) -> FutureProducer {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// After `used` failed a send with `error`: replaces it if it is fenced or in a fatal
+    /// state (once, however many requests saw it fail).
+    pub fn renew_after(&self, used: &FutureProducer, error: &rdkafka::error::KafkaError) {
+        if !kafka::is_fenced(error) && used.client().fatal_error().is_none() {
+            return;
+        }
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if current.client().native_ptr() != used.client().native_ptr() {
+            return; // another request replaced it already
+        }
+        match Self::create(&self.brokers) {
+            Ok(fresh) => {
+                tracing::warn!(error = %error, "the ingest producer is fenced; replaced it");
+                *current = fresh;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the ingest producer failed fatally and a new one could not be made")
+            }
+        }
+    }
+}
+
+/// Why one event of a request was not written.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Encode(String),
+    #[error("{0}")]
+    Kafka(rdkafka::error::KafkaError),
 }
 
 /// The ingest routes.
@@ -268,13 +329,14 @@ async fn handle(
         }
     }
     let started = Instant::now();
+    let producer = st.producer.get();
     let sends = valid.iter().map(|(_, e)| {
         let topic = st.topics.name(e.kind().topic());
         let payload = st.codec.encode(e);
-        let producer = st.producer.clone();
+        let producer = producer.clone();
         let key = e.customer_id().to_owned();
         async move {
-            let payload = payload.map_err(|e| e.to_string())?;
+            let payload = payload.map_err(|e| Failure::Encode(e.to_string()))?;
             producer
                 .send(
                     FutureRecord::to(&topic).key(&key).payload(&payload),
@@ -282,7 +344,7 @@ async fn handle(
                 )
                 .await
                 .map(|_| ())
-                .map_err(|(e, _)| e.to_string())
+                .map_err(|(e, _)| Failure::Kafka(e))
         }
     });
     let outcomes = futures::future::join_all(sends).await;
@@ -291,14 +353,19 @@ async fn handle(
         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     st.metrics.produce_batches.fetch_add(1, Ordering::Relaxed);
     let (mut accepted, mut failed) = (0u64, 0u64);
+    let mut kafka_failure = None;
     for ((i, e), outcome) in valid.iter().zip(outcomes) {
         results[*i] = match outcome {
             Ok(()) => {
                 accepted += 1;
                 j!({"index": i, "status": "accepted", "event_id": e.event_id()})
             }
-            Err(reason) => {
+            Err(failure) => {
                 failed += 1;
+                let reason = failure.to_string();
+                if let Failure::Kafka(k) = failure {
+                    kafka_failure = Some(k);
+                }
                 j!({"index": i, "status": "failed", "error": reason})
             }
         };
@@ -312,6 +379,9 @@ async fn handle(
     let summary =
         j!({"accepted": accepted, "rejected": rejected, "failed": failed, "results": results});
     if failed > 0 {
+        if let Some(e) = kafka_failure {
+            st.producer.renew_after(&producer, &e);
+        }
         return Err(ApiError::unavailable(
             format!("{failed} events were not acknowledged by the broker; retry them"),
             2,
@@ -346,9 +416,10 @@ async fn erase_customer(
     }
     let at = custflow_schemas::time::now_ms();
     let payload = j!({"customer_id": id, "erased_at": at}).to_string();
+    let used = st.producer.get();
     let sends = EventKind::ALL.map(|kind| {
         let topic = st.topics.name(kind.topic());
-        let (producer, id, payload) = (st.producer.clone(), id.clone(), payload.clone());
+        let (producer, id, payload) = (used.clone(), id.clone(), payload.clone());
         async move {
             producer
                 .send(
@@ -366,6 +437,7 @@ async fn erase_customer(
     });
     let records = futures::future::try_join_all(sends).await.map_err(|e| {
         st.metrics.broker_failures.fetch_add(1, Ordering::Relaxed);
+        st.producer.renew_after(&used, &e);
         ApiError::unavailable(
             format!("the broker did not take the erasure request: {e}"),
             2,
