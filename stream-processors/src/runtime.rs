@@ -522,15 +522,14 @@ impl Processor {
 
     /// Partitions of the input topics this instance owns.
     fn owned_partitions(&self) -> Result<Vec<i32>> {
-        let owned: BTreeSet<i32> = self
-            .consumer
-            .assignment()?
-            .elements()
-            .iter()
-            .filter(|e| self.inputs.iter().any(|t| t == e.topic()))
-            .map(|e| e.partition())
-            .collect();
-        Ok(owned.into_iter().collect())
+        Ok(distinct(
+            self.consumer
+                .assignment()?
+                .elements()
+                .iter()
+                .filter(|e| self.inputs.iter().any(|t| t == e.topic()))
+                .map(|e| e.partition()),
+        ))
     }
 
     /// Reads the markers of the owned partitions: missing ones (Redis lost them, or never
@@ -761,12 +760,7 @@ impl Processor {
                 })
                 .push(i);
         }
-        let parts: Vec<i32> = next_offsets
-            .keys()
-            .map(|(_, p)| *p)
-            .collect::<BTreeSet<i32>>()
-            .into_iter()
-            .collect();
+        let parts = distinct(next_offsets.keys().map(|(_, p)| *p));
         let (mut states, guard) = self.store.load(&order, &parts).await?;
         let mut changed: Vec<(&str, i32, Option<i64>)> = Vec::new();
         let (mut applied, mut dups, mut erased, mut skipped_erased) = (0u64, 0u64, 0u64, 0u64);
@@ -971,12 +965,7 @@ impl Processor {
             return Ok(done);
         }
         let ids: Vec<&str> = slice.iter().map(|(c, _)| c.as_str()).collect();
-        let parts: Vec<i32> = slice
-            .iter()
-            .map(|(_, p)| *p)
-            .collect::<BTreeSet<i32>>()
-            .into_iter()
-            .collect();
+        let parts = distinct(slice.iter().map(|(_, p)| *p));
         let (mut states, guard) = self.store.load(&ids, &parts).await?;
         let changed: Vec<(&str, i32, Option<i64>)> = slice
             .iter()
@@ -1104,4 +1093,9 @@ fn consumer_error(e: rdkafka::error::KafkaError) -> Result<()> {
     }
     tracing::warn!(error = %e, "consumer error; librdkafka retries");
     Ok(())
+}
+
+/// The distinct partitions of `parts`, in order.
+fn distinct(parts: impl Iterator<Item = i32>) -> Vec<i32> {
+    parts.collect::<BTreeSet<i32>>().into_iter().collect()
 }

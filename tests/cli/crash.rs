@@ -101,6 +101,25 @@ fn recompute(brokers: &str, names: &Topics, events: usize) -> HashMap<String, Cu
     states
 }
 
+/// `n` synthetic events of a year ending now (which it returns) for `customers`.
+pub(crate) fn synthetic(seed: u64, customers: u64, n: usize) -> (i64, Vec<Event>) {
+    let now = custflow_schemas::time::now_ms();
+    let params = SynthParams {
+        seed,
+        customers,
+        start_ms: now - 365 * DAY_MS,
+        end_ms: now,
+        ..Default::default()
+    };
+    let events: Vec<Event> = Generator::new(params).unwrap().take(n).collect();
+    assert_eq!(
+        events.len(),
+        n,
+        "{customers} customers make fewer than {n} events"
+    );
+    (now, events)
+}
+
 /// A fresh deployment on the local broker and `n` synthetic events for it.
 pub(crate) struct Deployment {
     pub(crate) brokers: String,
@@ -117,16 +136,7 @@ pub(crate) async fn deployment(label: &str, seed: u64, customers: u64, n: usize)
     custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
-    let now = custflow_schemas::time::now_ms();
-    let params = SynthParams {
-        seed,
-        customers,
-        start_ms: now - 365 * DAY_MS,
-        end_ms: now,
-        ..Default::default()
-    };
-    let events: Vec<Event> = Generator::new(params).unwrap().take(n).collect();
-    assert_eq!(events.len(), n);
+    let (now, events) = synthetic(seed, customers, n);
     Deployment {
         brokers,
         prefix,

@@ -5,14 +5,13 @@
 //! a 404 or a partial feature set; afterwards every customer's features equal a
 //! recomputation from the topics, including the events produced meanwhile.
 
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use custflow_schemas::time::DAY_MS;
 
 use crate::crash::{assert_same, counter, deployment, spawn_with};
-use crate::{free_port, get, Server};
+use crate::{free_port, get, wait_for_port, Server};
 
 /// A redis-server on `port` with persistence off, killed (SIGKILL) when dropped.
 struct Redis(Child);
@@ -25,11 +24,7 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, "redis-server");
         Self(child)
     }
 }

@@ -2,12 +2,10 @@
 //! redis-server that speaks only TLS, with certificates from a throwaway CA. It serves
 //! when the CA is trusted (`SSL_CERT_FILE`) and refuses to start when it is not.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::{free_port, get, Server};
+use crate::{free_port, get, wait_for_port, Server};
 
 /// Runs a command that must succeed.
 fn run(cmd: &mut Command) {
@@ -94,14 +92,7 @@ impl TlsRedis {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server with TLS did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, "redis-server with TLS");
         Self(child)
     }
 }
