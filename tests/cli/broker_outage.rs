@@ -16,16 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use custflow_feature_store::keys::Keys;
-use custflow_feature_store::state::{CustomerState, SourcePos};
+use custflow_feature_store::state::CustomerState;
 use custflow_ingest::producer::{EventProducer, Format};
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::time::DAY_MS;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::{json, Event, ValidationContext};
 use custflow_tests::Proxy;
-use rdkafka::Message;
 
-use crate::crash::{assert_same, spawn_with, synthetic};
+use crate::crash::{apply_input, assert_same, spawn_with, synthetic};
 use crate::{free_port, get, wait_for_port, Server};
 
 /// The tansu binary the scripts install (scripts/lib.sh says where).
@@ -175,20 +174,9 @@ fn recompute(
             continue;
         };
         quiet_since = Instant::now();
-        let m = m.unwrap();
-        let (kind, e) = custflow_tests::decode_input(names, &codec, &ctx, &m);
-        let pos = SourcePos {
-            topic: kind as u8,
-            partition: m.partition(),
-            offset: m.offset(),
-        };
+        let e = apply_input(names, &codec, &ctx, &m.unwrap(), &mut states);
         seen.insert(e.event_id().to_owned());
         records += 1;
-        states
-            .entry(e.customer_id().to_owned())
-            .or_default()
-            .apply(&e, pos)
-            .unwrap();
     }
 }
 

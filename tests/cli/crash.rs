@@ -66,6 +66,29 @@ pub(crate) fn spawn_with(
         .unwrap()
 }
 
+/// Decodes an input message and applies it to its customer's state in `states` the way
+/// the processor does; gives the event back.
+pub(crate) fn apply_input(
+    names: &Topics,
+    codec: &AvroCodec,
+    ctx: &ValidationContext,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    states: &mut HashMap<String, CustomerState>,
+) -> Event {
+    let (kind, e) = custflow_tests::decode_input(names, codec, ctx, m);
+    let pos = SourcePos {
+        topic: kind as u8,
+        partition: m.partition(),
+        offset: m.offset(),
+    };
+    states
+        .entry(e.customer_id().to_owned())
+        .or_default()
+        .apply(&e, pos)
+        .unwrap();
+    e
+}
+
 /// Reads every input topic from the beginning until all `events` are seen and applies
 /// them the way the processor does, one after another: the reference. (Counting
 /// messages, not watermarks: tansu's high watermark can trail acknowledged writes.)
@@ -84,18 +107,7 @@ fn recompute(brokers: &str, names: &Topics, events: usize) -> HashMap<String, Cu
         let Some(m) = consumer.poll(Duration::from_secs(1)) else {
             continue;
         };
-        let m = m.unwrap();
-        let (kind, e) = custflow_tests::decode_input(names, &codec, &ctx, &m);
-        let pos = SourcePos {
-            topic: kind as u8,
-            partition: m.partition(),
-            offset: m.offset(),
-        };
-        states
-            .entry(e.customer_id().to_owned())
-            .or_default()
-            .apply(&e, pos)
-            .unwrap();
+        apply_input(names, &codec, &ctx, &m.unwrap(), &mut states);
         seen += 1;
     }
     states

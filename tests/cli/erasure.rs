@@ -190,7 +190,9 @@ fn an_erased_customer_is_gone_everywhere_and_stays_gone_after_a_rebuild() {
             (erased && ok && v["features"]["orders_total"] == 1).then_some(())
         },
     );
-    assert!(metric(&paddr, "custflow_events_erased_total") >= 3.0);
+    // How many of the victim's earlier events the replay skips (rather than applies and
+    // then erases) depends on the order the three topics are read in; the end state
+    // above is what must hold.
     drop(rebuild);
     let _ = std::fs::remove_dir_all(&dir);
 }
