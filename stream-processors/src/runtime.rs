@@ -227,7 +227,7 @@ impl Processor {
         let consumer = Arc::new(consumer);
         let partitions = {
             let (consumer, inputs) = (consumer.clone(), inputs.clone());
-            tokio::task::spawn_blocking(move || -> Result<i32> {
+            blocking(move || {
                 let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
                 Ok(md
                     .topics()
@@ -237,8 +237,7 @@ impl Processor {
                     .max()
                     .unwrap_or(0))
             })
-            .await
-            .map_err(|e| Error::Config(e.to_string()))??
+            .await?
         };
         let p = Self {
             cfg,
@@ -300,7 +299,7 @@ impl Processor {
         tracing::info!(deleted, "rebuild: Redis state wiped");
         let consumer = self.consumer.clone();
         let inputs = inputs.to_vec();
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        blocking(move || {
             let timeout = Duration::from_secs(10);
             let md = consumer.fetch_metadata(None, timeout)?;
             let mut tpl = TopicPartitionList::new();
@@ -320,7 +319,6 @@ impl Processor {
             Ok(())
         })
         .await
-        .map_err(|e| Error::Config(e.to_string()))?
     }
 
     /// Runs until `shutdown` turns true: finishes the batch in hand, commits, returns.
@@ -472,14 +470,13 @@ impl Processor {
             *e = (*e).min(m.offset());
         }
         let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
+        blocking(move || {
             for ((topic, partition), offset) in first {
                 consumer.seek(&topic, partition, Offset::Offset(offset), SEEK_TIMEOUT)?;
             }
             Ok(())
         })
-        .await
-        .map_err(|e| Error::Config(e.to_string()))??;
+        .await?;
         self.reset(lost).await
     }
 
@@ -491,33 +488,47 @@ impl Processor {
             partitions = ?lost,
             "Redis lost the state of these partitions: replaying them from the start"
         );
-        let (consumer, inputs, lost_v) =
-            (self.consumer.clone(), self.inputs.clone(), lost.to_vec());
-        let targets = tokio::task::spawn_blocking(move || -> Result<_> {
-            let mut targets: HashMap<i32, Vec<(String, i64)>> = HashMap::new();
-            let mut tpl = TopicPartitionList::new();
-            for &p in &lost_v {
-                let entry = targets.entry(p).or_default();
-                for topic in &inputs {
-                    let (low, high) = consumer.fetch_watermarks(topic, p, SEEK_TIMEOUT)?;
-                    consumer.seek(topic, p, Offset::Offset(low), SEEK_TIMEOUT)?;
-                    tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-                    if high > low {
-                        entry.push((topic.clone(), high));
-                    }
-                }
-            }
-            consumer.commit(&tpl, CommitMode::Sync)?;
-            Ok(targets)
-        })
-        .await
-        .map_err(|e| Error::Config(e.to_string()))??;
+        let targets = self.replay_targets(lost, true).await?;
         self.store.mark_rebuilding(lost).await?;
         Metrics::add(&self.metrics.state_resets, lost.len() as u64);
         if let Ok(mut m) = self.rebuilding.lock() {
             m.extend(targets);
         }
         Ok(())
+    }
+
+    /// Where the replay of each of `parts` ends, per input topic: today's high watermark,
+    /// for the topics with anything between the watermarks. With `from_start`, each
+    /// topic's partition is first sought to its low watermark and that offset committed.
+    async fn replay_targets(
+        &self,
+        parts: &[i32],
+        from_start: bool,
+    ) -> Result<HashMap<i32, Vec<(String, i64)>>> {
+        let (consumer, inputs, parts) =
+            (self.consumer.clone(), self.inputs.clone(), parts.to_vec());
+        blocking(move || {
+            let mut targets: HashMap<i32, Vec<(String, i64)>> = HashMap::new();
+            let mut tpl = TopicPartitionList::new();
+            for &p in &parts {
+                let entry = targets.entry(p).or_default();
+                for topic in &inputs {
+                    let (low, high) = consumer.fetch_watermarks(topic, p, SEEK_TIMEOUT)?;
+                    if from_start {
+                        consumer.seek(topic, p, Offset::Offset(low), SEEK_TIMEOUT)?;
+                        tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+                    }
+                    if high > low {
+                        entry.push((topic.clone(), high));
+                    }
+                }
+            }
+            if tpl.count() > 0 {
+                consumer.commit(&tpl, CommitMode::Sync)?;
+            }
+            Ok(targets)
+        })
+        .await
     }
 
     /// Partitions of the input topics this instance owns.
@@ -555,20 +566,7 @@ impl Processor {
             self.reset(&missing).await?;
         }
         if !adopt.is_empty() {
-            let (consumer, inputs) = (self.consumer.clone(), self.inputs.clone());
-            let targets = tokio::task::spawn_blocking(move || -> Result<_> {
-                let mut targets: HashMap<i32, Vec<(String, i64)>> = HashMap::new();
-                for p in adopt {
-                    let entry = targets.entry(p).or_default();
-                    for topic in &inputs {
-                        let (_, high) = consumer.fetch_watermarks(topic, p, SEEK_TIMEOUT)?;
-                        entry.push((topic.clone(), high));
-                    }
-                }
-                Ok(targets)
-            })
-            .await
-            .map_err(|e| Error::Config(e.to_string()))??;
+            let targets = self.replay_targets(&adopt, false).await?;
             if let Ok(mut m) = self.rebuilding.lock() {
                 m.extend(targets);
             }
@@ -1065,6 +1063,14 @@ impl Processor {
         }
         Ok(())
     }
+}
+
+/// Runs blocking librdkafka calls (metadata, watermarks, seeks, synchronous commits) off
+/// the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?
 }
 
 /// How often the state markers of the owned partitions are checked.
