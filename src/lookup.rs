@@ -29,10 +29,11 @@ pub(crate) async fn features(config: &Resolved, args: &LookupArgs) -> anyhow::Re
     let mut conn = crate::app::redis_connection(&config.redis).await?;
     let keys = Keys::new(config.topics().name(""));
     let ready: bool = conn.exists(keys.state_ready()).await?;
+    // The same answer as the API's lookups while the processors build the features.
     anyhow::ensure!(
         ready,
-        "the processors are still building the features from the topics (a start on an \
-         empty Redis, or Redis lost its data); try again shortly"
+        "{}",
+        custflow_feature_store::api::not_ready().message
     );
     let raw: Option<Vec<u8>> = conn.get(keys.features(&args.id)).await?;
     let raw = raw.with_context(|| format!("no customer {:?} in this deployment", args.id))?;

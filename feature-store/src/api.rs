@@ -177,13 +177,13 @@ async fn load(
         pipe.get(st.keys.features(id));
     }
     let (version, raw): (Option<String>, Vec<Option<Vec<u8>>>) = {
-        let mut all: Vec<redis::Value> = pipe
+        let all: Vec<redis::Value> = pipe
             .query_async(&mut st.redis.clone())
             .await
             .map_err(|e| ApiError::unavailable(format!("Redis does not answer: {e}"), 1))?;
-        let mut rest = all.split_off(1.min(all.len()));
-        let ready = all
-            .pop()
+        let mut values = all.into_iter();
+        let ready = values
+            .next()
             .map(|v| redis::from_redis_value::<bool>(&v))
             .transpose()
             .map_err(ApiError::internal)?
@@ -191,16 +191,13 @@ async fn load(
         if !ready {
             return Err(not_ready());
         }
-        let mut all = rest;
-        rest = all.split_off(1.min(all.len()));
-        let version = all
-            .pop()
+        let version = values
+            .next()
             .map(|v| redis::from_redis_value::<Option<String>>(&v))
             .transpose()
             .map_err(ApiError::internal)?
             .flatten();
-        let raw = rest
-            .into_iter()
+        let raw = values
             .map(|v| redis::from_redis_value::<Option<Vec<u8>>>(&v))
             .collect::<Result<_, _>>()
             .map_err(ApiError::internal)?;
