@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use custflow_schemas::{json, Event, ValidationContext};
 use custflow_tests::Proxy;
 
 use crate::crash::{apply_input, assert_same, spawn_with, synthetic};
-use crate::{free_port, get, wait_for_port, Server};
+use crate::{free_port, get, Helper, Server};
 
 /// The tansu binary the scripts install (scripts/lib.sh says where).
 fn tansu_bin() -> PathBuf {
@@ -43,17 +43,15 @@ fn tansu_bin() -> PathBuf {
 
 /// `tansu broker` (memory storage) listening on `port` and telling clients to connect
 /// to `advertised` (the proxy), killed when dropped.
-struct Broker(Child);
-
-impl Broker {
-    fn start(port: u16, advertised: u16) -> Self {
-        let bin = tansu_bin();
-        assert!(
-            bin.exists(),
-            "{} is missing: run scripts/install.sh",
-            bin.display()
-        );
-        let child = Command::new(bin)
+fn broker(port: u16, advertised: u16) -> Helper {
+    let bin = tansu_bin();
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/install.sh",
+        bin.display()
+    );
+    Helper::listening(
+        Command::new(bin)
             .args([
                 "broker",
                 "--listener-url",
@@ -64,20 +62,9 @@ impl Broker {
                 &format!("tcp://127.0.0.1:{advertised}"),
             ])
             .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, "tansu");
-        Self(child)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+            .stderr(Stdio::null()),
+        port,
+    )
 }
 
 /// Posts `events` as NDJSON batches until the endpoint took every one: a 503 names the
@@ -188,7 +175,7 @@ async fn broker_outage_loses_and_doubles_nothing() {
     let prefix = custflow_tests::unique("broker-outage-") + ".";
     let port = free_port();
     let proxy = Proxy::start(&format!("127.0.0.1:{port}")).await;
-    let _broker = Broker::start(port, proxy.port);
+    let _broker = broker(port, proxy.port);
     let brokers = format!("127.0.0.1:{}", proxy.port);
     let names = Topics::new(prefix.clone());
     custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
@@ -245,11 +232,19 @@ async fn broker_outage_loses_and_doubles_nothing() {
     });
 
     // Mid-stream every client loses the broker for 8 s.
+    const OUTAGE: Duration = Duration::from_secs(8);
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let down_at = tokio::time::Instant::now();
     proxy.down();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (down_status, down_body) = get(&api, "/readyz");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // /readyz must notice within the outage.
+    let (down_status, down_body) = loop {
+        let (status, body) = get(&api, "/readyz");
+        if body.contains("\"broker\":false") || down_at.elapsed() >= OUTAGE {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep_until(down_at + OUTAGE).await;
     proxy.up();
 
     assert_eq!(producer.await.unwrap(), 0, "librdkafka deliveries failed");

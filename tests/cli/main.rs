@@ -131,15 +131,35 @@ impl Drop for Server {
     }
 }
 
-/// Waits up to 30 s until something listens on 127.0.0.1:`port` (`what`, for the message).
-pub(crate) fn wait_for_port(port: u16, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not listen on {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+/// A helper process of a test (redis-server, tansu), killed when dropped.
+pub(crate) struct Helper(std::process::Child);
+
+impl Helper {
+    /// Spawns `cmd` (its stdout discarded) and waits up to 30 s until it listens on
+    /// 127.0.0.1:`port`.
+    pub(crate) fn listening(cmd: &mut Command, port: u16) -> Self {
+        let what = cmd.get_program().to_string_lossy().into_owned();
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let helper = Self(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} did not listen on {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        helper
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -5,35 +5,22 @@
 //! a 404 or a partial feature set; afterwards every customer's features equal a
 //! recomputation from the topics, including the events produced meanwhile.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use custflow_schemas::time::DAY_MS;
 
 use crate::crash::{assert_same, counter, deployment, spawn_with};
-use crate::{free_port, get, wait_for_port, Server};
+use crate::{free_port, get, Helper, Server};
 
 /// A redis-server on `port` with persistence off, killed (SIGKILL) when dropped.
-struct Redis(Child);
-
-impl Redis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
+fn redis_server(port: u16) -> Helper {
+    Helper::listening(
+        Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, "redis-server");
-        Self(child)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+            .args(["--save", "", "--appendonly", "no"]),
+        port,
+    )
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -51,7 +38,7 @@ async fn redis_restart_is_noticed_and_rebuilt_from_the_topics() {
     const ALL: usize = 30_000;
     let _turn = crate::HEAVY.lock().await;
     let port = free_port();
-    let redis = Redis::start(port);
+    let redis = redis_server(port);
     let url = format!("redis://127.0.0.1:{port}");
 
     let mut d = deployment("redis-restart-", 5, 8_000, ALL).await;
@@ -94,7 +81,7 @@ async fn redis_restart_is_noticed_and_rebuilt_from_the_topics() {
     // Redis dies and comes back empty while the processor is paused.
     signal(&processor, "-STOP");
     drop(redis);
-    let _redis = Redis::start(port);
+    let _redis = redis_server(port);
     let (code, body) = get(&api, "/readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("\"features\":false"), "{body}");

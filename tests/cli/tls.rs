@@ -3,9 +3,9 @@
 //! when the CA is trusted (`SSL_CERT_FILE`) and refuses to start when it is not.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use crate::{free_port, get, wait_for_port, Server};
+use crate::{free_port, get, Helper, Server};
 
 /// Runs a command that must succeed.
 fn run(cmd: &mut Command) {
@@ -74,11 +74,9 @@ fn certificates(dir: &Path) {
 }
 
 /// A redis-server listening only with TLS on `port`, stopped when dropped.
-struct TlsRedis(Child);
-
-impl TlsRedis {
-    fn start(dir: &Path, port: u16) -> Self {
-        let child = Command::new("redis-server")
+fn tls_redis(dir: &Path, port: u16) -> Helper {
+    Helper::listening(
+        Command::new("redis-server")
             .current_dir(dir)
             .args(["--port", "0", "--tls-port", &port.to_string()])
             .args([
@@ -88,20 +86,9 @@ impl TlsRedis {
                 "server.key",
             ])
             .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, "redis-server with TLS");
-        Self(child)
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+            .args(["--save", "", "--appendonly", "no"]),
+        port,
+    )
 }
 
 #[test]
@@ -112,7 +99,7 @@ fn serve_talks_tls_to_redis_and_refuses_an_untrusted_server() {
     std::fs::create_dir_all(&dir).unwrap();
     certificates(&dir);
     let port = free_port();
-    let _redis = TlsRedis::start(&dir, port);
+    let _redis = tls_redis(&dir, port);
     let url = format!("rediss://localhost:{port}");
     let ca = dir.join("ca.pem");
 
