@@ -51,6 +51,18 @@ pub(crate) struct Config {
     /// connectors, before anything is written to a topic.
     #[arg(long, global = true, env = "CUSTFLOW_DENY_ATTRIBUTES")]
     deny_attributes: Option<String>,
+    /// Replicas of each partition of the topics custflow creates (3 on a cluster of three
+    /// brokers; the local broker has one).
+    #[arg(long, global = true, env = "CUSTFLOW_REPLICATION_FACTOR")]
+    replication_factor: Option<String>,
+    /// OpenTelemetry collector (OTLP over HTTP, e.g. `http://127.0.0.1:4318`): traces of
+    /// REST ingest → processor → SQL sink are exported there. Off when empty.
+    #[arg(long, global = true, env = "CUSTFLOW_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Share of new traces kept (0 to 1); a request's sampled `traceparent` is always
+    /// followed.
+    #[arg(long, global = true, env = "CUSTFLOW_TRACE_SAMPLE")]
+    trace_sample: Option<String>,
     /// Configuration file.
     #[arg(
         long,
@@ -78,6 +90,9 @@ pub(crate) struct Resolved {
     pub(crate) alert_webhook: String,
     pub(crate) alert_rule: String,
     pub(crate) deny: custflow_schemas::DenyList,
+    pub(crate) replication_factor: i32,
+    pub(crate) otlp_endpoint: String,
+    pub(crate) trace_sample: f64,
     pub(crate) json: bool,
 }
 
@@ -110,6 +125,12 @@ impl Config {
             requests_per_s: number(&self.rate_limit, "rate_limit", defaults.requests_per_s)?,
             streams: number(&self.max_streams, "max_streams", defaults.streams)?,
         };
+        let sample = pick(&self.trace_sample, "trace_sample", "1");
+        let trace_sample = sample
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .with_context(|| format!("trace_sample must be between 0 and 1, not {sample:?}"))?;
         Ok(Resolved {
             brokers: pick(&self.brokers, "brokers", "127.0.0.1:9092"),
             redis: pick(&self.redis, "redis", "redis://127.0.0.1:6379"),
@@ -130,6 +151,16 @@ impl Config {
                 "deny_attributes",
                 "",
             )),
+            replication_factor: i32::try_from(number(
+                &self.replication_factor,
+                "replication_factor",
+                1,
+            )?)
+            .ok()
+            .filter(|r| *r >= 1)
+            .context("replication_factor must be between 1 and 2^31")?,
+            otlp_endpoint: pick(&self.otlp_endpoint, "otlp_endpoint", ""),
+            trace_sample,
             json: self.json,
         })
     }
@@ -151,6 +182,9 @@ struct FileConfig {
     alert_webhook: Option<String>,
     alert_rule: Option<String>,
     deny_attributes: Option<String>,
+    replication_factor: Option<u32>,
+    otlp_endpoint: Option<String>,
+    trace_sample: Option<f64>,
 }
 
 impl FileConfig {
@@ -158,6 +192,8 @@ impl FileConfig {
         let text = match key {
             "rate_limit" => return self.rate_limit.map(|v| v.to_string()),
             "max_streams" => return self.max_streams.map(|v| v.to_string()),
+            "trace_sample" => return self.trace_sample.map(|v| v.to_string()),
+            "replication_factor" => return self.replication_factor.map(|v| v.to_string()),
             "brokers" => self.brokers.as_ref(),
             "redis" => self.redis.as_ref(),
             "sink" => self.sink.as_ref(),
@@ -168,6 +204,7 @@ impl FileConfig {
             "alert_webhook" => self.alert_webhook.as_ref(),
             "alert_rule" => self.alert_rule.as_ref(),
             "deny_attributes" => self.deny_attributes.as_ref(),
+            "otlp_endpoint" => self.otlp_endpoint.as_ref(),
             _ => None,
         };
         text.cloned()

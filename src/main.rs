@@ -12,6 +12,7 @@ mod openapi;
 mod process;
 mod shutdown;
 mod synth;
+mod telemetry;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -94,6 +95,8 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = cli.config.resolve()?;
+    // Flushes the spans still buffered when the command ends.
+    let _telemetry = telemetry::init(&config.otlp_endpoint, config.trace_sample)?;
     match cli.command {
         Command::Topics => topics::run(&config).await,
         Command::Process(args) => process::run(&config, &args).await,

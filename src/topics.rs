@@ -8,14 +8,19 @@ use crate::config::Resolved;
 
 /// Creates missing topics; the error says how to start a broker.
 pub(crate) async fn ensure(config: &Resolved) -> anyhow::Result<Vec<custflow_ingest::TopicState>> {
-    custflow_ingest::ensure_topics(&config.brokers, &config.topics(), Duration::from_secs(15))
-        .await
-        .with_context(|| {
-            format!(
-                "is the broker running at {}? start it with scripts/stack.sh up",
-                config.brokers
-            )
-        })
+    custflow_ingest::ensure_topics_replicated(
+        &config.brokers,
+        &config.topics(),
+        config.replication_factor,
+        Duration::from_secs(15),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "is the broker running at {}? start it with scripts/stack.sh up",
+            config.brokers
+        )
+    })
 }
 
 pub(crate) async fn run(config: &Resolved) -> anyhow::Result<()> {

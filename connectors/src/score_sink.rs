@@ -13,6 +13,7 @@ use std::time::Duration;
 use custflow_schemas::avro;
 use custflow_schemas::histogram::Histogram;
 use custflow_schemas::kafka::client_config;
+use custflow_schemas::trace::{self, SpanKind, TraceContextExt};
 use custflow_schemas::CustomerScore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::Message;
@@ -103,6 +104,20 @@ pub async fn run(
         }
         let mut scores = Vec::with_capacity(batch.len());
         let mut produced_at = Vec::with_capacity(batch.len());
+        // Spans of the traced scores (tracing on), ended once the rows are committed.
+        let spans: Vec<trace::Context> = batch
+            .iter()
+            .filter_map(|m| {
+                let parent = trace::of_message(m)?;
+                let attributes = trace::message_attributes(m);
+                Some(trace::start(
+                    "custflow.sink",
+                    SpanKind::Consumer,
+                    &parent,
+                    attributes,
+                ))
+            })
+            .collect();
         // Customers whose tombstone (erasure) is in this batch, with its place: their
         // scores from before it are dropped, the ones after it start a new life.
         let mut erased: HashMap<&str, usize> = HashMap::new();
@@ -173,6 +188,9 @@ pub async fn run(
                 }
             }
         };
+        for cx in &spans {
+            cx.span().end();
+        }
         metrics.applied.fetch_add(stats.applied, Ordering::Relaxed);
         metrics.skipped.fetch_add(stats.skipped, Ordering::Relaxed);
         let committed = custflow_schemas::time::now_ms();

@@ -35,10 +35,22 @@ pub struct TopicState {
     pub created: bool,
 }
 
-/// Creates every contract topic that is missing; existing topics are left alone.
+/// Creates every contract topic that is missing, with one replica; existing topics are
+/// left alone.
 pub async fn ensure_topics(
     brokers: &str,
     names: &Topics,
+    timeout: Duration,
+) -> Result<Vec<TopicState>> {
+    ensure_topics_replicated(brokers, names, 1, timeout).await
+}
+
+/// [`ensure_topics`] with `replication` replicas per partition (3 on a cluster of three
+/// brokers).
+pub async fn ensure_topics_replicated(
+    brokers: &str,
+    names: &Topics,
+    replication: i32,
     timeout: Duration,
 ) -> Result<Vec<TopicState>> {
     let kerr = |source| Error::Kafka {
@@ -55,7 +67,7 @@ pub async fn ensure_topics(
         .iter()
         .filter(|(name, _)| !existing.iter().any(|(n, _)| n == name))
         .map(|(name, spec)| {
-            let t = NewTopic::new(name, spec.partitions, TopicReplication::Fixed(1));
+            let t = NewTopic::new(name, spec.partitions, TopicReplication::Fixed(replication));
             match spec.cleanup {
                 Cleanup::Compact => t.set("cleanup.policy", "compact"),
                 Cleanup::Delete => t

@@ -7,4 +7,4 @@ pub mod producer;
 pub mod rest;
 pub mod synth;
 
-pub use kafka::{ensure_topics, list_topics, Error, TopicState};
+pub use kafka::{ensure_topics, ensure_topics_replicated, list_topics, Error, TopicState};

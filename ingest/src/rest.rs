@@ -19,7 +19,9 @@ use bytes::Bytes;
 use custflow_schemas::api::ApiError;
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::topics::Topics;
+use custflow_schemas::trace::{self, KeyValue, SpanKind, TraceContextExt};
 use custflow_schemas::{json, kafka, DenyList, Event, EventKind, FieldError, ValidationContext};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use redis::aio::ConnectionManager;
 use serde_json::{json as j, Value};
@@ -329,19 +331,38 @@ async fn handle(
         }
     }
     let started = Instant::now();
+    // A traced request (tracing on): one span, under the caller's `traceparent` if it
+    // sent one, whose context goes with every event it produces.
+    let span = trace::enabled().then(|| {
+        let parent = headers
+            .get(trace::TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(trace::parse)
+            .unwrap_or_default();
+        let attributes = vec![
+            KeyValue::new("http.route", "/v1/events"),
+            KeyValue::new("custflow.events", valid.len() as i64),
+        ];
+        trace::start("custflow.ingest", SpanKind::Server, &parent, attributes)
+    });
+    let trace_headers = span
+        .as_ref()
+        .map(|cx| trace::add_header(OwnedHeaders::new(), cx));
     let producer = st.producer.get();
     let sends = valid.iter().map(|(_, e)| {
         let topic = st.topics.name(e.kind().topic());
         let payload = st.codec.encode(e);
         let producer = producer.clone();
         let key = e.customer_id().to_owned();
+        let headers = trace_headers.clone();
         async move {
             let payload = payload.map_err(|e| Failure::Encode(e.to_string()))?;
+            let mut record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            if let Some(h) = headers {
+                record = record.headers(h);
+            }
             producer
-                .send(
-                    FutureRecord::to(&topic).key(&key).payload(&payload),
-                    Duration::from_secs(5),
-                )
+                .send(record, Duration::from_secs(5))
                 .await
                 .map(|_| ())
                 .map_err(|(e, _)| Failure::Kafka(e))
@@ -371,6 +392,12 @@ async fn handle(
         };
     }
     let rejected = results.len() as u64 - accepted - failed;
+    if let Some(cx) = span {
+        let span = cx.span();
+        span.set_attribute(KeyValue::new("custflow.accepted", accepted as i64));
+        span.set_attribute(KeyValue::new("custflow.failed", failed as i64));
+        span.end();
+    }
     st.metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
     st.metrics.rejected.fetch_add(rejected, Ordering::Relaxed);
     st.metrics

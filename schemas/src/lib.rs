@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod registry;
 pub mod time;
 pub mod topics;
+pub mod trace;
 pub mod validate;
 
 pub use deny::DenyList;

@@ -14,6 +14,7 @@ use custflow_feature_store::state::{Applied, CustomerState, SourcePos};
 use custflow_schemas::avro::{self, AvroCodec};
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
+use custflow_schemas::trace::{self, TraceContextExt};
 use custflow_schemas::{json, kafka, Event, EventKind, ValidationContext};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -84,6 +85,31 @@ pub struct Changed<'a> {
     pub partition: i32,
     /// Why the customer is rescored.
     pub cause: Rescore,
+    /// The span of the traced event that changed the customer (tracing on), so the
+    /// score it causes continues the event's trace.
+    pub trace: Option<trace::Context>,
+}
+
+/// A customer a batch changed (or a pass rescores), before scoring and saving.
+struct Touched<'a> {
+    customer: &'a str,
+    partition: i32,
+    /// For the at-risk index; `None` leaves the index as it is.
+    last_order_at: Option<i64>,
+    /// The span of the traced event that changed it.
+    trace: Option<trace::Context>,
+}
+
+impl<'a> Touched<'a> {
+    /// A customer rescored without an event (a pass, a sweep).
+    fn rescored(customer: &'a str, partition: i32) -> Self {
+        Self {
+            customer,
+            partition,
+            last_order_at: None,
+            trace: None,
+        }
+    }
 }
 
 /// Where a partition stands in a rescoring pass.
@@ -156,6 +182,8 @@ struct Input {
     pos: SourcePos,
     op: Op,
     produced_ms: Option<i64>,
+    /// The processing span of a traced message, ended once the batch is saved.
+    trace: Option<trace::Context>,
 }
 
 /// What an input record asks for.
@@ -175,6 +203,17 @@ impl Op {
             Op::Erase { customer, .. } => customer,
         }
     }
+}
+
+/// The processing span of `msg` when it carries a trace context (tracing on).
+fn traced(msg: &OwnedMessage) -> Option<trace::Context> {
+    let parent = trace::of_message(msg)?;
+    Some(trace::start(
+        "custflow.process",
+        trace::SpanKind::Consumer,
+        &parent,
+        trace::message_attributes(msg),
+    ))
 }
 
 /// A message for the dead-letter topic.
@@ -706,6 +745,7 @@ impl Processor {
                                 at,
                             },
                             produced_ms: msg.timestamp().to_millis(),
+                            trace: traced(msg),
                         });
                     }
                     _ => dead.push(DeadLetter {
@@ -735,6 +775,7 @@ impl Processor {
                         },
                         op: Op::Apply(event),
                         produced_ms: msg.timestamp().to_millis(),
+                        trace: traced(msg),
                     });
                 }
                 Err((reason, message)) => dead.push(DeadLetter {
@@ -760,7 +801,7 @@ impl Processor {
         }
         let parts = distinct(next_offsets.keys().map(|(_, p)| *p));
         let (mut states, guard) = self.store.load(&order, &parts).await?;
-        let mut changed: Vec<(&str, i32, Option<i64>)> = Vec::new();
+        let mut changed: Vec<Touched<'_>> = Vec::new();
         let (mut applied, mut dups, mut erased, mut skipped_erased) = (0u64, 0u64, 0u64, 0u64);
         let mut too_late: Vec<(usize, String)> = Vec::new();
         let mut rollups = Rollups::default();
@@ -810,7 +851,15 @@ impl Processor {
                     rollups.attribute(c, state);
                     rollups.cohort(first_before.as_ref(), state.first_order.as_ref());
                 }
-                changed.push((c, partition, features::last_purchase_at(state)));
+                changed.push(Touched {
+                    customer: c,
+                    partition,
+                    last_order_at: features::last_purchase_at(state),
+                    trace: by_customer[c]
+                        .iter()
+                        .rev()
+                        .find_map(|&i| inputs[i].trace.clone()),
+                });
             }
         }
         // Late events beyond the kept detail are refused with their reason, not lost.
@@ -850,6 +899,9 @@ impl Processor {
             &guard,
         )
         .await?;
+        for cx in inputs.iter().filter_map(|i| i.trace.as_ref()) {
+            cx.span().end();
+        }
         // After the states are saved, so a batch retried after a failed save does not
         // dead-letter twice; a crash in between re-detects them on replay.
         self.dead_letter(&dead).await?;
@@ -881,7 +933,7 @@ impl Processor {
     async fn score_and_save(
         &self,
         states: &mut HashMap<String, CustomerState>,
-        changed: &[(&str, i32, Option<i64>)],
+        changed: &[Touched<'_>],
         as_of: i64,
         cause: Rescore,
         rollups: &Rollups<'_>,
@@ -889,16 +941,18 @@ impl Processor {
     ) -> Result<()> {
         let mut counts = Vec::new();
         if let Some(hook) = &self.hook {
-            let parts: HashMap<&str, i32> = changed.iter().map(|(c, p, _)| (*c, *p)).collect();
+            let touched: HashMap<&str, &Touched<'_>> =
+                changed.iter().map(|t| (t.customer, t)).collect();
             let mut list: Vec<Changed<'_>> = states
                 .iter_mut()
                 .filter_map(|(c, state)| {
-                    let partition = *parts.get(c.as_str())?;
+                    let t = touched.get(c.as_str())?;
                     Some(Changed {
                         customer: c.as_str(),
                         state,
-                        partition,
+                        partition: t.partition,
                         cause,
+                        trace: t.trace.clone(),
                     })
                 })
                 .collect();
@@ -906,12 +960,12 @@ impl Processor {
         }
         let writes: Vec<Write<'_>> = changed
             .iter()
-            .filter_map(|(c, p, last)| {
+            .filter_map(|t| {
                 Some(Write {
-                    customer: c,
-                    state: states.get(*c)?,
-                    partition: *p,
-                    last_order_at: *last,
+                    customer: t.customer,
+                    state: states.get(t.customer)?,
+                    partition: t.partition,
+                    last_order_at: t.last_order_at,
                 })
             })
             .collect();
@@ -965,10 +1019,10 @@ impl Processor {
         let ids: Vec<&str> = slice.iter().map(|(c, _)| c.as_str()).collect();
         let parts = distinct(slice.iter().map(|(_, p)| *p));
         let (mut states, guard) = self.store.load(&ids, &parts).await?;
-        let changed: Vec<(&str, i32, Option<i64>)> = slice
+        let changed: Vec<Touched<'_>> = slice
             .iter()
             .filter(|(c, _)| states.contains_key(c))
-            .map(|(c, p)| (c.as_str(), *p, None))
+            .map(|(c, p)| Touched::rescored(c, *p))
             .collect();
         self.score_and_save(
             &mut states,
@@ -1017,10 +1071,10 @@ impl Processor {
             }
             let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
             let (mut states, guard) = self.store.load(&ids, &[p]).await?;
-            let changed: Vec<(&str, i32, Option<i64>)> = ids
+            let changed: Vec<Touched<'_>> = ids
                 .iter()
                 .filter(|c| states.contains_key(**c))
-                .map(|c| (*c, p, None))
+                .map(|c| Touched::rescored(c, p))
                 .collect();
             self.score_and_save(
                 &mut states,

@@ -14,7 +14,9 @@ use custflow_feature_store::state::{CustomerState, SegmentMemo};
 use custflow_models::artefact::ModelArtefact;
 use custflow_schemas::avro;
 use custflow_schemas::topics::{self, Topics};
+use custflow_schemas::trace;
 use custflow_schemas::{CustomerScore, SegmentChange, SegmentDimension};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::error::{Error, Result};
@@ -175,8 +177,9 @@ impl Scorer {
             return Ok(Vec::new());
         };
         let mut counts: Vec<(String, i64)> = Vec::new();
-        let mut scores: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut changes: Vec<(String, Vec<u8>)> = Vec::new();
+        // (customer, record, trace headers of the event that caused it)
+        let mut scores: Vec<(String, Vec<u8>, Option<OwnedHeaders>)> = Vec::new();
+        let mut changes: Vec<(String, Vec<u8>, Option<OwnedHeaders>)> = Vec::new();
         let mut tombstones: Vec<String> = Vec::new();
         for c in changed.iter_mut() {
             let state: &mut CustomerState = c.state;
@@ -207,6 +210,10 @@ impl Scorer {
                 continue;
             }
             state.score_version += 1;
+            let headers = c
+                .trace
+                .as_ref()
+                .map(|cx| trace::add_header(OwnedHeaders::new(), cx));
             for (dimension, previous, current) in segment_changes(state.segments.as_ref(), &memo) {
                 let ch = SegmentChange {
                     customer_id: c.customer.to_owned(),
@@ -220,29 +227,40 @@ impl Scorer {
                 };
                 let bytes = avro::encode_record("SegmentChange", &ch)
                     .map_err(|e| Error::Config(e.to_string()))?;
-                changes.push((c.customer.to_owned(), avro::frame(self.change_id, &bytes)));
+                changes.push((
+                    c.customer.to_owned(),
+                    avro::frame(self.change_id, &bytes),
+                    headers.clone(),
+                ));
             }
             counts.extend(count_deltas(state.segments.as_ref(), Some(&memo)));
             state.segments = Some(memo);
             let bytes = avro::encode_record("CustomerScore", &rec)
                 .map_err(|e| Error::Config(e.to_string()))?;
-            scores.push((c.customer.to_owned(), avro::frame(self.score_id, &bytes)));
+            scores.push((
+                c.customer.to_owned(),
+                avro::frame(self.score_id, &bytes),
+                headers,
+            ));
         }
         let score_topic = self.topics.name(topics::CUSTOMER_SCORES);
         let change_topic = self.topics.name(topics::SEGMENT_CHANGES);
+        let record = |topic, k, v, h: &Option<OwnedHeaders>| {
+            let r = FutureRecord::to(topic).key(k).payload(v);
+            match h {
+                Some(h) => r.headers(h.clone()),
+                None => r,
+            }
+        };
         let sends = scores
             .iter()
-            .map(|(k, v)| {
-                self.producer.send(
-                    FutureRecord::to(&score_topic).key(k).payload(v),
-                    Duration::from_secs(30),
-                )
+            .map(|(k, v, h)| {
+                self.producer
+                    .send(record(&score_topic, k, v, h), Duration::from_secs(30))
             })
-            .chain(changes.iter().map(|(k, v)| {
-                self.producer.send(
-                    FutureRecord::to(&change_topic).key(k).payload(v),
-                    Duration::from_secs(30),
-                )
+            .chain(changes.iter().map(|(k, v, h)| {
+                self.producer
+                    .send(record(&change_topic, k, v, h), Duration::from_secs(30))
             }))
             .chain(tombstones.iter().map(|k| {
                 self.producer.send(

@@ -5,23 +5,10 @@
 //! reach a topic.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{free_port, get, json_summary, request, Server};
-
-/// Polls `check` every 200 ms until it gives a value, for at most `secs` seconds.
-fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use crate::{eventually, free_port, get, json_summary, request, Server};
 
 /// `custflow ARGS --topic-prefix PREFIX --sink SINK --json`: (success, last stdout line).
 fn custflow(args: &[&str], prefix: &str, sink: &str) -> (bool, Value) {

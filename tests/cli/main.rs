@@ -16,6 +16,7 @@ mod redis_restart;
 mod redis_stall;
 mod scopes;
 mod tls;
+mod traces;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -160,6 +161,21 @@ impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` every 200 ms until it gives a value, for at most `secs` seconds.
+pub(crate) fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
