@@ -5,6 +5,7 @@
 
 mod broker_outage;
 mod churn;
+mod compose;
 mod connect;
 mod crash;
 mod dashboard;
