@@ -525,7 +525,7 @@ impl Processor {
     async fn reset(&self, lost: &[i32]) -> Result<()> {
         tracing::warn!(
             partitions = ?lost,
-            "Redis lost the state of these partitions: replaying them from the start"
+            "no feature state in Redis for these partitions (a new deployment, or Redis lost it): building it from the start of the topics"
         );
         let targets = self.replay_targets(lost, true).await?;
         self.store.mark_rebuilding(lost).await?;
