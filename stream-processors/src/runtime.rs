@@ -500,7 +500,18 @@ impl Processor {
 
     /// After Redis lost the state of `lost`: the batch's other partitions go back to the
     /// batch's first offsets (nothing of it was written), the lost ones to their start.
+    /// Every other owned partition without a marker is reset with them (a new deployment
+    /// has none), so one reset covers them all instead of one per batch.
     async fn recover(&self, batch: &[OwnedMessage], lost: &[i32]) -> Result<()> {
+        let owned = self.owned_partitions()?;
+        let states = self.store.partition_states(&owned).await?;
+        let also: Vec<i32> = owned
+            .iter()
+            .zip(&states)
+            .filter(|(p, s)| **s == PartitionState::Missing && !lost.contains(p))
+            .map(|(p, _)| *p)
+            .collect();
+        let lost = &[lost, &also].concat()[..];
         let mut first: HashMap<(String, i32), i64> = HashMap::new();
         for m in batch.iter().filter(|m| !lost.contains(&m.partition())) {
             let e = first

@@ -2,7 +2,7 @@
 //! Every read and write is guarded by the state markers of the partitions involved
 //! (`Keys::partition_state`): a Redis that lost its data is noticed, not written into.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -66,6 +66,10 @@ return 1
 ",
     )
 });
+
+/// Most key/value (or score/member) pairs per command the save script runs: well inside
+/// Lua's limit on the values one `unpack` may return (8,000).
+const PAIRS_PER_COMMAND: usize = 1000;
 
 /// Longest wait for a Redis reply before the batch fails and is retried.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -208,20 +212,38 @@ impl Store {
         for (field, delta) in counts.iter().filter(|(_, d)| *d != 0) {
             pipe.hincr(&counters, field, *delta).ignore();
         }
-        for w in writes {
-            pipe.set(self.keys.features(w.customer), w.state.encode())
-                .ignore();
-            match w.last_order_at {
-                Some(at) => {
-                    pipe.zadd(self.keys.last_order_index(w.partition), w.customer, at)
-                        .ignore();
+        // Few commands with many arguments: the script's cost is per command it runs.
+        let mut index_adds: BTreeMap<i32, Vec<(i64, &str)>> = BTreeMap::new();
+        let mut index_removes: BTreeMap<i32, Vec<&str>> = BTreeMap::new();
+        for chunk in writes.chunks(PAIRS_PER_COMMAND) {
+            let mut mset = redis::cmd("MSET");
+            for w in chunk {
+                mset.arg(self.keys.features(w.customer))
+                    .arg(w.state.encode());
+                match w.last_order_at {
+                    Some(at) => index_adds
+                        .entry(w.partition)
+                        .or_default()
+                        .push((at, w.customer)),
+                    // Erased: out of the sweeps' index too.
+                    None if w.state.is_blank() => index_removes
+                        .entry(w.partition)
+                        .or_default()
+                        .push(w.customer),
+                    None => {}
                 }
-                // Erased: out of the sweeps' index too.
-                None if w.state.is_blank() => {
-                    pipe.zrem(self.keys.last_order_index(w.partition), w.customer)
-                        .ignore();
-                }
-                None => {}
+            }
+            pipe.add_command(mset).ignore();
+        }
+        for (p, members) in &index_adds {
+            for chunk in members.chunks(PAIRS_PER_COMMAND) {
+                pipe.zadd_multiple(self.keys.last_order_index(*p), chunk)
+                    .ignore();
+            }
+        }
+        for (p, members) in &index_removes {
+            for chunk in members.chunks(PAIRS_PER_COMMAND) {
+                pipe.zrem(self.keys.last_order_index(*p), chunk).ignore();
             }
         }
         rollups.write(&mut pipe, &self.keys);
