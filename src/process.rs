@@ -167,10 +167,17 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
     };
     let until = args.until_events;
     let watched = metrics.clone();
+    // When the first event was applied: the sustained rate leaves out joining the group
+    // and a new deployment's first replay set-up.
+    let first_applied = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let first = first_applied.clone();
     let stop = tokio::spawn(async move {
         let done = async {
             loop {
                 tokio::time::sleep(Duration::from_millis(20)).await;
+                if Metrics::get(&watched.applied) > 0 {
+                    first.get_or_init(Instant::now);
+                }
                 let n = Metrics::get(&watched.applied) + Metrics::get(&watched.dead_lettered);
                 if until.is_some_and(|u| n >= u) {
                     return;
@@ -194,6 +201,7 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
     if config.json {
         let seconds = started.elapsed().as_secs_f64();
         let applied = Metrics::get(&metrics.applied);
+        let after_first = first_applied.get().map(|t| t.elapsed().as_secs_f64());
         println!(
             "{}",
             serde_json::json!({
@@ -202,6 +210,8 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
                 "dead_lettered": Metrics::get(&metrics.dead_lettered),
                 "seconds": seconds,
                 "events_per_sec": applied as f64 / seconds.max(1e-9),
+                "seconds_after_first": after_first,
+                "events_per_sec_after_first": after_first.map(|t| applied as f64 / t.max(1e-9)),
                 "redis_write_p99_ms": metrics.redis_write.quantile(0.99).map(|s| s * 1000.0),
                 "freshness_p99_ms": metrics.freshness.quantile(0.99).map(|s| s * 1000.0),
             })
