@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::{eventually, free_port, get, json_summary, request, Server};
+use crate::{eventually, free_port, get, request, ScoredRun, Server};
 
 /// `custflow ARGS --topic-prefix PREFIX --sink SINK --json`: (success, last stdout line).
 fn custflow(args: &[&str], prefix: &str, sink: &str) -> (bool, Value) {
@@ -41,33 +41,8 @@ fn order(id: &str, customer: &str, total: f64) -> Value {
 
 #[test]
 fn an_erased_customer_is_gone_everywhere_and_stays_gone_after_a_rebuild() {
-    custflow_tests::ensure_stack();
-    let prefix = custflow_tests::unique("erase-");
-    let dir = std::env::temp_dir().join(&prefix);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sink = format!("sqlite://{}/sink.db", dir.display());
-    let addr = format!("127.0.0.1:{}", free_port());
-    let server = Server::start(
-        &[
-            "run",
-            "--model-every-secs",
-            "2",
-            "--topic-prefix",
-            &prefix,
-            "--sink",
-            &sink,
-            "--deny-attributes",
-            "email",
-        ],
-        &addr,
-        "/readyz",
-    );
-    let summary = json_summary(
-        Command::new(env!("CARGO_BIN_EXE_custflow"))
-            .args(["synth", "--customers", "200", "--days", "120", "--json"])
-            .args(["--topic-prefix", &prefix]),
-    );
-    assert!(summary["events"].as_u64().unwrap() > 200, "{summary}");
+    let run = ScoredRun::start("erase-", &["--deny-attributes", "email"]);
+    let (prefix, sink, addr) = (run.prefix.clone(), run.sink.clone(), run.addr.clone());
 
     // A customer with a profile (its email denied), orders and a score in the sink.
     let victim = "erase-me";
@@ -145,7 +120,7 @@ fn an_erased_customer_is_gone_everywhere_and_stays_gone_after_a_rebuild() {
     });
     assert_eq!(fresh["features"]["orders_total"], 1, "{fresh}");
     assert_eq!(fresh["features"]["loyalty_member"], false, "{fresh}");
-    server.stop();
+    run.server.stop();
 
     // The denied attribute never reached the customers topic; the others did.
     let customers = custflow_tests::read_topic(&format!("{prefix}customers"), 1);
@@ -181,5 +156,5 @@ fn an_erased_customer_is_gone_everywhere_and_stays_gone_after_a_rebuild() {
     // then erases) depends on the order the three topics are read in; the end state
     // above is what must hold.
     drop(rebuild);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&run.dir);
 }

@@ -165,6 +165,46 @@ impl Drop for Helper {
     }
 }
 
+/// `custflow run` under a fresh topic prefix, with model refits every 2 s, an SQLite sink
+/// in a temporary folder and 200 synthetic customers (a population for the model job).
+pub(crate) struct ScoredRun {
+    pub(crate) server: Server,
+    pub(crate) prefix: String,
+    pub(crate) sink: String,
+    pub(crate) addr: String,
+    /// The temporary folder of the sink (remove it at the end).
+    pub(crate) dir: PathBuf,
+}
+
+impl ScoredRun {
+    /// Starts it with `more` flags, once `/readyz` answers.
+    pub(crate) fn start(label: &str, more: &[&str]) -> Self {
+        custflow_tests::ensure_stack();
+        let prefix = custflow_tests::unique(label);
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sink = format!("sqlite://{}/sink.db", dir.display());
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["run", "--model-every-secs", "2", "--topic-prefix", &prefix];
+        args.extend(["--sink", &sink]);
+        args.extend(more);
+        let server = Server::start(&args, &addr, "/readyz");
+        let summary = json_summary(
+            Command::new(env!("CARGO_BIN_EXE_custflow"))
+                .args(["synth", "--customers", "200", "--days", "120", "--json"])
+                .args(["--topic-prefix", &prefix]),
+        );
+        assert!(summary["events"].as_u64().unwrap() > 200, "{summary}");
+        Self {
+            server,
+            prefix,
+            sink,
+            addr,
+            dir,
+        }
+    }
+}
+
 /// Polls `check` every 200 ms until it gives a value, for at most `secs` seconds.
 pub(crate) fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::{eventually, free_port, get, json_summary, Server};
+use crate::{eventually, get, ScoredRun};
 
 /// A stand-in OTLP/HTTP collector: answers every request 200 and keeps its JSON body.
 struct Collector {
@@ -115,36 +115,10 @@ fn post_traced(addr: &str, body: &str, traceparent: &str) -> u16 {
 
 #[test]
 fn one_event_is_one_trace_from_rest_ingest_to_the_sql_sink() {
-    custflow_tests::ensure_stack();
     let collector = Collector::start();
-    let prefix = custflow_tests::unique("trace-");
-    let dir = std::env::temp_dir().join(&prefix);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sink = format!("sqlite://{}/sink.db", dir.display());
     let endpoint = format!("http://{}", collector.addr);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let server = Server::start(
-        &[
-            "run",
-            "--model-every-secs",
-            "2",
-            "--topic-prefix",
-            &prefix,
-            "--sink",
-            &sink,
-            "--otlp-endpoint",
-            &endpoint,
-        ],
-        &addr,
-        "/readyz",
-    );
-    // A population for the model job, so that events are scored.
-    let summary = json_summary(
-        Command::new(env!("CARGO_BIN_EXE_custflow"))
-            .args(["synth", "--customers", "200", "--days", "120", "--json"])
-            .args(["--topic-prefix", &prefix]),
-    );
-    assert!(summary["events"].as_u64().unwrap() > 200, "{summary}");
+    let run = ScoredRun::start("trace-", &["--otlp-endpoint", &endpoint]);
+    let (prefix, sink, addr) = (run.prefix.clone(), run.sink.clone(), run.addr.clone());
     eventually(120, "a model in use", || {
         (get(&addr, "/v1/models/current").0 == 200).then_some(())
     });
@@ -201,5 +175,6 @@ fn one_event_is_one_trace_from_rest_ingest_to_the_sql_sink() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    server.stop();
+    run.server.stop();
+    let _ = std::fs::remove_dir_all(&run.dir);
 }
