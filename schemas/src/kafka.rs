@@ -154,6 +154,9 @@ pub fn read_to_end(
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
+            // The end shows in a fetch response: do not let the broker hold an empty
+            // fetch for the default 500 ms before answering.
+            .set("fetch.wait.max.ms", "10")
             .create_with_context(EofQuiet)
             .map_err(|e| e.to_string())?;
         let mut tpl = TopicPartitionList::new();
