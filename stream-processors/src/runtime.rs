@@ -628,19 +628,52 @@ impl Processor {
         Ok(())
     }
 
-    /// Marks the partitions whose replay reached its end as ready.
+    /// Marks the partitions whose replay reached its end as ready. Where is a partition's
+    /// consumer position, or, before its first message, its committed offset: a partition
+    /// taken over with nothing left to read has no position until a message arrives, and
+    /// a quiet topic may bring none.
     async fn check_rebuilt(&self) -> Result<()> {
+        let pending: Vec<(i32, String)> = {
+            let m = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+            m.iter()
+                .flat_map(|(p, targets)| targets.iter().map(move |(t, _)| (*p, t.clone())))
+                .collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // An offset, or `None` where librdkafka has none yet (`Offset::Invalid`).
+        let position_of = |positions: &TopicPartitionList, topic: &str, p: i32| match positions
+            .find_partition(topic, p)?
+            .offset()
+        {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        let positions = self.consumer.position()?;
+        let unplaced: Vec<(i32, String)> = pending
+            .into_iter()
+            .filter(|(p, t)| position_of(&positions, t, *p).is_none())
+            .collect();
+        let committed = if unplaced.is_empty() {
+            TopicPartitionList::new()
+        } else {
+            let consumer = self.consumer.clone();
+            blocking(move || {
+                let mut tpl = TopicPartitionList::new();
+                for (p, t) in &unplaced {
+                    tpl.add_partition(t, *p);
+                }
+                Ok(consumer.committed_offsets(tpl, SEEK_TIMEOUT)?)
+            })
+            .await?
+        };
         let done: Vec<i32> = {
             let mut m = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
-            if m.is_empty() {
-                return Ok(());
-            }
-            let positions = self.consumer.position()?;
             for (p, targets) in m.iter_mut() {
                 targets.retain(|(topic, target)| {
-                    let at = positions
-                        .find_partition(topic, *p)
-                        .and_then(|e| e.offset().to_raw())
+                    let at = position_of(&positions, topic, *p)
+                        .or_else(|| position_of(&committed, topic, *p))
                         .unwrap_or(-1);
                     at < *target
                 });

@@ -118,3 +118,58 @@ async fn redis_restart_is_noticed_and_rebuilt_from_the_topics() {
     processor.wait().unwrap();
     server.stop();
 }
+
+/// A partition taken over while another instance was rebuilding it, with nothing left to
+/// read (that instance had consumed and committed to the end before it went away): the
+/// new owner marks it built from its committed offsets, instead of waiting for a message
+/// that a quiet topic may never bring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_over_rebuild_with_nothing_left_to_read_becomes_ready() {
+    const N: usize = 5_000;
+    let url = custflow_tests::redis_url();
+    let mut d = deployment("takeover-", 11, 1_000, N).await;
+    d.produce(5_000, Duration::ZERO).await.unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut first = spawn_with(&d.prefix, &d.brokers, "t0", &metrics, &["--redis", &url]);
+    let (reference, _, _) = d.applied_in(N, &url).await;
+    // A graceful stop commits the offsets at the end of every partition.
+    signal(&first, "-TERM");
+    assert!(first.wait().unwrap().success());
+
+    // Every partition as another instance left it: being rebuilt, nothing ready.
+    let keys = custflow_feature_store::keys::Keys::new(d.prefix.clone());
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pipe = redis::pipe();
+    for p in 0..custflow_schemas::topics::ALL[0].partitions {
+        pipe.set(keys.partition_state(p), "rebuilding:gone")
+            .ignore();
+    }
+    pipe.del(keys.state_ready()).ignore();
+    let () = pipe.query_async(&mut conn).await.unwrap();
+
+    // The same instance id takes the partitions back at once; no event is produced.
+    let mut second = spawn_with(&d.prefix, &d.brokers, "t0", &metrics, &["--redis", &url]);
+    let ready = keys.state_ready();
+    custflow_tests::wait_until(
+        Duration::from_secs(60),
+        "the partitions marked ready",
+        || {
+            let (ready, mut conn) = (ready.clone(), conn.clone());
+            async move {
+                let set: bool = redis::cmd("EXISTS")
+                    .arg(&ready)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                set.then_some(())
+            }
+        },
+    )
+    .await;
+    // Nothing was replayed on top of the states.
+    let (_, ids, states) = d.applied_in(N, &url).await;
+    assert_same(&reference, &ids, &states, d.now + DAY_MS);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
