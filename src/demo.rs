@@ -173,6 +173,18 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // The model job fits only once the processors say the features are built.
+        while !redis::cmd("EXISTS")
+            .arg(keys.state_ready())
+            .query_async::<bool>(&mut conn)
+            .await?
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the features were not marked built within 5 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         match app::refit(&running.model_job, &running.sink, &running.clock).await {
             Some(Outcome::Promoted { version, customers }) => {
                 eprintln!("model {version} fitted on {customers} customers")

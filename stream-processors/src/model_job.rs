@@ -39,6 +39,10 @@ use crate::scoring::ModelHandle;
 /// What one run of the job did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// The processors are still building the features (`cf:state:ready` is not set: a
+    /// new deployment, or a Redis that lost its data): a fit now would see only part of
+    /// the population.
+    FeaturesNotReady,
     /// Too few customers with orders to fit.
     NotEnoughData(usize),
     /// A new champion was stored.
@@ -186,7 +190,22 @@ impl ModelJob {
     }
 
     /// Fits on the population as of `as_of` and promotes the result under the rule above.
+    /// The model in use is stored again first if Redis lost it, so that scoring and
+    /// lookups do not wait for the features to be rebuilt and a refit to win.
     pub async fn run_once(&self, as_of: i64) -> Result<Outcome> {
+        let mut conn = self.conn.clone();
+        let (ready, stored): (bool, bool) = redis::pipe()
+            .exists(self.keys.state_ready())
+            .exists(self.keys.model_current())
+            .query_async(&mut conn)
+            .await?;
+        if let (false, Some(model)) = (stored, self.model.current()) {
+            tracing::warn!(version = %model.version, "the model in use was missing from Redis (it lost its data): storing it again");
+            self.promote(&model).await?;
+        }
+        if !ready {
+            return Ok(Outcome::FeaturesNotReady);
+        }
         let members = self.population(as_of).await?;
         match self.monitor_churn(as_of, &members).await {
             Ok(Some(c)) => tracing::info!(

@@ -319,9 +319,17 @@ pub async fn model_job(
     let conn = redis::aio::ConnectionManager::new(client)
         .await
         .unwrap_or_else(|e| panic!("Redis at {} is needed: {e}", redis_url()));
+    let keys = custflow_feature_store::keys::Keys::new(unique(prefix));
+    // The tests write the states themselves: the features count as built.
+    let () = redis::cmd("SET")
+        .arg(keys.state_ready())
+        .arg("1")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {} is needed: {e}", redis_url()));
     custflow_processors::model_job::ModelJob {
         conn,
-        keys: custflow_feature_store::keys::Keys::new(unique(prefix)),
+        keys,
         model: Default::default(),
         at_risk_days: 45.0,
         sample_max: 10_000,

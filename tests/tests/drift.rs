@@ -1,6 +1,8 @@
 //! The model job against the real Redis: it exports the population stability index of
 //! each model input (live population against the model's training population), and a
-//! large drift lets a refit take over without the likelihood margin.
+//! large drift lets a refit take over without the likelihood margin. After Redis lost
+//! its data it stores the model in use again and fits nothing until the features are
+//! rebuilt.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -75,5 +77,67 @@ async fn drift_of_the_inputs_is_exported_and_lets_a_refit_take_over() {
     assert!(matches!(settled, Outcome::Kept { .. }), "{settled:?}");
     assert!(psi(&metrics).values().all(|p| *p < 0.01));
 
+    custflow_tests::delete_customers(&mut conn, &keys).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_lost_the_model_it_is_stored_again_and_no_refit_runs_on_a_partial_rebuild() {
+    let job = custflow_tests::model_job("restore-", 0.0, DRIFT_THRESHOLD, Default::default()).await;
+    let (keys, mut conn) = (job.keys.clone(), job.conn.clone());
+    let as_of = AS_OF_DAY * DAY_MS + 20 * 3_600_000;
+    write_population(&mut conn, &keys, 20, 2).await;
+    let first = job.run_once(as_of).await.unwrap();
+    assert!(matches!(first, Outcome::Promoted { .. }), "{first:?}");
+    let version = job.model.current().unwrap().version.clone();
+
+    // Redis loses this deployment's data (other tests share the server, so no FLUSHDB);
+    // the processors have begun rebuilding a few customers.
+    custflow_tests::delete_customers(&mut conn, &keys).await;
+    let () = redis::cmd("DEL")
+        .arg(keys.model_current())
+        .arg(keys.model(&version))
+        .arg(keys.state_ready())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let partial: Vec<String> = (0..5).map(|c| format!("c{c}")).collect();
+    for id in &partial {
+        let state = custflow_tests::state_with_orders(id, &[AS_OF_DAY - 3], 10.0);
+        let () = redis::cmd("SET")
+            .arg(keys.features(id))
+            .arg(state.encode())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let outcome = job.run_once(as_of).await.unwrap();
+    assert!(matches!(outcome, Outcome::FeaturesNotReady), "{outcome:?}");
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(keys.model_current())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(version.as_str()));
+    let artefact: Option<String> = redis::cmd("GET")
+        .arg(keys.model(&version))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(artefact.is_some(), "the artefact itself is stored again");
+    assert_eq!(job.model.current().unwrap().version, version);
+
+    // Once the features are built again the job fits as usual.
+    write_population(&mut conn, &keys, 20, 2).await;
+    let () = redis::cmd("SET")
+        .arg(keys.state_ready())
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let later = job.run_once(as_of).await.unwrap();
+    assert!(
+        matches!(later, Outcome::Kept { .. } | Outcome::Promoted { .. }),
+        "{later:?}"
+    );
     custflow_tests::delete_customers(&mut conn, &keys).await;
 }
