@@ -633,15 +633,16 @@ impl Processor {
     /// taken over with nothing left to read has no position until a message arrives, and
     /// a quiet topic may bring none.
     async fn check_rebuilt(&self) -> Result<()> {
+        // A partition whose topics were all empty has no targets and is done at once.
         let pending: Vec<(i32, String)> = {
             let m = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+            if m.is_empty() {
+                return Ok(());
+            }
             m.iter()
                 .flat_map(|(p, targets)| targets.iter().map(move |(t, _)| (*p, t.clone())))
                 .collect()
         };
-        if pending.is_empty() {
-            return Ok(());
-        }
         // An offset, or `None` where librdkafka has none yet (`Offset::Invalid`).
         let position_of = |positions: &TopicPartitionList, topic: &str, p: i32| match positions
             .find_partition(topic, p)?

@@ -22,6 +22,19 @@ fn schemathesis_finds_no_server_error() {
         &format!("127.0.0.1:{}", free_port()),
         "/metrics",
     );
+    // Built before the server starts: its own wait for /readyz would count 503s.
+    let ready = custflow_feature_store::keys::Keys::new(prefix.clone()).state_ready();
+    let mut redis = redis::Client::open(custflow_tests::redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    crate::eventually(60, "the features marked built", || {
+        redis::cmd("EXISTS")
+            .arg(&ready)
+            .query::<bool>(&mut redis)
+            .unwrap()
+            .then_some(())
+    });
     let _server = Server::start(&["serve", "--topic-prefix", &prefix], &addr, "/readyz");
     let out = Command::new(&python)
         .args(["-m", "schemathesis.cli", "run"])
