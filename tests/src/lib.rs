@@ -145,8 +145,19 @@ pub fn read_topic(topic: &str, min: usize) -> Vec<TopicMessage> {
             quiet += 1;
             continue;
         };
+        let m = match m {
+            Ok(m) => m,
+            // Subscribed before the topic exists (its producer starts in the
+            // background): keep polling until it does.
+            Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(e) => panic!("reading {topic}: {e}"),
+        };
         quiet = 0;
-        let m = m.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
         let headers = m
             .headers()
             .map(|h| {
