@@ -36,6 +36,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most partitions a cursor names.
 const MAX_PARTITIONS: usize = 1024;
+/// How far back a resumed stream starts reading: more than one producer batch holds
+/// (librdkafka's `batch.num.messages` is at most 10,000 by default).
+const RESUME_REWIND: i64 = 10_000;
 
 /// A position on a topic: the next offset to read on every partition. It is the id of
 /// every event, written as the offsets joined by dots (`12.0.7`: partition 0 at 12,
@@ -65,6 +68,20 @@ impl Cursor {
             self.0.resize(p + 1, 0);
         }
         self.0[p] = offset + 1;
+    }
+
+    /// The next offset of `partition` (0 where the cursor does not name it).
+    fn next_of(&self, partition: i32) -> i64 {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.0.get(p))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// This position moved back by `records` on every partition (not below 0).
+    fn rewound(&self, records: i64) -> Self {
+        Self(self.0.iter().map(|o| (o - records).max(0)).collect())
     }
 
     /// An assignment of the topic's `partitions` at this position; partitions the cursor
@@ -267,7 +284,14 @@ impl StreamHub {
         base: &'static str,
         from: Cursor,
     ) -> Result<mpsc::Receiver<Arc<Update>>, ApiError> {
-        let (consumer, mut cursor) = self.open(base, Some(from)).await.map_err(unavailable)?;
+        // tansu 0.6 answers a fetch from inside a record batch with the batches after
+        // it, skipping the rest of that batch: read from further back and drop what
+        // comes before the position.
+        let (consumer, _) = self
+            .open(base, Some(from.rewound(RESUME_REWIND)))
+            .await
+            .map_err(unavailable)?;
+        let mut cursor = from.clone();
         let (tx, rx) = mpsc::channel(BUFFER);
         tokio::spawn(async move {
             loop {
@@ -282,6 +306,9 @@ impl StreamHub {
                         return;
                     }
                 };
+                if msg.offset() < from.next_of(msg.partition()) {
+                    continue;
+                }
                 cursor.advance(msg.partition(), msg.offset());
                 if let Some(u) = decode(base, msg.payload(), &cursor) {
                     if tx.send(Arc::new(u)).await.is_err() {
