@@ -274,7 +274,6 @@ impl ModelJob {
         }
         // Keep the churn model of the artefact in use, as stored now (a `train-churn
         // --install` may have replaced it since this job last looked).
-        let mut conn = self.conn.clone();
         self.model
             .refresh(&mut conn, &self.keys)
             .await

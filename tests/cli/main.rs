@@ -32,12 +32,27 @@ pub(crate) fn get(addr: &str, path: &str) -> (u16, String) {
 
 /// A request with a JSON body over plain HTTP/1.0: (status, body).
 pub(crate) fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    request_with(addr, method, path, body, &[])
+}
+
+/// [`request`] with extra headers.
+pub(crate) fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
         "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
+         {extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -1,19 +1,18 @@
 //! OpenTelemetry end to end: with `--otlp-endpoint`, one event posted with a caller's
 //! `traceparent` gives one trace whose spans follow it through REST ingest, the broker,
 //! the processor, the score topic and the SQL sink, exported over OTLP/HTTP to a
-//! collector (here a local HTTP server that keeps what it receives).
+//! collector (here a local axum route that keeps what it receives).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use axum::routing::post;
+use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::{eventually, get, ScoredRun};
+use crate::{eventually, get, request_with, ScoredRun};
 
-/// A stand-in OTLP/HTTP collector: answers every request 200 and keeps its JSON body.
+/// A stand-in OTLP/HTTP collector: keeps every JSON body posted to `/v1/traces`.
 struct Collector {
     addr: String,
     bodies: Arc<Mutex<Vec<Value>>>,
@@ -21,55 +20,26 @@ struct Collector {
 
 impl Collector {
     fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
         let kept = bodies.clone();
+        let app = Router::new().route(
+            "/v1/traces",
+            post(move |Json(body): Json<Value>| async move {
+                kept.lock().unwrap().push(body);
+                Json(json!({}))
+            }),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Some(body) = Self::one_request(stream) {
-                    kept.lock().unwrap().push(body);
-                }
-            }
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
         });
         Self { addr, bodies }
-    }
-
-    /// Reads one request on `stream` and answers it; its body when it is JSON on
-    /// `/v1/traces`.
-    fn one_request(stream: TcpStream) -> Option<Value> {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        let mut reader = BufReader::new(stream.try_clone().ok()?);
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let path_ok = line.starts_with("POST /v1/traces ");
-        let mut length = 0;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h).ok()?;
-            if h.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().ok()?;
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).ok()?;
-        let mut out = stream;
-        let answer = if path_ok { "200 OK" } else { "404 Not Found" };
-        write!(
-            out,
-            "HTTP/1.1 {answer}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-        )
-        .ok()?;
-        path_ok
-            .then(|| serde_json::from_slice(&body).ok())
-            .flatten()
     }
 
     /// Every span received so far: (name, traceId, spanId, parentSpanId).
@@ -93,26 +63,6 @@ impl Collector {
     }
 }
 
-/// `POST /v1/events` with a `traceparent` header: the status.
-fn post_traced(addr: &str, body: &str, traceparent: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST /v1/events HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         traceparent: {traceparent}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn one_event_is_one_trace_from_rest_ingest_to_the_sql_sink() {
     let collector = Collector::start();
@@ -131,12 +81,15 @@ fn one_event_is_one_trace_from_rest_ingest_to_the_sql_sink() {
         "customer_id": "traced-customer",
         "occurred_at": custflow_schemas::time::format_rfc3339(custflow_schemas::time::now_ms() - 60_000),
         "status": "placed", "currency": "EUR", "total": 42.0});
-    let status = post_traced(
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    let (status, body) = request_with(
         &addr,
+        "POST",
+        "/v1/events",
         &event.to_string(),
-        &format!("00-{trace_id}-{caller_span}-01"),
+        &[("traceparent", &traceparent)],
     );
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
 
     // The batch exporter sends every few seconds.
     let find = |spans: &[(String, String, String, String)], name: &str| {
