@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use custflow_schemas::avro;
 use custflow_schemas::histogram::Histogram;
-use custflow_schemas::kafka::client_config;
+use custflow_schemas::kafka::{client_config, Rewind};
 use custflow_schemas::trace::{self, SpanKind, TraceContextExt};
 use custflow_schemas::CustomerScore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -72,6 +72,20 @@ fn kafka_err(e: rdkafka::error::KafkaError) -> Error {
     Error::Io(std::io::Error::other(e.to_string()))
 }
 
+/// Rewinds newly assigned partitions ([`Rewind::settle`]); the partitions moved. A
+/// failure leaves them unsettled, so their messages are dropped until the next try.
+pub(crate) fn settle(consumer: &StreamConsumer<Rewind>) -> Vec<(String, i32)> {
+    if !consumer.context().unsettled() {
+        return Vec::new();
+    }
+    // A blocking broker round trip, only after an assignment (multi-thread runtime).
+    tokio::task::block_in_place(|| Rewind::settle(consumer, Duration::from_secs(10)))
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "rewinding new partitions; retrying");
+            Vec::new()
+        })
+}
+
 /// Runs until `shutdown` turns true. Database errors are retried with backoff (the batch
 /// is kept and offsets are not committed meanwhile).
 pub async fn run(
@@ -80,13 +94,15 @@ pub async fn run(
     metrics: Arc<SinkMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let consumer: StreamConsumer = client_config(&cfg.brokers)
+    // Partitions start a little before their committed offsets (tansu skips the rest of
+    // a batch fetched from its middle): what comes before is dropped.
+    let consumer: StreamConsumer<Rewind> = client_config(&cfg.brokers)
         .set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "20")
-        .create()
+        .create_with_context(Rewind::default())
         .map_err(kafka_err)?;
     consumer.subscribe(&[&cfg.topic]).map_err(kafka_err)?;
     loop {
@@ -101,6 +117,17 @@ pub async fn run(
                 Ok(m) => batch.push(m.map_err(kafka_err)?.detach()),
                 Err(_) => break,
             }
+        }
+        let moved = settle(&consumer);
+        let rewind = consumer.context();
+        batch.retain(|m| {
+            rewind.keep(m.topic(), m.partition(), m.offset())
+                && !moved
+                    .iter()
+                    .any(|(t, p)| t == m.topic() && *p == m.partition())
+        });
+        if batch.is_empty() {
+            continue;
         }
         let mut scores = Vec::with_capacity(batch.len());
         let mut produced_at = Vec::with_capacity(batch.len());

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use custflow_schemas::kafka::{client_config, dead_letter_headers};
+use custflow_schemas::kafka::{client_config, dead_letter_headers, Rewind};
 use custflow_schemas::{avro, SegmentChange};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -173,11 +173,13 @@ pub async fn run(
     metrics: Arc<AlertMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AlertError> {
-    let consumer: StreamConsumer = client_config(&cfg.brokers)
+    // Partitions start a little before their committed offsets (tansu skips the rest of
+    // a batch fetched from its middle): what comes before is dropped.
+    let consumer: StreamConsumer<Rewind> = client_config(&cfg.brokers)
         .set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .create()?;
+        .create_with_context(Rewind::default())?;
     consumer.subscribe(&[&cfg.topic])?;
     let producer: FutureProducer = client_config(&cfg.brokers)
         .set("enable.idempotence", "true")
@@ -191,6 +193,17 @@ pub async fn run(
             m = consumer.recv() => m?,
             _ = shutdown.changed() => break,
         };
+        let moved = crate::score_sink::settle(&consumer);
+        let again = moved
+            .iter()
+            .any(|(t, p)| t == msg.topic() && *p == msg.partition());
+        if again
+            || !consumer
+                .context()
+                .keep(msg.topic(), msg.partition(), msg.offset())
+        {
+            continue;
+        }
         let outcome = match decode(&msg) {
             Err(reason) => Some(("undecodable", reason)),
             Ok(ch) => match cfg.rules.iter().find(|r| r.matches(&ch)) {

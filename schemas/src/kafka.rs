@@ -1,8 +1,10 @@
 //! Kafka client settings shared by every custflow producer and consumer.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::types::RDKafkaErrorCode;
@@ -130,6 +132,139 @@ impl ClientContext for EofQuiet {
 }
 
 impl ConsumerContext for EofQuiet {}
+
+/// How far before a position a consumer starts reading: more records than one producer
+/// batch holds (librdkafka's `batch.num.messages` is at most 10,000 by default).
+pub const BATCH_REWIND: i64 = 10_000;
+
+/// A consumer group member's context that restarts every newly assigned partition a
+/// little before its committed offset, and tells which messages come before it.
+///
+/// tansu 0.6 answers a fetch at an offset inside a producer's record batch with the
+/// batches after it: a member resuming at a committed offset inside a batch would never
+/// see the rest of that batch. Reading from [`BATCH_REWIND`] records earlier makes the
+/// broker return that batch whole; [`Self::keep`] then drops what was already handled.
+/// On a broker without the bug this costs one extra fetch per assignment.
+///
+/// The rebalance callback only notes the new partitions; the member calls
+/// [`Self::settle`] after each poll, before handling any message. (Reading the
+/// committed offsets inside the callback stalled tansu's next rebalance.)
+#[derive(Default)]
+pub struct Rewind {
+    /// Per (topic, partition): the first offset to handle.
+    floors: Mutex<HashMap<(String, i32), i64>>,
+    /// Partitions assigned since the last [`Self::settle`].
+    fresh: Mutex<Vec<(String, i32)>>,
+}
+
+impl Rewind {
+    /// Whether a message at `offset` is to be handled: its partition is settled and the
+    /// offset at or after the partition's position (partitions without a recorded
+    /// position keep everything).
+    pub fn keep(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        let key = (topic.to_owned(), partition);
+        let fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        if fresh.contains(&key) {
+            return false;
+        }
+        drop(fresh);
+        let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        floors.get(&key).is_none_or(|floor| offset >= *floor)
+    }
+
+    /// Whether partitions were assigned since the last [`Self::settle`].
+    pub fn unsettled(&self) -> bool {
+        !self
+            .fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Rewinds the partitions assigned since the last call: each with a committed
+    /// offset is sought [`BATCH_REWIND`] records before it, with the committed offset as
+    /// its floor. Returns the partitions moved: messages of theirs already polled must
+    /// be dropped (they are read again). On an error the partitions stay unsettled and
+    /// their polled messages must be dropped all the same. Blocking.
+    pub fn settle<C: Consumer<Rewind>>(
+        consumer: &C,
+        timeout: Duration,
+    ) -> Result<Vec<(String, i32)>, KafkaError> {
+        let ctx = consumer.context();
+        let fresh = std::mem::take(&mut *ctx.fresh.lock().unwrap_or_else(|p| p.into_inner()));
+        if fresh.is_empty() {
+            return Ok(fresh);
+        }
+        let settled = (|| {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in &fresh {
+                tpl.add_partition(topic, *partition);
+            }
+            let committed = consumer.committed_offsets(tpl, timeout)?;
+            let mut moved = Vec::new();
+            for e in committed.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    Self::seek(consumer, e.topic(), e.partition(), o, timeout)?;
+                    moved.push((e.topic().to_owned(), e.partition()));
+                }
+            }
+            Ok(moved)
+        })();
+        if settled.is_err() {
+            let mut again = ctx.fresh.lock().unwrap_or_else(|p| p.into_inner());
+            again.extend(fresh);
+        }
+        settled
+    }
+
+    /// Moves `partition` of `topic` to `offset`: the consumer is sought to
+    /// [`BATCH_REWIND`] records before it and what comes before `offset` is dropped by
+    /// [`Self::keep`]. Blocking.
+    pub fn seek<C: Consumer<Rewind>>(
+        consumer: &C,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        consumer.context().set_floor(topic, partition, offset);
+        consumer.seek(
+            topic,
+            partition,
+            Offset::Offset((offset - BATCH_REWIND).max(0)),
+            timeout,
+        )
+    }
+
+    fn set_floor(&self, topic: &str, partition: i32, offset: i64) {
+        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        floors.insert((topic.to_owned(), partition), offset);
+    }
+}
+
+impl ClientContext for Rewind {}
+
+impl ConsumerContext for Rewind {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (Rebalance::Assign(tpl) | Rebalance::Revoke(tpl)) = rebalance else {
+            return;
+        };
+        let parts: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &parts {
+            floors.remove(p);
+        }
+        fresh.retain(|p| !parts.contains(p));
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            fresh.extend(parts);
+        }
+    }
+}
 
 /// Reads partitions `(topic, partition, from)` to their ends, calling `f` on every
 /// message. Blocking.

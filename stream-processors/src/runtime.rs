@@ -12,10 +12,11 @@ use custflow_feature_store::keys::Keys;
 use custflow_feature_store::sales::Rollups;
 use custflow_feature_store::state::{Applied, CustomerState, SourcePos};
 use custflow_schemas::avro::{self, AvroCodec};
+use custflow_schemas::kafka::{self, Rewind};
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::trace::{self, TraceContextExt};
-use custflow_schemas::{json, kafka, Event, EventKind, ValidationContext};
+use custflow_schemas::{json, Event, EventKind, ValidationContext};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -155,7 +156,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 /// One processor instance (a member of the consumer group).
 pub struct Processor {
     cfg: ProcessorConfig,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Rewind>>,
     producer: FutureProducer,
     store: Store,
     registry: Arc<Registry>,
@@ -242,14 +243,17 @@ impl Processor {
         if let Some(id) = &cfg.instance_id {
             consumer_cfg.set("group.instance.id", id);
         }
-        let consumer: StreamConsumer = consumer_cfg
+        // Partitions start a little before their committed offsets (tansu skips the
+        // rest of a batch fetched from its middle): what comes before is dropped.
+        consumer_cfg
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .set("fetch.wait.max.ms", "20")
-            .create()?;
+            .set("fetch.wait.max.ms", "20");
+        let consumer: StreamConsumer<Rewind> =
+            consumer_cfg.create_with_context(Rewind::default())?;
         let producer: FutureProducer = custflow_schemas::kafka::client_config(&cfg.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -438,6 +442,23 @@ impl Processor {
                     "partitions revoked while collecting a batch"
                 );
             }
+            // Newly assigned partitions restart before their committed offsets; what
+            // was polled of them comes again, and what comes before the offsets was
+            // handled.
+            let moved = if self.consumer.context().unsettled() {
+                let consumer = self.consumer.clone();
+                let settled = blocking(move || Ok(Rewind::settle(&*consumer, SEEK_TIMEOUT)?));
+                tolerate(settled.await, "rewinding new partitions")?.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let rewind = self.consumer.context();
+            batch.retain(|m| {
+                rewind.keep(m.topic(), m.partition(), m.offset())
+                    && !moved
+                        .iter()
+                        .any(|(t, p)| t == m.topic() && *p == m.partition())
+            });
             if batch.is_empty() {
                 continue;
             }
@@ -522,7 +543,7 @@ impl Processor {
         let consumer = self.consumer.clone();
         blocking(move || {
             for ((topic, partition), offset) in first {
-                consumer.seek(&topic, partition, Offset::Offset(offset), SEEK_TIMEOUT)?;
+                Rewind::seek(&*consumer, &topic, partition, offset, SEEK_TIMEOUT)?;
             }
             Ok(())
         })
@@ -565,7 +586,7 @@ impl Processor {
                 for topic in &inputs {
                     let (low, high) = consumer.fetch_watermarks(topic, p, SEEK_TIMEOUT)?;
                     if from_start {
-                        consumer.seek(topic, p, Offset::Offset(low), SEEK_TIMEOUT)?;
+                        Rewind::seek(&*consumer, topic, p, low, SEEK_TIMEOUT)?;
                         tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
                     }
                     if high > low {

@@ -1,8 +1,9 @@
 //! Crash test: while 200,000 synthetic events flow, `kill -9` the processor at random
-//! moments (and run a second instance part of the time, so the group rebalances);
-//! afterwards every customer's features equal a recomputation from the topic contents —
-//! nothing lost, nothing counted twice. And three instances started together share the
-//! 8 partitions and arrive at the same features as one.
+//! moments while it works, six times; afterwards every customer's features equal a
+//! recomputation from the topic contents — nothing lost, nothing counted twice. A
+//! restart at a commit inside a producer batch skips nothing. And three instances
+//! joining under load (rebalances) share the 8 partitions and arrive at the same
+//! features as one.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -40,6 +41,14 @@ pub(crate) fn spawn_with(
     http: &str,
     more: &[&str],
 ) -> Child {
+    let mut args = vec!["--instance-id", instance];
+    args.extend(more);
+    spawn_member(prefix, brokers, http, &args)
+}
+
+/// A processor instance with `more` arguments (a dynamic group member unless they name
+/// an `--instance-id`).
+fn spawn_member(prefix: &str, brokers: &str, http: &str, more: &[&str]) -> Child {
     // Each instance's log goes to the temp folder, for diagnosis when the test fails.
     let log = std::env::temp_dir().join(format!("{prefix}{}.log", ulid::Ulid::new()));
     Command::new(env!("CARGO_BIN_EXE_custflow"))
@@ -53,8 +62,6 @@ pub(crate) fn spawn_with(
             brokers,
             "--batch-max",
             "2000",
-            "--instance-id",
-            instance,
             "--http",
             http,
         ])
@@ -231,27 +238,26 @@ impl Deployment {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_nine_and_rebalances_lose_and_double_nothing() {
+async fn kill_nine_loses_and_doubles_nothing() {
     let _turn = crate::HEAVY.lock().await;
     // The flow: 200,000 synthetic events, produced while the processors crash and restart.
     let mut d = deployment("crash-", 7, 40_000, EVENTS).await;
-    let producer_task = d.produce(20_000, Duration::from_millis(300));
+    // Paced over about a minute, so every round has events to work on.
+    let producer_task = d.produce(2_000, Duration::from_millis(600));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    for round in 0..6 {
-        let mut a = spawn(&d.prefix, &d.brokers, "p0");
-        // Every other round a second instance joins, forcing rebalances. Instances use
-        // static membership (--instance-id): with dynamic members, tansu 0.6 can leave a
-        // killed member's partitions unassigned (see docs/deviations.md).
-        let mut b = (round % 2 == 1).then(|| spawn(&d.prefix, &d.brokers, "p1"));
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(1500..4000))).await;
+    for _round in 0..6 {
+        // One instance with static membership (--instance-id), killed while it works at
+        // a random moment and restarted. tansu 0.6 drops a dead member only lazily: a
+        // killed member's partitions come back to a member with its instance id, while
+        // a second member joining or rejoining after crashes could wait forever
+        // (docs/deviations.md). Rebalances under load are the next test's.
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let mut a = spawn_on(&d.prefix, &d.brokers, "p0", &addr);
+        applying(&addr).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..1500))).await;
         a.kill().unwrap(); // SIGKILL: no clean shutdown, no final commit
         a.wait().unwrap();
-        if let Some(b) = b.as_mut() {
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
-            b.kill().unwrap();
-            b.wait().unwrap();
-        }
     }
     producer_task.await.unwrap();
 
@@ -262,6 +268,21 @@ async fn kill_nine_and_rebalances_lose_and_double_nothing() {
     last.wait().unwrap();
 
     assert_same(&reference, &ids, &states, d.now + DAY_MS);
+}
+
+/// Waits (up to a minute) until the instance serving metrics on `addr` has applied
+/// events.
+async fn applying(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err()
+        || counter(addr, "custflow_events_applied_total") == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the instance on {addr} applied nothing in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Every customer's stored state has applied what the reference did and gives the same
@@ -335,5 +356,32 @@ async fn three_instances_share_the_partitions_and_equal_one() {
     }
     assert!(applied.iter().all(|n| *n > 0), "{applied:?}");
     assert_eq!(applied.iter().sum::<u64>(), N as u64, "{applied:?}");
+    assert_same(&reference, &ids, &states, d.now + DAY_MS);
+}
+
+/// A processor that stops at a commit inside a producer's record batch, restarted,
+/// applies the rest of that batch: tansu answers a fetch from inside a batch with the
+/// batches after it, so resuming exactly at the commit would skip events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_inside_a_producer_batch_skips_nothing() {
+    const N: usize = 6_000;
+    let _turn = crate::HEAVY.lock().await;
+    let mut d = deployment("midbatch-", 13, 2_000, N).await;
+    // All at once: the producer packs hundreds of events into each record batch.
+    d.produce(N, Duration::ZERO).await.unwrap();
+    // Batches of 7 events, stopped after 1,000: its commit falls inside a record batch.
+    let status = Command::new(env!("CARGO_BIN_EXE_custflow"))
+        .args(["process", "--clock", "event", "--topic-prefix", &d.prefix])
+        .args(["--brokers", &d.brokers, "--batch-max", "7"])
+        .args(["--until-events", "1000", "--http", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = spawn_with(&d.prefix, &d.brokers, "rest", "127.0.0.1:0", &[]);
+    let (reference, ids, states) = d.applied(N).await;
+    rest.kill().unwrap();
+    rest.wait().unwrap();
     assert_same(&reference, &ids, &states, d.now + DAY_MS);
 }
