@@ -1,9 +1,9 @@
 //! Crash test: while 200,000 synthetic events flow, `kill -9` the processor at random
 //! moments while it works, six times; afterwards every customer's features equal a
 //! recomputation from the topic contents — nothing lost, nothing counted twice. A
-//! restart at a commit inside a producer batch skips nothing. And three instances
-//! joining under load (rebalances) share the 8 partitions and arrive at the same
-//! features as one.
+//! restart at a commit inside a producer batch skips nothing. Three instances joining
+//! under load share the 8 partitions and arrive at the same features as one, and a
+//! member leaving under load hands its partitions over (rebalances).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -356,6 +356,39 @@ async fn three_instances_share_the_partitions_and_equal_one() {
     }
     assert!(applied.iter().all(|n| *n > 0), "{applied:?}");
     assert_eq!(applied.iter().sum::<u64>(), N as u64, "{applied:?}");
+    assert_same(&reference, &ids, &states, d.now + DAY_MS);
+}
+
+/// Two instances share the partitions while events flow; one leaves while it works
+/// (SIGTERM: it finishes its batch, commits and leaves the group), and the other takes
+/// its partitions over: every event applied exactly once. (A member killed with
+/// `kill -9` instead keeps its partitions on tansu 0.6 until an instance with its
+/// instance id returns, docs/deviations.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_leaves_under_load_and_the_other_takes_over() {
+    const N: usize = 40_000;
+    let _turn = crate::HEAVY.lock().await;
+    let mut d = deployment("leave-", 17, 8_000, N).await;
+    // Paced over about 30 s.
+    let producing = d.produce(200, Duration::from_millis(150));
+    let (a_addr, b_addr) = (
+        format!("127.0.0.1:{}", crate::free_port()),
+        format!("127.0.0.1:{}", crate::free_port()),
+    );
+    let mut a = spawn_on(&d.prefix, &d.brokers, "p0", &a_addr);
+    let mut b = spawn_member(&d.prefix, &d.brokers, &b_addr, &[]);
+    applying(&a_addr).await;
+    applying(&b_addr).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(b.wait().unwrap().success());
+    producing.await.unwrap();
+    let (reference, ids, states) = d.applied(N).await;
+    a.kill().unwrap();
+    a.wait().unwrap();
     assert_same(&reference, &ids, &states, d.now + DAY_MS);
 }
 
