@@ -119,13 +119,7 @@ pub async fn run(
             }
         }
         let moved = settle(&consumer);
-        let rewind = consumer.context();
-        batch.retain(|m| {
-            rewind.keep(m.topic(), m.partition(), m.offset())
-                && !moved
-                    .iter()
-                    .any(|(t, p)| t == m.topic() && *p == m.partition())
-        });
+        batch.retain(|m| consumer.context().keep(m, &moved));
         if batch.is_empty() {
             continue;
         }

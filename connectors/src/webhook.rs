@@ -194,14 +194,7 @@ pub async fn run(
             _ = shutdown.changed() => break,
         };
         let moved = crate::score_sink::settle(&consumer);
-        let again = moved
-            .iter()
-            .any(|(t, p)| t == msg.topic() && *p == msg.partition());
-        if again
-            || !consumer
-                .context()
-                .keep(msg.topic(), msg.partition(), msg.offset())
-        {
+        if !consumer.context().keep(&msg, &moved) {
             continue;
         }
         let outcome = match decode(&msg) {

@@ -158,18 +158,22 @@ pub struct Rewind {
 }
 
 impl Rewind {
-    /// Whether a message at `offset` is to be handled: its partition is settled and the
-    /// offset at or after the partition's position (partitions without a recorded
-    /// position keep everything).
-    pub fn keep(&self, topic: &str, partition: i32, offset: i64) -> bool {
-        let key = (topic.to_owned(), partition);
+    /// Whether polled message `m` is to be handled: its partition is settled and not
+    /// among the partitions `moved` by the last [`Self::settle`] (those messages come
+    /// again), and its offset is at or after the partition's position (partitions
+    /// without a recorded position keep everything).
+    pub fn keep<M: Message>(&self, m: &M, moved: &[(String, i32)]) -> bool {
+        let key = (m.topic().to_owned(), m.partition());
+        if moved.contains(&key) {
+            return false;
+        }
         let fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
         if fresh.contains(&key) {
             return false;
         }
         drop(fresh);
         let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
-        floors.get(&key).is_none_or(|floor| offset >= *floor)
+        floors.get(&key).is_none_or(|floor| m.offset() >= *floor)
     }
 
     /// Whether partitions were assigned since the last [`Self::settle`].

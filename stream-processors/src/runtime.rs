@@ -452,13 +452,7 @@ impl Processor {
             } else {
                 Vec::new()
             };
-            let rewind = self.consumer.context();
-            batch.retain(|m| {
-                rewind.keep(m.topic(), m.partition(), m.offset())
-                    && !moved
-                        .iter()
-                        .any(|(t, p)| t == m.topic() && *p == m.partition())
-            });
+            batch.retain(|m| self.consumer.context().keep(m, &moved));
             if batch.is_empty() {
                 continue;
             }
