@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use custflow_schemas::avro;
 use custflow_schemas::histogram::Histogram;
-use custflow_schemas::kafka::{client_config, Rewind};
+use custflow_schemas::kafka::{client_config, Rewind, Tune};
 use custflow_schemas::trace::{self, SpanKind, TraceContextExt};
 use custflow_schemas::CustomerScore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -101,7 +101,7 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "20")
+        .tune("fetch.wait.max.ms", "20")
         .create_with_context(Rewind::default())
         .map_err(kafka_err)?;
     consumer.subscribe(&[&cfg.topic]).map_err(kafka_err)?;

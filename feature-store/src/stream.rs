@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use custflow_schemas::api::ApiError;
-use custflow_schemas::kafka::client_config;
+use custflow_schemas::kafka::{client_config, Tune};
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{avro, CustomerScore, FieldError, SegmentChange};
 use futures::{Stream, StreamExt};
@@ -218,7 +218,7 @@ impl StreamHub {
             // A position the log no longer holds (past retention) resumes from the
             // oldest update kept, not from the end: nothing still kept is skipped.
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "20")
+            .tune("fetch.wait.max.ms", "20")
             .create()
             .map_err(|e| e.to_string())?;
         tokio::task::spawn_blocking(move || {

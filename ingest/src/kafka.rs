@@ -25,7 +25,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub use custflow_schemas::kafka::client_config;
+pub use custflow_schemas::kafka::{client_config, Tune};
 
 /// What `ensure_topics` found or did for one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]

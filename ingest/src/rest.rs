@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use custflow_schemas::api::ApiError;
 use custflow_schemas::avro::AvroCodec;
+use custflow_schemas::kafka::Tune;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::trace::{self, KeyValue, SpanKind, TraceContextExt};
 use custflow_schemas::{json, kafka, DenyList, Event, EventKind, FieldError, ValidationContext};
@@ -103,9 +104,9 @@ impl RenewingProducer {
         crate::kafka::client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "0")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", "5000")
+            .tune("linger.ms", "0")
+            .tune("compression.type", "lz4")
+            .tune("message.timeout.ms", "5000")
             .create()
     }
 

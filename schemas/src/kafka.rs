@@ -12,7 +12,9 @@ use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 /// Base client settings: the bootstrap servers and anything in `CUSTFLOW_KAFKA_*`
 /// (for example `CUSTFLOW_KAFKA_SECURITY_PROTOCOL=ssl` becomes `security.protocol=ssl`),
-/// so TLS and SASL settings pass through to librdkafka unchanged.
+/// so TLS and SASL settings pass through to librdkafka unchanged. Callers set the
+/// settings custflow's guarantees depend on (acks, idempotence, manual commits) with
+/// `set`, which replaces these, and tuning settings with [`Tune::tune`], which does not.
 ///
 /// Nagle's algorithm is off by default: with it, a small produce request waits for the
 /// previous one's TCP acknowledgement, which tripled the REST endpoint's latency.
@@ -34,11 +36,27 @@ pub fn bulk_producer_config(brokers: &str) -> ClientConfig {
     let mut c = client_config(brokers);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "500000");
+        .tune("compression.type", "lz4")
+        .tune("linger.ms", "20")
+        .tune("batch.size", "1000000")
+        .tune("queue.buffering.max.messages", "500000");
     c
+}
+
+/// custflow's choice of a tuning setting (batching, compression, fetch waits, timeouts),
+/// which the operator's `CUSTFLOW_KAFKA_*` variables override.
+pub trait Tune {
+    /// Sets `key` to `value` unless the environment already set it.
+    fn tune(&mut self, key: &str, value: &str) -> &mut Self;
+}
+
+impl Tune for ClientConfig {
+    fn tune(&mut self, key: &str, value: &str) -> &mut Self {
+        if self.get(key).is_none() {
+            self.set(key, value);
+        }
+        self
+    }
 }
 
 /// Whether a send failed because the idempotent producer can no longer produce: fenced
@@ -295,7 +313,7 @@ pub fn read_to_end(
             .set("auto.offset.reset", "earliest")
             // The end shows in a fetch response: do not let the broker hold an empty
             // fetch for the default 500 ms before answering.
-            .set("fetch.wait.max.ms", "10")
+            .tune("fetch.wait.max.ms", "10")
             .create_with_context(EofQuiet)
             .map_err(|e| e.to_string())?;
         let mut tpl = TopicPartitionList::new();
@@ -335,6 +353,17 @@ pub fn read_to_end(
 mod tests {
     use super::*;
     use rdkafka::producer::BaseProducer;
+
+    /// A tuning setting the operator chose (`CUSTFLOW_KAFKA_LINGER_MS`, applied by
+    /// `client_config`) stays; one they did not gets custflow's value.
+    #[test]
+    fn tuning_defaults_do_not_replace_the_operators_settings() {
+        let mut c = ClientConfig::new();
+        c.set("linger.ms", "200");
+        c.tune("linger.ms", "5").tune("fetch.wait.max.ms", "20");
+        assert_eq!(c.get("linger.ms"), Some("200"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("20"));
+    }
 
     /// librdkafka is built with OpenSSL, so `CUSTFLOW_KAFKA_SECURITY_PROTOCOL=ssl` (or
     /// `sasl_ssl` with SCRAM) is accepted instead of failing with "OpenSSL not

@@ -12,7 +12,7 @@ use custflow_feature_store::keys::Keys;
 use custflow_feature_store::sales::Rollups;
 use custflow_feature_store::state::{Applied, CustomerState, SourcePos};
 use custflow_schemas::avro::{self, AvroCodec};
-use custflow_schemas::kafka::{self, Rewind};
+use custflow_schemas::kafka::{self, Rewind, Tune};
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::trace::{self, TraceContextExt};
@@ -250,15 +250,15 @@ impl Processor {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("fetch.wait.max.ms", "20");
+            .tune("session.timeout.ms", "10000")
+            .tune("fetch.wait.max.ms", "20");
         let consumer: StreamConsumer<Rewind> =
             consumer_cfg.create_with_context(Rewind::default())?;
         let producer: FutureProducer = custflow_schemas::kafka::client_config(&cfg.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
+            .tune("linger.ms", "5")
+            .tune("compression.type", "lz4")
             .create()?;
         let store = Store::connect(&cfg.redis_url, Keys::new(cfg.topics.name(""))).await?;
         let ids = registry.register_builtin(&cfg.topics).await?;
