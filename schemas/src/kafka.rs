@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
@@ -173,6 +174,8 @@ pub struct Rewind {
     floors: Mutex<HashMap<(String, i32), i64>>,
     /// Partitions assigned since the last [`Self::settle`].
     fresh: Mutex<Vec<(String, i32)>>,
+    /// Per (topic, partition): the log end the last fetch responses reported.
+    ends: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl Rewind {
@@ -258,13 +261,34 @@ impl Rewind {
         )
     }
 
+    /// The log end of each partition this member fetches, as of librdkafka's last
+    /// statistics (`statistics.interval.ms`): what the fetch responses reported, so
+    /// computing lag from it sends the broker nothing. (tansu answers each ListOffsets
+    /// by listing every batch the partition holds: polled every 2 s, that cost grew
+    /// with the log.)
+    pub fn log_ends(&self) -> HashMap<(String, i32), i64> {
+        self.ends.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn set_floor(&self, topic: &str, partition: i32, offset: i64) {
         let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
         floors.insert((topic.to_owned(), partition), offset);
     }
 }
 
-impl ClientContext for Rewind {}
+impl ClientContext for Rewind {
+    fn stats(&self, stats: Statistics) {
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, t) in stats.topics {
+            for (partition, p) in t.partitions {
+                // Partition -1 is librdkafka's internal one; an end below 0 is unknown.
+                if partition >= 0 && p.hi_offset >= 0 {
+                    ends.insert((topic.clone(), partition), p.hi_offset);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Rewind {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -251,7 +251,9 @@ impl Processor {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .tune("session.timeout.ms", "10000")
-            .tune("fetch.wait.max.ms", "20");
+            .tune("fetch.wait.max.ms", "20")
+            // The log ends for the lag metric come with the statistics.
+            .tune("statistics.interval.ms", "2000");
         let consumer: StreamConsumer<Rewind> =
             consumer_cfg.create_with_context(Rewind::default())?;
         let producer: FutureProducer = custflow_schemas::kafka::client_config(&cfg.brokers)
@@ -727,11 +729,10 @@ impl Processor {
             let Ok(positions) = consumer.position() else {
                 return;
             };
+            let ends = consumer.context().log_ends();
             let mut lag = BTreeMap::new();
             for e in assigned.elements() {
-                let Ok((_, high)) =
-                    consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
-                else {
+                let Some(&high) = ends.get(&(e.topic().to_owned(), e.partition())) else {
                     continue;
                 };
                 let pos = positions
