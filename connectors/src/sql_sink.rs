@@ -2,7 +2,7 @@
 //! version is newer, so replays are no-ops), `customer_score_history` (SCD type 2 with
 //! `valid_from`, `valid_to`, `is_current`), `models`, and `sales_rollups` (the sales
 //! rollups' current values, upserted). SQLite by default, PostgreSQL by URL; both through
-//! sqlx's `Any` driver with the same SQL.
+//! sqlx's `Any` driver with the same SQL, except PostgreSQL's score writes (`pg`).
 //!
 //! Times are epoch milliseconds (BIGINT) and flags are 0/1 INTEGERs, so both backends
 //! store them the same way (sqlx's `Any` driver cannot read SQLite booleans).
@@ -13,7 +13,10 @@ use custflow_feature_store::sales::RollupRow;
 use custflow_models::artefact::ModelArtefact;
 use custflow_schemas::CustomerScore;
 use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::PgPool;
 use sqlx::{AnyPool, Row};
+
+mod pg;
 
 /// Errors of the sink; database errors may be retried.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +56,7 @@ const SCHEMA: &[&str] = &[
         r_score INTEGER, f_score INTEGER, m_score INTEGER, rfm_segment TEXT, cluster TEXT,
         at_risk INTEGER, retention_target INTEGER, expected_retention_profit DOUBLE PRECISION,
         PRIMARY KEY (customer_id, version))",
-    // At most one current row per customer, enforced; the partial index also finds the
-    // rows a batch closes without scanning the history.
     "DROP INDEX IF EXISTS customer_score_history_current",
-    "CREATE UNIQUE INDEX IF NOT EXISTS customer_score_history_one_current
-        ON customer_score_history (customer_id) WHERE is_current = 1",
     "CREATE TABLE IF NOT EXISTS models (
         version TEXT PRIMARY KEY, created_at BIGINT NOT NULL, champion TEXT NOT NULL,
         status TEXT NOT NULL, customers BIGINT NOT NULL, metrics TEXT NOT NULL, artefact TEXT NOT NULL)",
@@ -69,6 +68,13 @@ const SCHEMA: &[&str] = &[
         refund_count BIGINT NOT NULL, net_revenue DOUBLE PRECISION NOT NULL,
         updated_at BIGINT NOT NULL, PRIMARY KEY (grain, period, dimension, value))",
 ];
+
+/// SQLite: at most one current row per customer, enforced; the partial index also finds
+/// the rows a batch closes without scanning the history. PostgreSQL closes rows by primary
+/// key instead and has no such index: there, each history insert checked the unique
+/// index's entries of the rows its own transaction had just closed, which halved the
+/// sink's rate.
+const CURRENT_INDEX: &str = "customer_score_history_one_current";
 
 /// The columns of `sales_rollups`, as named in [`RollupRow`].
 const SALES_COLUMNS: [&str; 15] = [
@@ -120,6 +126,8 @@ pub struct HistoryRow {
 pub struct SqlSink {
     pool: AnyPool,
     dialect: Dialect,
+    /// PostgreSQL: the connections score writes copy through.
+    pg: Option<PgPool>,
 }
 
 impl SqlSink {
@@ -164,13 +172,23 @@ impl SqlSink {
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await?;
         }
-        let dialect = if sqlite {
-            Dialect::Sqlite
+        let (dialect, pg) = if sqlite {
+            sqlx::query(&format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {CURRENT_INDEX}
+                 ON customer_score_history (customer_id) WHERE is_current = 1"
+            ))
+            .execute(&pool)
+            .await?;
+            (Dialect::Sqlite, None)
         } else {
-            Dialect::Postgres
+            sqlx::query(&format!("DROP INDEX IF EXISTS {CURRENT_INDEX}"))
+                .execute(&pool)
+                .await?;
+            let pg = pg::connect(&url, Dialect::Postgres.transactions() as u32).await?;
+            (Dialect::Postgres, Some(pg))
         };
         add_columns(&pool, dialect).await?;
-        Ok(Self { pool, dialect })
+        Ok(Self { pool, dialect, pg })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -255,30 +273,24 @@ impl SqlSink {
     }
 
     /// [`Self::write_scores`] for some customers, in one transaction.
-    async fn write_group(
-        &self,
-        customers: &[(&str, Vec<&CustomerScore>)],
-        now: i64,
-    ) -> Result<WriteStats> {
+    async fn write_group(&self, customers: &[Applied<'_>], now: i64) -> Result<WriteStats> {
         let mut stats = WriteStats::default();
-        let mut tx = self.pool.begin().await?;
-        for chunk in customers.chunks(self.dialect.customers_per_round()) {
-            let ids: Vec<&str> = chunk.iter().map(|(c, _)| *c).collect();
-            let stored = stored_versions(&mut tx, self.dialect, &ids).await?;
-            // Per customer: the scores newer than what is stored, in version order.
-            let mut applied: Vec<(&str, Vec<&CustomerScore>)> = Vec::new();
-            for (customer, list) in chunk {
-                let mut newer = list.clone();
-                newer.sort_by_key(|s| s.version);
-                newer.dedup_by_key(|s| s.version);
-                let floor = stored.get(*customer).copied().unwrap_or(i64::MIN);
-                newer.retain(|s| s.version > floor);
-                stats.skipped += (list.len() - newer.len()) as u64;
-                stats.applied += newer.len() as u64;
-                if !newer.is_empty() {
-                    applied.push((customer, newer));
-                }
+        if let Some(pg) = &self.pg {
+            let mut tx = pg.begin().await?;
+            let ids: Vec<&str> = customers.iter().map(|(c, _)| *c).collect();
+            let stored = pg::stored_versions(&mut tx, &ids).await?;
+            let applied = newer_than_stored(customers, &stored, &mut stats);
+            if !applied.is_empty() {
+                pg::apply(&mut tx, &applied, &stored, now).await?;
             }
+            tx.commit().await?;
+            return Ok(stats);
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in customers.chunks(SQLITE_ROWS_PER_STATEMENT) {
+            let ids: Vec<&str> = chunk.iter().map(|(c, _)| *c).collect();
+            let stored = stored_versions(&mut tx, &ids).await?;
+            let applied = newer_than_stored(chunk, &stored, &mut stats);
             if applied.is_empty() {
                 continue;
             }
@@ -288,10 +300,10 @@ impl SqlSink {
                 .map(|(c, list)| (*c, list[0].as_of))
                 .collect();
             if !closing.is_empty() {
-                close_current(&mut tx, self.dialect, &closing).await?;
+                close_current(&mut tx, &closing).await?;
             }
-            insert_history(&mut tx, self.dialect, &applied).await?;
-            upsert_current(&mut tx, self.dialect, &applied, now).await?;
+            insert_history(&mut tx, &applied).await?;
+            upsert_current(&mut tx, &applied, now).await?;
         }
         tx.commit().await?;
         Ok(stats)
@@ -431,11 +443,38 @@ impl SqlSink {
 /// Rows per multi-row statement on SQLite: 23 parameters each stays under its 32,766.
 const SQLITE_ROWS_PER_STATEMENT: usize = 500;
 
+/// A customer and its scores to apply, in version order.
+type Applied<'a> = (&'a str, Vec<&'a CustomerScore>);
+
+/// Per customer, the scores newer than what is stored, in version order (counted in
+/// `stats` as applied, the rest as skipped).
+fn newer_than_stored<'a>(
+    customers: &[Applied<'a>],
+    stored: &BTreeMap<String, i64>,
+    stats: &mut WriteStats,
+) -> Vec<Applied<'a>> {
+    let mut applied = Vec::new();
+    for (customer, list) in customers {
+        let mut newer = list.clone();
+        newer.sort_by_key(|s| s.version);
+        newer.dedup_by_key(|s| s.version);
+        let floor = stored.get(*customer).copied().unwrap_or(i64::MIN);
+        newer.retain(|s| s.version > floor);
+        stats.skipped += (list.len() - newer.len()) as u64;
+        stats.applied += newer.len() as u64;
+        if !newer.is_empty() {
+            applied.push((*customer, newer));
+        }
+    }
+    applied
+}
+
 /// How set-based statements get their rows. SQLite: multi-row `VALUES` with anonymous
 /// `?` placeholders (it looks numbered ones up by a linear scan, which made a 500-row
-/// insert take 180 ms instead of 1.5 ms). PostgreSQL: the whole batch as one JSON
-/// parameter expanded by `json_populate_recordset`, which costs about what a plain
-/// `INSERT … SELECT` does, where 11,000 bind parameters per statement did not.
+/// insert take 180 ms instead of 1.5 ms). PostgreSQL: score writes copy their rows
+/// (`pg`); the rest pass one JSON parameter expanded by `json_populate_recordset`, which
+/// costs about what a plain `INSERT … SELECT` does, where 11,000 bind parameters per
+/// statement did not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
     Sqlite,
@@ -453,14 +492,6 @@ impl Dialect {
             Dialect::Postgres => 2,
         }
     }
-
-    /// Customers per round of statements within a transaction.
-    fn customers_per_round(self) -> usize {
-        match self {
-            Dialect::Sqlite => SQLITE_ROWS_PER_STATEMENT,
-            Dialect::Postgres => usize::MAX,
-        }
-    }
 }
 
 /// `?, ?, …` for `n` parameters.
@@ -474,75 +505,6 @@ fn tuples(rows: usize, width: usize) -> String {
 }
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
-
-/// A row of either score table as JSON, columns named as in the tables (serialised
-/// straight from the score, without building a map per row).
-#[derive(serde::Serialize)]
-struct JsonRow<'a> {
-    customer_id: &'a str,
-    version: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    as_of: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    valid_from: Option<i64>,
-    valid_to: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    is_current: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    updated_at: Option<i64>,
-    model_version: &'a str,
-    frequency: f64,
-    recency: f64,
-    age: f64,
-    monetary_value: f64,
-    p_alive: f64,
-    churn_probability: f64,
-    expected_orders_90d: f64,
-    expected_aov: f64,
-    clv_12m: f64,
-    value_tier: &'a str,
-    r_score: i32,
-    f_score: i32,
-    m_score: i32,
-    rfm_segment: &'a str,
-    cluster: Option<&'a str>,
-    at_risk: i32,
-    retention_target: i32,
-    expected_retention_profit: f64,
-}
-
-impl<'a> JsonRow<'a> {
-    fn new(customer_id: &'a str, s: &'a CustomerScore) -> Self {
-        Self {
-            customer_id,
-            version: s.version,
-            as_of: None,
-            valid_from: None,
-            valid_to: None,
-            is_current: None,
-            updated_at: None,
-            model_version: &s.model_version,
-            frequency: s.frequency,
-            recency: s.recency,
-            age: s.age,
-            monetary_value: s.monetary_value,
-            p_alive: s.p_alive,
-            churn_probability: s.churn_probability,
-            expected_orders_90d: s.expected_orders_90d,
-            expected_aov: s.expected_aov,
-            clv_12m: s.clv_12m,
-            value_tier: &s.value_tier,
-            r_score: s.r_score,
-            f_score: s.f_score,
-            m_score: s.m_score,
-            rfm_segment: &s.rfm_segment,
-            cluster: s.cluster.as_deref(),
-            at_risk: i32::from(s.at_risk),
-            retention_target: i32::from(s.retention_target),
-            expected_retention_profit: s.expected_retention_profit,
-        }
-    }
-}
 
 /// Columns added after the first release, added to tables created before them.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
@@ -588,33 +550,16 @@ async fn add_columns(pool: &AnyPool, dialect: Dialect) -> Result<()> {
 }
 
 /// The stored versions of `ids`.
-async fn stored_versions(
-    tx: &mut Tx<'_>,
-    dialect: Dialect,
-    ids: &[&str],
-) -> Result<BTreeMap<String, i64>> {
-    let rows = match dialect {
-        Dialect::Sqlite => {
-            let sql = format!(
-                "SELECT customer_id, version FROM customer_scores WHERE customer_id IN ({})",
-                marks(ids.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for c in ids {
-                q = q.bind(*c);
-            }
-            q.fetch_all(&mut **tx).await?
-        }
-        Dialect::Postgres => {
-            sqlx::query(
-                "SELECT customer_id, version FROM customer_scores
-                 WHERE customer_id IN (SELECT json_array_elements_text($1::json))",
-            )
-            .bind(serde_json::to_string(ids).unwrap_or_default())
-            .fetch_all(&mut **tx)
-            .await?
-        }
-    };
+async fn stored_versions(tx: &mut Tx<'_>, ids: &[&str]) -> Result<BTreeMap<String, i64>> {
+    let sql = format!(
+        "SELECT customer_id, version FROM customer_scores WHERE customer_id IN ({})",
+        marks(ids.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for c in ids {
+        q = q.bind(*c);
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
     Ok(rows
         .iter()
         .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
@@ -622,49 +567,27 @@ async fn stored_versions(
 }
 
 /// Closes the current history row of each `(customer, valid_to)`.
-async fn close_current(tx: &mut Tx<'_>, dialect: Dialect, closing: &[(&str, i64)]) -> Result<()> {
-    match dialect {
-        Dialect::Sqlite => {
-            let cases = vec!["WHEN ? THEN ?"; closing.len()].join(" ");
-            let sql = format!(
-                "UPDATE customer_score_history SET valid_to = CASE customer_id {cases} END, is_current = ?
-                 WHERE is_current = ? AND customer_id IN ({})",
-                marks(closing.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for (c, at) in closing {
-                q = q.bind(*c).bind(*at);
-            }
-            q = q.bind(0).bind(1);
-            for (c, _) in closing {
-                q = q.bind(*c);
-            }
-            q.execute(&mut **tx).await?;
-        }
-        Dialect::Postgres => {
-            let rows: Vec<serde_json::Value> = closing
-                .iter()
-                .map(|(c, at)| serde_json::json!({"customer_id": c, "valid_to": at}))
-                .collect();
-            sqlx::query(
-                "UPDATE customer_score_history h SET valid_to = v.valid_to, is_current = 0
-                 FROM json_to_recordset($1::json) AS v(customer_id text, valid_to bigint)
-                 WHERE h.customer_id = v.customer_id AND h.is_current = 1",
-            )
-            .bind(serde_json::Value::Array(rows).to_string())
-            .execute(&mut **tx)
-            .await?;
-        }
+async fn close_current(tx: &mut Tx<'_>, closing: &[(&str, i64)]) -> Result<()> {
+    let cases = vec!["WHEN ? THEN ?"; closing.len()].join(" ");
+    let sql = format!(
+        "UPDATE customer_score_history SET valid_to = CASE customer_id {cases} END, is_current = ?
+         WHERE is_current = ? AND customer_id IN ({})",
+        marks(closing.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for (c, at) in closing {
+        q = q.bind(*c).bind(*at);
     }
+    q = q.bind(0).bind(1);
+    for (c, _) in closing {
+        q = q.bind(*c);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 
 /// One history row per new score; all but each customer's last are already closed.
-async fn insert_history(
-    tx: &mut Tx<'_>,
-    dialect: Dialect,
-    applied: &[(&str, Vec<&CustomerScore>)],
-) -> Result<()> {
+async fn insert_history(tx: &mut Tx<'_>, applied: &[Applied<'_>]) -> Result<()> {
     let rows: Vec<(&str, &CustomerScore, Option<i64>)> = applied
         .iter()
         .flat_map(|(c, list)| {
@@ -674,99 +597,53 @@ async fn insert_history(
             })
         })
         .collect();
-    match dialect {
-        Dialect::Sqlite => {
-            for part in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
-                let sql = format!(
-                    "INSERT INTO customer_score_history (customer_id, version, valid_from, valid_to, is_current, {SCORE_COLUMNS})
-                     VALUES {} ON CONFLICT (customer_id, version) DO NOTHING",
-                    tuples(part.len(), 24)
-                );
-                let mut q = sqlx::query(&sql);
-                for (c, s, valid_to) in part {
-                    q = bind_score(
-                        q.bind(*c)
-                            .bind(s.version)
-                            .bind(s.as_of)
-                            .bind(*valid_to)
-                            .bind(i32::from(valid_to.is_none())),
-                        s,
-                    );
-                }
-                q.execute(&mut **tx).await?;
-            }
+    for part in rows.chunks(SQLITE_ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO customer_score_history (customer_id, version, valid_from, valid_to, is_current, {SCORE_COLUMNS})
+             VALUES {} ON CONFLICT (customer_id, version) DO NOTHING",
+            tuples(part.len(), 24)
+        );
+        let mut q = sqlx::query(&sql);
+        for (c, s, valid_to) in part {
+            q = bind_score(
+                q.bind(*c)
+                    .bind(s.version)
+                    .bind(s.as_of)
+                    .bind(*valid_to)
+                    .bind(i32::from(valid_to.is_none())),
+                s,
+            );
         }
-        Dialect::Postgres => {
-            let json: Vec<JsonRow<'_>> = rows
-                .iter()
-                .map(|(c, s, valid_to)| JsonRow {
-                    valid_from: Some(s.as_of),
-                    valid_to: *valid_to,
-                    is_current: Some(i32::from(valid_to.is_none())),
-                    ..JsonRow::new(c, s)
-                })
-                .collect();
-            sqlx::query(
-                "INSERT INTO customer_score_history
-                 SELECT * FROM json_populate_recordset(NULL::customer_score_history, $1::json)
-                 ON CONFLICT (customer_id, version) DO NOTHING",
-            )
-            .bind(serde_json::to_string(&json).unwrap_or_default())
-            .execute(&mut **tx)
-            .await?;
-        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
+/// Replaces a stored current score, unless it is newer.
+const ON_CONFLICT: &str = "ON CONFLICT (customer_id) DO UPDATE SET version = excluded.version, as_of = excluded.as_of,
+       model_version = excluded.model_version, frequency = excluded.frequency, recency = excluded.recency,
+       age = excluded.age, monetary_value = excluded.monetary_value, p_alive = excluded.p_alive,
+       churn_probability = excluded.churn_probability, expected_orders_90d = excluded.expected_orders_90d,
+       expected_aov = excluded.expected_aov, clv_12m = excluded.clv_12m, value_tier = excluded.value_tier,
+       r_score = excluded.r_score, f_score = excluded.f_score, m_score = excluded.m_score,
+       rfm_segment = excluded.rfm_segment, cluster = excluded.cluster, at_risk = excluded.at_risk,
+       retention_target = excluded.retention_target,
+       expected_retention_profit = excluded.expected_retention_profit, updated_at = excluded.updated_at
+     WHERE excluded.version > customer_scores.version";
+
 /// Each customer's newest score into `customer_scores`, unless a newer one is stored.
-async fn upsert_current(
-    tx: &mut Tx<'_>,
-    dialect: Dialect,
-    applied: &[(&str, Vec<&CustomerScore>)],
-    now: i64,
-) -> Result<()> {
-    const ON_CONFLICT: &str = "ON CONFLICT (customer_id) DO UPDATE SET version = excluded.version, as_of = excluded.as_of,
-           model_version = excluded.model_version, frequency = excluded.frequency, recency = excluded.recency,
-           age = excluded.age, monetary_value = excluded.monetary_value, p_alive = excluded.p_alive,
-           churn_probability = excluded.churn_probability, expected_orders_90d = excluded.expected_orders_90d,
-           expected_aov = excluded.expected_aov, clv_12m = excluded.clv_12m, value_tier = excluded.value_tier,
-           r_score = excluded.r_score, f_score = excluded.f_score, m_score = excluded.m_score,
-           rfm_segment = excluded.rfm_segment, cluster = excluded.cluster, at_risk = excluded.at_risk,
-           retention_target = excluded.retention_target,
-           expected_retention_profit = excluded.expected_retention_profit, updated_at = excluded.updated_at
-         WHERE excluded.version > customer_scores.version";
-    let newest = applied.iter().map(|(c, list)| (*c, list[list.len() - 1]));
-    match dialect {
-        Dialect::Sqlite => {
-            let sql = format!(
-                "INSERT INTO customer_scores (customer_id, version, as_of, {SCORE_COLUMNS}, updated_at)
-                 VALUES {} {ON_CONFLICT}",
-                tuples(applied.len(), 23)
-            );
-            let mut q = sqlx::query(&sql);
-            for (c, s) in newest {
-                q = bind_score(q.bind(c).bind(s.version).bind(s.as_of), s).bind(now);
-            }
-            q.execute(&mut **tx).await?;
-        }
-        Dialect::Postgres => {
-            let json: Vec<JsonRow<'_>> = newest
-                .map(|(c, s)| JsonRow {
-                    as_of: Some(s.as_of),
-                    updated_at: Some(now),
-                    ..JsonRow::new(c, s)
-                })
-                .collect();
-            sqlx::query(&format!(
-                "INSERT INTO customer_scores
-                 SELECT * FROM json_populate_recordset(NULL::customer_scores, $1::json) {ON_CONFLICT}"
-            ))
-            .bind(serde_json::to_string(&json).unwrap_or_default())
-            .execute(&mut **tx)
-            .await?;
-        }
+async fn upsert_current(tx: &mut Tx<'_>, applied: &[Applied<'_>], now: i64) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO customer_scores (customer_id, version, as_of, {SCORE_COLUMNS}, updated_at)
+         VALUES {} {ON_CONFLICT}",
+        tuples(applied.len(), 23)
+    );
+    let mut q = sqlx::query(&sql);
+    for (c, list) in applied {
+        let s = list[list.len() - 1];
+        q = bind_score(q.bind(*c).bind(s.version).bind(s.as_of), s).bind(now);
     }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -137,11 +137,18 @@ async fn scenario(url: &str, reference: &str) {
         (1000, Some(2000), false)
     );
 
-    // A newer version in a later batch closes the current row.
-    sink.write_scores(&[score("a", 4, 4000, "mid60")])
+    // A newer version in a later batch closes the current row. Text with the CSV
+    // delimiter and quotes arrives as written.
+    let odd = "odd,\"id\"\n";
+    sink.write_scores(&[score("a", 4, 4000, "mid60"), score(odd, 1, 4100, "x,\"y")])
         .await
         .unwrap();
     assert_eq!(at(3500).await.unwrap().unwrap().valid_to, Some(4000));
+    let row = sink.score_at(odd, None).await.unwrap().unwrap();
+    assert_eq!(
+        (row.customer_id.as_str(), row.value_tier.as_str()),
+        (odd, "x,\"y")
+    );
 
     // Batches larger than one multi-row statement: the same tables as one score at a time.
     let big: Vec<CustomerScore> = (0..1_201)
@@ -160,6 +167,7 @@ async fn scenario(url: &str, reference: &str) {
     let single = SqlSink::connect(reference).await.unwrap();
     let mut in_order = batch.clone();
     in_order.push(score("a", 4, 4000, "mid60"));
+    in_order.push(score(odd, 1, 4100, "x,\"y"));
     let mut big_in_order = big.clone();
     big_in_order.sort_by_key(|s| s.version);
     in_order.sort_by_key(|s| s.version);
@@ -167,6 +175,17 @@ async fn scenario(url: &str, reference: &str) {
         single.write_scores(std::slice::from_ref(sc)).await.unwrap();
     }
     assert_eq!(dump(&single).await, batched);
+    // SCD2: every customer has exactly one current history row, the stored version.
+    let (customers, matched, current): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM customer_scores),
+                (SELECT COUNT(*) FROM customer_scores s JOIN customer_score_history h
+                   ON h.customer_id = s.customer_id AND h.version = s.version AND h.is_current = 1),
+                (SELECT COUNT(*) FROM customer_score_history WHERE is_current = 1)",
+    )
+    .fetch_one(sink.pool())
+    .await
+    .unwrap();
+    assert_eq!((matched, current), (customers, customers));
 
     // Models: every artefact recorded once, the newest is champion.
     let text = std::fs::read_to_string(
