@@ -18,6 +18,16 @@ PREFIX="soak."
 PORT=18090
 OUT="$DATA/soak"
 mkdir -p "$OUT"
+# tansu's in-memory engine lists every batch a partition holds on each fetch that is
+# behind, so its CPU grows with the batches it holds. With custflow's defaults
+# (producers linger 5–20 ms, fetches wait 20 ms) it saturates the machine within 30
+# minutes at 5,000 events/s. The soak's producers linger 100 ms and its consumers'
+# fetches wait up to 1 s (tansu answers a fetch with data after half of that): fewer,
+# larger batches and fewer fetches. (Lingering 250 ms made each processor batch wait
+# that long for its scores' delivery, and it fell behind.) Set either variable to
+# compare; RELIABILITY.md has the runs.
+export CUSTFLOW_KAFKA_LINGER_MS="${CUSTFLOW_KAFKA_LINGER_MS:-100}"
+export CUSTFLOW_KAFKA_FETCH_WAIT_MAX_MS="${CUSTFLOW_KAFKA_FETCH_WAIT_MAX_MS:-1000}"
 bash scripts/stack.sh up >/dev/null
 cargo build --release --locked -q -p custflow
 BIN="$(custflow_bin)"
@@ -31,7 +41,9 @@ trap 'kill "$PID" 2>/dev/null || true' EXIT
 wait_for 600 "custflow demo" curl -sf "http://127.0.0.1:$PORT/healthz" -o /dev/null
 
 broker_pid() { pgrep -f "tansu broker" | head -1; }
-printf 'elapsed_s\trss_mb\tredis_mb\tbroker_rss_mb\tlag\tevents_in\tapplied\tdead_lettered\terror_lines\tcustomers\n' >"$OUT/samples.tsv"
+# cpu_s PID: CPU seconds (user + system) the process has used.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.0f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+printf 'elapsed_s\trss_mb\tredis_mb\tbroker_rss_mb\tlag\tevents_in\tapplied\tdead_lettered\terror_lines\tcustomers\tcpu_s\tbroker_cpu_s\n' >"$OUT/samples.tsv"
 START=$(date +%s)
 while kill -0 "$PID" 2>/dev/null; do
   now=$(date +%s)
@@ -46,8 +58,9 @@ print(s.get("lag",0), s.get("events_in",0), s.get("applied",0), s.get("dead_lett
   errors=$(grep -c "ERROR" "$OUT/demo.log" || true)
   # Customers with a value tier, from the processors' segment counts.
   customers=$(redis-cli hgetall "${PREFIX}cf:segments" | paste - - | awk -F'\t' '$1 ~ /^tier:/ {n += $2} END {print n + 0}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((now - START))" "$rss" "$redis" "$brss" \
-    "$lag" "$events" "$applied" "$dead" "$errors" "$customers" | tee -a "$OUT/samples.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((now - START))" "$rss" "$redis" "$brss" \
+    "$lag" "$events" "$applied" "$dead" "$errors" "$customers" "$(cpu_s "$PID")" "$(cpu_s "$bpid")" \
+    | tee -a "$OUT/samples.tsv"
   sleep 30
 done
 wait "$PID" || die "custflow demo failed; see $OUT/demo.log"
@@ -75,4 +88,8 @@ worst = max(after, key=behind)
 print(f"lag after warm-up: max {max(f(r, 'lag') for r in after):.0f} (consumer lag); events in minus applied: "
       f"max {behind(worst):.0f} at {worst['elapsed_s']} s ({behind(worst) / max(events / span, 1):.0f} s of input), last {behind(last):.0f}")
 print(f"dead letters {f(last, 'dead_lettered'):.0f}, ERROR log lines {f(last, 'error_lines'):.0f}")
+if "cpu_s" in first:
+    secs = max(f(last, "elapsed_s") - f(first, "elapsed_s"), 1)
+    print(f"CPU after warm-up: custflow {(f(last, 'cpu_s') - f(first, 'cpu_s')) / secs:.2f} cores, "
+          f"broker {(f(last, 'broker_cpu_s') - f(first, 'broker_cpu_s')) / secs:.2f} cores")
 EOF

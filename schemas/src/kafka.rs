@@ -174,8 +174,8 @@ pub struct Rewind {
     floors: Mutex<HashMap<(String, i32), i64>>,
     /// Partitions assigned since the last [`Self::settle`].
     fresh: Mutex<Vec<(String, i32)>>,
-    /// Per (topic, partition): the log end the last fetch responses reported.
-    ends: Mutex<HashMap<(String, i32), i64>>,
+    /// Per (topic, partition): the lag librdkafka's last statistics reported.
+    lags: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl Rewind {
@@ -261,13 +261,13 @@ impl Rewind {
         )
     }
 
-    /// The log end of each partition this member fetches, as of librdkafka's last
-    /// statistics (`statistics.interval.ms`): what the fetch responses reported, so
-    /// computing lag from it sends the broker nothing. (tansu answers each ListOffsets
-    /// by listing every batch the partition holds: polled every 2 s, that cost grew
-    /// with the log.)
-    pub fn log_ends(&self) -> HashMap<(String, i32), i64> {
-        self.ends.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The lag of each partition this member fetches, as of librdkafka's last
+    /// statistics (`statistics.interval.ms`): its `consumer_lag`, the log end the fetch
+    /// responses reported minus the committed offset (what Kafka's own tools call lag).
+    /// Reading it sends the broker nothing. (tansu answers each ListOffsets by listing
+    /// every batch the partition holds: polled every 2 s, that cost grew with the log.)
+    pub fn lags(&self) -> HashMap<(String, i32), i64> {
+        self.lags.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn set_floor(&self, topic: &str, partition: i32, offset: i64) {
@@ -278,12 +278,12 @@ impl Rewind {
 
 impl ClientContext for Rewind {
     fn stats(&self, stats: Statistics) {
-        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lags = self.lags.lock().unwrap_or_else(|p| p.into_inner());
         for (topic, t) in stats.topics {
             for (partition, p) in t.partitions {
-                // Partition -1 is librdkafka's internal one; an end below 0 is unknown.
-                if partition >= 0 && p.hi_offset >= 0 {
-                    ends.insert((topic.clone(), partition), p.hi_offset);
+                // Partition -1 is librdkafka's internal one; a lag below 0 is unknown.
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    lags.insert((topic.clone(), partition), p.consumer_lag);
                 }
             }
         }

@@ -146,7 +146,7 @@ impl Metrics {
             "custflow_freshness_seconds",
             "Event time to feature visible",
         );
-        let _ = writeln!(out, "# HELP custflow_consumer_lag Messages behind the high watermark\n# TYPE custflow_consumer_lag gauge");
+        let _ = writeln!(out, "# HELP custflow_consumer_lag Messages between the committed offset and the log end (librdkafka's consumer_lag)\n# TYPE custflow_consumer_lag gauge");
         if let Ok(lag) = self.lag.lock() {
             for ((topic, p), v) in lag.iter() {
                 let _ = writeln!(

@@ -720,32 +720,21 @@ impl Processor {
             return;
         }
         *last = Instant::now();
-        let consumer = self.consumer.clone();
-        let metrics = self.metrics.clone();
-        tokio::task::spawn_blocking(move || {
-            let Ok(assigned) = consumer.assignment() else {
-                return;
-            };
-            let Ok(positions) = consumer.position() else {
-                return;
-            };
-            let ends = consumer.context().log_ends();
-            let mut lag = BTreeMap::new();
-            for e in assigned.elements() {
-                let Some(&high) = ends.get(&(e.topic().to_owned(), e.partition())) else {
-                    continue;
-                };
-                let pos = positions
-                    .find_partition(e.topic(), e.partition())
-                    .and_then(|p| p.offset().to_raw())
-                    .filter(|o| *o >= 0);
-                let l = pos.map_or(high, |p| (high - p).max(0));
-                lag.insert((e.topic().to_owned(), e.partition()), l);
-            }
-            if let Ok(mut m) = metrics.lag.lock() {
-                *m = lag;
-            }
-        });
+        let Ok(assigned) = self.consumer.assignment() else {
+            return;
+        };
+        let lags = self.consumer.context().lags();
+        let lag: BTreeMap<(String, i32), i64> = assigned
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let key = (e.topic().to_owned(), e.partition());
+                lags.get(&key).map(|l| (key, *l))
+            })
+            .collect();
+        if let Ok(mut m) = self.metrics.lag.lock() {
+            *m = lag;
+        }
     }
 
     /// The event kind of an input topic's messages.
