@@ -168,6 +168,9 @@ pub const BATCH_REWIND: i64 = 10_000;
 /// The rebalance callback only notes the new partitions; the member calls
 /// [`Self::settle`] after each poll, before handling any message. (Reading the
 /// committed offsets inside the callback stalled tansu's next rebalance.)
+///
+/// As the members' context it also keeps the lag librdkafka's statistics report
+/// ([`Self::lags`]).
 #[derive(Default)]
 pub struct Rewind {
     /// Per (topic, partition): the first offset to handle.

@@ -252,7 +252,7 @@ impl Processor {
             .set("auto.offset.reset", "earliest")
             .tune("session.timeout.ms", "10000")
             .tune("fetch.wait.max.ms", "20")
-            // The log ends for the lag metric come with the statistics.
+            // The lag metric is librdkafka's, from its statistics (`Rewind::lags`).
             .tune("statistics.interval.ms", "2000");
         let consumer: StreamConsumer<Rewind> =
             consumer_cfg.create_with_context(Rewind::default())?;
