@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Event to score row (issue 7): `custflow run` with a PostgreSQL sink, fed live events at
-# RATE/s for SECONDS after a short backfill (so a model exists); then the p50/p99 of two
-# histograms from /metrics — event produced → features in Redis (processor freshness) and
-# score produced → row committed (sink latency) — whose sum bounds event → row.
+# RATE/s for SECONDS after a short backfill (so a model exists); then the p50/p99 of three
+# histograms from /metrics: event produced → features in Redis (processor freshness),
+# score produced → row committed (sink latency), and event produced → its score's row
+# committed (the sink, from the score's event-time header).
 # Usage: scripts/bench-e2e.sh [rate] [seconds]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -33,7 +34,8 @@ import json, sys
 def read(path):
     h = {}
     for line in open(path):
-        for name in ("custflow_freshness_seconds", "custflow_sink_latency_seconds"):
+        for name in ("custflow_freshness_seconds", "custflow_sink_latency_seconds",
+                     "custflow_event_to_row_seconds"):
             if line.startswith(name + "_bucket"):
                 le = line.split('le="')[1].split('"')[0]
                 h.setdefault(name, []).append((float("inf") if le == "+Inf" else float(le), int(line.split()[-1])))

@@ -217,13 +217,10 @@ struct Refresh {
     model: ModelHandle,
     redis: ConnectionManager,
     keys: Keys,
-    /// The model version the processor last scored with: a different one (loaded from
-    /// Redis, or set by the in-process model job) starts a rescoring pass.
-    seen: std::sync::Mutex<Option<String>>,
 }
 
 impl Tick for Refresh {
-    fn tick(&self) -> BoxFuture<'_, custflow_processors::Result<bool>> {
+    fn tick(&self) -> BoxFuture<'_, custflow_processors::Result<Option<String>>> {
         Box::pin(async move {
             if let Err(e) = self
                 .model
@@ -232,11 +229,7 @@ impl Tick for Refresh {
             {
                 tracing::warn!(error = %e, "model refresh failed");
             }
-            let current = self.model.current().map(|m| m.version.clone());
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            let changed = current.is_some() && *seen != current;
-            *seen = current;
-            Ok(changed)
+            Ok(self.model.current().map(|m| m.version.clone()))
         })
     }
 }
@@ -261,7 +254,25 @@ pub(crate) struct RunOptions {
     /// model job and sink run in other processes.
     pub(crate) api_only: bool,
     pub(crate) churn: ChurnMonitoring,
+    /// Customers per partition rescored between two live batches during a pass.
+    pub(crate) rescore_slice: usize,
 }
+
+impl RunOptions {
+    /// `serve`'s: the API alone.
+    pub(crate) fn serve() -> Self {
+        Self {
+            model_every: Duration::from_secs(60),
+            rebuild: false,
+            api_only: true,
+            churn: ChurnMonitoring::default(),
+            rescore_slice: RESCORE_SLICE,
+        }
+    }
+}
+
+/// The default of `--rescore-slice`.
+pub(crate) const RESCORE_SLICE: usize = 500;
 
 /// A managed Redis connection. One plain attempt comes first, so a wrong address, password
 /// or certificate fails at once with its own reason (the manager would retry it quietly).
@@ -299,14 +310,14 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
     let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
 
     // Processors with scoring.
-    let args = crate::process::ProcessArgs::defaults(opts.rebuild);
+    let mut args = crate::process::ProcessArgs::defaults(opts.rebuild);
+    args.rescore_slice = opts.rescore_slice;
     let pcfg = crate::process::processor_config(config, &args)?;
     let clock = pcfg.clock.clone();
     let refresh = Refresh {
         model: shared.model.clone(),
         redis: redis.clone(),
         keys: keys.clone(),
-        seen: std::sync::Mutex::new(shared.model.current().map(|m| m.version.clone())),
     };
     if opts.api_only {
         // Lookups score with the current model: follow what the model job publishes.
@@ -530,35 +541,33 @@ pub(crate) struct RunArgs {
     /// Days of the clock between recorded churn prediction snapshots.
     #[arg(long, default_value_t = ChurnMonitoring::default().every_days, value_parser = clap::value_parser!(i64).range(1..))]
     pub(crate) churn_every_days: i64,
+    /// Customers per input partition rescored between two live batches while a new
+    /// model is rolled out: larger finishes the pass sooner, smaller keeps live events
+    /// fresher meanwhile.
+    #[arg(long, default_value_t = RESCORE_SLICE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) rescore_slice: usize,
 }
 
 impl RunArgs {
-    pub(crate) fn churn(&self) -> ChurnMonitoring {
-        ChurnMonitoring {
-            min_auc: self.churn_min_auc,
-            every_days: self.churn_every_days,
-            ..ChurnMonitoring::default()
+    pub(crate) fn options(&self) -> RunOptions {
+        RunOptions {
+            model_every: Duration::from_secs(self.model_every_secs),
+            rebuild: false,
+            api_only: false,
+            churn: ChurnMonitoring {
+                min_auc: self.churn_min_auc,
+                every_days: self.churn_every_days,
+                ..ChurnMonitoring::default()
+            },
+            rescore_slice: self.rescore_slice,
         }
     }
 }
 
 /// `run` (everything) or `serve` (`api_only`: the HTTP API alone) until Ctrl-C.
-pub(crate) async fn run(
-    config: &Resolved,
-    api_only: bool,
-    model_every: Duration,
-    churn: ChurnMonitoring,
-) -> anyhow::Result<()> {
-    let running = start(
-        config,
-        RunOptions {
-            model_every,
-            rebuild: false,
-            api_only,
-            churn,
-        },
-    )
-    .await?;
+pub(crate) async fn run(config: &Resolved, opts: RunOptions) -> anyhow::Result<()> {
+    let api_only = opts.api_only;
+    let running = start(config, opts).await?;
     eprintln!(
         "custflow {} on http://{}  (dashboard: http://{}/dashboard); Ctrl-C stops",
         if api_only {

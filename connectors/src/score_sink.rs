@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use custflow_schemas::avro;
 use custflow_schemas::histogram::Histogram;
-use custflow_schemas::kafka::{client_config, Rewind, Tune};
+use custflow_schemas::kafka::{self, client_config, Rewind, Tune};
 use custflow_schemas::trace::{self, SpanKind, TraceContextExt};
 use custflow_schemas::CustomerScore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -32,6 +32,9 @@ pub struct SinkMetrics {
     pub erased_rows: AtomicU64,
     /// Seconds from a score's production (its message timestamp) to its row committed.
     pub latency: Histogram,
+    /// Seconds from the production of the earliest event behind a score (its
+    /// `custflow.event-ms` header) to the score's row committed.
+    pub event_to_row: Histogram,
 }
 
 impl SinkMetrics {
@@ -53,6 +56,11 @@ impl SinkMetrics {
             &mut out,
             "custflow_sink_latency_seconds",
             "Score message produced to its row committed in the sink tables.",
+        );
+        self.event_to_row.render(
+            &mut out,
+            "custflow_event_to_row_seconds",
+            "Earliest event behind a score produced to the score's row committed (event-caused scores only).",
         );
         out
     }
@@ -125,6 +133,7 @@ pub async fn run(
         }
         let mut scores = Vec::with_capacity(batch.len());
         let mut produced_at = Vec::with_capacity(batch.len());
+        let mut event_at = Vec::new();
         // Spans of the traced scores (tracing on), ended once the rows are committed.
         let spans: Vec<trace::Context> = batch
             .iter()
@@ -169,6 +178,7 @@ pub async fn run(
             match decoded {
                 Ok(s) => {
                     produced_at.extend(m.timestamp().to_millis());
+                    event_at.extend(kafka::event_time(m));
                     scores.push((i, s));
                 }
                 Err(reason) => {
@@ -218,6 +228,11 @@ pub async fn run(
         for t in produced_at {
             metrics
                 .latency
+                .observe((committed - t).max(0) as f64 / 1000.0);
+        }
+        for t in event_at {
+            metrics
+                .event_to_row
                 .observe((committed - t).max(0) as f64 / 1000.0);
         }
         for m in &batch {

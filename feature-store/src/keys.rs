@@ -47,6 +47,13 @@ impl Keys {
         format!("{}cf:churn:predictions", self.prefix)
     }
 
+    /// Where input partition `partition` stands in the rescoring pass that follows a
+    /// model change (the processors' `PassCursor`, JSON), saved with the states it
+    /// rescored.
+    pub fn model_pass(&self, partition: i32) -> String {
+        format!("{}cf:pass:{{p{partition}}}", self.prefix)
+    }
+
     /// Prefix of the per-partition sweep cursors (`<prefix>:{p<N>}`).
     pub fn sweep_prefix(&self) -> String {
         format!("{}cf:sweep", self.prefix)
@@ -94,12 +101,13 @@ impl Keys {
     }
 
     /// Patterns of every key of this deployment (for wiping on rebuild).
-    pub fn patterns(&self) -> [String; 5] {
+    pub fn patterns(&self) -> [String; 6] {
         let p = &self.prefix;
         [
             format!("{p}cf:{{*}}:f"),
             format!("{p}cf:idx:*"),
             format!("{p}cf:sweep:*"),
+            format!("{p}cf:pass:*"),
             format!("{p}cf:sales:*"),
             format!("{p}cf:state:*"),
         ]

@@ -117,6 +117,26 @@ pub fn erasure_headers(at_ms: i64) -> OwnedHeaders {
     })
 }
 
+/// The header of a score caused by events: when the earliest of those events was
+/// produced (epoch milliseconds), so the sink can report event → row latency. Scores of
+/// a rescoring pass or a clock sweep have none.
+pub const EVENT_TIME_HEADER: &str = "custflow.event-ms";
+
+/// `headers` (or new ones) with the [`EVENT_TIME_HEADER`] of an event produced at `at_ms`.
+pub fn add_event_time(headers: Option<OwnedHeaders>, at_ms: i64) -> OwnedHeaders {
+    headers.unwrap_or_default().insert(Header {
+        key: EVENT_TIME_HEADER,
+        value: Some(&at_ms.to_string()),
+    })
+}
+
+/// The [`EVENT_TIME_HEADER`] of `msg`, when it has a readable one.
+pub fn event_time<M: Message>(msg: &M) -> Option<i64> {
+    let headers = msg.headers()?;
+    let h = headers.iter().find(|h| h.key == EVENT_TIME_HEADER)?;
+    std::str::from_utf8(h.value?).ok()?.parse().ok()
+}
+
 /// The erasure time of `msg` if it is an erasure request; an unreadable value counts as
 /// the record's own timestamp (then as 1, never 0, so the request still erases).
 pub fn erasure_at<M: Message>(msg: &M) -> Option<i64> {
@@ -405,5 +425,37 @@ mod tests {
             .set("ssl.endpoint.identification.algorithm", "https")
             .create();
         assert!(p.is_ok(), "{:?}", p.err());
+    }
+
+    /// The event time rides beside a trace header and reads back; a message without it
+    /// (a rescored customer's score) or with garbage has none.
+    #[test]
+    fn event_time_header_round_trips() {
+        let msg = |headers: Option<OwnedHeaders>| {
+            rdkafka::message::OwnedMessage::new(
+                None,
+                None,
+                "t".into(),
+                rdkafka::Timestamp::NotAvailable,
+                0,
+                0,
+                headers,
+            )
+        };
+        let traced = OwnedHeaders::new().insert(Header {
+            key: "traceparent",
+            value: Some("x"),
+        });
+        assert_eq!(
+            event_time(&msg(Some(add_event_time(Some(traced), 1_700_000_000_123)))),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(event_time(&msg(Some(add_event_time(None, 5)))), Some(5));
+        assert_eq!(event_time(&msg(None)), None);
+        let garbage = OwnedHeaders::new().insert(Header {
+            key: EVENT_TIME_HEADER,
+            value: Some("soon"),
+        });
+        assert_eq!(event_time(&msg(Some(garbage))), None);
     }
 }

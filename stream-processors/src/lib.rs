@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod metrics;
 pub mod model_job;
+pub mod pass;
 pub mod replay;
 pub mod runtime;
 pub mod scoring;

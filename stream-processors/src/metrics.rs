@@ -22,8 +22,12 @@ pub struct Metrics {
     pub batches: AtomicU64,
     pub scores_emitted: AtomicU64,
     pub segment_changes: AtomicU64,
-    /// Rescoring passes started by a model change, and customers they rescored.
+    /// Rescoring passes started by a model change, passes finished, and customers
+    /// they rescored.
     pub model_passes: AtomicU64,
+    pub model_passes_done: AtomicU64,
+    /// Customers rescored by the clock sweep (at-risk crossings and the rotation).
+    pub clock_rescored: AtomicU64,
     pub model_rescored: AtomicU64,
     pub redis_write: Histogram,
     /// Event time to feature visible in Redis.
@@ -113,6 +117,16 @@ impl Metrics {
                 "custflow_model_passes_total",
                 "Rescoring passes started because a new model became current",
                 &self.model_passes,
+            ),
+            (
+                "custflow_model_passes_done_total",
+                "Rescoring passes that rescored every customer of this instance's partitions",
+                &self.model_passes_done,
+            ),
+            (
+                "custflow_clock_rescored_total",
+                "Customers rescored by the clock sweep (at-risk crossings, decay rotation)",
+                &self.clock_rescored,
             ),
             (
                 "custflow_model_rescored_total",

@@ -17,6 +17,7 @@ use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::trace::{self, TraceContextExt};
 use custflow_schemas::{json, Event, EventKind, ValidationContext};
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -26,6 +27,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::pass::PassCursor;
 use crate::store::{Guard, PartitionState, Store, Write};
 
 /// Settings of a processor.
@@ -89,6 +91,9 @@ pub struct Changed<'a> {
     /// The span of the traced event that changed the customer (tracing on), so the
     /// score it causes continues the event's trace.
     pub trace: Option<trace::Context>,
+    /// When the earliest event that changed the customer was produced (epoch ms), for
+    /// event → row latency; `None` for a rescore without an event.
+    pub event_ms: Option<i64>,
 }
 
 /// A customer a batch changed (or a pass rescores), before scoring and saving.
@@ -99,6 +104,8 @@ struct Touched<'a> {
     last_order_at: Option<i64>,
     /// The span of the traced event that changed it.
     trace: Option<trace::Context>,
+    /// When the earliest event that changed it was produced.
+    event_ms: Option<i64>,
 }
 
 impl<'a> Touched<'a> {
@@ -109,17 +116,17 @@ impl<'a> Touched<'a> {
             partition,
             last_order_at: None,
             trace: None,
+            event_ms: None,
         }
     }
 }
 
-/// Where a partition stands in a rescoring pass.
-#[derive(Debug, Default, Clone, Copy)]
-struct PassCursor {
-    /// The next rank of the last-order index to rescore.
-    next: usize,
-    /// Customers still to rescore; `None` until the pass (re)starts counting.
-    left: Option<usize>,
+/// How a save's customers are scored: as of when, why, and the rescoring pass cursors
+/// the save moves.
+struct Scoring<'a> {
+    as_of: i64,
+    cause: Rescore,
+    passes: &'a [(i32, &'a PassCursor)],
 }
 
 /// Why a customer is rescored.
@@ -174,8 +181,9 @@ pub struct Processor {
 
 /// Work done between batches every sweep interval (refreshing the model in use).
 pub trait Tick: Send + Sync {
-    /// Returns whether a new model became current (which starts a rescoring pass).
-    fn tick(&self) -> BoxFuture<'_, Result<bool>>;
+    /// Returns the version of the model in use (`None` while there is none): each
+    /// partition whose customers were not all rescored with it gets a rescoring pass.
+    fn tick(&self) -> BoxFuture<'_, Result<Option<String>>>;
 }
 
 /// A decoded message of a batch.
@@ -371,10 +379,11 @@ impl Processor {
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         let mut last_sweep = Instant::now();
         let mut last_check = Instant::now() - Duration::from_secs(60);
-        // Rescoring pass after a model change, per partition: (next index rank, customers
-        // still to rescore). A newer model mid-pass restarts the count but not the
-        // position, so a pass always completes one cycle after the last change.
-        let mut model_pass: Option<HashMap<i32, PassCursor>> = None;
+        // The rescoring pass of each owned partition (read from Redis when first needed)
+        // and whether one is running.
+        let mut passes: HashMap<i32, PassCursor> = HashMap::new();
+        let mut passing = false;
+        let (mut slice_end, mut slice_took) = (Instant::now(), Duration::ZERO);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -386,30 +395,58 @@ impl Processor {
             if last_sweep.elapsed() >= self.cfg.sweep_every {
                 last_sweep = Instant::now();
                 if let Some(refresh) = &self.on_tick {
-                    if tolerate(refresh.tick().await, "refreshing the model")? == Some(true) {
-                        tracing::info!("new model: rescoring every customer");
-                        Metrics::add(&self.metrics.model_passes, 1);
-                        let mut pass = model_pass.take().unwrap_or_default();
-                        pass.values_mut().for_each(|c| c.left = None);
-                        model_pass = Some(pass);
+                    if let Some(Some(model)) =
+                        tolerate(refresh.tick().await, "refreshing the model")?
+                    {
+                        let started = tolerate(
+                            self.plan_passes(&mut passes, &model).await,
+                            "reading the rescoring passes",
+                        )?;
+                        if let Some(partitions) = started.filter(|n| *n > 0) {
+                            tracing::info!(
+                                model,
+                                partitions,
+                                "new model: rescoring every customer"
+                            );
+                            Metrics::add(&self.metrics.model_passes, 1);
+                        }
+                        passing |= passes.values().any(|c| !c.done);
                     }
                 }
                 tolerate(self.sweep(self.cfg.rotate_per_sweep).await, "sweeping")?;
             }
-            // One slice of the pass between batches, so live events keep flowing.
-            if let Some(pass) = &mut model_pass {
-                if tolerate(self.rescore_slice(pass).await, "rescoring")? == Some(true) {
-                    model_pass = None;
+            // Live events go first: a slice of the pass runs when none is waiting, or
+            // once live batches took as long as the last slice did. A busy stream gets
+            // at least half the time and the pass the rest; an idle one leaves it all
+            // to the pass.
+            let waiting = if passing {
+                self.consumer.recv().now_or_never()
+            } else {
+                None
+            };
+            if passing && (waiting.is_none() || slice_end.elapsed() >= slice_took) {
+                let started = Instant::now();
+                if tolerate(self.rescore_slice(&mut passes).await, "rescoring")? == Some(true) {
+                    passing = false;
+                    Metrics::add(&self.metrics.model_passes_done, 1);
                     tracing::info!("rescoring pass done");
                 }
-            }
-            let first = tokio::select! {
-                m = self.consumer.recv() => m,
-                _ = shutdown.changed() => break,
-                () = tokio::time::sleep(Duration::from_millis(500)) => {
-                    self.maybe_lag(&mut last_lag);
+                slice_end = Instant::now();
+                slice_took = slice_end - started;
+                if waiting.is_none() {
                     continue;
                 }
+            }
+            let first = match waiting {
+                Some(m) => m,
+                None => tokio::select! {
+                    m = self.consumer.recv() => m,
+                    _ = shutdown.changed() => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {
+                        self.maybe_lag(&mut last_lag);
+                        continue;
+                    }
+                },
             };
             // Broker errors (a restarting broker, a lost connection) are reported here
             // while librdkafka reconnects by itself: only a fatal one stops the processor.
@@ -909,6 +946,10 @@ impl Processor {
                         .iter()
                         .rev()
                         .find_map(|&i| inputs[i].trace.clone()),
+                    event_ms: by_customer[c]
+                        .iter()
+                        .filter_map(|&i| inputs[i].produced_ms)
+                        .min(),
                 });
             }
         }
@@ -943,8 +984,11 @@ impl Processor {
         self.score_and_save(
             &mut states,
             &changed,
-            as_of,
-            Rescore::Event,
+            Scoring {
+                as_of,
+                cause: Rescore::Event,
+                passes: &[],
+            },
             &rollups,
             &guard,
         )
@@ -979,13 +1023,17 @@ impl Processor {
     }
 
     /// Runs the hook (scoring) on the changed customers, then writes their states, index
-    /// entries and the batch's sales rollups in one transaction.
+    /// entries, the batch's sales rollups and the pass cursors it moves in one
+    /// transaction.
     async fn score_and_save(
         &self,
         states: &mut HashMap<String, CustomerState>,
         changed: &[Touched<'_>],
-        as_of: i64,
-        cause: Rescore,
+        Scoring {
+            as_of,
+            cause,
+            passes,
+        }: Scoring<'_>,
         rollups: &Rollups<'_>,
         guard: &Guard,
     ) -> Result<()> {
@@ -1003,6 +1051,7 @@ impl Processor {
                         partition: t.partition,
                         cause,
                         trace: t.trace.clone(),
+                        event_ms: t.event_ms,
                     })
                 })
                 .collect();
@@ -1020,71 +1069,98 @@ impl Processor {
             })
             .collect();
         let started = Instant::now();
-        self.store.save(&writes, &counts, rollups, guard).await?;
+        self.store
+            .save(&writes, &counts, rollups, guard, passes)
+            .await?;
         self.metrics
             .redis_write
             .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
-    /// Rescores the next slice of every owned partition's customers with the current
-    /// model (cause [`Rescore::NewModel`]); true when the pass has covered them all.
-    /// A customer whose new order moves it across the cursor meanwhile is rescored by
-    /// that order, with the new model, so the pass needs no snapshot of the index.
-    async fn rescore_slice(&self, pass: &mut HashMap<i32, PassCursor>) -> Result<bool> {
-        let Some(now) = self.cfg.clock.now() else {
-            return Ok(true);
-        };
-        let mut done = true;
-        // Every owned partition's next slice, then one load, score and save for all:
-        // round trips per slice, not per partition.
-        let mut slice: Vec<(String, i32)> = Vec::new();
-        for p in self.owned_order_partitions()? {
-            let cursor = pass.entry(p).or_default();
-            let left = match cursor.left {
-                Some(left) => left,
-                None => self.store.index_len(p).await?, // the pass (re)starts counting
-            };
-            if left == 0 {
-                cursor.left = Some(0);
-                continue;
-            }
-            let take = self.cfg.rescore_slice.min(left);
-            let customers = self.store.index_page(p, cursor.next, take).await?;
-            // A short page is the end of the index: wrap to the ranks before the start.
-            cursor.next = if customers.len() < take {
-                0
-            } else {
-                cursor.next + customers.len()
-            };
-            cursor.left = Some(left.saturating_sub(customers.len().max(1)));
-            if cursor.left != Some(0) {
-                done = false;
-            }
-            slice.extend(customers.into_iter().map(|c| (c, p)));
+    /// Brings the passes of the owned partitions up to `model`: reads the cursors of
+    /// partitions not seen yet from Redis (another instance may have moved them), forgets
+    /// partitions no longer owned, and starts a pass wherever the cursor's model is not
+    /// `model`. Returns how many passes started.
+    async fn plan_passes(
+        &self,
+        passes: &mut HashMap<i32, PassCursor>,
+        model: &str,
+    ) -> Result<usize> {
+        let owned = self.owned_order_partitions()?;
+        passes.retain(|p, _| owned.contains(p));
+        let unread: Vec<i32> = owned
+            .iter()
+            .filter(|p| !passes.contains_key(p))
+            .copied()
+            .collect();
+        if !unread.is_empty() {
+            passes.extend(
+                unread
+                    .iter()
+                    .copied()
+                    .zip(self.store.passes(&unread).await?),
+            );
         }
-        if slice.is_empty() {
-            return Ok(done);
+        let mut started = 0;
+        for cursor in passes.values_mut() {
+            started += usize::from(cursor.start(model));
+        }
+        Ok(started)
+    }
+
+    /// Rescores the next slice of every owned partition's customers with the model of
+    /// its pass (cause [`Rescore::NewModel`]), saving the moved cursors with the states;
+    /// true when every pass is done.
+    async fn rescore_slice(&self, passes: &mut HashMap<i32, PassCursor>) -> Result<bool> {
+        let Some(now) = self.cfg.clock.now() else {
+            return Ok(false); // no time to score as of yet (an event clock before events)
+        };
+        // Every owned partition's next slice, then one load, score and save for all:
+        // round trips per slice, not per partition. The cursors move in copies, kept
+        // once the save succeeded.
+        let mut slice: Vec<(String, i32)> = Vec::new();
+        let mut moved: Vec<(i32, PassCursor)> = Vec::new();
+        let take = self.cfg.rescore_slice.max(1);
+        for p in self.owned_order_partitions()? {
+            let Some(cursor) = passes.get(&p).filter(|c| !c.done) else {
+                continue;
+            };
+            let mut cursor = cursor.clone();
+            let page = self
+                .store
+                .index_after(p, cursor.after.as_ref(), None, take)
+                .await?;
+            slice.extend(cursor.advance(page, take).into_iter().map(|(_, c)| (c, p)));
+            moved.push((p, cursor));
+        }
+        if moved.is_empty() {
+            return Ok(passes.values().all(|c| c.done));
         }
         let ids: Vec<&str> = slice.iter().map(|(c, _)| c.as_str()).collect();
-        let parts = distinct(slice.iter().map(|(_, p)| *p));
+        let parts: Vec<i32> = moved.iter().map(|(p, _)| *p).collect();
         let (mut states, guard) = self.store.load(&ids, &parts).await?;
         let changed: Vec<Touched<'_>> = slice
             .iter()
             .filter(|(c, _)| states.contains_key(c))
             .map(|(c, p)| Touched::rescored(c, *p))
             .collect();
+        let cursors: Vec<(i32, &PassCursor)> = moved.iter().map(|(p, c)| (*p, c)).collect();
         self.score_and_save(
             &mut states,
             &changed,
-            now,
-            Rescore::NewModel,
+            Scoring {
+                as_of: now,
+                cause: Rescore::NewModel,
+                passes: &cursors,
+            },
             &Rollups::default(),
             &guard,
         )
         .await?;
         Metrics::add(&self.metrics.model_rescored, changed.len() as u64);
-        Ok(done)
+        passes.extend(moved);
+        Ok(passes.values().all(|c| c.done))
     }
 
     /// The partitions of the orders topic this instance owns.
@@ -1129,13 +1205,17 @@ impl Processor {
             self.score_and_save(
                 &mut states,
                 &changed,
-                now,
-                Rescore::Clock,
+                Scoring {
+                    as_of: now,
+                    cause: Rescore::Clock,
+                    passes: &[],
+                },
                 &Rollups::default(),
                 &guard,
             )
             .await?;
             total += changed.len();
+            Metrics::add(&self.metrics.clock_rescored, changed.len() as u64);
         }
         Ok(total)
     }

@@ -14,7 +14,7 @@ use custflow_feature_store::state::{CustomerState, SegmentMemo};
 use custflow_models::artefact::ModelArtefact;
 use custflow_schemas::avro;
 use custflow_schemas::topics::{self, Topics};
-use custflow_schemas::trace;
+use custflow_schemas::{kafka, trace};
 use custflow_schemas::{CustomerScore, SegmentChange, SegmentDimension};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -210,10 +210,13 @@ impl Scorer {
                 continue;
             }
             state.score_version += 1;
-            let headers = c
+            let mut headers = c
                 .trace
                 .as_ref()
                 .map(|cx| trace::add_header(OwnedHeaders::new(), cx));
+            if let Some(at) = c.event_ms {
+                headers = Some(kafka::add_event_time(headers, at));
+            }
             for (dimension, previous, current) in segment_changes(state.segments.as_ref(), &memo) {
                 let ch = SegmentChange {
                     customer_id: c.customer.to_owned(),

@@ -14,6 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use crate::error::{Error, Result};
+use crate::pass::{IndexPos, PassCursor};
 
 /// Runs the commands that follow in ARGV (each as its argument count, then its
 /// arguments) only when every marker in KEYS still holds the value the batch's load saw
@@ -197,17 +198,24 @@ impl Store {
     /// batch finds its events applied), only if the markers of the partitions exist and are
     /// ([`Error::StateLost`] otherwise) unchanged ([`Error::Conflict`] otherwise) since
     /// the load that gave `guard`; returns once Redis confirmed.
+    ///
+    /// `passes` are the rescoring pass cursors the writes move (saved with them, so a
+    /// restarted pass neither repeats nor skips a slice).
     pub async fn save(
         &self,
         writes: &[Write<'_>],
         counts: &[(String, i64)],
         rollups: &Rollups<'_>,
         guard: &Guard,
+        passes: &[(i32, &PassCursor)],
     ) -> Result<()> {
-        if writes.is_empty() {
+        if writes.is_empty() && passes.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
+        for (p, cursor) in passes {
+            pipe.set(self.keys.model_pass(*p), cursor.encode()).ignore();
+        }
         let counters = self.keys.segment_counts();
         for (field, delta) in counts.iter().filter(|(_, d)| *d != 0) {
             pipe.hincr(&counters, field, *delta).ignore();
@@ -355,29 +363,78 @@ impl Store {
         Ok(ready == 1)
     }
 
-    /// Customers in partition `p`'s last-order index.
-    pub async fn index_len(&self, p: i32) -> Result<usize> {
-        Ok(redis::cmd("ZCARD")
-            .arg(self.keys.last_order_index(p))
-            .query_async(&mut self.conn.clone())
-            .await?)
+    /// The rescoring pass cursors of `partitions` (a cursor before any pass where none
+    /// is stored, or the stored one is unreadable).
+    pub async fn passes(&self, partitions: &[i32]) -> Result<Vec<PassCursor>> {
+        let mut pipe = redis::pipe();
+        for p in partitions {
+            pipe.get(self.keys.model_pass(*p));
+        }
+        let raw: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(partitions
+            .iter()
+            .zip(raw)
+            .map(|(p, bytes)| {
+                let bytes = bytes?;
+                PassCursor::decode(&bytes)
+                    .map_err(|e| {
+                        tracing::warn!(partition = p, error = %e, "unreadable rescoring pass cursor; starting over");
+                    })
+                    .ok()
+            })
+            .map(Option::unwrap_or_default)
+            .collect())
     }
 
-    /// Customers `start..start+count` of partition `p`'s last-order index (by rank).
-    pub async fn index_page(&self, p: i32, start: usize, count: usize) -> Result<Vec<String>> {
+    /// Up to `count` places of partition `p`'s last-order index after `after` (from the
+    /// start when `None`) and at or before `until` (to the end when `None`), in the
+    /// index's order: last order time, then customer id.
+    pub async fn index_after(
+        &self,
+        p: i32,
+        after: Option<&IndexPos>,
+        until: Option<i64>,
+        count: usize,
+    ) -> Result<Vec<IndexPos>> {
         if count == 0 {
             return Ok(Vec::new());
         }
-        Ok(redis::cmd("ZRANGE")
-            .arg(self.keys.last_order_index(p))
-            .arg(start)
-            .arg(start + count - 1)
-            .query_async(&mut self.conn.clone())
-            .await?)
+        let key = self.keys.last_order_index(p);
+        let min = after.map_or_else(|| "-inf".to_owned(), |(at, _)| at.to_string());
+        let max = until.map_or_else(|| "+inf".to_owned(), |at| at.to_string());
+        let mut limit = count;
+        loop {
+            let raw: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&key)
+                .arg(&min)
+                .arg(&max)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let full = raw.len() == limit;
+            let mut page: Vec<IndexPos> = raw
+                .into_iter()
+                .map(|(customer, at)| (at as i64, customer))
+                .filter(|pos| after.is_none_or(|a| pos > a))
+                .collect();
+            // Those left out are tied with `after` at its time and come first: when
+            // they filled the page, ask again for as many more.
+            if page.len() >= count || !full {
+                page.truncate(count);
+                return Ok(page);
+            }
+            limit = limit - page.len() + count;
+        }
     }
 
-    /// Customers of partition `p` to rescore: those whose last order crossed `threshold`
-    /// since the previous sweep, plus the next `rotate` of the index in rotation.
+    /// Customers of partition `p` to rescore: up to `rotate` of those whose last order
+    /// crossed `threshold` since the previous sweep (the rest at the next), plus the next
+    /// `rotate` of the index in rotation. A partition's first sweep starts its crossings
+    /// at `threshold`: customers already past it are scored by the partition's first
+    /// rescoring pass, not all at once by a sweep.
     pub async fn sweep_candidates(
         &self,
         p: i32,
@@ -387,27 +444,25 @@ impl Store {
         let mut conn = self.conn.clone();
         let idx = self.keys.last_order_index(p);
         let cursor_key = format!("{}:{{p{p}}}", self.keys.sweep_prefix());
-        let (since, pos): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(&cursor_key)
-            .arg("threshold")
-            .arg("rotation")
-            .query_async(&mut conn)
-            .await?;
-        let since = since.unwrap_or(i64::MIN);
-        let mut out: Vec<String> = if threshold > since {
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(&idx)
-                .arg(if since == i64::MIN {
-                    "-inf".to_owned()
-                } else {
-                    format!("({since}")
-                })
-                .arg(threshold)
+        let (crossed_at, crossed_id, pos): (Option<i64>, Option<String>, Option<i64>) =
+            redis::cmd("HMGET")
+                .arg(&cursor_key)
+                .arg("crossed_at")
+                .arg("crossed_id")
+                .arg("rotation")
                 .query_async(&mut conn)
-                .await?
-        } else {
-            Vec::new()
+                .await?;
+        let mut crossed: IndexPos = match crossed_at {
+            Some(at) => (at, crossed_id.unwrap_or_default()),
+            None => (threshold, String::new()),
         };
+        let page = self
+            .index_after(p, Some(&crossed), Some(threshold), rotate)
+            .await?;
+        if let Some(last) = page.last() {
+            crossed = last.clone();
+        }
+        let mut out: Vec<String> = page.into_iter().map(|(_, c)| c).collect();
         let pos = pos.unwrap_or(0).max(0);
         let mut next_pos = pos;
         if rotate > 0 {
@@ -425,8 +480,10 @@ impl Store {
         out.dedup();
         let () = redis::cmd("HSET")
             .arg(&cursor_key)
-            .arg("threshold")
-            .arg(threshold.max(since))
+            .arg("crossed_at")
+            .arg(crossed.0)
+            .arg("crossed_id")
+            .arg(&crossed.1)
             .arg("rotation")
             .arg(next_pos)
             .query_async(&mut conn)

@@ -1,6 +1,7 @@
 //! A champion switch mid-stream, against the real broker and Redis: while orders keep
 //! arriving, a new model becomes current; the processor rescores every customer once, so
 //! each customer's latest score names the new model, and per-customer versions only grow.
+//! A processor stopped mid-pass leaves the rest of the pass to the next one.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -8,13 +9,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
 use custflow_ingest::kafka::client_config;
 use custflow_models::artefact::ModelArtefact;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::runtime::{BoxFuture, Tick};
 use custflow_processors::scoring::Scorer;
+use custflow_processors::store::Store;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
+use custflow_schemas::kafka;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{avro, json, CustomerScore, Event};
@@ -29,10 +33,12 @@ struct Switch {
 }
 
 impl Tick for Switch {
-    fn tick(&self) -> BoxFuture<'_, custflow_processors::Result<bool>> {
+    fn tick(&self) -> BoxFuture<'_, custflow_processors::Result<Option<String>>> {
         Box::pin(async move {
-            let next = self.next.lock().unwrap().take();
-            Ok(next.map(|m| self.model.set(m)).is_some())
+            if let Some(next) = self.next.lock().unwrap().take() {
+                self.model.set(next);
+            }
+            Ok(self.model.current().map(|m| m.version.clone()))
         })
     }
 }
@@ -75,78 +81,85 @@ async fn send_orders(
     futures::future::join_all(sends).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_champion_mid_stream_rescores_every_customer() {
-    let brokers = custflow_tests::ensure_stack();
-    let names = Topics::new(custflow_tests::unique("champ-"));
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let registry = Arc::new(Registry::in_memory());
-    let out_ids = registry.register_outputs(&names).await.unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let mut cfg = ProcessorConfig::new(
-        &brokers,
-        &custflow_tests::redis_url(),
-        names.clone(),
-        Clock::event(0),
-    );
-    cfg.sweep_every = Duration::from_millis(200);
-    cfg.rescore_slice = 40; // several slices, interleaved with live batches
-    let model = ModelHandle::default();
-    model.set(artefact("model-a"));
-    let switch = Arc::new(Switch {
-        model: model.clone(),
-        next: Mutex::new(None),
-    });
-    let p = Processor::new(cfg, registry, metrics.clone())
-        .await
-        .unwrap();
-    let scorer = Scorer::new(
-        p.producer().clone(),
-        names.clone(),
-        model.clone(),
-        metrics.clone(),
-        45.0,
-        out_ids,
-    );
-    let p = p.with_hook(Arc::new(scorer)).with_tick(switch.clone());
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let handle = tokio::spawn(async move { p.run(rx).await.unwrap() });
+/// A running processor with scoring.
+struct Running {
+    metrics: Arc<Metrics>,
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
 
-    let producer: FutureProducer = client_config(&brokers).create().unwrap();
-    let orders = names.name(topics::ORDERS);
-    send_orders(&producer, &orders, 0..400, 0).await;
-    custflow_tests::wait_until(Duration::from_secs(60), "400 first scores", || {
-        let m = metrics.clone();
-        async move { (Metrics::get(&m.applied) >= 400).then_some(()) }
-    })
-    .await;
-
-    // The switch, with orders still flowing: repeat orders of some, new customers.
-    *switch.next.lock().unwrap() = Some(artefact("model-b"));
-    send_orders(&producer, &orders, 300..500, 3).await;
-    custflow_tests::wait_until(Duration::from_secs(60), "the rescoring pass", || {
-        let m = metrics.clone();
-        async move {
-            (Metrics::get(&m.model_passes) == 1
-                && Metrics::get(&m.model_rescored) >= 400
-                && Metrics::get(&m.applied) >= 600)
-                .then_some(())
+impl Running {
+    async fn start(
+        brokers: &str,
+        names: &Topics,
+        registry: &Arc<Registry>,
+        switch: &Arc<Switch>,
+        rescore_slice: usize,
+    ) -> Self {
+        let out_ids = registry.register_outputs(names).await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let mut cfg = ProcessorConfig::new(
+            brokers,
+            &custflow_tests::redis_url(),
+            names.clone(),
+            Clock::event(0),
+        );
+        cfg.sweep_every = Duration::from_millis(200);
+        cfg.rescore_slice = rescore_slice;
+        let p = Processor::new(cfg, registry.clone(), metrics.clone())
+            .await
+            .unwrap();
+        let scorer = Scorer::new(
+            p.producer().clone(),
+            names.clone(),
+            switch.model.clone(),
+            metrics.clone(),
+            45.0,
+            out_ids,
+        );
+        let p = p.with_hook(Arc::new(scorer)).with_tick(switch.clone());
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let handle = tokio::spawn(async move { p.run(rx).await.unwrap() });
+        Self {
+            metrics,
+            stop,
+            handle,
         }
-    })
-    .await;
-    send_orders(&producer, &orders, 0..50, 5).await;
-    custflow_tests::wait_until(Duration::from_secs(60), "the last orders", || {
-        let m = metrics.clone();
-        async move { (Metrics::get(&m.applied) >= 650).then_some(()) }
-    })
-    .await;
-    stop.send(true).unwrap();
-    handle.await.unwrap();
+    }
 
-    // Every score on the topic: per customer, versions grow; the latest names model-b.
-    let consumer: StreamConsumer = client_config(&brokers)
+    async fn stop(self) -> Arc<Metrics> {
+        self.stop.send(true).unwrap();
+        self.handle.await.unwrap();
+        self.metrics
+    }
+
+    async fn wait(&self, what: &str, done: impl Fn(&Metrics) -> bool) {
+        custflow_tests::wait_until(Duration::from_secs(60), what, || {
+            let m = self.metrics.clone();
+            let ok = done(&m);
+            async move { ok.then_some(()) }
+        })
+        .await;
+    }
+}
+
+fn switch(model: &str) -> Arc<Switch> {
+    let handle = ModelHandle::default();
+    handle.set(artefact(model));
+    Arc::new(Switch {
+        model: handle,
+        next: Mutex::new(None),
+    })
+}
+
+/// The first `n` scores on the score topic, each with the produce time of the event
+/// behind it (when it has one) and its own message time.
+async fn scores(
+    brokers: &str,
+    names: &Topics,
+    n: u64,
+) -> Vec<(CustomerScore, Option<i64>, Option<i64>)> {
+    let consumer: StreamConsumer = client_config(brokers)
         .set("group.id", custflow_tests::unique("champ-check-"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -154,17 +167,23 @@ async fn a_new_champion_mid_stream_rescores_every_customer() {
     consumer
         .subscribe(&[&names.name(topics::CUSTOMER_SCORES)])
         .unwrap();
-    let emitted = Metrics::get(&metrics.scores_emitted);
-    let mut latest: HashMap<String, CustomerScore> = HashMap::new();
-    let mut models_seen: HashMap<String, u64> = HashMap::new();
-    for _ in 0..emitted {
+    let mut out = Vec::new();
+    for _ in 0..n {
         let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
             .await
             .expect("fewer scores on the topic than emitted")
             .unwrap();
         let (_, datum) = avro::unframe(m.payload().unwrap()).unwrap();
         let s: CustomerScore = avro::decode_record("CustomerScore", datum).unwrap();
-        *models_seen.entry(s.model_version.clone()).or_default() += 1;
+        out.push((s, kafka::event_time(&m), m.timestamp().to_millis()));
+    }
+    out
+}
+
+/// Each customer's latest score; per customer, versions only grow.
+fn latest(scores: &[(CustomerScore, Option<i64>, Option<i64>)]) -> HashMap<String, CustomerScore> {
+    let mut latest: HashMap<String, CustomerScore> = HashMap::new();
+    for (s, _, _) in scores {
         if let Some(prev) = latest.get(&s.customer_id) {
             assert!(
                 s.version > prev.version,
@@ -174,14 +193,191 @@ async fn a_new_champion_mid_stream_rescores_every_customer() {
                 prev.version
             );
         }
-        latest.insert(s.customer_id.clone(), s);
+        latest.insert(s.customer_id.clone(), s.clone());
     }
-    assert_eq!(latest.len(), 500, "every customer has a score");
-    let stale: Vec<&str> = latest
+    latest
+}
+
+/// The customers whose latest score does not name `model`.
+fn stale<'a>(latest: &'a HashMap<String, CustomerScore>, model: &str) -> Vec<&'a str> {
+    latest
         .values()
-        .filter(|s| s.model_version != "model-b")
+        .filter(|s| s.model_version != model)
         .map(|s| s.customer_id.as_str())
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_champion_mid_stream_rescores_every_customer() {
+    let brokers = custflow_tests::ensure_stack();
+    let names = Topics::new(custflow_tests::unique("champ-"));
+    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let registry = Arc::new(Registry::in_memory());
+    let switch = switch("model-a");
+    // Several slices, interleaved with live batches.
+    let p = Running::start(&brokers, &names, &registry, &switch, 40).await;
+
+    let producer: FutureProducer = client_config(&brokers).create().unwrap();
+    let orders = names.name(topics::ORDERS);
+    send_orders(&producer, &orders, 0..400, 0).await;
+    // The partitions' first pass, with model-a, and the orders scored.
+    p.wait("400 first scores", |m| {
+        Metrics::get(&m.applied) >= 400 && Metrics::get(&m.model_passes_done) == 1
+    })
+    .await;
+    let rescored_before = Metrics::get(&p.metrics.model_rescored);
+
+    // The switch, with orders still flowing: repeat orders of some, new customers.
+    *switch.next.lock().unwrap() = Some(artefact("model-b"));
+    send_orders(&producer, &orders, 300..500, 3).await;
+    p.wait("the rescoring pass", |m| {
+        Metrics::get(&m.model_passes_done) == 2
+            && Metrics::get(&m.model_rescored) >= rescored_before + 400
+            && Metrics::get(&m.applied) >= 600
+    })
+    .await;
+    send_orders(&producer, &orders, 0..50, 5).await;
+    p.wait("the last orders", |m| Metrics::get(&m.applied) >= 650)
+        .await;
+    let metrics = p.stop().await;
+
+    // Every score on the topic: per customer, versions grow; the latest names model-b.
+    let all = scores(&brokers, &names, Metrics::get(&metrics.scores_emitted)).await;
+    let latest = latest(&all);
+    assert_eq!(latest.len(), 500, "every customer has a score");
+    let stale = stale(&latest, "model-b");
     assert!(stale.is_empty(), "still scored by the old model: {stale:?}");
-    assert!(models_seen["model-a"] >= 400, "{models_seen:?}");
+    let model_a = all
+        .iter()
+        .filter(|(s, _, _)| s.model_version == "model-a")
+        .count();
+    assert!(model_a >= 400, "{model_a} scores by model-a");
+    // Scores with the time of the event behind them, and without (the passes', sweeps').
+    for (s, event, produced) in &all {
+        if let Some(at) = event {
+            // The event came first: its produce time is not after the score's.
+            assert!(
+                produced.is_some_and(|t| *at <= t),
+                "{}: event time {at} after the score's {produced:?}",
+                s.customer_id
+            );
+        }
+    }
+    let with_event_time = all.iter().filter(|(_, e, _)| e.is_some()).count() as u64;
+    let without_event_time = all.len() as u64 - with_event_time;
+    // Each of the first 400 orders scored a new customer.
+    assert!(
+        with_event_time >= 400,
+        "{with_event_time} with an event time"
+    );
+    assert!(
+        without_event_time >= Metrics::get(&metrics.model_rescored),
+        "{without_event_time} scores without an event time, {} rescored by the passes",
+        Metrics::get(&metrics.model_rescored)
+    );
+}
+
+/// The pass's cursor is saved with the states it rescored: a processor stopped mid-pass
+/// (a deploy, a crash) leaves the rest to its successor, which neither starts over nor
+/// drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_processor_resumes_the_rescoring_pass() {
+    let brokers = custflow_tests::ensure_stack();
+    let names = Topics::new(custflow_tests::unique("champ-resume-"));
+    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let registry = Arc::new(Registry::in_memory());
+    let switch = switch("model-a");
+    // Five customers per partition and slice: the 400 customers take ten slices, one
+    // every half second while no orders arrive.
+    let first = Running::start(&brokers, &names, &registry, &switch, 5).await;
+    let producer: FutureProducer = client_config(&brokers).create().unwrap();
+    send_orders(&producer, &names.name(topics::ORDERS), 0..400, 0).await;
+    first
+        .wait("400 scores and model-a's pass", |m| {
+            Metrics::get(&m.applied) >= 400 && Metrics::get(&m.model_passes_done) == 1
+        })
+        .await;
+    let before = Metrics::get(&first.metrics.model_rescored);
+    *switch.next.lock().unwrap() = Some(artefact("model-b"));
+    first
+        .wait("the first slice with model-b", |m| {
+            Metrics::get(&m.model_rescored) > before
+        })
+        .await;
+    let first = first.stop().await;
+    let by_first = Metrics::get(&first.model_rescored) - before;
+    assert_eq!(
+        Metrics::get(&first.model_passes_done),
+        1,
+        "model-b's pass ended before the stop"
+    );
+
+    // The successor starts with model-b current, as after a restart; ten new customers
+    // order (its event clock starts with them).
+    let second = Running::start(&brokers, &names, &registry, &self::switch("model-b"), 5).await;
+    send_orders(&producer, &names.name(topics::ORDERS), 400..410, 1).await;
+    second
+        .wait("the rest of model-b's pass", |m| {
+            Metrics::get(&m.model_passes_done) == 1
+        })
+        .await;
+    let second = second.stop().await;
+    let by_second = Metrics::get(&second.model_rescored);
+    // Starting over would rescore all 410.
+    assert!(
+        by_second < 410 && by_first + by_second >= 400,
+        "the first rescored {by_first}, the second {by_second}: not a resumed pass"
+    );
+    let emitted = Metrics::get(&first.scores_emitted) + Metrics::get(&second.scores_emitted);
+    let latest = latest(&scores(&brokers, &names, emitted).await);
+    assert_eq!(latest.len(), 410, "every customer has a score");
+    let stale = stale(&latest, "model-b");
+    assert!(stale.is_empty(), "still scored by the old model: {stale:?}");
+}
+
+/// The last-order index read by place, as the pass and the sweep read it: pages that
+/// start after the last place of the one before cover every customer once and in order,
+/// also across customers tied at one time (more of them than a page holds), and a bound
+/// stops at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_order_index_pages_by_place_across_ties() {
+    let keys = Keys::new(custflow_tests::unique("idx-"));
+    let store = Store::connect(&custflow_tests::redis_url(), keys.clone())
+        .await
+        .unwrap();
+    let mut members: Vec<(i64, String)> = (0..25)
+        .map(|i| (100, format!("t{i:02}")))
+        .chain((0..5).map(|i| (200 + i, format!("u{i}"))))
+        .collect();
+    let mut add = redis::cmd("ZADD");
+    add.arg(keys.last_order_index(3));
+    for (at, c) in &members {
+        add.arg(*at).arg(c);
+    }
+    let () = add.query_async(&mut store.connection()).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.index_after(3, after.as_ref(), None, 4).await.unwrap();
+        assert!(page.len() <= 4, "{page:?}");
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        after = Some(last);
+        seen.extend(page);
+    }
+    members.sort();
+    assert_eq!(seen, members);
+
+    let bounded = store
+        .index_after(3, Some(&(100, "t20".into())), Some(201), 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = bounded.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(ids, ["t21", "t22", "t23", "t24", "u0", "u1"]);
 }
