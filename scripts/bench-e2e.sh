@@ -14,8 +14,7 @@ BIN="$(custflow_bin)"
 TAG="e2e$(date +%s)"
 PREFIX="$TAG."
 PORT=18392
-psql -h 127.0.0.1 -U postgres -d test -qc "CREATE DATABASE $TAG" >/dev/null
-SINK="postgres://postgres@127.0.0.1:$PG_PORT/$TAG"
+SINK="$(scratch_db "$TAG")"
 say "backfill: 20,000 customers over 60 days into ${PREFIX}*"
 "$BIN" synth --topic-prefix "$PREFIX" --customers 20000 --days 60 --json >/dev/null
 "$BIN" run --topic-prefix "$PREFIX" --sink "$SINK" --http "127.0.0.1:$PORT" 2>"$LOGS/bench-e2e.log" &

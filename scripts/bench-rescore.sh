@@ -17,8 +17,7 @@ BIN="$(custflow_bin)"
 TAG="rescore$(date +%s)"
 PREFIX="$TAG."
 PORT=18393
-psql -h 127.0.0.1 -U postgres -d test -qc "CREATE DATABASE $TAG" >/dev/null
-SINK="postgres://postgres@127.0.0.1:$PG_PORT/$TAG"
+SINK="$(scratch_db "$TAG")"
 say "backfill: $CUSTOMERS customers over 365 days into ${PREFIX}*"
 SYNTH=$("$BIN" synth --customers "$CUSTOMERS" --days 365 --topic-prefix "$PREFIX" --json | tail -1)
 EVENTS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$SYNTH")

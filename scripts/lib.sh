@@ -41,6 +41,13 @@ wait_for() {
 
 custflow_bin() { echo "$CARGO_TARGET_DIR/release/custflow"; }
 
+# scratch_db NAME: creates the PostgreSQL database NAME for a benchmark's sink and prints
+# its URL.
+scratch_db() {
+  psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d test -qc "CREATE DATABASE $1" >/dev/null
+  echo "postgres://postgres@127.0.0.1:$PG_PORT/$1"
+}
+
 # peer_python NAME IMPORTS PIP_SPEC...: the python of a venv under the cache holding a
 # peer to measure or test against (never a runtime dependency); installs it when missing.
 peer_python() {

@@ -143,6 +143,16 @@ impl Running {
     }
 }
 
+/// A fresh deployment's broker address, topics (created) and schema registry.
+async fn deployment(prefix: &str) -> (String, Topics, Arc<Registry>) {
+    let brokers = custflow_tests::ensure_stack();
+    let names = Topics::new(custflow_tests::unique(prefix));
+    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+        .await
+        .unwrap();
+    (brokers, names, Arc::new(Registry::in_memory()))
+}
+
 fn switch(model: &str) -> Arc<Switch> {
     let handle = ModelHandle::default();
     handle.set(artefact(model));
@@ -209,12 +219,7 @@ fn stale<'a>(latest: &'a HashMap<String, CustomerScore>, model: &str) -> Vec<&'a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_champion_mid_stream_rescores_every_customer() {
-    let brokers = custflow_tests::ensure_stack();
-    let names = Topics::new(custflow_tests::unique("champ-"));
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let registry = Arc::new(Registry::in_memory());
+    let (brokers, names, registry) = deployment("champ-").await;
     let switch = switch("model-a");
     // Several slices, interleaved with live batches.
     let p = Running::start(&brokers, &names, &registry, &switch, 40).await;
@@ -284,12 +289,7 @@ async fn a_new_champion_mid_stream_rescores_every_customer() {
 /// drops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_processor_resumes_the_rescoring_pass() {
-    let brokers = custflow_tests::ensure_stack();
-    let names = Topics::new(custflow_tests::unique("champ-resume-"));
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let registry = Arc::new(Registry::in_memory());
+    let (brokers, names, registry) = deployment("champ-resume-").await;
     let switch = switch("model-a");
     // Five customers per partition and slice: the 400 customers take ten slices, one
     // every half second while no orders arrive.
