@@ -72,6 +72,10 @@ return 1
 /// Lua's limit on the values one `unpack` may return (8,000).
 const PAIRS_PER_COMMAND: usize = 1000;
 
+/// Most customers per partition one sweep rescores for crossing the at-risk threshold;
+/// more (after an outage) wait for the following sweeps.
+pub const CROSSINGS_PER_SWEEP: usize = 1000;
+
 /// Longest wait for a Redis reply before the batch fails and is retried.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -430,9 +434,9 @@ impl Store {
         }
     }
 
-    /// Customers of partition `p` to rescore: up to `rotate` of those whose last order
-    /// crossed `threshold` since the previous sweep (the rest at the next), plus the next
-    /// `rotate` of the index in rotation. A partition's first sweep starts its crossings
+    /// Customers of partition `p` to rescore: up to [`CROSSINGS_PER_SWEEP`] of those
+    /// whose last order crossed `threshold` since the previous sweep (the rest at the
+    /// next), plus the next `rotate` of the index in rotation. A partition's first sweep starts its crossings
     /// at `threshold`: customers already past it are scored by the partition's first
     /// rescoring pass, not all at once by a sweep.
     pub async fn sweep_candidates(
@@ -457,7 +461,7 @@ impl Store {
             None => (threshold, String::new()),
         };
         let page = self
-            .index_after(p, Some(&crossed), Some(threshold), rotate)
+            .index_after(p, Some(&crossed), Some(threshold), CROSSINGS_PER_SWEEP)
             .await?;
         if let Some(last) = page.last() {
             crossed = last.clone();
