@@ -266,13 +266,10 @@ impl RunOptions {
             rebuild: false,
             api_only: true,
             churn: ChurnMonitoring::default(),
-            rescore_slice: RESCORE_SLICE,
+            rescore_slice: custflow_processors::runtime::RESCORE_SLICE,
         }
     }
 }
-
-/// The default of `--rescore-slice`.
-pub(crate) const RESCORE_SLICE: usize = 500;
 
 /// A managed Redis connection. One plain attempt comes first, so a wrong address, password
 /// or certificate fails at once with its own reason (the manager would retry it quietly).
@@ -310,9 +307,9 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
     let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
 
     // Processors with scoring.
-    let mut args = crate::process::ProcessArgs::defaults(opts.rebuild);
-    args.rescore_slice = opts.rescore_slice;
-    let pcfg = crate::process::processor_config(config, &args)?;
+    let args = crate::process::ProcessArgs::defaults(opts.rebuild);
+    let mut pcfg = crate::process::processor_config(config, &args)?;
+    pcfg.rescore_slice = opts.rescore_slice;
     let clock = pcfg.clock.clone();
     let refresh = Refresh {
         model: shared.model.clone(),
@@ -544,7 +541,7 @@ pub(crate) struct RunArgs {
     /// Customers per input partition rescored between two live batches while a new
     /// model is rolled out: larger finishes the pass sooner, smaller keeps live events
     /// fresher meanwhile.
-    #[arg(long, default_value_t = RESCORE_SLICE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = custflow_processors::runtime::RESCORE_SLICE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub(crate) rescore_slice: usize,
 }
 

@@ -127,7 +127,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
             rebuild: false,
             api_only: false,
             churn: Default::default(),
-            rescore_slice: crate::app::RESCORE_SLICE,
+            rescore_slice: custflow_processors::runtime::RESCORE_SLICE,
         },
     )
     .await?;

@@ -38,10 +38,6 @@ pub(crate) struct ProcessArgs {
     /// Do not keep the sales rollups (`/v1/sales/*`, the `sales_rollups` table).
     #[arg(long)]
     no_sales_rollups: bool,
-    /// Customers per input partition rescored between two live batches while a new
-    /// model is rolled out (with scoring: `run`).
-    #[arg(skip = crate::app::RESCORE_SLICE)]
-    pub(crate) rescore_slice: usize,
 }
 
 impl ProcessArgs {
@@ -55,7 +51,6 @@ impl ProcessArgs {
             until_events: None,
             instance_id: None,
             no_sales_rollups: false,
-            rescore_slice: crate::app::RESCORE_SLICE,
         }
     }
 }
@@ -84,7 +79,6 @@ pub(crate) fn processor_config(
     cfg.batch_max = args.batch_max;
     cfg.instance_id = args.instance_id.clone();
     cfg.sales = !args.no_sales_rollups;
-    cfg.rescore_slice = args.rescore_slice;
     Ok(cfg)
 }
 

@@ -26,9 +26,9 @@ pub struct Metrics {
     /// they rescored.
     pub model_passes: AtomicU64,
     pub model_passes_done: AtomicU64,
+    pub model_rescored: AtomicU64,
     /// Customers rescored by the clock sweep (at-risk crossings and the rotation).
     pub clock_rescored: AtomicU64,
-    pub model_rescored: AtomicU64,
     pub redis_write: Histogram,
     /// Event time to feature visible in Redis.
     pub freshness: Histogram,
@@ -124,14 +124,14 @@ impl Metrics {
                 &self.model_passes_done,
             ),
             (
-                "custflow_clock_rescored_total",
-                "Customers rescored by the clock sweep (at-risk crossings, decay rotation)",
-                &self.clock_rescored,
-            ),
-            (
                 "custflow_model_rescored_total",
                 "Customers rescored by those passes",
                 &self.model_rescored,
+            ),
+            (
+                "custflow_clock_rescored_total",
+                "Customers rescored by the clock sweep (at-risk crossings, decay rotation)",
+                &self.clock_rescored,
             ),
             (
                 "custflow_batches_retried_total",

@@ -74,7 +74,7 @@ impl ProcessorConfig {
             rebuild: false,
             sweep_every: Duration::from_secs(5),
             rotate_per_sweep: 500,
-            rescore_slice: 500,
+            rescore_slice: RESCORE_SLICE,
             instance_id: None,
             sales: true,
         }
@@ -426,14 +426,17 @@ impl Processor {
             };
             if passing && (waiting.is_none() || slice_end.elapsed() >= slice_took) {
                 let started = Instant::now();
-                if tolerate(self.rescore_slice(&mut passes).await, "rescoring")? == Some(true) {
+                let slice = tolerate(self.rescore_slice(&mut passes).await, "rescoring")?;
+                if slice == Some(true) {
                     passing = false;
                     Metrics::add(&self.metrics.model_passes_done, 1);
                     tracing::info!("rescoring pass done");
                 }
                 slice_end = Instant::now();
                 slice_took = slice_end - started;
-                if waiting.is_none() {
+                // A failed slice (Redis or the broker away) waits for the next message
+                // or half a second like an idle loop, instead of retrying at once.
+                if waiting.is_none() && slice.is_some() {
                     continue;
                 }
             }
@@ -1256,6 +1259,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .await
         .map_err(|e| Error::Config(e.to_string()))?
 }
+
+/// Customers per partition rescored between two live batches during a pass, unless
+/// configured ([`ProcessorConfig::rescore_slice`]).
+pub const RESCORE_SLICE: usize = 500;
 
 /// How often the state markers of the owned partitions are checked.
 const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);
