@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use custflow_feature_store::model::ModelHandle;
 use custflow_ingest::kafka::client_config;
 use custflow_models::artefact::ModelArtefact;
 use custflow_processors::metrics::Metrics;
-use custflow_processors::runtime::{BoxFuture, Tick};
+use custflow_processors::runtime::{BatchHook, BoxFuture, Changed, CounterDeltas, Rescore, Tick};
 use custflow_processors::scoring::Scorer;
 use custflow_processors::store::Store;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
@@ -81,9 +82,38 @@ async fn send_orders(
     futures::future::join_all(sends).await;
 }
 
+/// The scorer, failing (retryably, as if Redis were away) every slice of a rescoring
+/// pass beyond the `slices` it may still score, so a test can stop a processor mid-pass
+/// at a known place.
+struct Gated {
+    scorer: Scorer,
+    slices: Arc<AtomicU64>,
+}
+
+impl BatchHook for Gated {
+    fn on_batch<'a>(
+        &'a self,
+        changed: &'a mut [Changed<'a>],
+        as_of: i64,
+    ) -> BoxFuture<'a, custflow_processors::Result<CounterDeltas>> {
+        let slice = changed.iter().any(|c| c.cause == Rescore::NewModel);
+        let open = || {
+            self.slices
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        if slice && !open() {
+            return Box::pin(async { Err(custflow_processors::Error::Conflict(Vec::new())) });
+        }
+        self.scorer.on_batch(changed, as_of)
+    }
+}
+
 /// A running processor with scoring.
 struct Running {
     metrics: Arc<Metrics>,
+    /// Pass slices it may still score (no limit unless a test sets one).
+    slices: Arc<AtomicU64>,
     stop: tokio::sync::watch::Sender<bool>,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -117,11 +147,17 @@ impl Running {
             45.0,
             out_ids,
         );
-        let p = p.with_hook(Arc::new(scorer)).with_tick(switch.clone());
+        let slices = Arc::new(AtomicU64::new(u64::MAX));
+        let gated = Gated {
+            scorer,
+            slices: slices.clone(),
+        };
+        let p = p.with_hook(Arc::new(gated)).with_tick(switch.clone());
         let (stop, rx) = tokio::sync::watch::channel(false);
         let handle = tokio::spawn(async move { p.run(rx).await.unwrap() });
         Self {
             metrics,
+            slices,
             stop,
             handle,
         }
@@ -291,8 +327,7 @@ async fn a_new_champion_mid_stream_rescores_every_customer() {
 async fn a_restarted_processor_resumes_the_rescoring_pass() {
     let (brokers, names, registry) = deployment("champ-resume-").await;
     let switch = switch("model-a");
-    // Five customers per partition and slice: the 400 customers take ten slices, one
-    // every half second while no orders arrive.
+    // Five customers per partition and slice: the 400 customers take ten slices.
     let first = Running::start(&brokers, &names, &registry, &switch, 5).await;
     let producer: FutureProducer = client_config(&brokers).create().unwrap();
     send_orders(&producer, &names.name(topics::ORDERS), 0..400, 0).await;
@@ -302,6 +337,8 @@ async fn a_restarted_processor_resumes_the_rescoring_pass() {
         })
         .await;
     let before = Metrics::get(&first.metrics.model_rescored);
+    // One slice with model-b, then the processor is stopped mid-pass.
+    first.slices.store(1, Ordering::SeqCst);
     *switch.next.lock().unwrap() = Some(artefact("model-b"));
     first
         .wait("the first slice with model-b", |m| {
