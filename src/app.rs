@@ -538,9 +538,9 @@ pub(crate) struct RunArgs {
     /// Days of the clock between recorded churn prediction snapshots.
     #[arg(long, default_value_t = ChurnMonitoring::default().every_days, value_parser = clap::value_parser!(i64).range(1..))]
     pub(crate) churn_every_days: i64,
-    /// Customers per input partition rescored between two live batches while a new
-    /// model is rolled out: larger finishes the pass sooner, smaller keeps live events
-    /// fresher meanwhile.
+    /// Customers rescored between two live batches while a new model is rolled out
+    /// (shared among the input partitions): larger finishes the pass sooner, smaller
+    /// keeps live events fresher meanwhile.
     #[arg(long, default_value_t = custflow_processors::runtime::RESCORE_SLICE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub(crate) rescore_slice: usize,
 }

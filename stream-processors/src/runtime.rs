@@ -3,7 +3,8 @@
 //! A Redis that lost its data (the partition markers are gone) is rebuilt: the affected
 //! partitions are replayed from the start, and the deployment is not ready meanwhile.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,9 +50,13 @@ pub struct ProcessorConfig {
     pub sweep_every: Duration,
     /// Customers per partition rescored per sweep, in rotation.
     pub rotate_per_sweep: usize,
-    /// Customers per partition rescored between two batches during the pass that
-    /// follows a model change.
+    /// Customers rescored between two batches during the pass that follows a model
+    /// change (shared among the owned partitions whose pass is running).
     pub rescore_slice: usize,
+    /// While events are waiting, background rescoring (a slice of the pass, a
+    /// partition's sweep) takes its turn only if the oldest event of the last batch was
+    /// applied within this long of being produced: the live stream stays fresh first.
+    pub live_budget: Duration,
     /// Static group membership (`group.instance.id`): a restarted instance with the same
     /// id takes its partitions back at once instead of waiting for the old session to
     /// expire.
@@ -75,6 +80,7 @@ impl ProcessorConfig {
             sweep_every: Duration::from_secs(5),
             rotate_per_sweep: 500,
             rescore_slice: RESCORE_SLICE,
+            live_budget: LIVE_BUDGET,
             instance_id: None,
             sales: true,
         }
@@ -177,6 +183,9 @@ pub struct Processor {
     /// Owned partitions being replayed after Redis lost their state: the offsets per
     /// input topic they must reach to be ready again.
     rebuilding: Mutex<HashMap<i32, Vec<(String, i64)>>>,
+    /// How long after being produced the oldest event of the last batch was applied
+    /// (ms): what background rescoring yields to.
+    live_age_ms: AtomicU64,
 }
 
 /// Work done between batches every sweep interval (refreshing the model in use).
@@ -305,6 +314,7 @@ impl Processor {
             inputs: inputs.clone(),
             partitions,
             rebuilding: Mutex::new(HashMap::new()),
+            live_age_ms: AtomicU64::new(0),
         };
         if p.cfg.rebuild {
             p.rebuild(&inputs).await?;
@@ -383,6 +393,8 @@ impl Processor {
         // and whether one is running.
         let mut passes: HashMap<i32, PassCursor> = HashMap::new();
         let mut passing = false;
+        // Owned partitions whose clock sweep is due, swept one per turn between batches.
+        let mut sweeps_due: VecDeque<i32> = VecDeque::new();
         let (mut slice_end, mut slice_took) = (Instant::now(), Duration::ZERO);
         loop {
             if *shutdown.borrow() {
@@ -413,30 +425,47 @@ impl Processor {
                         passing |= passes.values().any(|c| !c.done);
                     }
                 }
-                tolerate(self.sweep(self.cfg.rotate_per_sweep).await, "sweeping")?;
+                // A sweep still under way (a busy stream) finishes before the next starts.
+                if sweeps_due.is_empty() && self.hook.is_some() {
+                    sweeps_due.extend(self.owned_order_partitions()?);
+                }
             }
-            // Live events go first: a slice of the pass runs when none is waiting, or
-            // once live batches took as long as the last slice did. A busy stream gets
-            // at least half the time and the pass the rest; an idle one leaves it all
-            // to the pass.
-            let waiting = if passing {
+            // Live events go first. Background rescoring (a partition's sweep, else a
+            // slice of the pass) takes a turn when no event is waiting, or once live
+            // batches took as long as the last turn did while the stream is fresh (its
+            // last batch within the live budget). A busy, fresh stream gets at least
+            // half the time; a stale one all of it; an idle one leaves it all to the
+            // background.
+            let background = passing || !sweeps_due.is_empty();
+            let waiting = if background {
                 self.consumer.recv().now_or_never()
             } else {
                 None
             };
-            if passing && (waiting.is_none() || slice_end.elapsed() >= slice_took) {
+            let fresh = Duration::from_millis(self.live_age_ms.load(Ordering::Relaxed))
+                <= self.cfg.live_budget;
+            if background && (waiting.is_none() || (fresh && slice_end.elapsed() >= slice_took)) {
                 let started = Instant::now();
-                let slice = tolerate(self.rescore_slice(&mut passes).await, "rescoring")?;
-                if slice == Some(true) {
-                    passing = false;
-                    Metrics::add(&self.metrics.model_passes_done, 1);
-                    tracing::info!("rescoring pass done");
-                }
+                let done = if let Some(p) = sweeps_due.pop_front() {
+                    tolerate(
+                        self.sweep_partition(p, self.cfg.rotate_per_sweep).await,
+                        "sweeping",
+                    )?
+                    .is_some()
+                } else {
+                    let slice = tolerate(self.rescore_slice(&mut passes).await, "rescoring")?;
+                    if slice == Some(true) {
+                        passing = false;
+                        Metrics::add(&self.metrics.model_passes_done, 1);
+                        tracing::info!("rescoring pass done");
+                    }
+                    slice.is_some()
+                };
                 slice_end = Instant::now();
                 slice_took = slice_end - started;
-                // A failed slice (Redis or the broker away) waits for the next message
+                // A failed turn (Redis or the broker away) waits for the next message
                 // or half a second like an idle loop, instead of retrying at once.
-                if waiting.is_none() && slice.is_some() {
+                if waiting.is_none() && done {
                     continue;
                 }
             }
@@ -1003,13 +1032,16 @@ impl Processor {
         // dead-letter twice; a crash in between re-detects them on replay.
         self.dead_letter(&dead).await?;
         let visible = custflow_schemas::time::now_ms();
+        let mut oldest = 0;
         for inp in &inputs {
             if let Some(p) = inp.produced_ms {
-                self.metrics
-                    .freshness
-                    .observe((visible - p).max(0) as f64 / 1000.0);
+                let age = (visible - p).max(0);
+                oldest = oldest.max(age);
+                self.metrics.freshness.observe(age as f64 / 1000.0);
             }
         }
+        self.live_age_ms
+            .store(u64::try_from(oldest).unwrap_or(0), Ordering::Relaxed);
 
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &next_offsets {
@@ -1124,8 +1156,13 @@ impl Processor {
         // once the save succeeded.
         let mut slice: Vec<(String, i32)> = Vec::new();
         let mut moved: Vec<(i32, PassCursor)> = Vec::new();
-        let take = self.cfg.rescore_slice.max(1);
-        for p in self.owned_order_partitions()? {
+        let owned = self.owned_order_partitions()?;
+        let running = owned
+            .iter()
+            .filter(|p| passes.get(p).is_some_and(|c| !c.done))
+            .count();
+        let take = self.cfg.rescore_slice.div_ceil(running.max(1)).max(1);
+        for p in owned {
             let Some(cursor) = passes.get(&p).filter(|c| !c.done) else {
                 continue;
             };
@@ -1179,48 +1216,44 @@ impl Processor {
             .collect())
     }
 
-    /// Rescores customers as the clock advances, for the partitions this instance owns:
-    /// those whose last order just crossed the at-risk threshold (from the sorted index,
-    /// no scan), and a bounded slice of the rest in rotation (P(alive) and CLV decay).
-    pub async fn sweep(&self, rotate: usize) -> Result<usize> {
-        if self.hook.is_none() {
+    /// Rescores the customers of owned partition `p` due as the clock advances: those
+    /// whose last order just crossed the at-risk threshold (from the sorted index, no
+    /// scan), and a bounded slice of the rest in rotation (P(alive) and CLV decay).
+    /// Nothing when `p` is no longer owned.
+    async fn sweep_partition(&self, p: i32, rotate: usize) -> Result<usize> {
+        if self.hook.is_none() || !self.owned_order_partitions()?.contains(&p) {
             return Ok(0);
         }
         let Some(now) = self.cfg.clock.now() else {
             return Ok(0);
         };
-        let partitions = self.owned_order_partitions()?;
         let threshold =
             now - (self.cfg.at_risk_days * custflow_schemas::time::DAY_MS as f64) as i64;
-        let mut total = 0;
-        for p in partitions {
-            let customers = self.store.sweep_candidates(p, threshold, rotate).await?;
-            if customers.is_empty() {
-                continue;
-            }
-            let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
-            let (mut states, guard) = self.store.load(&ids, &[p]).await?;
-            let changed: Vec<Touched<'_>> = ids
-                .iter()
-                .filter(|c| states.contains_key(**c))
-                .map(|c| Touched::rescored(c, p))
-                .collect();
-            self.score_and_save(
-                &mut states,
-                &changed,
-                Scoring {
-                    as_of: now,
-                    cause: Rescore::Clock,
-                    passes: &[],
-                },
-                &Rollups::default(),
-                &guard,
-            )
-            .await?;
-            total += changed.len();
-            Metrics::add(&self.metrics.clock_rescored, changed.len() as u64);
+        let customers = self.store.sweep_candidates(p, threshold, rotate).await?;
+        if customers.is_empty() {
+            return Ok(0);
         }
-        Ok(total)
+        let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
+        let (mut states, guard) = self.store.load(&ids, &[p]).await?;
+        let changed: Vec<Touched<'_>> = ids
+            .iter()
+            .filter(|c| states.contains_key(**c))
+            .map(|c| Touched::rescored(c, p))
+            .collect();
+        self.score_and_save(
+            &mut states,
+            &changed,
+            Scoring {
+                as_of: now,
+                cause: Rescore::Clock,
+                passes: &[],
+            },
+            &Rollups::default(),
+            &guard,
+        )
+        .await?;
+        Metrics::add(&self.metrics.clock_rescored, changed.len() as u64);
+        Ok(changed.len())
     }
 
     /// Produces dead letters and waits for the broker's acknowledgement of each.
@@ -1260,9 +1293,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Config(e.to_string()))?
 }
 
-/// Customers per partition rescored between two live batches during a pass, unless
-/// configured ([`ProcessorConfig::rescore_slice`]).
-pub const RESCORE_SLICE: usize = 500;
+/// Customers rescored between two live batches during a pass, unless configured
+/// ([`ProcessorConfig::rescore_slice`]): about a tenth of a second of this machine's
+/// work, the wait it adds to the events that arrive meanwhile.
+pub const RESCORE_SLICE: usize = 1000;
+
+/// How fresh the live stream must be for background rescoring to take a turn while
+/// events wait, unless configured ([`ProcessorConfig::live_budget`]): the processor's
+/// half of the 1 s event → row target.
+pub const LIVE_BUDGET: Duration = Duration::from_millis(500);
 
 /// How often the state markers of the owned partitions are checked.
 const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);

@@ -327,8 +327,9 @@ async fn a_new_champion_mid_stream_rescores_every_customer() {
 async fn a_restarted_processor_resumes_the_rescoring_pass() {
     let (brokers, names, registry) = deployment("champ-resume-").await;
     let switch = switch("model-a");
-    // Five customers per partition and slice: the 400 customers take ten slices.
-    let first = Running::start(&brokers, &names, &registry, &switch, 5).await;
+    // Forty customers a slice, five from each of the 8 partitions: the 400 customers
+    // take ten slices.
+    let first = Running::start(&brokers, &names, &registry, &switch, 40).await;
     let producer: FutureProducer = client_config(&brokers).create().unwrap();
     send_orders(&producer, &names.name(topics::ORDERS), 0..400, 0).await;
     first
@@ -355,7 +356,7 @@ async fn a_restarted_processor_resumes_the_rescoring_pass() {
 
     // The successor starts with model-b current, as after a restart; ten new customers
     // order (its event clock starts with them).
-    let second = Running::start(&brokers, &names, &registry, &self::switch("model-b"), 5).await;
+    let second = Running::start(&brokers, &names, &registry, &self::switch("model-b"), 40).await;
     send_orders(&producer, &names.name(topics::ORDERS), 400..410, 1).await;
     second
         .wait("the rest of model-b's pass", |m| {
@@ -374,6 +375,51 @@ async fn a_restarted_processor_resumes_the_rescoring_pass() {
     assert_eq!(latest.len(), 410, "every customer has a score");
     let stale = stale(&latest, "model-b");
     assert!(stale.is_empty(), "still scored by the old model: {stale:?}");
+}
+
+/// The clock sweep, as it takes its turns between batches: when the event clock passes
+/// the at-risk threshold of customers who stopped ordering, each of them is rescored
+/// without an event of their own, and their latest score says at risk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_sweep_rescores_customers_who_go_quiet() {
+    let (brokers, names, registry) = deployment("champ-sweep-").await;
+    let switch = switch("model-a");
+    let p = Running::start(&brokers, &names, &registry, &switch, 40).await;
+    let producer: FutureProducer = client_config(&brokers).create().unwrap();
+    let orders = names.name(topics::ORDERS);
+    send_orders(&producer, &orders, 0..40, 0).await;
+    p.wait("40 scores and the first pass", |m| {
+        Metrics::get(&m.applied) >= 40 && Metrics::get(&m.model_passes_done) == 1
+    })
+    .await;
+    let swept_before = Metrics::get(&p.metrics.clock_rescored);
+
+    // Sixty days later (at risk after 45) others order: the clock moves on.
+    send_orders(&producer, &orders, 100..110, 60).await;
+    p.wait("the quiet customers rescored by the clock", |m| {
+        Metrics::get(&m.applied) >= 50 && Metrics::get(&m.clock_rescored) >= swept_before + 40
+    })
+    .await;
+    let m = p.stop().await;
+    let scores = scores(&brokers, &names, Metrics::get(&m.scores_emitted)).await;
+    let latest = latest(&scores);
+    let quiet: Vec<&CustomerScore> = (0..40).map(|c| &latest[&format!("cust-{c:04}")]).collect();
+    let not_at_risk: Vec<&str> = quiet
+        .iter()
+        .filter(|s| !s.at_risk)
+        .map(|s| s.customer_id.as_str())
+        .collect();
+    assert!(not_at_risk.is_empty(), "not at risk: {not_at_risk:?}");
+    // A score at risk follows each one's not-at-risk first score, caused by no event.
+    for (s, event_ms, _) in &scores {
+        if s.at_risk && s.customer_id.as_str() < "cust-0040" {
+            assert_eq!(
+                *event_ms, None,
+                "{}: an event-caused at-risk score",
+                s.customer_id
+            );
+        }
+    }
 }
 
 /// The last-order index read by place, as the pass and the sweep read it: pages that
