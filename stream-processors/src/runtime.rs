@@ -447,11 +447,13 @@ impl Processor {
             if background && (waiting.is_none() || (fresh && slice_end.elapsed() >= slice_took)) {
                 let started = Instant::now();
                 let done = if let Some(p) = sweeps_due.pop_front() {
-                    tolerate(
-                        self.sweep_partition(p, self.cfg.rotate_per_sweep).await,
-                        "sweeping",
-                    )?
-                    .is_some()
+                    // No decay rotation where a pass runs: the pass rescores everyone.
+                    let rotate = if passes.get(&p).is_some_and(|c| !c.done) {
+                        0
+                    } else {
+                        self.cfg.rotate_per_sweep
+                    };
+                    tolerate(self.sweep_partition(p, rotate).await, "sweeping")?.is_some()
                 } else {
                     let slice = tolerate(self.rescore_slice(&mut passes).await, "rescoring")?;
                     if slice == Some(true) {
@@ -1294,9 +1296,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// Customers rescored between two live batches during a pass, unless configured
-/// ([`ProcessorConfig::rescore_slice`]): about a tenth of a second of this machine's
+/// ([`ProcessorConfig::rescore_slice`]): about a quarter of a second of this machine's
 /// work, the wait it adds to the events that arrive meanwhile.
-pub const RESCORE_SLICE: usize = 1000;
+pub const RESCORE_SLICE: usize = 2000;
 
 /// How fresh the live stream must be for background rescoring to take a turn while
 /// events wait, unless configured ([`ProcessorConfig::live_budget`]): the processor's
