@@ -427,7 +427,8 @@ impl Processor {
                 }
                 // A sweep still under way (a busy stream) finishes before the next starts.
                 if sweeps_due.is_empty() && self.hook.is_some() {
-                    sweeps_due.extend(self.owned_order_partitions()?);
+                    let owned = tolerate(self.owned_order_partitions(), "sweeping")?;
+                    sweeps_due.extend(owned.unwrap_or_default());
                 }
             }
             // Live events go first. Background rescoring (a partition's sweep, else a
