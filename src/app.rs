@@ -17,7 +17,7 @@ use custflow_connectors::score_sink::{self, ScoreSinkConfig, SinkMetrics};
 use custflow_connectors::sql_sink::SqlSink;
 use custflow_connectors::webhook::{self, AlertConfig, AlertMetrics, AlertRule};
 use custflow_feature_store::api::FeatureState;
-use custflow_feature_store::keys::Keys;
+use custflow_feature_store::keys::{self, Keys};
 use custflow_feature_store::model::ModelHandle;
 use custflow_feature_store::sales_api::SalesState;
 use custflow_feature_store::stream::StreamHub;
@@ -276,7 +276,7 @@ impl RunOptions {
 pub(crate) async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url).context("--redis is not a Redis URL")?;
     let hint = || format!("connecting to Redis at {url}; start it with scripts/stack.sh up");
-    tokio::time::timeout(
+    let mut plain = tokio::time::timeout(
         Duration::from_secs(10),
         client.get_multiplexed_async_connection(),
     )
@@ -284,6 +284,9 @@ pub(crate) async fn redis_connection(url: &str) -> anyhow::Result<ConnectionMana
     .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
     .with_context(hint)?
     .with_context(hint)?;
+    if keys::is_cluster(&mut plain).await.with_context(hint)? {
+        anyhow::bail!("the Redis at {url} {}", keys::CLUSTER_UNSUPPORTED);
+    }
     ConnectionManager::new(client).await.with_context(hint)
 }
 

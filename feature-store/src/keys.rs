@@ -121,6 +121,27 @@ impl Keys {
     }
 }
 
+/// Why custflow refuses a Redis in cluster mode (said with the address it was given).
+pub const CLUSTER_UNSUPPORTED: &str = "runs in cluster mode, which custflow does not support \
+yet: each batch is written by one Lua script over keys in many hash slots, and a cluster \
+refuses that. Point --redis at a standalone primary (docs/operations.md)";
+
+/// Whether the Redis behind `conn` runs in cluster mode (`INFO cluster`); false when the
+/// server refuses to say (an ACL user without `INFO`).
+pub async fn is_cluster<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+) -> redis::RedisResult<bool> {
+    match redis::cmd("INFO")
+        .arg("cluster")
+        .query_async::<String>(conn)
+        .await
+    {
+        Ok(info) => Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1")),
+        Err(e) if e.code().is_some() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// One page of `SCAN cursor MATCH pattern COUNT count`: the next cursor (0 when done)
 /// and the keys found.
 pub async fn scan_page<C: redis::aio::ConnectionLike + Send>(

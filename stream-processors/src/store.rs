@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use custflow_feature_store::keys::{scan_page, Keys};
+use custflow_feature_store::keys::{self, scan_page, Keys};
 use custflow_feature_store::sales::Rollups;
 use custflow_feature_store::state::CustomerState;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -123,7 +123,13 @@ impl Store {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(RESPONSE_TIMEOUT)
             .set_connection_timeout(Duration::from_secs(5));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let mut conn = ConnectionManager::new_with_config(client, config).await?;
+        if keys::is_cluster(&mut conn).await? {
+            return Err(Error::Config(format!(
+                "the Redis at --redis {}",
+                keys::CLUSTER_UNSUPPORTED
+            )));
+        }
         let nonce = format!(
             "{:x}{:x}",
             custflow_schemas::time::now_ms(),

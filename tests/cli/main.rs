@@ -13,6 +13,7 @@ mod demo;
 mod erasure;
 mod load;
 mod openapi;
+mod redis_cluster;
 mod redis_restart;
 mod redis_stall;
 mod scopes;
