@@ -108,8 +108,7 @@ pub(crate) async fn run(config: &Resolved, args: &BenchArgs) -> anyhow::Result<(
 async fn sample_customers(config: &Resolved, n: usize) -> anyhow::Result<Vec<String>> {
     use custflow_feature_store::keys::{scan_page, Keys};
     let keys = Keys::new(config.topics().name(""));
-    let client = redis::Client::open(config.redis.as_str()).context("--redis")?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = crate::app::redis_connection(&config.redis).await?;
     let pattern = keys.patterns()[0].clone();
     let (mut cursor, mut ids) = (0, Vec::new());
     loop {

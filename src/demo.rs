@@ -5,7 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use custflow_feature_store::api::segment_counts;
 use custflow_feature_store::keys::{scan_page, Keys};
@@ -110,15 +109,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
         fresh_start(config).await?;
     }
     let keys = Keys::new(config.topics().name(""));
-    let mut conn = redis::Client::open(config.redis.as_str())?
-        .get_multiplexed_async_connection()
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to Redis at {}; run scripts/stack.sh up",
-                config.redis
-            )
-        })?;
+    let mut conn = app::redis_connection(&config.redis).await?;
     let has_history: bool = conn.exists(keys.model_current()).await?;
     let running = app::start(
         config,
