@@ -254,7 +254,7 @@ pub(crate) struct RunOptions {
     /// model job and sink run in other processes.
     pub(crate) api_only: bool,
     pub(crate) churn: ChurnMonitoring,
-    /// Customers per partition rescored between two live batches during a pass.
+    /// Customers rescored between two live batches during a pass (all partitions).
     pub(crate) rescore_slice: usize,
 }
 

@@ -442,9 +442,9 @@ impl Store {
 
     /// Customers of partition `p` to rescore: up to [`CROSSINGS_PER_SWEEP`] of those
     /// whose last order crossed `threshold` since the previous sweep (the rest at the
-    /// next), plus the next `rotate` of the index in rotation. A partition's first sweep starts its crossings
-    /// at `threshold`: customers already past it are scored by the partition's first
-    /// rescoring pass, not all at once by a sweep.
+    /// next), plus the next `rotate` of the index in rotation. A partition's first sweep
+    /// starts its crossings at `threshold`: customers already past it are scored by the
+    /// partition's first rescoring pass, not all at once by a sweep.
     pub async fn sweep_candidates(
         &self,
         p: i32,
