@@ -28,25 +28,11 @@ say "live: $RATE events/s for $SECS s"
   --duration-secs "$SECS" --json | tail -1
 sleep 3 # the last scores reach the table
 curl -sf "http://127.0.0.1:$PORT/metrics" >"$DATA/bench-e2e-after.txt"
-python3 - "$DATA/bench-e2e-before.txt" "$DATA/bench-e2e-after.txt" <<'PY'
+PYTHONPATH="$ROOT/scripts" python3 - "$DATA/bench-e2e-before.txt" "$DATA/bench-e2e-after.txt" <<'PY'
 import json, sys
-def read(path):
-    h = {}
-    for line in open(path):
-        for name in ("custflow_freshness_seconds", "custflow_sink_latency_seconds",
-                     "custflow_event_to_row_seconds"):
-            if line.startswith(name + "_bucket"):
-                le = line.split('le="')[1].split('"')[0]
-                h.setdefault(name, []).append((float("inf") if le == "+Inf" else float(le), int(line.split()[-1])))
-    return h
-before, after = read(sys.argv[1]), read(sys.argv[2])
+from histogram import quantiles
 # The live phase only: bucket counts after minus before.
-h = {n: [(le, c - dict(before.get(n, [])).get(le, 0)) for le, c in b] for n, b in after.items()}
-def q(b, p):
-    n = b[-1][1]
-    return next(le for le, c in b if c >= p * n) if n else None
-out = {"bench": "event_to_row"}
-for name, b in h.items():
-    out[name] = {"count": b[-1][1], "p50_le_s": q(b, 0.5), "p99_le_s": q(b, 0.99)}
-print(json.dumps(out))
+names = ("custflow_freshness_seconds", "custflow_sink_latency_seconds",
+         "custflow_event_to_row_seconds")
+print(json.dumps({"bench": "event_to_row", **quantiles(sys.argv[1], sys.argv[2], names)}))
 PY

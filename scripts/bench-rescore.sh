@@ -59,23 +59,15 @@ sink_caught_up() {
 wait_for 1800 "the sink" sink_caught_up
 ROWS=$(date +%s.%N)
 kill "$LIVE" 2>/dev/null || true
-python3 - "$START" "$DONE" "$ROWS" "$RESCORED" "$MAX_LAG" "$DATA/bench-rescore-before.txt" "$DATA/bench-rescore-after.txt" <<'PY'
+PYTHONPATH="$ROOT/scripts" python3 - "$START" "$DONE" "$ROWS" "$RESCORED" "$MAX_LAG" "$DATA/bench-rescore-before.txt" "$DATA/bench-rescore-after.txt" <<'PY'
 import json, sys
+from histogram import quantiles
 start, done, rows, rescored = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(float(sys.argv[4]))
 max_lag = int(sys.argv[5])
-def buckets(path, name="custflow_freshness_seconds"):
-    out = {}
-    for line in open(path):
-        if line.startswith(name + "_bucket"):
-            le = line.split('le="')[1].split('"')[0]
-            out[float("inf") if le == "+Inf" else float(le)] = int(line.split()[-1])
-    return out
-b0, b1 = buckets(sys.argv[6]), buckets(sys.argv[7])
-live = sorted((le, c - b0.get(le, 0)) for le, c in b1.items())
-n = live[-1][1] if live else 0
-q = lambda p: next((le for le, c in live if c >= p * n), None) if n else None
+live = quantiles(sys.argv[6], sys.argv[7], ["custflow_freshness_seconds"])["custflow_freshness_seconds"]
 print(json.dumps({"bench": "rescore", "customers_rescored": rescored,
   "pass_seconds": round(done - start, 1), "customers_per_sec": round(rescored / (done - start)),
   "rows_written_seconds": round(rows - start, 1),
-  "live_events_during_pass": n, "live_max_lag_messages": max_lag, "live_freshness_p50_le_s": q(0.5), "live_freshness_p99_le_s": q(0.99)}))
+  "live_events_during_pass": live["count"], "live_max_lag_messages": max_lag,
+  "live_freshness_p50_le_s": live["p50_le_s"], "live_freshness_p99_le_s": live["p99_le_s"]}))
 PY
