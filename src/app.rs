@@ -17,7 +17,8 @@ use custflow_connectors::score_sink::{self, ScoreSinkConfig, SinkMetrics};
 use custflow_connectors::sql_sink::SqlSink;
 use custflow_connectors::webhook::{self, AlertConfig, AlertMetrics, AlertRule};
 use custflow_feature_store::api::FeatureState;
-use custflow_feature_store::keys::{self, Keys};
+use custflow_feature_store::conn::{Redis, Timeouts};
+use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
 use custflow_feature_store::sales_api::SalesState;
 use custflow_feature_store::stream::StreamHub;
@@ -30,7 +31,6 @@ use custflow_processors::{Clock, Processor};
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics;
-use redis::aio::ConnectionManager;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 
@@ -53,7 +53,7 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 struct AppState {
     shared: Arc<Shared>,
-    redis: ConnectionManager,
+    redis: Redis,
     brokers: String,
     keys: Keys,
 }
@@ -62,11 +62,11 @@ struct AppState {
 pub(crate) fn router(
     config: &Resolved,
     registry: Arc<Registry>,
-    redis: ConnectionManager,
+    redis: Redis,
     shared: Arc<Shared>,
     codec: Arc<AvroCodec>,
 ) -> anyhow::Result<Router> {
-    let keys = Keys::new(config.topics().name(""));
+    let keys = deployment_keys(config, &redis);
     let ingest = IngestState {
         producer: IngestState::producer(&config.brokers)?,
         topics: config.topics(),
@@ -215,7 +215,7 @@ pub(crate) fn stats_json(s: &Shared) -> serde_json::Value {
 /// Refreshes the model in use from Redis every sweep.
 struct Refresh {
     model: ModelHandle,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
 }
 
@@ -271,23 +271,26 @@ impl RunOptions {
     }
 }
 
-/// A managed Redis connection. One plain attempt comes first, so a wrong address, password
-/// or certificate fails at once with its own reason (the manager would retry it quietly).
-pub(crate) async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url).context("--redis is not a Redis URL")?;
+/// Connects to the Redis of `config` (a standalone server, or any node of a Redis
+/// Cluster) and gives the deployment's key names in the layout it needs.
+pub(crate) async fn redis_connection(config: &Resolved) -> anyhow::Result<(Redis, Keys)> {
+    let url = &config.redis;
     let hint = || format!("connecting to Redis at {url}; start it with scripts/stack.sh up");
-    let mut plain = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.get_multiplexed_async_connection(),
+    let redis = tokio::time::timeout(
+        Duration::from_secs(15),
+        Redis::connect(url, Timeouts::default()),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
+    .map_err(|_| anyhow::anyhow!("no answer within 15 s"))
     .with_context(hint)?
     .with_context(hint)?;
-    if keys::is_cluster(&mut plain).await.with_context(hint)? {
-        anyhow::bail!("the Redis at {url} {}", keys::CLUSTER_UNSUPPORTED);
-    }
-    ConnectionManager::new(client).await.with_context(hint)
+    let keys = deployment_keys(config, &redis);
+    Ok((redis, keys))
+}
+
+/// The key names of `config`'s deployment, in the layout of the Redis behind `redis`.
+pub(crate) fn deployment_keys(config: &Resolved, redis: &Redis) -> Keys {
+    Keys::new(config.topics().name("")).in_cluster(redis.is_cluster())
 }
 
 /// Starts processors, scoring, model job, sink and API; returns at once.
@@ -297,8 +300,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
     let ids = registry.register_builtin(&config.topics()).await?;
     let out_ids = registry.register_outputs(&config.topics()).await?;
     let codec = Arc::new(AvroCodec::new(registry.clone(), ids));
-    let redis = redis_connection(&config.redis).await?;
-    let keys = Keys::new(config.topics().name(""));
+    let (redis, keys) = redis_connection(config).await?;
     let shared = Arc::new(Shared::default());
     if let Err(e) = shared.model.refresh(&mut redis.clone(), &keys).await {
         tracing::warn!(error = %e, "no readable model yet");

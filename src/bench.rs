@@ -106,22 +106,19 @@ pub(crate) async fn run(config: &Resolved, args: &BenchArgs) -> anyhow::Result<(
 
 /// Up to `n` customer ids stored under this deployment's prefix.
 async fn sample_customers(config: &Resolved, n: usize) -> anyhow::Result<Vec<String>> {
-    use custflow_feature_store::keys::{scan_page, Keys};
-    let keys = Keys::new(config.topics().name(""));
-    let mut conn = crate::app::redis_connection(&config.redis).await?;
-    let pattern = keys.patterns()[0].clone();
-    let (mut cursor, mut ids) = (0, Vec::new());
-    loop {
-        let (next, page) = scan_page(&mut conn, cursor, &pattern, 5000).await?;
+    use custflow_feature_store::conn::Scan;
+    let (mut conn, keys) = crate::app::redis_connection(config).await?;
+    let mut scan = Scan::new(&mut conn, &keys.features_pattern(), 5000).await?;
+    let mut ids = Vec::new();
+    while let Some(page) = scan.next_page(&mut conn).await? {
         ids.extend(
             page.iter()
                 .filter_map(|k| keys.customer_of(k))
                 .map(str::to_owned),
         );
-        if next == 0 || ids.len() >= n {
+        if ids.len() >= n {
             break;
         }
-        cursor = next;
     }
     ids.truncate(n);
     anyhow::ensure!(

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
 use custflow_ingest::synth::{purchase_log, SynthParams};
 use custflow_models::churn::train::{
@@ -293,8 +292,7 @@ fn best_profit(e: &Evaluation) -> f64 {
 
 /// Stores the artefact in use with `churn` as a new version and makes it current.
 async fn install(config: &Resolved, churn: &ChurnModel) -> anyhow::Result<String> {
-    let mut conn = crate::app::redis_connection(&config.redis).await?;
-    let keys = Keys::new(config.topics().name(""));
+    let (mut conn, keys) = crate::app::redis_connection(config).await?;
     let handle = ModelHandle::default();
     handle.refresh(&mut conn, &keys).await?;
     let current = handle.current().context(

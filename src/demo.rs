@@ -2,12 +2,14 @@
 //! a short backfill so there is history and a fitted model, then live events at a
 //! visible rate — with a live summary in the terminal.
 
+use anyhow::Context as _;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use custflow_feature_store::api::segment_counts;
-use custflow_feature_store::keys::{scan_page, Keys};
+use custflow_feature_store::conn::Scan;
+use custflow_feature_store::keys::Keys;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::Outcome;
 use redis::AsyncCommands;
@@ -50,9 +52,7 @@ async fn fresh_start(config: &Resolved) -> anyhow::Result<()> {
     let store = custflow_processors::store::Store::connect(&config.redis, keys).await?;
     let wiped = store.wipe().await?;
     let mut conn = store.connection();
-    let _: () = conn
-        .del(Keys::new(config.topics().name("")).model_current())
-        .await?;
+    let _: () = conn.del(store.keys().model_current()).await?;
     if let Some(path) = config.sink.strip_prefix("sqlite://") {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{path}{suffix}"));
@@ -108,8 +108,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
     if args.fresh {
         fresh_start(config).await?;
     }
-    let keys = Keys::new(config.topics().name(""));
-    let mut conn = app::redis_connection(&config.redis).await?;
+    let (mut conn, keys) = app::redis_connection(config).await?;
     let has_history: bool = conn.exists(keys.model_current()).await?;
     let running = app::start(
         config,
@@ -191,18 +190,15 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
     }
 
     // A real customer for the copy-paste lookup (SCAN pages may come back empty).
-    let pattern = keys.patterns()[0].clone();
-    let mut cursor = 0;
+    let mut scan = Scan::new(&mut conn, &keys.features_pattern(), 1000).await?;
     let customer = loop {
-        let (next, page) = scan_page(&mut conn, cursor, &pattern, 1000).await?;
+        let page = scan
+            .next_page(&mut conn)
+            .await?
+            .context("no customer in Redis after the backfill; see the processor's log")?;
         if let Some(c) = page.iter().find_map(|k| keys.customer_of(k)) {
             break c.to_owned();
         }
-        anyhow::ensure!(
-            next != 0,
-            "no customer in Redis after the backfill; see the processor's log"
-        );
-        cursor = next;
     };
     let now = custflow_schemas::time::format_rfc3339(custflow_schemas::time::now_ms());
     println!();

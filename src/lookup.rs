@@ -6,7 +6,6 @@ use clap::Args;
 use custflow_connectors::sql_sink::SqlSink;
 use custflow_feature_store::api::{lookup_body, parse_as_of};
 use custflow_feature_store::features::{compute, DEFAULT_AT_RISK_DAYS};
-use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
 use custflow_feature_store::state::CustomerState;
 use redis::AsyncCommands;
@@ -26,8 +25,7 @@ pub(crate) struct LookupArgs {
 pub(crate) async fn features(config: &Resolved, args: &LookupArgs) -> anyhow::Result<()> {
     let as_of = parse_as_of(args.as_of.as_deref(), "as_of")
         .map_err(|e| anyhow::anyhow!("--as-of: {}", e.message))?;
-    let mut conn = crate::app::redis_connection(&config.redis).await?;
-    let keys = Keys::new(config.topics().name(""));
+    let (mut conn, keys) = crate::app::redis_connection(config).await?;
     let ready: bool = conn.exists(keys.state_ready()).await?;
     // The same answer as the API's lookups while the processors build the features.
     anyhow::ensure!(
@@ -35,7 +33,10 @@ pub(crate) async fn features(config: &Resolved, args: &LookupArgs) -> anyhow::Re
         "{}",
         custflow_feature_store::api::not_ready().message
     );
-    let raw: Option<Vec<u8>> = conn.get(keys.features(&args.id)).await?;
+    let raw = custflow_feature_store::keys::read_states(&mut conn, &keys, &[args.id.as_str()])
+        .await?
+        .pop()
+        .flatten();
     let raw = raw.with_context(|| format!("no customer {:?} in this deployment", args.id))?;
     let state = CustomerState::decode(&raw).context("the stored state is unreadable")?;
     if state.is_blank() {

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use custflow_feature_store::conn::Redis;
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::sales::{self, Grain};
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use crate::sql_sink::SqlSink;
@@ -28,25 +28,29 @@ pub enum Error {
 /// The changed periods are moved from the dirty set to a flushing set in one
 /// transaction, and the flushing set is deleted only after the rows are committed: a
 /// period changed meanwhile is in the dirty set again, and a crash leaves the flushing set
-/// for the next copy.
-pub async fn flush(
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-    sink: &SqlSink,
-) -> Result<usize, Error> {
-    let (dirty, flushing) = (keys.sales_dirty(), keys.sales_flushing());
-    let (members,): (Vec<String>,) = redis::pipe()
-        .atomic()
-        .cmd("SUNIONSTORE")
-        .arg(&flushing)
-        .arg(&flushing)
-        .arg(&dirty)
-        .ignore()
-        .del(&dirty)
-        .ignore()
-        .smembers(&flushing)
-        .query_async(conn)
-        .await?;
+/// for the next copy. On a Redis Cluster each input partition has its own pair of sets,
+/// moved in a transaction on its slot.
+pub async fn flush(conn: &mut Redis, keys: &Keys, sink: &SqlSink) -> Result<usize, Error> {
+    let shards = keys.shards(custflow_feature_store::keys::partitions(conn, keys).await?);
+    let mut members: Vec<String> = Vec::new();
+    for p in &shards {
+        let (dirty, flushing) = (keys.sales_dirty(*p), keys.sales_flushing(*p));
+        let (moved,): (Vec<String>,) = redis::pipe()
+            .atomic()
+            .cmd("SUNIONSTORE")
+            .arg(&flushing)
+            .arg(&flushing)
+            .arg(&dirty)
+            .ignore()
+            .del(&dirty)
+            .ignore()
+            .smembers(&flushing)
+            .query_async(conn)
+            .await?;
+        members.extend(moved);
+    }
+    members.sort();
+    members.dedup();
     let mut by_grain: BTreeMap<Grain, Vec<i32>> = BTreeMap::new();
     for m in &members {
         let parsed = m
@@ -66,13 +70,18 @@ pub async fn flush(
             written += rows.len();
         }
     }
-    let () = redis::cmd("DEL").arg(&flushing).query_async(conn).await?;
+    for p in &shards {
+        let () = redis::cmd("DEL")
+            .arg(keys.sales_flushing(*p))
+            .query_async(conn)
+            .await?;
+    }
     Ok(written)
 }
 
 /// Copies changed periods every `every` until `shutdown`, then once more.
 pub async fn run(
-    mut conn: ConnectionManager,
+    mut conn: Redis,
     keys: Keys,
     sink: SqlSink,
     every: Duration,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::conn::Redis;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -12,12 +13,11 @@ use axum::{Json, Router};
 use custflow_models::artefact::ModelArtefact;
 use custflow_schemas::api::ApiError;
 use custflow_schemas::FieldError;
-use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::features::{compute, Features};
-use crate::keys::Keys;
+use crate::keys::{self, Keys};
 use crate::model::ModelHandle;
 use crate::state::CustomerState;
 
@@ -27,7 +27,7 @@ pub const MAX_BATCH: usize = 1000;
 /// What the feature routes need.
 #[derive(Clone)]
 pub struct FeatureState {
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub keys: Keys,
     pub model: ModelHandle,
     pub at_risk_days: f64,
@@ -174,13 +174,13 @@ async fn load(
     pipe.exists(st.keys.state_ready());
     pipe.get(st.keys.model_current());
     for id in ids {
-        pipe.get(st.keys.features(id));
+        keys::push_lookup(&st.keys, &mut pipe, id);
     }
+    let unavailable =
+        |e: redis::RedisError| ApiError::unavailable(format!("Redis does not answer: {e}"), 1);
+    let mut conn = st.redis.clone();
     let (version, raw): (Option<String>, Vec<Option<Vec<u8>>>) = {
-        let all: Vec<redis::Value> = pipe
-            .query_async(&mut st.redis.clone())
-            .await
-            .map_err(|e| ApiError::unavailable(format!("Redis does not answer: {e}"), 1))?;
+        let all: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut values = all.into_iter();
         let ready = values
             .next()
@@ -197,10 +197,10 @@ async fn load(
             .transpose()
             .map_err(ApiError::internal)?
             .flatten();
-        let raw = values
-            .map(|v| redis::from_redis_value::<Option<Vec<u8>>>(&v))
-            .collect::<Result<_, _>>()
-            .map_err(ApiError::internal)?;
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let raw = keys::located_states(&mut conn, &st.keys, &ids, values.collect())
+            .await
+            .map_err(unavailable)?;
         (version, raw)
     };
     let states = raw
@@ -379,10 +379,19 @@ pub async fn segment_counts<C: redis::aio::ConnectionLike + Send>(
     redis: &mut C,
     keys: &Keys,
 ) -> redis::RedisResult<Value> {
-    let counts: BTreeMap<String, i64> = redis::cmd("HGETALL")
-        .arg(keys.segment_counts())
-        .query_async(redis)
-        .await?;
+    let mut pipe = redis::pipe();
+    for p in keys.shards(keys::partitions(redis, keys).await?) {
+        pipe.cmd("HGETALL").arg(keys.segment_counts(p));
+    }
+    let shards: Vec<BTreeMap<String, i64>> = if pipe.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(redis).await?
+    };
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for (k, v) in shards.into_iter().flatten() {
+        *counts.entry(k).or_default() += v;
+    }
     let mut out: BTreeMap<&str, BTreeMap<String, i64>> = BTreeMap::new();
     for t in custflow_models::rfm::TIERS {
         out.entry("value_tier").or_default().insert(t.to_owned(), 0);

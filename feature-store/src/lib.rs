@@ -3,6 +3,7 @@
 //! feature API, topic-to-SSE bridge and dashboard built on them.
 
 pub mod api;
+pub mod conn;
 pub mod dashboard;
 pub mod features;
 pub mod keys;

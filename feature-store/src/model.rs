@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::conn::Redis;
 use custflow_models::artefact::ModelArtefact;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::keys::Keys;
@@ -34,11 +34,7 @@ impl ModelHandle {
     }
 
     /// Loads the artefact in use when its version changed; returns whether it did.
-    pub async fn refresh(
-        &self,
-        conn: &mut ConnectionManager,
-        keys: &Keys,
-    ) -> Result<bool, ModelError> {
+    pub async fn refresh(&self, conn: &mut Redis, keys: &Keys) -> Result<bool, ModelError> {
         let version: Option<String> = conn.get(keys.model_current()).await?;
         let Some(version) = version else {
             return Ok(false);
@@ -57,11 +53,10 @@ impl ModelHandle {
         Ok(true)
     }
 
-    /// Stores an artefact as a new version, makes it the one in use (one atomic
-    /// pipeline) and holds it here.
+    /// Stores an artefact as a new version, makes it the one in use and holds it here.
     pub async fn promote(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Redis,
         keys: &Keys,
         artefact: &ModelArtefact,
     ) -> Result<(), ModelError> {
@@ -69,12 +64,17 @@ impl ModelHandle {
             version: artefact.version.clone(),
             reason: e.to_string(),
         })?;
-        let () = redis::pipe()
-            .atomic()
-            .set(keys.model(&artefact.version), json)
-            .ignore()
-            .set(keys.model_current(), &artefact.version)
-            .ignore()
+        // The version first, then the pointer to it: a reader that finds the pointer
+        // finds the version (on a cluster the two keys live in different slots, where
+        // no transaction spans them).
+        let () = redis::cmd("SET")
+            .arg(keys.model(&artefact.version))
+            .arg(json)
+            .query_async(conn)
+            .await?;
+        let () = redis::cmd("SET")
+            .arg(keys.model_current())
+            .arg(&artefact.version)
             .query_async(conn)
             .await?;
         self.set(artefact.clone());

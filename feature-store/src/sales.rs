@@ -406,27 +406,19 @@ impl<'a> Rollups<'a> {
         }
     }
 
-    /// Adds the batch's changes to a (transactional) pipeline.
-    pub fn write(&self, pipe: &mut redis::Pipeline, keys: &Keys) {
+    /// Adds the batch's counter changes, which came from input partition `partition`'s
+    /// events (or, on a standalone Redis, from any), to the pipeline the processor's
+    /// script runs. The distinct-customer HyperLogLogs are [`Rollups::write_customers`].
+    pub fn write(&self, pipe: &mut redis::Pipeline, keys: &Keys, partition: i32) {
         let mut labels: HashMap<(Grain, i32), String> = HashMap::new();
-        let mut label = |g: Grain, start: i32| {
-            labels
-                .entry((g, start))
-                .or_insert_with(|| g.label(start))
-                .clone()
-        };
         for (s, acc) in &self.series {
-            let period = label(s.grain, s.start);
-            let key = keys.sales(s.grain.code(), &period);
+            let period = labels
+                .entry((s.grain, s.start))
+                .or_insert_with(|| s.grain.label(s.start));
+            let key = keys.sales(s.grain.code(), period, partition);
             let dim = DIMENSIONS[usize::from(s.dim)];
             for (i, v) in acc.sums.iter().enumerate().filter(|(_, v)| **v != 0) {
                 pipe.hincr(&key, format!("{dim}|{}|{}", s.value, METRICS[i]), *v)
-                    .ignore();
-            }
-            if !acc.customers.is_empty() {
-                pipe.cmd("PFADD")
-                    .arg(keys.sales_customers(&period, dim, s.value))
-                    .arg(&acc.customers)
                     .ignore();
             }
         }
@@ -438,12 +430,31 @@ impl<'a> Rollups<'a> {
         dirty.sort();
         dirty.dedup();
         if !dirty.is_empty() {
-            pipe.sadd(keys.sales_dirty(), dirty).ignore();
+            pipe.sadd(keys.sales_dirty(partition), dirty).ignore();
         }
-        let cohorts = keys.sales_cohorts();
+        let cohorts = keys.sales_cohorts(partition);
         for (field, d) in self.cohorts.iter().filter(|(_, d)| **d != 0) {
             pipe.hincr(&cohorts, field, *d).ignore();
         }
+    }
+
+    /// Adds the batch's customers to the day HyperLogLogs of their series. `PFADD` is
+    /// idempotent, so on a cluster (where these keys share a slot of their own) they are
+    /// sent before the partition's script rather than inside it.
+    pub fn write_customers(&self, pipe: &mut redis::Pipeline, keys: &Keys) {
+        for (s, acc) in self.series.iter().filter(|(_, a)| !a.customers.is_empty()) {
+            let period = s.grain.label(s.start);
+            let dim = DIMENSIONS[usize::from(s.dim)];
+            pipe.cmd("PFADD")
+                .arg(keys.sales_customers(&period, dim, s.value))
+                .arg(&acc.customers)
+                .ignore();
+        }
+    }
+
+    /// Whether the batch changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty() && self.cohorts.is_empty()
     }
 }
 
@@ -540,15 +551,31 @@ pub async fn rows<C: redis::aio::ConnectionLike + Send>(
     if starts.is_empty() {
         return Ok(Vec::new());
     }
+    let shards = keys.shards(crate::keys::partitions(conn, keys).await?);
     let labels: Vec<String> = starts.iter().map(|s| grain.label(*s)).collect();
     let mut pipe = redis::pipe();
     for l in &labels {
-        pipe.cmd("HGETALL").arg(keys.sales(grain.code(), l));
+        for p in &shards {
+            pipe.cmd("HGETALL").arg(keys.sales(grain.code(), l, *p));
+        }
     }
-    let hashes: Vec<HashMap<String, i64>> = pipe.query_async(conn).await?;
+    let replies: Vec<HashMap<String, i64>> = if shards.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(conn).await?
+    };
+    // The shards of one period, summed.
+    let hashes = replies.chunks(shards.len().max(1)).map(|parts| {
+        let mut sum: HashMap<&str, i64> = HashMap::new();
+        for (f, v) in parts.iter().flatten() {
+            *sum.entry(f.as_str()).or_default() += v;
+        }
+        sum
+    });
     let mut series: Vec<(i32, String, String, [i64; 7])> = Vec::new();
     for (start, h) in starts.iter().zip(hashes) {
         let mut per: BTreeMap<(String, String), [i64; 7]> = BTreeMap::new();
+        let h = h.into_iter().map(|(f, v)| (f.to_owned(), v));
         for (field, v) in h {
             let Some((dim, rest)) = field.split_once('|') else {
                 continue;
@@ -625,15 +652,21 @@ pub async fn cohorts<C: redis::aio::ConnectionLike + Send>(
     conn: &mut C,
     keys: &Keys,
 ) -> Result<BTreeMap<String, (i64, i64)>, Error> {
-    let h: HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg(keys.sales_cohorts())
-        .query_async(conn)
-        .await?;
+    let mut pipe = redis::pipe();
+    for p in keys.shards(crate::keys::partitions(conn, keys).await?) {
+        pipe.cmd("HGETALL").arg(keys.sales_cohorts(p));
+    }
+    let parts: Vec<HashMap<String, i64>> = if pipe.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(conn).await?
+    };
+    let h = parts.into_iter().flatten();
     let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for (field, v) in h {
         match field.split_once('|') {
-            Some(("first", l)) => out.entry(l.to_owned()).or_default().0 = v,
-            Some(("returned", l)) => out.entry(l.to_owned()).or_default().1 = v,
+            Some(("first", l)) => out.entry(l.to_owned()).or_default().0 += v,
+            Some(("returned", l)) => out.entry(l.to_owned()).or_default().1 += v,
             _ => {}
         }
     }

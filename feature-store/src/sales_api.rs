@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::conn::Redis;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use custflow_schemas::api::ApiError;
 use custflow_schemas::time::DAY_MS;
 use custflow_schemas::FieldError;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -24,7 +24,7 @@ pub const DEFAULT_DAYS: i32 = 30;
 /// What the sales routes need.
 #[derive(Clone)]
 pub struct SalesState {
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub keys: Keys,
 }
 

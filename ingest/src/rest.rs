@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use custflow_feature_store::conn::Redis;
 use custflow_schemas::api::ApiError;
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::kafka::Tune;
@@ -24,7 +25,6 @@ use custflow_schemas::trace::{self, KeyValue, SpanKind, TraceContextExt};
 use custflow_schemas::{json, kafka, DenyList, Event, EventKind, FieldError, ValidationContext};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use redis::aio::ConnectionManager;
 use serde_json::{json as j, Value};
 use tokio::sync::Semaphore;
 
@@ -64,7 +64,7 @@ pub struct IngestState {
     pub topics: Topics,
     pub codec: Arc<AvroCodec>,
     /// Idempotency window storage; without it the header is ignored.
-    pub redis: Option<ConnectionManager>,
+    pub redis: Option<Redis>,
     /// Events in flight at once, over all requests.
     pub permits: Arc<Semaphore>,
     pub max_items: usize,

@@ -19,8 +19,9 @@
 //! promotes an artefact carrying the new champion. A population refit keeps the churn
 //! model of the artefact in use.
 
+use custflow_feature_store::conn::{Redis, Scan};
 use custflow_feature_store::features::{compute, last_purchase_at};
-use custflow_feature_store::keys::{scan_page, Keys};
+use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelError;
 use custflow_feature_store::state::{day_of, CustomerState};
 use custflow_models::artefact::{CustomerStats, ModelArtefact};
@@ -28,7 +29,6 @@ use custflow_models::churn::metrics as churn_metrics;
 use custflow_models::churn::train::{calibration_half, train, Dataset, TrainOptions};
 use custflow_models::churn::ChurnInput;
 use custflow_models::fit::{bgnbd_ll_per_customer, fit_population};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +57,7 @@ pub enum Outcome {
 
 /// Settings and handles of the job.
 pub struct ModelJob {
-    pub conn: ConnectionManager,
+    pub conn: Redis,
     pub keys: Keys,
     pub model: ModelHandle,
     pub at_risk_days: f64,
@@ -155,11 +155,9 @@ impl ModelJob {
     /// Reads up to `sample_max` customer states and their features as of `as_of`.
     async fn population(&self, as_of: i64) -> Result<Vec<Member>> {
         let mut conn = self.conn.clone();
-        let pattern = self.keys.patterns()[0].clone();
-        let mut cursor: u64 = 0;
+        let mut scan = Scan::new(&mut conn, &self.keys.features_pattern(), 2000).await?;
         let mut out = Vec::new();
-        loop {
-            let (next, keys) = scan_page(&mut conn, cursor, &pattern, 2000).await?;
+        while let Some(keys) = scan.next_page(&mut conn).await? {
             if !keys.is_empty() {
                 let values: Vec<Option<Vec<u8>>> =
                     redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
@@ -180,8 +178,7 @@ impl ModelJob {
                     }
                 }
             }
-            cursor = next;
-            if cursor == 0 || out.len() >= self.sample_max {
+            if out.len() >= self.sample_max {
                 break;
             }
         }

@@ -160,8 +160,8 @@ pub trait BatchHook: Send + Sync {
     ) -> BoxFuture<'a, Result<CounterDeltas>>;
 }
 
-/// Changes to the segment counters: (field, delta).
-pub type CounterDeltas = Vec<(String, i64)>;
+/// Changes to the segment counters: (input partition of the customer, field, delta).
+pub type CounterDeltas = Vec<(i32, String, i64)>;
 
 /// A boxed, sendable future (keeps the hook traits object safe).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -922,15 +922,27 @@ impl Processor {
                 .push(i);
         }
         let parts = distinct(next_offsets.keys().map(|(_, p)| *p));
-        let (mut states, guard) = self.store.load(&order, &parts).await?;
+        // A customer's events all come from one partition number (input topics are
+        // keyed by customer): the one its state is kept under on a cluster.
+        let home = |c: &str| {
+            by_customer[c]
+                .first()
+                .map_or(0, |&i| inputs[i].pos.partition)
+        };
+        let located: Vec<(&str, i32)> = order.iter().map(|c| (*c, home(c))).collect();
+        let (mut states, guard) = self.store.load(&located, &parts).await?;
+        let cluster = self.store.keys().is_cluster();
         let mut changed: Vec<Touched<'_>> = Vec::new();
         let (mut applied, mut dups, mut erased, mut skipped_erased) = (0u64, 0u64, 0u64, 0u64);
         let mut too_late: Vec<(usize, String)> = Vec::new();
-        let mut rollups = Rollups::default();
+        // By partition on a cluster (each partition's script writes its own share);
+        // under one key on a standalone Redis, where the shares would be the same keys.
+        let mut rollups: BTreeMap<i32, Rollups<'_>> = BTreeMap::new();
         for c in &order {
             let Some(state) = states.get_mut(*c) else {
                 continue;
             };
+            let shard = if cluster { home(c) } else { 0 };
             let first_before = state.first_order.clone();
             let mut touched = false;
             let mut partition = 0;
@@ -961,7 +973,7 @@ impl Processor {
                         touched = true;
                         partition = inp.pos.partition;
                         if let (true, Event::Order(o)) = (self.cfg.sales, event) {
-                            rollups.add(o, effect, state);
+                            rollups.entry(shard).or_default().add(o, effect, state);
                         }
                     }
                     Ok((Applied::Duplicate, _)) => dups += 1,
@@ -970,8 +982,9 @@ impl Processor {
             }
             if touched {
                 if self.cfg.sales {
-                    rollups.attribute(c, state);
-                    rollups.cohort(first_before.as_ref(), state.first_order.as_ref());
+                    let r = rollups.entry(shard).or_default();
+                    r.attribute(c, state);
+                    r.cohort(first_before.as_ref(), state.first_order.as_ref());
                 }
                 changed.push(Touched {
                     customer: c,
@@ -1072,7 +1085,7 @@ impl Processor {
             cause,
             passes,
         }: Scoring<'_>,
-        rollups: &Rollups<'_>,
+        rollups: &BTreeMap<i32, Rollups<'_>>,
         guard: &Guard,
     ) -> Result<()> {
         let mut counts = Vec::new();
@@ -1180,7 +1193,7 @@ impl Processor {
         if moved.is_empty() {
             return Ok(passes.values().all(|c| c.done));
         }
-        let ids: Vec<&str> = slice.iter().map(|(c, _)| c.as_str()).collect();
+        let ids: Vec<(&str, i32)> = slice.iter().map(|(c, p)| (c.as_str(), *p)).collect();
         let parts: Vec<i32> = moved.iter().map(|(p, _)| *p).collect();
         let (mut states, guard) = self.store.load(&ids, &parts).await?;
         let changed: Vec<Touched<'_>> = slice
@@ -1197,7 +1210,7 @@ impl Processor {
                 cause: Rescore::NewModel,
                 passes: &cursors,
             },
-            &Rollups::default(),
+            &BTreeMap::new(),
             &guard,
         )
         .await?;
@@ -1236,12 +1249,12 @@ impl Processor {
         if customers.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<&str> = customers.iter().map(String::as_str).collect();
+        let ids: Vec<(&str, i32)> = customers.iter().map(|c| (c.as_str(), p)).collect();
         let (mut states, guard) = self.store.load(&ids, &[p]).await?;
         let changed: Vec<Touched<'_>> = ids
             .iter()
-            .filter(|c| states.contains_key(**c))
-            .map(|c| Touched::rescored(c, p))
+            .filter(|(c, _)| states.contains_key(*c))
+            .map(|(c, _)| Touched::rescored(c, p))
             .collect();
         self.score_and_save(
             &mut states,
@@ -1251,7 +1264,7 @@ impl Processor {
                 cause: Rescore::Clock,
                 passes: &[],
             },
-            &Rollups::default(),
+            &BTreeMap::new(),
             &guard,
         )
         .await?;

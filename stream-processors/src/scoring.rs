@@ -172,11 +172,11 @@ impl Scorer {
         &self.model
     }
 
-    async fn score(&self, changed: &mut [Changed<'_>], as_of: i64) -> Result<Vec<(String, i64)>> {
+    async fn score(&self, changed: &mut [Changed<'_>], as_of: i64) -> Result<CounterDeltas> {
         let Some(model) = self.model.current() else {
             return Ok(Vec::new());
         };
-        let mut counts: Vec<(String, i64)> = Vec::new();
+        let mut counts: CounterDeltas = Vec::new();
         // (customer, record, trace headers of the event that caused it)
         let mut scores: Vec<(String, Vec<u8>, Option<OwnedHeaders>)> = Vec::new();
         let mut changes: Vec<(String, Vec<u8>, Option<OwnedHeaders>)> = Vec::new();
@@ -189,7 +189,8 @@ impl Scorer {
                 // leaves the counts, and the score topic gets its tombstone.
                 if state.is_blank() {
                     if let Some(memo) = state.segments.take() {
-                        counts.extend(count_deltas(Some(&memo), None));
+                        let deltas = count_deltas(Some(&memo), None);
+                        counts.extend(deltas.into_iter().map(|(k, d)| (c.partition, k, d)));
                         tombstones.push(c.customer.to_owned());
                     }
                 }
@@ -236,7 +237,8 @@ impl Scorer {
                     headers.clone(),
                 ));
             }
-            counts.extend(count_deltas(state.segments.as_ref(), Some(&memo)));
+            let deltas = count_deltas(state.segments.as_ref(), Some(&memo));
+            counts.extend(deltas.into_iter().map(|(k, d)| (c.partition, k, d)));
             state.segments = Some(memo);
             let bytes = avro::encode_record("CustomerScore", &rec)
                 .map_err(|e| Error::Config(e.to_string()))?;

@@ -2,15 +2,15 @@
 //! Every read and write is guarded by the state markers of the partitions involved
 //! (`Keys::partition_state`): a Redis that lost its data is noticed, not written into.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use custflow_feature_store::keys::{self, scan_page, Keys};
+use custflow_feature_store::conn::{Redis, Scan, Timeouts};
+use custflow_feature_store::keys::Keys;
 use custflow_feature_store::sales::Rollups;
 use custflow_feature_store::state::CustomerState;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use crate::error::{Error, Result};
@@ -90,16 +90,21 @@ pub enum PartitionState {
 }
 
 /// The markers of a batch's partitions as its load saw them: its save writes only if
-/// they are unchanged.
+/// they are unchanged. Also which customers had no state yet (on a cluster their
+/// locators are written with their first state).
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     markers: Vec<(i32, String)>,
+    fresh: HashSet<String>,
 }
+
+/// Segment count changes of a batch: (input partition, field, delta).
+pub type Counts = [(i32, String, i64)];
 
 /// The Redis side of a processor.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Redis,
     keys: Keys,
     /// Makes this process's marker tokens unique among all processes.
     nonce: String,
@@ -119,17 +124,12 @@ impl Store {
     /// Connects with a response timeout: a stuck Redis (or a connection to it) fails the
     /// batch, which is retried, instead of holding the processor forever.
     pub async fn connect(url: &str, keys: Keys) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_connection_timeout(Duration::from_secs(5));
-        let mut conn = ConnectionManager::new_with_config(client, config).await?;
-        if keys::is_cluster(&mut conn).await? {
-            return Err(Error::Config(format!(
-                "the Redis at --redis {}",
-                keys::CLUSTER_UNSUPPORTED
-            )));
-        }
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(5),
+            response: Some(RESPONSE_TIMEOUT),
+        };
+        let conn = Redis::connect(url, timeouts).await?;
+        let keys = keys.in_cluster(conn.is_cluster());
         let nonce = format!(
             "{:x}{:x}",
             custflow_schemas::time::now_ms(),
@@ -153,24 +153,24 @@ impl Store {
         &self.keys
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Redis {
         self.conn.clone()
     }
 
-    /// The stored states of `customers` (a fresh state for unknown ones), who belong to
-    /// `partitions`, and the guard to save them with; [`Error::StateLost`] when a
-    /// partition's marker is missing.
+    /// The stored states of `customers` (each with the input partition its events come
+    /// from; a fresh state for unknown ones), and the guard to save them with: the
+    /// markers of `partitions`. [`Error::StateLost`] when a marker is missing.
     pub async fn load(
         &self,
-        customers: &[&str],
+        customers: &[(&str, i32)],
         partitions: &[i32],
     ) -> Result<(HashMap<String, CustomerState>, Guard)> {
         let mut pipe = redis::pipe();
         for p in partitions {
             pipe.get(self.keys.partition_state(*p));
         }
-        for c in customers {
-            pipe.get(self.keys.features(c));
+        for (c, p) in customers {
+            pipe.get(self.keys.features(c, *p));
         }
         let mut raw: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
         let states = raw.split_off(partitions.len().min(raw.len()));
@@ -190,9 +190,14 @@ impl Store {
             .map(redis::from_redis_value)
             .collect::<redis::RedisResult<_>>()?;
         let mut out = HashMap::with_capacity(customers.len());
-        for (c, bytes) in customers.iter().zip(raw) {
+        for ((c, _), bytes) in customers.iter().zip(raw) {
             let state = match bytes {
-                None => CustomerState::default(),
+                None => {
+                    if self.keys.is_cluster() {
+                        guard.fresh.insert((*c).to_owned());
+                    }
+                    CustomerState::default()
+                }
                 Some(b) => CustomerState::decode(&b).map_err(|e| Error::CorruptState {
                     customer: (*c).to_owned(),
                     reason: e.to_string(),
@@ -209,34 +214,103 @@ impl Store {
     /// ([`Error::StateLost`] otherwise) unchanged ([`Error::Conflict`] otherwise) since
     /// the load that gave `guard`; returns once Redis confirmed.
     ///
-    /// `passes` are the rescoring pass cursors the writes move (saved with them, so a
-    /// restarted pass neither repeats nor skips a slice).
+    /// On a Redis Cluster it is one such script per partition, each on the node of its
+    /// partition's slot: a partition's writes are all or nothing, and a batch whose
+    /// scripts partly failed is retried, its applied partitions finding their events
+    /// applied. The locators of new customers and the distinct-customer HyperLogLogs
+    /// (idempotent, in other slots) are written first.
+    ///
+    /// `rollups` are the sales rollups by input partition (all under one, any, on a
+    /// standalone Redis); `passes` are the rescoring pass cursors the writes move (saved
+    /// with them, so a restarted pass neither repeats nor skips a slice).
     pub async fn save(
         &self,
         writes: &[Write<'_>],
-        counts: &[(String, i64)],
-        rollups: &Rollups<'_>,
+        counts: &Counts,
+        rollups: &BTreeMap<i32, Rollups<'_>>,
         guard: &Guard,
         passes: &[(i32, &PassCursor)],
     ) -> Result<()> {
         if writes.is_empty() && passes.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for (p, cursor) in passes {
+        if !self.keys.is_cluster() {
+            let mut pipe = redis::pipe();
+            self.batch_writes(&mut pipe, None, writes, counts, rollups, passes);
+            for r in rollups.values() {
+                r.write_customers(&mut pipe, &self.keys);
+            }
+            return self.guarded(&pipe, &guard.markers).await;
+        }
+        let mut first = redis::pipe();
+        for w in writes.iter().filter(|w| guard.fresh.contains(w.customer)) {
+            first
+                .set(self.keys.locator(w.customer), w.partition)
+                .ignore();
+        }
+        for r in rollups.values() {
+            r.write_customers(&mut first, &self.keys);
+        }
+        if !first.is_empty() {
+            let () = first.query_async(&mut self.conn.clone()).await?;
+        }
+        let scripts = guard.markers.iter().map(|(p, marker)| {
+            let mut pipe = redis::pipe();
+            self.batch_writes(&mut pipe, Some(*p), writes, counts, rollups, passes);
+            let markers = [(*p, marker.clone())];
+            async move { self.guarded(&pipe, &markers).await }
+        });
+        let (mut lost, mut conflict) = (Vec::new(), Vec::new());
+        for r in futures::future::join_all(scripts).await {
+            match r {
+                Ok(()) => {}
+                Err(Error::StateLost(p)) => lost.extend(p),
+                Err(Error::Conflict(p)) => conflict.extend(p),
+                Err(e) => return Err(e),
+            }
+        }
+        if !lost.is_empty() {
+            return Err(Error::StateLost(lost));
+        }
+        if !conflict.is_empty() {
+            return Err(Error::Conflict(conflict));
+        }
+        Ok(())
+    }
+
+    /// Adds to `pipe` the writes of the batch that belong to input partition `only` (all
+    /// when None): states, index entries, pass cursors, segment counts, sales rollups.
+    fn batch_writes(
+        &self,
+        pipe: &mut redis::Pipeline,
+        only: Option<i32>,
+        writes: &[Write<'_>],
+        counts: &Counts,
+        rollups: &BTreeMap<i32, Rollups<'_>>,
+        passes: &[(i32, &PassCursor)],
+    ) {
+        let mine = |p: i32| only.is_none_or(|o| o == p);
+        for (p, cursor) in passes.iter().filter(|(p, _)| mine(*p)) {
             pipe.set(self.keys.model_pass(*p), cursor.encode()).ignore();
         }
-        let counters = self.keys.segment_counts();
-        for (field, delta) in counts.iter().filter(|(_, d)| *d != 0) {
-            pipe.hincr(&counters, field, *delta).ignore();
+        // Summed per key first: one command per counter.
+        let mut deltas: BTreeMap<(String, &str), i64> = BTreeMap::new();
+        for (p, field, delta) in counts.iter().filter(|(p, _, _)| mine(*p)) {
+            *deltas
+                .entry((self.keys.segment_counts(*p), field.as_str()))
+                .or_default() += delta;
+        }
+        for ((key, field), delta) in deltas.iter().filter(|(_, d)| **d != 0) {
+            pipe.hincr(key, *field, *delta).ignore();
         }
         // Few commands with many arguments: the script's cost is per command it runs.
+        let mine_writes: Vec<&Write<'_>> = writes.iter().filter(|w| mine(w.partition)).collect();
         let mut index_adds: BTreeMap<i32, Vec<(i64, &str)>> = BTreeMap::new();
         let mut index_removes: BTreeMap<i32, Vec<&str>> = BTreeMap::new();
-        for chunk in writes.chunks(PAIRS_PER_COMMAND) {
+        for chunk in mine_writes.chunks(PAIRS_PER_COMMAND) {
             let mut mset = redis::cmd("MSET");
             for w in chunk {
-                mset.arg(self.keys.features(w.customer))
+                mset.arg(self.keys.features(w.customer, w.partition))
                     .arg(w.state.encode());
                 match w.last_order_at {
                     Some(at) => index_adds
@@ -264,17 +338,18 @@ impl Store {
                 pipe.zrem(self.keys.last_order_index(*p), chunk).ignore();
             }
         }
-        rollups.write(&mut pipe, &self.keys);
-        self.guarded(&pipe, guard).await
+        for (p, r) in rollups.iter().filter(|(p, _)| mine(**p)) {
+            r.write(pipe, &self.keys, *p);
+        }
     }
 
     /// Runs `pipe`'s commands in the [`GUARDED`] script.
-    async fn guarded(&self, pipe: &redis::Pipeline, guard: &Guard) -> Result<()> {
+    async fn guarded(&self, pipe: &redis::Pipeline, markers: &[(i32, String)]) -> Result<()> {
         let mut inv = GUARDED.prepare_invoke();
-        for (p, _) in &guard.markers {
+        for (p, _) in markers {
             inv.key(self.keys.partition_state(*p));
         }
-        for (_, marker) in &guard.markers {
+        for (_, marker) in markers {
             inv.arg(marker);
         }
         inv.arg(self.token());
@@ -297,7 +372,7 @@ impl Store {
         }
         let partition = |i: i64| {
             let i = usize::try_from(i.unsigned_abs()).ok()?.checked_sub(1)?;
-            guard.markers.get(i).map(|(p, _)| *p)
+            markers.get(i).map(|(p, _)| *p)
         };
         let lost: Vec<i32> = bad
             .iter()
@@ -338,7 +413,11 @@ impl Store {
     /// Marks `partitions` as being rebuilt (and the deployment as not ready).
     pub async fn mark_rebuilding(&self, partitions: &[i32]) -> Result<()> {
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        // One transaction on a standalone Redis; on a cluster the markers live in other
+        // slots than the ready key, and [`Store::publish_ready`] checks after it sets.
+        if !self.keys.is_cluster() {
+            pipe.atomic();
+        }
         for p in partitions {
             pipe.set(
                 self.keys.partition_state(*p),
@@ -364,6 +443,9 @@ impl Store {
     /// Sets or clears the deployment's ready key from the markers of all `partitions`
     /// input partitions; true when ready.
     pub async fn publish_ready(&self, partitions: i32) -> Result<bool> {
+        if self.keys.is_cluster() {
+            return self.publish_ready_cluster(partitions).await;
+        }
         let mut inv = PUBLISH_READY.prepare_invoke();
         for p in 0..partitions {
             inv.key(self.keys.partition_state(p));
@@ -371,6 +453,26 @@ impl Store {
         inv.arg(self.keys.state_ready());
         let ready: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(ready == 1)
+    }
+
+    /// [`Store::publish_ready`] on a cluster, where no script spans the markers' slots:
+    /// sets the ready key when every marker says ready, then reads the markers again and
+    /// takes it back if one changed meanwhile (an instance that marks a partition
+    /// rebuilding removes the key after its marker, so the key cannot outlive a
+    /// rebuilding marker). Also records the partition count the readers sum shards over.
+    async fn publish_ready_cluster(&self, partitions: i32) -> Result<bool> {
+        let all: Vec<i32> = (0..partitions).collect();
+        let mut conn = self.conn.clone();
+        let () = conn.set(self.keys.partition_count(), partitions).await?;
+        let ready = |s: &[PartitionState]| s.iter().all(|s| *s == PartitionState::Ready);
+        if ready(&self.partition_states(&all).await?) {
+            let () = conn.set(self.keys.state_ready(), "1").await?;
+            if ready(&self.partition_states(&all).await?) {
+                return Ok(true);
+            }
+        }
+        let () = conn.del(self.keys.state_ready()).await?;
+        Ok(false)
     }
 
     /// The rescoring pass cursors of `partitions` (a cursor before any pass where none
@@ -501,28 +603,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes every key custflow wrote (for `process --rebuild`).
+    /// Deletes every key custflow wrote but the model's (for `process --rebuild`), on
+    /// every primary of a cluster.
     pub async fn wipe(&self) -> Result<u64> {
         let mut conn = self.conn.clone();
         let mut deleted = 0u64;
-        let () = redis::cmd("DEL")
-            .arg(self.keys.segment_counts())
-            .query_async(&mut conn)
-            .await?;
         for pattern in self.keys.patterns() {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch) = scan_page(&mut conn, cursor, &pattern, 1000).await?;
+            let mut scan = Scan::new(&mut conn, &pattern, 1000).await?;
+            while let Some(batch) = scan.next_page(&mut conn).await? {
                 if !batch.is_empty() {
                     let n: u64 = redis::cmd("UNLINK")
                         .arg(&batch)
                         .query_async(&mut conn)
                         .await?;
                     deleted += n;
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
                 }
             }
         }

@@ -84,7 +84,13 @@ fn the_compose_cluster_agrees_with_custflow_and_with_itself() {
         "kafka-1",
         "kafka-2",
         "kafka-3",
-        "redis",
+        "redis-1",
+        "redis-2",
+        "redis-3",
+        "redis-4",
+        "redis-5",
+        "redis-6",
+        "redis-cluster",
         "postgres",
         "otel-collector",
         "prometheus",
@@ -182,6 +188,54 @@ fn the_compose_cluster_agrees_with_custflow_and_with_itself() {
             <= 3
     );
 
+    // Redis Cluster: six nodes in cluster mode, each announcing its own host name, and
+    // the one-shot service that creates the cluster naming each of them once, with one
+    // replica per primary (three primaries).
+    let mut cluster_nodes = BTreeSet::new();
+    for i in 1..=6 {
+        let name = format!("redis-{i}");
+        let cmd: Vec<String> = services[&name]["command"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no command"))
+            .iter()
+            .map(text)
+            .collect();
+        let arg = |flag: &str| {
+            let at = cmd.iter().position(|a| a == flag);
+            at.and_then(|at| cmd.get(at + 1)).cloned()
+        };
+        assert_eq!(arg("--cluster-enabled").as_deref(), Some("yes"), "{name}");
+        assert_eq!(arg("--cluster-announce-hostname"), Some(name.clone()));
+        assert_eq!(text(&services[&name]["hostname"]), name);
+        let port = arg("--port").unwrap_or_else(|| panic!("{name} names no port"));
+        cluster_nodes.insert(format!("{name}:{port}"));
+    }
+    let create: String = services["redis-cluster"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    let named: Vec<&str> = create
+        .split_whitespace()
+        .filter(|w| w.starts_with("redis-") && w.contains(':'))
+        .collect();
+    let named_set: BTreeSet<String> = named.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(named.len(), named_set.len(), "a node named twice: {create}");
+    assert_eq!(
+        named_set, cluster_nodes,
+        "the nodes the cluster is created from"
+    );
+    assert!(create.contains("--cluster-replicas 1"), "{create}");
+    for i in 1..=6 {
+        assert!(
+            services["redis-cluster"]["depends_on"]
+                .get(format!("redis-{i}"))
+                .is_some(),
+            "redis-cluster starts before redis-{i}"
+        );
+    }
+
     // custflow's services: their commands and settings are custflow's own.
     let exe = env!("CARGO_BIN_EXE_custflow");
     let main_rs =
@@ -214,16 +268,12 @@ fn the_compose_cluster_agrees_with_custflow_and_with_itself() {
             .map(str::to_owned)
             .collect();
         assert_eq!(brokers, listeners, "{name}: brokers");
+        // custflow's Redis is a node of the cluster the redis-cluster service creates.
         let (redis_host, redis_port) = host_port(&env(name, "CUSTFLOW_REDIS_URL"));
-        assert_eq!(redis_host, "redis");
-        let redis_cmd: Vec<String> = services["redis"]["command"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(text)
-            .collect();
-        let at = redis_cmd.iter().position(|a| a == "--port").unwrap();
-        assert_eq!(redis_cmd[at + 1], redis_port.to_string(), "Redis port");
+        assert!(
+            cluster_nodes.contains(&format!("{redis_host}:{redis_port}")),
+            "{name}: Redis"
+        );
         let sink = env(name, "CUSTFLOW_SINK_URL");
         let (pg_host, pg_port) = host_port(&sink);
         assert_eq!((pg_host.as_str(), pg_port), ("postgres", 5432));

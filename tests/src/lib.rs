@@ -264,19 +264,12 @@ pub async fn read_states_at(
     keys: &custflow_feature_store::keys::Keys,
     ids: &[String],
 ) -> Vec<Option<custflow_feature_store::state::CustomerState>> {
-    let client = redis::Client::open(url).unwrap_or_else(|e| panic!("bad Redis URL: {e}"));
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("Redis at {url} is needed (scripts/stack.sh up): {e}"));
+    let mut conn = redis_conn_at(url).await;
+    let keys = keys.clone().in_cluster(conn.is_cluster());
     let mut out = Vec::new();
     for chunk in ids.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.get(keys.features(id));
-        }
-        let raw: Vec<Option<Vec<u8>>> = pipe
-            .query_async(&mut conn)
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let raw = custflow_feature_store::keys::read_states(&mut conn, &keys, &chunk)
             .await
             .unwrap_or_else(|e| panic!("reading states: {e}"));
         out.extend(raw.into_iter().map(|b| {
@@ -287,6 +280,18 @@ pub async fn read_states_at(
         }));
     }
     out
+}
+
+/// A connection to the test stack's Redis.
+pub async fn redis_conn() -> custflow_feature_store::conn::Redis {
+    redis_conn_at(&redis_url()).await
+}
+
+/// A connection to the Redis (or Redis Cluster) at `url`.
+pub async fn redis_conn_at(url: &str) -> custflow_feature_store::conn::Redis {
+    custflow_feature_store::conn::Redis::connect(url, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {url} is needed (scripts/stack.sh up): {e}"))
 }
 
 /// The state of a customer who placed one order of `value` on each of `days`, applied
@@ -326,10 +331,7 @@ pub async fn model_job(
     drift_threshold: f64,
     churn: custflow_processors::model_job::ChurnMonitoring,
 ) -> custflow_processors::model_job::ModelJob {
-    let client = redis::Client::open(redis_url()).unwrap_or_else(|e| panic!("bad Redis URL: {e}"));
-    let conn = redis::aio::ConnectionManager::new(client)
-        .await
-        .unwrap_or_else(|e| panic!("Redis at {} is needed: {e}", redis_url()));
+    let conn = redis_conn().await;
     let keys = custflow_feature_store::keys::Keys::new(unique(prefix));
     // The tests write the states themselves: the features count as built.
     let () = redis::cmd("SET")
@@ -354,15 +356,17 @@ pub async fn model_job(
 
 /// Deletes every customer state under `keys`.
 pub async fn delete_customers(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut custflow_feature_store::conn::Redis,
     keys: &custflow_feature_store::keys::Keys,
 ) {
-    let mut cursor = 0;
-    loop {
-        let (next, found) =
-            custflow_feature_store::keys::scan_page(conn, cursor, &keys.patterns()[0], 1000)
-                .await
-                .unwrap_or_else(|e| panic!("scanning: {e}"));
+    let mut scan = custflow_feature_store::conn::Scan::new(conn, &keys.features_pattern(), 1000)
+        .await
+        .unwrap_or_else(|e| panic!("scanning: {e}"));
+    while let Some(found) = scan
+        .next_page(conn)
+        .await
+        .unwrap_or_else(|e| panic!("scanning: {e}"))
+    {
         if !found.is_empty() {
             let () = redis::cmd("DEL")
                 .arg(&found)
@@ -370,10 +374,6 @@ pub async fn delete_customers(
                 .await
                 .unwrap_or_else(|e| panic!("deleting: {e}"));
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
 }
 

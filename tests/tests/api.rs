@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custflow_feature_store::api::FeatureState;
+use custflow_feature_store::conn::Redis;
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
 use custflow_feature_store::state::{CustomerState, SourcePos};
@@ -19,7 +20,6 @@ use custflow_schemas::{Event, EventKind, Order, OrderStatus, ValidationContext};
 use custflow_tests::http;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
-use redis::aio::ConnectionManager;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
@@ -30,18 +30,11 @@ async fn serve(app: axum::Router) -> String {
     addr
 }
 
-async fn redis() -> ConnectionManager {
-    ConnectionManager::new(redis::Client::open(custflow_tests::redis_url()).unwrap())
-        .await
-        .unwrap()
+async fn redis() -> Redis {
+    custflow_tests::redis_conn().await
 }
 
-fn ingest_state(
-    brokers: &str,
-    names: &Topics,
-    redis: ConnectionManager,
-    body_limit: usize,
-) -> IngestState {
+fn ingest_state(brokers: &str, names: &Topics, redis: Redis, body_limit: usize) -> IngestState {
     IngestState {
         producer: IngestState::producer(brokers).unwrap(),
         topics: names.clone(),
@@ -288,7 +281,7 @@ async fn feature_lookups_compute_as_of_and_explain_errors() {
             .unwrap();
     }
     let () = redis::cmd("SET")
-        .arg(keys.features("alice"))
+        .arg(keys.features("alice", 0))
         .arg(state.encode())
         .query_async(&mut conn)
         .await

@@ -5,12 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+use custflow_feature_store::conn::Redis;
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::state::CustomerState;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::{ChurnMonitoring, Outcome};
 use custflow_schemas::time::DAY_MS;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 const CUSTOMERS: usize = 600;
@@ -33,10 +33,10 @@ fn state(c: usize, later: bool) -> CustomerState {
     custflow_tests::state_with_orders(&id, &days, 20.0 + (c % 7) as f64)
 }
 
-async fn write(conn: &mut ConnectionManager, keys: &Keys, later: bool) {
+async fn write(conn: &mut Redis, keys: &Keys, later: bool) {
     let mut pipe = redis::pipe();
     for c in 0..CUSTOMERS {
-        pipe.set(keys.features(&format!("c{c}")), state(c, later).encode());
+        pipe.set(keys.features(&format!("c{c}"), 0), state(c, later).encode());
     }
     let () = pipe.query_async(conn).await.unwrap();
 }
@@ -54,7 +54,7 @@ async fn matured_predictions_are_judged_and_a_low_auc_refits_the_classifier() {
     let job = custflow_tests::model_job("churnmon-", f64::NEG_INFINITY, f64::INFINITY, churn).await;
     let (keys, metrics, mut conn) = (job.keys.clone(), job.metrics.clone(), job.conn.clone());
     let at = |day: i64| day * DAY_MS + 12 * 3_600_000;
-    let recorded = |conn: &mut ConnectionManager| {
+    let recorded = |conn: &mut Redis| {
         let mut conn = conn.clone();
         let key = keys.churn_predictions();
         async move {

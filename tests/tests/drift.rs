@@ -6,18 +6,18 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
+use custflow_feature_store::conn::Redis;
 use custflow_feature_store::keys::Keys;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::{Outcome, DRIFT_THRESHOLD};
 use custflow_schemas::time::DAY_MS;
-use redis::aio::ConnectionManager;
 
 const CUSTOMERS: usize = 400;
 const AS_OF_DAY: i64 = 20_400;
 
 /// Writes a population: customer `c` orders `1 + c % 5` times, `gap` days apart, the
 /// last one `c % 60 * spread` days before the as-of day.
-async fn write_population(conn: &mut ConnectionManager, keys: &Keys, gap: i64, spread: i64) {
+async fn write_population(conn: &mut Redis, keys: &Keys, gap: i64, spread: i64) {
     let mut pipe = redis::pipe();
     for c in 0..CUSTOMERS {
         let id = format!("c{c}");
@@ -27,7 +27,7 @@ async fn write_population(conn: &mut ConnectionManager, keys: &Keys, gap: i64, s
             .map(|k| last - (orders - 1 - k) as i64 * gap)
             .collect();
         let state = custflow_tests::state_with_orders(&id, &days, 10.0 + (c % 13) as f64);
-        pipe.set(keys.features(&id), state.encode());
+        pipe.set(keys.features(&id, 0), state.encode());
     }
     let () = pipe.query_async(conn).await.unwrap();
 }
@@ -104,7 +104,7 @@ async fn after_redis_lost_the_model_it_is_stored_again_and_no_refit_runs_on_a_pa
     for id in &partial {
         let state = custflow_tests::state_with_orders(id, &[AS_OF_DAY - 3], 10.0);
         let () = redis::cmd("SET")
-            .arg(keys.features(id))
+            .arg(keys.features(id, 0))
             .arg(state.encode())
             .query_async(&mut conn)
             .await

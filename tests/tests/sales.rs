@@ -339,8 +339,7 @@ async fn sales_rollups_equal_a_recomputation_from_the_raw_events() {
 
     // Redis: every series of every grain, exactly (customers within HyperLogLog error).
     let keys = Keys::new(names.name(""));
-    let client = redis::Client::open(custflow_tests::redis_url()).unwrap();
-    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut conn = custflow_tests::redis_conn().await;
     let (first_day, last_day) = (day_of(start), day_of(start) + 30);
     let mut all_rows = Vec::new();
     for grain in Grain::ALL {
@@ -559,8 +558,7 @@ async fn drop_db(name: &str) {
 }
 
 async fn serve(keys: &Keys) -> String {
-    let client = redis::Client::open(custflow_tests::redis_url()).unwrap();
-    let redis = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let redis = custflow_tests::redis_conn().await;
     let api_keys = custflow_schemas::auth::ApiKeys::parse(
         "analyst-key-0123456789=sales:read;reader-key-0123456789=features:read",
     )
