@@ -159,7 +159,13 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
         &first_http,
         &["--redis", &url],
     );
-    let mut single = spawn_with(&standalone.prefix, &standalone.brokers, "s0", "127.0.0.1:0", &[]);
+    let mut single = spawn_with(
+        &standalone.prefix,
+        &standalone.brokers,
+        "s0",
+        "127.0.0.1:0",
+        &[],
+    );
     on_cluster.produce(profiles, Duration::ZERO).await.unwrap();
     standalone.produce(profiles, Duration::ZERO).await.unwrap();
     on_cluster.applied_in(profiles, &url).await;
@@ -170,15 +176,19 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
     let producing = on_cluster.produce(500, Duration::from_millis(100));
     let producing_standalone = standalone.produce(500, Duration::from_millis(100));
     // Killed while it works on the cluster (orders applied, not all), restarted.
-    custflow_tests::wait_until(Duration::from_secs(120), "orders applied on the cluster", || {
-        let up = std::net::TcpStream::connect(&first_http).is_ok();
-        let applied = if up {
-            counter(&first_http, "custflow_events_applied_total")
-        } else {
-            0
-        };
-        async move { (applied > profiles as u64).then_some(()) }
-    })
+    custflow_tests::wait_until(
+        Duration::from_secs(120),
+        "orders applied on the cluster",
+        || {
+            let up = std::net::TcpStream::connect(&first_http).is_ok();
+            let applied = if up {
+                counter(&first_http, "custflow_events_applied_total")
+            } else {
+                0
+            };
+            async move { (applied > profiles as u64).then_some(()) }
+        },
+    )
     .await;
     first.kill().unwrap();
     first.wait().unwrap();
@@ -230,7 +240,11 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
                 .take(3)
                 .map(|(g, w)| format!("cluster {g:?}\nstandalone {w:?}"))
                 .collect();
-            assert!(differ.is_empty(), "{grain:?} rollups differ:\n{}", differ.join("\n"));
+            assert!(
+                differ.is_empty(),
+                "{grain:?} rollups differ:\n{}",
+                differ.join("\n")
+            );
             assert_eq!(got.len(), want.len(), "{grain:?} rollup rows");
             compared += got.len();
         }
@@ -279,4 +293,127 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
         c.kill().unwrap();
         c.wait().unwrap();
     }
+}
+
+/// The customer states of deployment `keys` in the Redis (or cluster) at `url`.
+async fn all_states(
+    url: &str,
+    keys: &Keys,
+) -> Vec<(String, custflow_feature_store::state::CustomerState)> {
+    let mut conn = custflow_tests::redis_conn_at(url).await;
+    let keys = keys.clone().in_cluster(conn.is_cluster());
+    let mut scan =
+        custflow_feature_store::conn::Scan::new(&mut conn, &keys.features_pattern(), 500)
+            .await
+            .unwrap();
+    let mut ids = Vec::new();
+    while let Some(page) = scan.next_page(&mut conn).await.unwrap() {
+        ids.extend(
+            page.iter()
+                .filter_map(|k| keys.customer_of(k))
+                .map(str::to_owned),
+        );
+    }
+    let states = custflow_tests::read_states_at(url, &keys, &ids).await;
+    ids.into_iter()
+        .zip(states)
+        .filter_map(|(id, s)| Some((id, s?)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custflow_run_scores_and_serves_from_a_redis_cluster() {
+    let _turn = crate::HEAVY.lock().await;
+    let cluster = Cluster::start(3);
+    let url = cluster.url();
+    // Started once /readyz answers: the ready key is published on the cluster.
+    let run = crate::ScoredRun::start("rcrun-", &["--redis", &url]);
+    let keys = Keys::new(run.prefix.clone());
+
+    // Every customer with a purchase scored, and the segment counts (one share per input
+    // partition, summed by /v1/segments) agree with the customers' own states.
+    let (states, counts) = custflow_tests::wait_until(
+        Duration::from_secs(180),
+        "every customer with orders scored and counted",
+        || {
+            let (url, keys, addr) = (url.clone(), keys.clone(), run.addr.clone());
+            async move {
+                let states = all_states(&url, &keys).await;
+                // Customers with a purchase day are in the last-order index, which the
+                // first model's rescoring pass walks.
+                let buyers: Vec<_> = states
+                    .iter()
+                    .filter(|(_, s)| {
+                        custflow_feature_store::features::last_purchase_at(s).is_some()
+                    })
+                    .collect();
+                let scored = states.iter().filter(|(_, s)| s.segments.is_some()).count();
+                let (status, body) = crate::get(&addr, "/v1/segments");
+                let counts: serde_json::Value = serde_json::from_str(&body).ok()?;
+                let counted = counts["customers_scored"].as_u64()? as usize;
+                let all_scored = buyers.iter().all(|(_, s)| s.segments.is_some());
+                (status == 200 && buyers.len() > 100 && all_scored && counted == scored)
+                    .then_some((states, counts))
+            }
+        },
+    )
+    .await;
+    for tier in custflow_models::rfm::TIERS {
+        let want = states
+            .iter()
+            .filter(|(_, s)| s.segments.as_ref().is_some_and(|m| m.value_tier == *tier))
+            .count() as u64;
+        assert_eq!(
+            counts["counts"]["value_tier"][tier].as_u64(),
+            Some(want),
+            "tier {tier}"
+        );
+    }
+    let at_risk: u64 = counts["counts"]["at_risk"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(
+        at_risk as usize,
+        states.iter().filter(|(_, s)| s.segments.is_some()).count()
+    );
+
+    // Lookups through the locators, and an unknown customer looked for everywhere.
+    let ids: Vec<&str> = states.iter().take(20).map(|(id, _)| id.as_str()).collect();
+    let mut asked: Vec<&str> = ids.clone();
+    asked.push("nobody-at-all");
+    let body = serde_json::json!({ "customer_ids": asked }).to_string();
+    let (status, answer) = crate::request(&run.addr, "POST", "/v1/features:batch", &body);
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let customers = answer["customers"].as_array().unwrap();
+    assert_eq!(customers.len(), asked.len());
+    for (c, id) in customers.iter().zip(&asked) {
+        assert_eq!(c["customer_id"].as_str(), Some(*id), "{c}");
+        if *id == "nobody-at-all" {
+            assert_eq!(c["error"]["code"].as_str(), Some("not_found"), "{c}");
+        } else {
+            assert!(c["features"].is_object(), "{c}");
+        }
+    }
+    let (status, one) = crate::get(&run.addr, &format!("/v1/customers/{}/features", ids[0]));
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(
+        crate::get(&run.addr, "/v1/customers/nobody-at-all/features").0,
+        404
+    );
+
+    // The scores reached the SQL sink too.
+    crate::eventually(60, "a score row in the sink", || {
+        let out = Command::new(env!("CARGO_BIN_EXE_custflow"))
+            .args(["scores", ids[0], "--json", "--topic-prefix", &run.prefix])
+            .args(["--sink", &run.sink])
+            .output()
+            .unwrap();
+        out.status.success().then_some(())
+    });
+    drop(run.server);
+    let _ = std::fs::remove_dir_all(&run.dir);
 }
