@@ -3,6 +3,8 @@
 # times one processor applying them all into Redis, and reports events/s, Redis memory
 # per customer and the processor's peak RSS. Usage: scripts/bench-process.sh [customers]
 # [process flags…], e.g. `1000000 --no-sales-rollups` to measure without the sales rollups.
+# BENCH_REDIS_NODES (ports, default the stack's 6379) names the Redis nodes whose memory
+# and keys are counted: scripts/bench-cluster.sh sets it to a Redis Cluster's.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 CUSTOMERS="${1:-100000}"
@@ -13,7 +15,16 @@ PREFIX="bench-$(date +%s)."
 say "generating events of $CUSTOMERS customers into ${PREFIX}*"
 SYNTH=$("$BIN" synth --customers "$CUSTOMERS" --days 365 --topic-prefix "$PREFIX" --json | tail -1)
 EVENTS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$SYNTH")
-MEM0=$(redis-cli info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
+NODES="${BENCH_REDIS_NODES:-$REDIS_PORT}"
+# used_memory summed over the nodes.
+redis_memory() {
+  local sum=0 port
+  for port in $NODES; do
+    sum=$((sum + $(redis-cli -p "$port" info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')))
+  done
+  echo "$sum"
+}
+MEM0=$(redis_memory)
 say "processing $EVENTS events"
 "$BIN" process --clock event --topic-prefix "$PREFIX" --until-events "$EVENTS" "$@" --json >"$DATA/bench-process.json" 2>/dev/null &
 PID=$!
@@ -24,8 +35,14 @@ while kill -0 "$PID" 2>/dev/null; do
   sleep 0.2
 done
 wait "$PID"
-MEM1=$(redis-cli info memory | awk -F: '/^used_memory:/{print $2}' | tr -d '\r')
-KEYS=$(redis-cli --scan --pattern "${PREFIX}cf:{*}:f" | wc -l)
+MEM1=$(redis_memory)
+KEYS=0
+for port in $NODES; do
+  # The standalone layout's state keys, or a cluster's (docs/deviations.md).
+  N=$(redis-cli -p "$port" --scan --pattern "${PREFIX}cf:{*}:f" | wc -l)
+  C=$(redis-cli -p "$port" --scan --pattern "${PREFIX}cf:{p*}:*:f" | wc -l)
+  KEYS=$((KEYS + N + C))
+done
 python3 - "$SYNTH" "$(tail -1 "$DATA/bench-process.json")" "$MEM0" "$MEM1" "$KEYS" "$PEAK" <<'PY'
 import json, sys
 synth, proc = json.loads(sys.argv[1]), json.loads(sys.argv[2])

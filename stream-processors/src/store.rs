@@ -413,11 +413,6 @@ impl Store {
     /// Marks `partitions` as being rebuilt (and the deployment as not ready).
     pub async fn mark_rebuilding(&self, partitions: &[i32]) -> Result<()> {
         let mut pipe = redis::pipe();
-        // One transaction on a standalone Redis; on a cluster the markers live in other
-        // slots than the ready key, and [`Store::publish_ready`] checks after it sets.
-        if !self.keys.is_cluster() {
-            pipe.atomic();
-        }
         for p in partitions {
             pipe.set(
                 self.keys.partition_state(*p),
@@ -425,8 +420,18 @@ impl Store {
             )
             .ignore();
         }
+        let mut conn = self.conn.clone();
+        if self.keys.is_cluster() {
+            // The markers live in other slots than the ready key: they are written first,
+            // then the key removed, so a [`Store::publish_ready`] that read them before
+            // and set the key is undone after (it also reads them again after setting).
+            let () = pipe.query_async(&mut conn).await?;
+            let () = conn.del(self.keys.state_ready()).await?;
+            return Ok(());
+        }
+        pipe.atomic();
         pipe.del(self.keys.state_ready()).ignore();
-        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        let () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 

@@ -22,32 +22,27 @@ use crate::{free_port, Helper};
 struct Cluster {
     ports: Vec<u16>,
     dir: PathBuf,
-    _nodes: Vec<Helper>,
+    nodes: Vec<Option<Helper>>,
 }
 
 impl Cluster {
     fn start(nodes: usize) -> Self {
         let dir = std::env::temp_dir().join(custflow_tests::unique("redis-cluster-"));
         let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let mut helpers = Vec::new();
-        for port in &ports {
-            let node_dir = dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).unwrap();
-            helpers.push(Helper::listening(
-                Command::new("redis-server")
-                    .current_dir(&node_dir)
-                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                    .args([
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                    ])
-                    .args(["--save", "", "--appendonly", "no"]),
-                *port,
-            ));
+        let mut cluster = Self {
+            ports,
+            dir,
+            nodes: Vec::new(),
+        };
+        for i in 0..nodes {
+            let node = cluster.node(i);
+            cluster.nodes.push(Some(node));
         }
-        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let addrs: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
@@ -60,22 +55,52 @@ impl Cluster {
             "redis-cli --cluster create: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let cluster = Self {
-            ports,
-            dir,
-            _nodes: helpers,
-        };
-        // Every node must know the whole slot map before a client routes by it.
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Starts node `i` (nothing kept on disk but the cluster's own nodes.conf).
+    fn node(&self, i: usize) -> Helper {
+        let port = self.ports[i];
+        let node_dir = self.dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).unwrap();
+        Helper::listening(
+            Command::new("redis-server")
+                .current_dir(&node_dir)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--save", "", "--appendonly", "no"]),
+            port,
+        )
+    }
+
+    /// Kills node `i` and starts it again: it keeps its slots and has lost its data.
+    fn restart_empty(&mut self, i: usize) {
+        self.nodes[i] = None;
+        self.nodes[i] = Some(self.node(i));
+        self.wait_ok();
+    }
+
+    /// Waits until every node knows the whole slot map (a client routes by it).
+    fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !cluster.ports.iter().all(|p| {
-            cluster
-                .cli(*p, &["CLUSTER", "INFO"])
+        while !self.ports.iter().all(|p| {
+            self.cli(*p, &["CLUSTER", "INFO"])
                 .contains("cluster_state:ok")
         }) {
             assert!(Instant::now() < deadline, "the cluster did not become ok");
             std::thread::sleep(Duration::from_millis(100));
         }
-        cluster
+    }
+
+    /// The keys node `port` holds.
+    fn keys_on(&self, port: u16) -> u64 {
+        self.cli(port, &["DBSIZE"]).trim().parse().unwrap()
     }
 
     /// What `redis-cli -p port args…` prints.
@@ -209,8 +234,7 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
 
     // The partitions' slots are spread over the three primaries, and so are the keys.
     for port in &cluster.ports {
-        let keys: u64 = cluster.cli(*port, &["DBSIZE"]).trim().parse().unwrap();
-        assert!(keys > 0, "node {port} holds no key");
+        assert!(cluster.keys_on(*port) > 0, "node {port} holds no key");
     }
 
     // Sales rollups and cohorts, summed over the partitions' shards, equal the
@@ -293,6 +317,51 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
         c.kill().unwrap();
         c.wait().unwrap();
     }
+}
+
+/// A node that restarts empty (no replica, nothing on disk) loses the state of the
+/// partitions whose slots it serves, and locators of customers of other partitions: the
+/// processor notices the missing markers of those partitions and replays them, and every
+/// customer's state equals a recomputation from the topics again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_restarted_empty_has_its_partitions_replayed() {
+    const N: usize = 8_000;
+    const M: usize = 2_000;
+    let _turn = crate::HEAVY.lock().await;
+    let mut cluster = Cluster::start(3);
+    let url = cluster.url();
+    let mut d = deployment("rclost-", 29, 2_000, N + M).await;
+    let later = d.events.split_off(N);
+    let mut processor = spawn_with(
+        &d.prefix,
+        &d.brokers,
+        "l0",
+        "127.0.0.1:0",
+        &["--redis", &url],
+    );
+    d.produce(N, Duration::ZERO).await.unwrap();
+    d.applied_in(N, &url).await;
+
+    // The node with the most keys holds partitions' state.
+    let (busiest, before) = (0..cluster.ports.len())
+        .map(|i| (i, cluster.keys_on(cluster.ports[i])))
+        .max_by_key(|(_, n)| *n)
+        .unwrap();
+    cluster.restart_empty(busiest);
+    assert_eq!(
+        cluster.keys_on(cluster.ports[busiest]),
+        0,
+        "it kept {before} keys"
+    );
+
+    // More events make the processor load the lost partitions' markers.
+    d.events = later;
+    d.produce(M, Duration::ZERO).await.unwrap();
+    let (reference, ids, states) = d.applied_in(N + M, &url).await;
+    assert_same(&reference, &ids, &states, d.now);
+    assert!(cluster.keys_on(cluster.ports[busiest]) > 0);
+    processor.kill().unwrap();
+    processor.wait().unwrap();
 }
 
 /// The customer states of deployment `keys` in the Redis (or cluster) at `url`.
