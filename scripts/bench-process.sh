@@ -4,14 +4,15 @@
 # per customer and the processor's peak RSS. Usage: scripts/bench-process.sh [customers]
 # [process flags…], e.g. `1000000 --no-sales-rollups` to measure without the sales rollups.
 # BENCH_REDIS_NODES (ports, default the stack's 6379) names the Redis nodes whose memory
-# and keys are counted: scripts/bench-cluster.sh sets it to a Redis Cluster's.
+# and keys are counted: scripts/bench-cluster.sh sets it to a Redis Cluster's;
+# BENCH_PREFIX sets the topic prefix (default bench-<time>.).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 CUSTOMERS="${1:-100000}"
 shift || true
 bash scripts/stack.sh up >/dev/null
 BIN="$(custflow_bin)"
-PREFIX="bench-$(date +%s)."
+PREFIX="${BENCH_PREFIX:-bench-$(date +%s).}"
 say "generating events of $CUSTOMERS customers into ${PREFIX}*"
 SYNTH=$("$BIN" synth --customers "$CUSTOMERS" --days 365 --topic-prefix "$PREFIX" --json | tail -1)
 EVENTS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$SYNTH")

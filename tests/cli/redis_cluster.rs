@@ -177,20 +177,21 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
     };
 
     let first_http = format!("127.0.0.1:{}", free_port());
-    let mut first = spawn_with(
+    // Processes of the test are killed when dropped, however the test ends.
+    let first = Helper(spawn_with(
         &on_cluster.prefix,
         &on_cluster.brokers,
         "c0",
         &first_http,
         &["--redis", &url],
-    );
-    let mut single = spawn_with(
+    ));
+    let _single = Helper(spawn_with(
         &standalone.prefix,
         &standalone.brokers,
         "s0",
         "127.0.0.1:0",
         &[],
-    );
+    ));
     on_cluster.produce(profiles, Duration::ZERO).await.unwrap();
     standalone.produce(profiles, Duration::ZERO).await.unwrap();
     on_cluster.applied_in(profiles, &url).await;
@@ -215,15 +216,14 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
         },
     )
     .await;
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let mut second = spawn_with(
+    drop(first); // kill -9
+    let _second = Helper(spawn_with(
         &on_cluster.prefix,
         &on_cluster.brokers,
         "c0",
         "127.0.0.1:0",
         &["--redis", &url],
-    );
+    ));
     producing.await.unwrap();
     producing_standalone.await.unwrap();
 
@@ -313,10 +313,6 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
             "customer {id}"
         );
     }
-    for c in [&mut second, &mut single] {
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
 }
 
 /// A node that restarts empty (no replica, nothing on disk) loses the state of the
@@ -332,13 +328,13 @@ async fn a_cluster_node_restarted_empty_has_its_partitions_replayed() {
     let url = cluster.url();
     let mut d = deployment("rclost-", 29, 2_000, N + M).await;
     let later = d.events.split_off(N);
-    let mut processor = spawn_with(
+    let _processor = Helper(spawn_with(
         &d.prefix,
         &d.brokers,
         "l0",
         "127.0.0.1:0",
         &["--redis", &url],
-    );
+    ));
     d.produce(N, Duration::ZERO).await.unwrap();
     d.applied_in(N, &url).await;
 
@@ -360,8 +356,6 @@ async fn a_cluster_node_restarted_empty_has_its_partitions_replayed() {
     let (reference, ids, states) = d.applied_in(N + M, &url).await;
     assert_same(&reference, &ids, &states, d.now);
     assert!(cluster.keys_on(cluster.ports[busiest]) > 0);
-    processor.kill().unwrap();
-    processor.wait().unwrap();
 }
 
 /// The customer states of deployment `keys` in the Redis (or cluster) at `url`.
