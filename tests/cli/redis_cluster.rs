@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::sales::{self, Grain};
@@ -88,14 +88,15 @@ impl Cluster {
 
     /// Waits until every node knows the whole slot map (a client routes by it).
     fn wait_ok(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.ports.iter().all(|p| {
-            self.cli(*p, &["CLUSTER", "INFO"])
-                .contains("cluster_state:ok")
-        }) {
-            assert!(Instant::now() < deadline, "the cluster did not become ok");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::eventually(60, "the cluster to become ok", || {
+            self.ports
+                .iter()
+                .all(|p| {
+                    self.cli(*p, &["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
+                })
+                .then_some(())
+        });
     }
 
     /// The keys node `port` holds.
