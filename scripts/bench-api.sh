@@ -51,7 +51,7 @@ FEAST_BIN="$(dirname "$PY")/feast"
 REPO="$OUT/feast-repo"
 rm -rf "$REPO" && mkdir -p "$REPO"
 "$PY" scripts/peers/feast_export.py "http://127.0.0.1:$PORT" "$OUT/ids.txt" /tmp/feast-data/customer_rfm.parquet
-cp "$ROOT/../shared/peers/feast/definitions.py" "$ROOT/../shared/peers/feast/feature_store.yaml" "$REPO/"
+cp scripts/peers/feast/definitions.py scripts/peers/feast/feature_store.yaml "$REPO/"
 rm -f /tmp/feast-data/registry.db
 redis-cli -n 5 flushdb >/dev/null
 (cd "$REPO" && "$FEAST_BIN" apply >/dev/null && "$FEAST_BIN" materialize 2020-01-01T00:00:00 "$(date -u -d tomorrow +%Y-%m-%dT00:00:00)" >/dev/null)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Backfill generation vs a plain librdkafka producer (issue 4), side by side: ROUNDS
-# rounds, each the raw producer of ../shared/peers/kafka_raw.py (pre-encoded messages of
+# rounds, each the raw producer of scripts/peers/kafka_raw.py (pre-encoded messages of
 # custflow's mean event size) then `custflow synth` (about a million events); prints each
 # round's ratio and the median. Usage: scripts/bench-backfill.sh [rounds]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -9,8 +9,7 @@ ROUNDS="${1:-3}"
 bash scripts/stack.sh up >/dev/null
 PY="$(peer_python test "confluent_kafka.schema_registry.avro, fastavro" "confluent-kafka[avro]")"
 BIN="$(custflow_bin)"
-RAW_SCRIPT="$ROOT/../shared/peers/kafka_raw.py"
-[[ -f "$RAW_SCRIPT" ]] || die "$RAW_SCRIPT not found (the shared peers folder)"
+RAW_SCRIPT="$ROOT/scripts/peers/kafka_raw.py"
 RATIOS=()
 for round in $(seq "$ROUNDS"); do
   RAW=$("$PY" "$RAW_SCRIPT" "$CUSTFLOW_BROKERS" 1000000 98 | awk '/^produce/{gsub(",", "", $2); print $2}')

@@ -58,11 +58,7 @@ fn population(n: usize, seed: u64) -> Vec<SummaryRow> {
 
 /// The published CDNOW summary (weeks), for the side-by-side with lifetimes.
 fn cdnow() -> Vec<SummaryRow> {
-    let dir = std::env::var_os("CUSTFLOW_SHARED_DATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
-        });
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata");
     let text =
         std::fs::read_to_string(dir.join("cdnow/cdnow_customers_summary_with_transactions.csv"))
             .unwrap();

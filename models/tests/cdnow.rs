@@ -1,4 +1,4 @@
-//! The published CDNOW results (../shared/data/README.md): the summary definitions, and
+//! The published CDNOW results (testdata/README.md): the summary definitions, and
 //! BG/NBD, Pareto/NBD and Gamma-Gamma fits to the calibration-period summary.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
@@ -11,15 +11,7 @@ use custflow_models::pareto::ParetoNbd;
 use custflow_models::summary::{self, compress, SummaryRow};
 
 fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("CUSTFLOW_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        dir.join("cdnow").is_dir(),
-        "reference data not found at {}: set CUSTFLOW_SHARED_DATA to the shared/data folder",
-        dir.display()
-    );
-    dir.join("cdnow")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/cdnow")
 }
 
 /// (ID, x, t_x, T, zbar) of the published summary, in weeks.

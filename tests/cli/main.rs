@@ -17,6 +17,7 @@ mod redis_cluster;
 mod redis_restart;
 mod redis_stall;
 mod scopes;
+mod self_contained;
 mod tls;
 mod traces;
 
@@ -245,16 +246,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 pub(crate) fn cdnow() -> PathBuf {
-    let dir = std::env::var_os("CUSTFLOW_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let f = dir.join("cdnow/CDNOW_sample.txt");
-    assert!(
-        f.is_file(),
-        "{} not found: set CUSTFLOW_SHARED_DATA to the shared/data folder",
-        f.display()
-    );
-    f
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/cdnow/CDNOW_sample.txt")
 }
 
 #[test]

@@ -184,17 +184,38 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
-/// The shared reference data folder (`CUSTFLOW_SHARED_DATA`, default `../shared/data`).
-pub fn shared_data() -> PathBuf {
-    let dir = std::env::var_os("CUSTFLOW_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/data"));
-    assert!(
-        dir.join("cdnow").is_dir(),
-        "reference data not found at {}: set CUSTFLOW_SHARED_DATA to the shared/data folder",
-        dir.display()
-    );
-    dir
+/// An optional external tool that only some machines have (for example the local Fluvio
+/// cluster): its folder, from the setting `var` (README, "Optional external tools").
+/// Where the setting is absent or names no folder, the calling test is skipped: this says
+/// so on stderr and adds a line to the suite's skip report (`CUSTFLOW_SKIP_REPORT`, which
+/// `scripts/test.sh` prints at the end), and the caller returns.
+pub fn optional_tool(var: &str, test: &str, what: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(var).map(PathBuf::from);
+    if let Some(d) = dir.as_ref().filter(|d| d.is_dir()) {
+        return Some(d.clone());
+    }
+    let why = match &dir {
+        Some(d) => format!("{var}={} is not a folder", d.display()),
+        None => format!("{var} is not set"),
+    };
+    let line = format!("SKIPPED {test}: needs {what}; {why}");
+    eprintln!("{line}");
+    if let Some(report) = std::env::var_os("CUSTFLOW_SKIP_REPORT") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(report)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    None
+}
+
+/// The repository's reference data folder (`testdata/`, see its README).
+pub fn reference_data() -> PathBuf {
+    repo_root().join("testdata")
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, failing after `timeout`.

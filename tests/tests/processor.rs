@@ -24,7 +24,7 @@ use rdkafka::Message;
 /// (customer, day, value) of CDNOW_sample.txt up to 1997-09-30.
 fn cdnow_calibration() -> Vec<(String, i64, f64)> {
     let text =
-        std::fs::read_to_string(custflow_tests::shared_data().join("cdnow/CDNOW_sample.txt"))
+        std::fs::read_to_string(custflow_tests::reference_data().join("cdnow/CDNOW_sample.txt"))
             .unwrap();
     let end = custflow_models::summary::parse_yyyymmdd("19970930").unwrap();
     custflow_models::input::parse_cdnow(&text)
@@ -130,7 +130,8 @@ async fn cdnow_through_the_processor_reproduces_the_published_summary() {
 
     // Features as of 1997-09-30 equal the published summary (weeks, 2 decimals).
     let summary = std::fs::read_to_string(
-        custflow_tests::shared_data().join("cdnow/cdnow_customers_summary_with_transactions.csv"),
+        custflow_tests::reference_data()
+            .join("cdnow/cdnow_customers_summary_with_transactions.csv"),
     )
     .unwrap();
     let rows: Vec<Vec<String>> = summary
