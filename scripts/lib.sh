@@ -7,17 +7,29 @@ CACHE="${CUSTFLOW_CACHE:-$HOME/.cache/custflow}"
 # Build outside the clone so repeated (CI) runs of fresh clones stay fast.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 TANSU_VERSION="0.6.0"
-# dynostore: the in-memory engine of the local stack. (The binary's folder names the
-# features, so changing them builds a new one.)
-TANSU_FEATURES="dynostore"
+# libsql: the durable SQLite engine of the local stack (the default); dynostore: the
+# in-memory engine, an explicit opt-in for benchmarks (CUSTFLOW_BROKER_STORAGE=memory://);
+# postgres: tansu's PostgreSQL engine for users who give it a database with tansu's schema.
+# (The binary's folder names the features, so changing them builds a new one.)
+TANSU_FEATURES="dynostore,libsql,postgres"
 TANSU_BIN="${TANSU_BIN:-$CACHE/tansu-$TANSU_VERSION-${TANSU_FEATURES//,/-}/bin/tansu}"
 export TANSU_BIN
-DATA="$ROOT/data"
+# The stack's data folder and ports. Settings, so a second, private stack can run beside
+# the default one (tests of restarts, side-by-side benchmarks): CUSTFLOW_DATA,
+# CUSTFLOW_BROKER_PORT, CUSTFLOW_REDIS_PORT.
+DATA="${CUSTFLOW_DATA:-$ROOT/data}"
 LOGS="$DATA/logs"
+# Where the broker keeps topics, offsets, schemas and connector state (a SQLite file, in
+# the folder the broker runs in), unless CUSTFLOW_BROKER_STORAGE names another engine.
+BROKER_DIR="$DATA/broker"
+BROKER_STORAGE="${CUSTFLOW_BROKER_STORAGE:-sqlite://tansu.db}"
 BROKER_HOST="127.0.0.1"
-BROKER_PORT="9092"
-REDIS_PORT="6379"
+BROKER_PORT="${CUSTFLOW_BROKER_PORT:-9092}"
+REDIS_PORT="${CUSTFLOW_REDIS_PORT:-6379}"
 PG_PORT="5432"
+# A stack on other ports is addressed by them, whatever the environment said before.
+if [[ -n "${CUSTFLOW_BROKER_PORT:-}" ]]; then export CUSTFLOW_BROKERS="$BROKER_HOST:$BROKER_PORT"; fi
+if [[ -n "${CUSTFLOW_REDIS_PORT:-}" ]]; then export CUSTFLOW_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"; fi
 export CUSTFLOW_BROKERS="${CUSTFLOW_BROKERS:-$BROKER_HOST:$BROKER_PORT}"
 export CUSTFLOW_REDIS_URL="${CUSTFLOW_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"
 export PATH="$HOME/.cargo/bin:$PATH"

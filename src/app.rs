@@ -19,6 +19,7 @@ use custflow_connectors::webhook::{self, AlertConfig, AlertMetrics, AlertRule};
 use custflow_feature_store::api::FeatureState;
 use custflow_feature_store::conn::{Redis, Timeouts};
 use custflow_feature_store::keys::Keys;
+use custflow_feature_store::members::Member;
 use custflow_feature_store::model::ModelHandle;
 use custflow_feature_store::sales_api::SalesState;
 use custflow_feature_store::stream::StreamHub;
@@ -29,6 +30,7 @@ use custflow_processors::runtime::{BoxFuture, Tick};
 use custflow_processors::scoring::Scorer;
 use custflow_processors::{Clock, Processor};
 use custflow_schemas::avro::AvroCodec;
+use custflow_schemas::progress::Progress;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics;
 use serde_json::json;
@@ -48,6 +50,29 @@ pub(crate) struct Shared {
     /// Events produced by an in-process generator (demo).
     pub(crate) generated: Arc<AtomicU64>,
     pub(crate) model: ModelHandle,
+    /// The progress of each consumer group this process runs a member of (processors,
+    /// SQL sink, alerts): their lag, and why one is stalled.
+    pub(crate) groups: std::sync::Mutex<Vec<Arc<Progress>>>,
+}
+
+impl Shared {
+    /// The groups watched here.
+    pub(crate) fn groups(&self) -> Vec<Arc<Progress>> {
+        self.groups.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// The first stalled group and why, if any.
+    pub(crate) fn stalled(&self) -> Option<(String, String)> {
+        self.groups()
+            .iter()
+            .find_map(|g| g.stalled().map(|why| (g.group.clone(), why)))
+    }
+
+    fn watch(&self, progress: Arc<Progress>) {
+        if let Ok(mut g) = self.groups.lock() {
+            g.push(progress);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -55,6 +80,8 @@ struct AppState {
     shared: Arc<Shared>,
     redis: Redis,
     brokers: String,
+    /// The deployment's `orders` topic: readiness asks the broker for it.
+    orders_topic: String,
     keys: Keys,
 }
 
@@ -92,6 +119,7 @@ pub(crate) fn router(
         shared,
         redis,
         brokers: config.brokers.clone(),
+        orders_topic: config.topics().name(topics::ORDERS),
         keys,
     };
     let keys = api_keys(&config.http, config)?;
@@ -154,6 +182,9 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     text.push_str(&app.shared.sink.render());
     text.push_str(&app.shared.alerts.render());
     text.push_str(&app.shared.http.render());
+    for g in app.shared.groups() {
+        g.render(&mut text);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -175,21 +206,29 @@ async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
         .query_async::<bool>(&mut app.redis.clone())
         .await
         .unwrap_or(false);
-    let brokers = app.brokers.clone();
+    let (brokers, topic) = (app.brokers.clone(), app.orders_topic.clone());
     let broker_ok = tokio::task::spawn_blocking(move || {
-        custflow_ingest::list_topics(&brokers, Duration::from_secs(2)).is_ok()
+        custflow_ingest::list_topics(&brokers, &[topic], Duration::from_secs(2)).is_ok()
     })
     .await
     .unwrap_or(false);
-    let status = if redis_ok && broker_ok && state_ok {
+    // Input waits and no consumer of it moves (for 15 s): not ready, and why.
+    let stalled = app.shared.stalled();
+    let status = if redis_ok && broker_ok && state_ok && stalled.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({"redis": redis_ok, "broker": broker_ok, "features": state_ok})),
-    )
+    let mut body = json!({
+        "redis": redis_ok,
+        "broker": broker_ok,
+        "features": state_ok,
+        "processing": stalled.is_none(),
+    });
+    if let Some((group, why)) = stalled {
+        body["reason"] = json!(format!("{group}: {why}"));
+    }
+    (status, Json(body))
 }
 
 async fn stats(State(app): State<AppState>) -> Json<serde_json::Value> {
@@ -207,6 +246,7 @@ pub(crate) fn stats_json(s: &Shared) -> serde_json::Value {
         "scores_emitted": Metrics::get(&s.processor.scores_emitted),
         "sink_rows": g(&s.sink.applied),
         "lag": s.processor.total_lag(),
+        "stalled": s.stalled().map(|(group, why)| format!("{group}: {why}")),
         "freshness_p99_ms": s.processor.freshness.quantile(0.99).map(|v| (v * 1000.0).round()),
         "model_version": s.model.current().map(|m| m.version.clone()),
     })
@@ -308,6 +348,22 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
     let sink = SqlSink::connect(&config.sink)
         .await
         .with_context(|| format!("opening the SQL sink {}", config.sink))?;
+    // Redis lost the model (it restarted empty; the processors rebuild the features from
+    // the topics): the champion the sink recorded is put back in use, instead of waiting
+    // for a refit and rolling a new model out to everyone.
+    if shared.model.current().is_none() && !opts.api_only {
+        match sink.champion().await {
+            Ok(Some(m)) => {
+                let version = m.version.clone();
+                match shared.model.promote(&mut redis.clone(), &keys, &m).await {
+                    Ok(()) => tracing::info!(version, "model restored from the SQL sink"),
+                    Err(e) => tracing::warn!(error = %e, "restoring the model from the sink"),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the champion from the sink"),
+        }
+    }
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
 
@@ -338,6 +394,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         ));
     } else {
         let processor = Processor::new(pcfg, registry.clone(), shared.processor.clone()).await?;
+        shared.watch(processor.progress());
         let scorer = Scorer::new(
             processor.producer().clone(),
             config.topics(),
@@ -393,12 +450,17 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
 
     // SQL sink.
     if !opts.api_only {
+        let group_id = format!("{}custflow-sql-sink", config.topics().name(""));
+        let progress = Arc::new(Progress::new(group_id.clone()));
+        shared.watch(progress.clone());
         let cfg = ScoreSinkConfig {
             brokers: config.brokers.clone(),
             topic: config.topics().name(topics::CUSTOMER_SCORES),
-            group_id: format!("{}custflow-sql-sink", config.topics().name("")),
+            group_id,
             batch_max: 5000,
             batch_wait: Duration::from_millis(50),
+            member: Member::new(redis.clone(), &config.topics().name(""), "sql-sink", None),
+            progress,
         };
         let (sink, metrics, rx) = (sink.clone(), shared.sink.clone(), stop_rx.clone());
         tasks.push((
@@ -420,11 +482,16 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
 
     // Alerts.
     if !opts.api_only && !config.alert_webhook.is_empty() {
+        let group_id = format!("{}custflow-alerts", config.topics().name(""));
+        let progress = Arc::new(Progress::new(group_id.clone()));
+        shared.watch(progress.clone());
         let cfg = AlertConfig {
             brokers: config.brokers.clone(),
             topic: config.topics().name(topics::SEGMENT_CHANGES),
             dlq_topic: config.topics().name(topics::DLQ),
-            group_id: format!("{}custflow-alerts", config.topics().name("")),
+            group_id,
+            member: Member::new(redis.clone(), &config.topics().name(""), "alerts", None),
+            progress,
             url: config.alert_webhook.clone(),
             rules: AlertRule::parse_all(&config.alert_rule)?,
             max_attempts: 5,

@@ -3,7 +3,9 @@
 //! visible rate — with a live summary in the terminal.
 
 use anyhow::Context as _;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -12,6 +14,9 @@ use custflow_feature_store::conn::Scan;
 use custflow_feature_store::keys::Keys;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::Outcome;
+use custflow_schemas::avro::{self, AvroCodec};
+use custflow_schemas::{json, topics, EventKind, ValidationContext};
+use rdkafka::Message;
 use redis::AsyncCommands;
 
 use crate::app::{self, RunOptions};
@@ -21,7 +26,8 @@ use crate::synth::SynthArgs;
 /// Options of `custflow demo`.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Start over: delete this deployment's topics, Redis keys and SQLite sink file.
+    /// Start over: the deployment's log begins anew (what its topics hold stays on the
+    /// broker but is no longer read), its Redis keys and SQLite sink file go.
     #[arg(long)]
     fresh: bool,
     /// Customers in the backfill.
@@ -42,12 +48,41 @@ pub(crate) struct DemoArgs {
 }
 
 async fn fresh_start(config: &Resolved) -> anyhow::Result<()> {
-    let n = custflow_ingest::kafka::delete_topics(
-        &config.brokers,
-        &config.topics(),
-        Duration::from_secs(15),
-    )
-    .await?;
+    // Topics are not deleted: on tansu's durable engines deleting one topic deletes every
+    // topic of the broker. The log's beginning and the consumers' positions move to the
+    // ends instead (`kafka::start_over`).
+    let names = config.topics();
+    let prefix = names.name("");
+    let topics: Vec<String> = [
+        topics::CUSTOMERS,
+        topics::ORDERS,
+        topics::ACTIVITY,
+        topics::CUSTOMER_SCORES,
+        topics::SEGMENT_CHANGES,
+        topics::DLQ,
+    ]
+    .iter()
+    .map(|t| names.name(t))
+    .collect();
+    let groups: Vec<String> = [
+        "custflow-processors",
+        "custflow-sql-sink",
+        "custflow-alerts",
+    ]
+    .iter()
+    .map(|g| format!("{prefix}{g}"))
+    .collect();
+    let brokers = config.brokers.clone();
+    let moved = tokio::task::spawn_blocking(move || {
+        custflow_schemas::kafka::start_over(
+            &brokers,
+            &prefix,
+            &topics,
+            &groups,
+            Duration::from_secs(15),
+        )
+    })
+    .await??;
     let keys = Keys::new(config.topics().name(""));
     let store = custflow_processors::store::Store::connect(&config.redis, keys).await?;
     let wiped = store.wipe().await?;
@@ -57,19 +92,15 @@ async fn fresh_start(config: &Resolved) -> anyhow::Result<()> {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{path}{suffix}"));
         }
+    } else {
+        custflow_connectors::sql_sink::SqlSink::connect(&config.sink)
+            .await?
+            .delete_meta(PLAN)
+            .await?;
     }
-    eprintln!("fresh start: deleted {n} topics and {wiped} Redis keys, removed the SQLite sink");
-    // The broker deletes topics asynchronously; wait until they are gone.
-    for _ in 0..50 {
-        let left = custflow_ingest::list_topics(&config.brokers, Duration::from_secs(5))?;
-        if !left
-            .iter()
-            .any(|(t, _)| t == &config.topics().name(custflow_schemas::topics::ORDERS))
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eprintln!(
+        "fresh start: the deployment's log begins anew ({moved} partitions), deleted {wiped} Redis keys, removed the SQLite sink"
+    );
     Ok(())
 }
 
@@ -93,8 +124,12 @@ fn line(s: &app::Shared, prev: &mut (u64, u64, Instant), segments: &serde_json::
             })
             .unwrap_or_default()
     };
+    // Input that waits while no consumer moves: say so, and why, instead of a calm line.
+    let stalled = s.stalled().map_or(String::new(), |(group, why)| {
+        format!("\n  STALLED ({group}): {why}")
+    });
     format!(
-        "in {rate_in:>5.0}/s  applied {rate_applied:>5.0}/s  customers {}  lag {}  freshness p99 {}  model {}\n  tiers: {}\n  segments: {}",
+        "in {rate_in:>5.0}/s  applied {rate_applied:>5.0}/s  customers {}  lag {}  freshness p99 {}  model {}\n  tiers: {}\n  segments: {}{stalled}",
         segments["customers_scored"],
         s.processor.total_lag(),
         s.processor.freshness.quantile(0.99).map_or("-".into(), |v| format!("≤{:.0} ms", v * 1000.0)),
@@ -104,12 +139,137 @@ fn line(s: &app::Shared, prev: &mut (u64, u64, Instant), segments: &serde_json::
     )
 }
 
+/// The demo's backfill, fixed when it first starts and kept in the sink's database
+/// (`custflow_meta`), so a demo stopped in the middle of it (Ctrl-C, a kill) finishes the
+/// same backfill when started again: the same events, none twice.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct BackfillPlan {
+    /// The instant the history ends (the generator's "now").
+    now_ms: i64,
+    seed: u64,
+    customers: u64,
+    days: i64,
+    done: bool,
+}
+
+const PLAN: &str = "demo.backfill";
+
+/// Ids of the events already on the input topics (a backfill interrupted before).
+async fn delivered_ids(config: &Resolved) -> anyhow::Result<HashSet<String>> {
+    let registry = crate::process::registry(config).await?;
+    let ids = registry.register_builtin(&config.topics()).await?;
+    let codec = AvroCodec::new(registry, ids);
+    let topics = config.topics();
+    let brokers = config.brokers.clone();
+    tokio::task::spawn_blocking(move || {
+        let names: Vec<String> = EventKind::ALL
+            .iter()
+            .map(|k| topics.name(k.topic()))
+            .collect();
+        let inputs: Vec<(String, i32)> =
+            custflow_ingest::list_topics(&brokers, &names, Duration::from_secs(10))?
+                .into_iter()
+                .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
+                .collect();
+        let starts: Vec<(String, i32, i64)> = custflow_schemas::kafka::log_starts(
+            &brokers,
+            &topics.name(""),
+            &inputs,
+            Duration::from_secs(10),
+        )?
+        .into_iter()
+        .map(|((t, p), o)| (t, p, o))
+        .collect();
+        let mut seen = HashSet::new();
+        custflow_schemas::kafka::read_to_end(&brokers, &starts, Duration::from_secs(300), |m| {
+            let (Some(kind), Some(bytes)) = (
+                topics.base(m.topic()).and_then(EventKind::for_topic),
+                m.payload(),
+            ) else {
+                return;
+            };
+            let event = if avro::is_framed(bytes) {
+                codec.decode_unchecked(kind, bytes).ok()
+            } else {
+                json::decode(kind, bytes, &ValidationContext::now()).ok()
+            };
+            if let Some(e) = event {
+                seen.insert(e.event_id().to_owned());
+            }
+        })
+        .map_err(anyhow::Error::msg)?;
+        Ok(seen)
+    })
+    .await?
+}
+
+/// Produces the demo's backfill, or what of it a stopped demo left undone; `None` when it
+/// was done before (the pipeline continues).
+async fn backfill(
+    config: &Resolved,
+    args: &DemoArgs,
+    sink: &custflow_connectors::sql_sink::SqlSink,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<crate::synth::SynthTotals>> {
+    let plan = match sink.meta(PLAN).await? {
+        Some(json) => serde_json::from_str(&json).context("the demo's backfill plan")?,
+        None => {
+            // A deployment that has events but no plan was fed before plans were kept,
+            // or by hand: it is not backfilled again.
+            let has_events = !delivered_ids(config).await?.is_empty();
+            BackfillPlan {
+                now_ms: custflow_schemas::time::now_ms(),
+                seed: 42,
+                customers: args.customers,
+                days: args.days,
+                done: has_events,
+            }
+        }
+    };
+    sink.set_meta(PLAN, &serde_json::to_string(&plan)?).await?;
+    if plan.done {
+        return Ok(None);
+    }
+    let delivered = delivered_ids(config).await?;
+    if delivered.is_empty() {
+        eprintln!(
+            "backfill: {} customers over {} days of history …",
+            plan.customers, plan.days
+        );
+    } else {
+        eprintln!(
+            "backfill: resuming a backfill that was stopped; {} of its events are on the topics already …",
+            delivered.len()
+        );
+    }
+    let run = SynthArgs {
+        now_ms: Some(plan.now_ms),
+        skip: Some(Arc::new(delivered)),
+        ..SynthArgs::kafka(plan.customers, plan.days, plan.seed)
+    };
+    let totals = crate::synth::generate(config, &run, stop.clone(), true, Some(counter)).await?;
+    anyhow::ensure!(
+        totals.failed == 0,
+        "{} backfill events were not delivered; run the demo again to finish the backfill",
+        totals.failed
+    );
+    if *stop.borrow() {
+        anyhow::bail!("stopped during the backfill; run the demo again to finish it");
+    }
+    sink.set_meta(
+        PLAN,
+        &serde_json::to_string(&BackfillPlan { done: true, ..plan })?,
+    )
+    .await?;
+    Ok(Some(totals))
+}
+
 pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()> {
     if args.fresh {
         fresh_start(config).await?;
     }
     let (mut conn, keys) = app::redis_connection(config).await?;
-    let has_history: bool = conn.exists(keys.model_current()).await?;
     let running = app::start(
         config,
         RunOptions {
@@ -127,55 +287,83 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
     eprintln!("custflow demo — API on http://{addr}");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let seed = if has_history {
-        (custflow_schemas::time::now_ms() as u64) % 1_000_000
-    } else {
-        42
+    // Ctrl-C or SIGTERM during the backfill stops it; what was produced stays, and the
+    // next run produces the rest.
+    let interrupt = {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            crate::shutdown::requested().await;
+            let _ = stop_tx.send(true);
+        })
     };
-    if !has_history {
-        eprintln!(
-            "backfill: {} customers over {} days of history …",
-            args.customers, args.days
-        );
-        let backfill = SynthArgs::kafka(args.customers, args.days, seed);
-        let totals = crate::synth::generate(
-            config,
-            &backfill,
-            stop_rx.clone(),
-            true,
-            Some(shared.generated.clone()),
-        )
-        .await?;
-        eprintln!(
-            "backfill: {} events produced in {:.1} s; processing …",
-            totals.events, totals.seconds
-        );
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while Metrics::get(&shared.processor.applied)
-            + Metrics::get(&shared.processor.dead_lettered)
-            < totals.events
-        {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the backfill was not processed within 5 minutes"
-            );
-            if let Some(name) = running.failed() {
-                anyhow::bail!("{name} stopped during the backfill");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    let backfilled = backfill(
+        config,
+        args,
+        &running.sink,
+        shared.generated.clone(),
+        stop_rx.clone(),
+    )
+    .await;
+    let backfilled = match backfilled {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            running.shutdown().await?;
+            return Err(e);
         }
-        // The model job fits only once the processors say the features are built.
-        while !redis::cmd("EXISTS")
+    };
+    let seed = match &backfilled {
+        Some(totals) => {
+            eprintln!(
+                "backfill: {} events produced in {:.1} s; processing …",
+                totals.events, totals.seconds
+            );
+            42
+        }
+        None => {
+            eprintln!("continuing the existing pipeline (use --fresh to start over)");
+            (custflow_schemas::time::now_ms() as u64) % 1_000_000
+        }
+    };
+    // Everything on the input topics is applied (the processors' committed offsets reached
+    // the log ends in a reading taken after the backfill) and the features are marked
+    // built; then a first model is fitted where there is none. Progress is shown, and a
+    // stall says why instead of waiting in silence.
+    let processors = shared.groups().into_iter().next();
+    let since = Instant::now();
+    let mut last_note = Instant::now();
+    loop {
+        if *stop_rx.borrow() {
+            break;
+        }
+        if let Some(name) = running.failed() {
+            let _ = stop_tx.send(true);
+            running.shutdown().await?;
+            anyhow::bail!("{name} stopped while the history was processed");
+        }
+        let caught_up = processors.as_ref().is_none_or(|p| p.caught_up_after(since));
+        let ready = redis::cmd("EXISTS")
             .arg(keys.state_ready())
             .query_async::<bool>(&mut conn)
-            .await?
-        {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the features were not marked built within 5 minutes"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            .await
+            .unwrap_or(false);
+        if caught_up && ready {
+            break;
         }
+        if last_note.elapsed() >= Duration::from_secs(5) {
+            last_note = Instant::now();
+            let waiting = processors.as_ref().map_or(0, |p| p.waiting());
+            match shared.stalled() {
+                Some((group, why)) => eprintln!("processing: STALLED ({group}): {why}"),
+                None => eprintln!(
+                    "processing: {} events applied, {waiting} waiting …",
+                    Metrics::get(&shared.processor.applied)
+                ),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if shared.model.current().is_none() && !*stop_rx.borrow() {
         match app::refit(&running.model_job, &running.sink, &running.clock).await {
             Some(Outcome::Promoted { version, customers }) => {
                 eprintln!("model {version} fitted on {customers} customers")
@@ -185,8 +373,6 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
                 args.model_every_secs
             ),
         }
-    } else {
-        eprintln!("continuing the existing pipeline (use --fresh to start over)");
     }
 
     // A real customer for the copy-paste lookup (SCAN pages may come back empty).
@@ -237,9 +423,13 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
         Instant::now(),
     );
     let mut tick = tokio::time::interval(Duration::from_secs(3));
+    let mut stopping = stop_rx.clone();
     loop {
+        if *stopping.borrow() {
+            break;
+        }
         tokio::select! {
-            () = crate::shutdown::requested() => break,
+            _ = stopping.changed() => break,
             _ = tick.tick() => {
                 let seg = segment_counts(&mut conn, &keys).await.unwrap_or(serde_json::Value::Null);
                 eprintln!("{}", line(&shared, &mut prev, &seg));
@@ -250,6 +440,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
         }
     }
     let _ = stop_tx.send(true);
+    interrupt.abort();
     let live_totals = live_task
         .await
         .map_err(|e| anyhow::anyhow!("live generator: {e}"))?;

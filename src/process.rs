@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
+use custflow_schemas::progress::Progress;
 use custflow_schemas::registry::kafka::KafkaRegistryStore;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics;
@@ -31,8 +32,9 @@ pub(crate) struct ProcessArgs {
     /// Stop once this many events were applied or dead-lettered (for benchmarks).
     #[arg(long)]
     until_events: Option<u64>,
-    /// Static group membership id of this instance (`group.instance.id`), so a restart
-    /// takes its partitions back at once.
+    /// This instance's id among the deployment's processors (default: a fresh one per
+    /// process). Not needed to share the partitions or to resume; a second running
+    /// process with the same id is refused.
     #[arg(long, env = "CUSTFLOW_INSTANCE_ID")]
     instance_id: Option<String>,
     /// Do not keep the sales rollups (`/v1/sales/*`, the `sales_rollups` table).
@@ -82,14 +84,18 @@ pub(crate) fn processor_config(
     Ok(cfg)
 }
 
-/// A progress line on stderr every few seconds.
-pub(crate) fn progress(metrics: &Metrics, started: Instant) -> String {
+/// A progress line on stderr every few seconds; it says so when the processors' group is
+/// stalled (input waits and no offset moves) and why.
+pub(crate) fn progress(metrics: &Metrics, group: &Progress, started: Instant) -> String {
     let p99 = metrics
         .freshness
         .quantile(0.99)
         .map_or("-".into(), |s| format!("{:.0} ms", s * 1000.0));
+    let stalled = group
+        .stalled()
+        .map_or(String::new(), |why| format!("\n  STALLED: {why}"));
     format!(
-        "{:>6.0}s  applied {}  duplicates {}  dead-lettered {}  lag {}  freshness p99 ≤ {}",
+        "{:>6.0}s  applied {}  duplicates {}  dead-lettered {}  lag {}  freshness p99 ≤ {}{stalled}",
         started.elapsed().as_secs_f64(),
         Metrics::get(&metrics.applied),
         Metrics::get(&metrics.duplicates),
@@ -113,21 +119,24 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
         })?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
+    let group = processor.progress();
     // Prometheus metrics and health of this instance on --http.
     let server = {
-        let m = metrics.clone();
+        let (m, g) = (metrics.clone(), group.clone());
         let app = axum::Router::new()
             .route(
                 "/metrics",
                 axum::routing::get(move || {
-                    let m = m.clone();
+                    let (m, g) = (m.clone(), g.clone());
                     async move {
+                        let mut text = m.render();
+                        g.render(&mut text);
                         (
                             [(
                                 axum::http::header::CONTENT_TYPE,
                                 "text/plain; version=0.0.4",
                             )],
-                            m.render(),
+                            text,
                         )
                     }
                 }),
@@ -157,11 +166,11 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
         }
     };
     let reporter = {
-        let metrics = metrics.clone();
+        let (metrics, group) = (metrics.clone(), group.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                eprintln!("{}", progress(&metrics, started));
+                eprintln!("{}", progress(&metrics, &group, started));
             }
         })
     };
@@ -197,7 +206,7 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
         server.abort();
     }
     result?;
-    eprintln!("{}", progress(&metrics, started));
+    eprintln!("{}", progress(&metrics, &group, started));
     if config.json {
         let seconds = started.elapsed().as_secs_f64();
         let applied = Metrics::get(&metrics.applied);

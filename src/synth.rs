@@ -62,6 +62,13 @@ pub(crate) struct SynthArgs {
     /// Generate the history but do not send it (continue a population live).
     #[arg(long)]
     pub(crate) live_only: bool,
+    /// The instant the backfill ends (default: now); the same instant, seed and sizes
+    /// give the same events, with the same ids (the demo resumes its backfill so).
+    #[arg(skip)]
+    pub(crate) now_ms: Option<i64>,
+    /// Ids of events already delivered: generated, not sent again.
+    #[arg(skip)]
+    pub(crate) skip: Option<Arc<std::collections::HashSet<String>>>,
 }
 
 impl SynthArgs {
@@ -80,6 +87,8 @@ impl SynthArgs {
             batch: 500,
             api_key: None,
             live_only: false,
+            now_ms: None,
+            skip: None,
         }
     }
 }
@@ -186,7 +195,7 @@ pub(crate) async fn generate(
             c.fetch_add(n, Ordering::Relaxed);
         }
     };
-    let now = custflow_schemas::time::now_ms();
+    let now = args.now_ms.unwrap_or_else(custflow_schemas::time::now_ms);
     anyhow::ensure!(args.days > 0, "--days must be positive");
     // Live mode continues the same population into the future.
     let live_days = if args.rate.is_some() { 365 } else { 0 };
@@ -245,11 +254,16 @@ pub(crate) async fn generate(
     let (chunks, handle) = spawn_backfill(generator, now, args.live_only);
     let mut chunks = chunks;
     'backfill: while let Some(chunk) = chunks.recv().await {
+        let mut sent = 0;
         for e in &chunk.events {
+            if args.skip.as_ref().is_some_and(|s| s.contains(e.event_id())) {
+                continue;
+            }
             totals.bytes += sink.send(e).await? as u64;
-            totals.events += 1;
+            sent += 1;
         }
-        count(chunk.events.len() as u64);
+        totals.events += sent;
+        count(sent);
         bar.set_message(format!(
             "backfill: {} events, {} customers",
             totals.events, chunk.customers_seen

@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use custflow_feature_store::members::{Assignment, Member};
 use custflow_schemas::avro;
 use custflow_schemas::histogram::Histogram;
 use custflow_schemas::kafka::{self, client_config, Rewind, Tune};
+use custflow_schemas::progress::Progress;
 use custflow_schemas::trace::{self, SpanKind, TraceContextExt};
 use custflow_schemas::CustomerScore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -74,24 +76,15 @@ pub struct ScoreSinkConfig {
     pub group_id: String,
     pub batch_max: usize,
     pub batch_wait: Duration,
+    /// This process's membership among the deployment's sinks (which partitions it
+    /// writes).
+    pub member: Member,
+    /// The group's progress, as its watcher sees it.
+    pub progress: Arc<Progress>,
 }
 
 fn kafka_err(e: rdkafka::error::KafkaError) -> Error {
     Error::Io(std::io::Error::other(e.to_string()))
-}
-
-/// Rewinds newly assigned partitions ([`Rewind::settle`]); the partitions moved. A
-/// failure leaves them unsettled, so their messages are dropped until the next try.
-pub(crate) fn settle(consumer: &StreamConsumer<Rewind>) -> Vec<(String, i32)> {
-    if !consumer.context().unsettled() {
-        return Vec::new();
-    }
-    // A blocking broker round trip, only after an assignment (multi-thread runtime).
-    tokio::task::block_in_place(|| Rewind::settle(consumer, Duration::from_secs(10)))
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "rewinding new partitions; retrying");
-            Vec::new()
-        })
 }
 
 /// Runs until `shutdown` turns true. Database errors are retried with backoff (the batch
@@ -102,21 +95,39 @@ pub async fn run(
     metrics: Arc<SinkMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    // Partitions start a little before their committed offsets (tansu skips the rest of
-    // a batch fetched from its middle): what comes before is dropped.
-    let consumer: StreamConsumer<Rewind> = client_config(&cfg.brokers)
-        .set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .tune("fetch.wait.max.ms", "20")
-        .create_with_context(Rewind::default())
-        .map_err(kafka_err)?;
-    consumer.subscribe(&[&cfg.topic]).map_err(kafka_err)?;
+    // The sinks split the partitions among themselves (`members`); partitions start a
+    // little before their committed offsets (tansu skips the rest of a batch fetched from
+    // its middle): what comes before is dropped.
+    let consumer: Arc<StreamConsumer<Rewind>> = Arc::new(
+        client_config(&cfg.brokers)
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .tune("fetch.wait.max.ms", custflow_schemas::kafka::FETCH_WAIT_MS)
+            .create_with_context(Rewind::default())
+            .map_err(kafka_err)?,
+    );
+    let mut assignment = Assignment::start(
+        cfg.member.clone(),
+        &cfg.brokers,
+        std::slice::from_ref(&cfg.topic),
+        cfg.progress.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(kafka_err)?;
     loop {
+        if let Some(e) = assignment.failed().await {
+            return Err(Error::Io(std::io::Error::other(e.to_string())));
+        }
+        if let Err(e) = assignment.apply(&consumer).await {
+            tracing::warn!(error = %e, "taking the sink's partitions; retrying");
+        }
         let first = tokio::select! {
             m = consumer.recv() => m.map_err(kafka_err)?,
             _ = shutdown.changed() => break,
+            () = assignment.changed() => continue,
         };
         let mut batch = vec![first.detach()];
         let deadline = tokio::time::Instant::now() + cfg.batch_wait;
@@ -126,8 +137,11 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        let moved = settle(&consumer);
-        batch.retain(|m| consumer.context().keep(m, &moved));
+        // Messages of partitions handed to another instance meanwhile are its to write.
+        let owned = consumer.assignment().map_err(kafka_err)?;
+        batch.retain(|m| {
+            owned.find_partition(m.topic(), m.partition()).is_some() && consumer.context().keep(m)
+        });
         if batch.is_empty() {
             continue;
         }
@@ -245,5 +259,6 @@ pub async fn run(
             .map_err(kafka_err)?;
     }
     consumer.commit_consumer_state(CommitMode::Sync).ok();
+    assignment.finish().await;
     Ok(())
 }

@@ -67,6 +67,9 @@ const SCHEMA: &[&str] = &[
         discounted_orders BIGINT NOT NULL, refunds DOUBLE PRECISION NOT NULL,
         refund_count BIGINT NOT NULL, net_revenue DOUBLE PRECISION NOT NULL,
         updated_at BIGINT NOT NULL, PRIMARY KEY (grain, period, dimension, value))",
+    // Small facts of the deployment that must outlive Redis (for example the demo's
+    // backfill plan).
+    "CREATE TABLE IF NOT EXISTS custflow_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
 
 /// SQLite: at most one current row per customer, enforced; the partial index also finds
@@ -421,6 +424,49 @@ impl SqlSink {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The artefact of the model recorded as champion last, if any: what was in use
+    /// when Redis lost its data.
+    pub async fn champion(&self) -> Result<Option<ModelArtefact>> {
+        let row = sqlx::query(
+            "SELECT artefact FROM models WHERE status = $1 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind("champion")
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
+    }
+
+    /// A value kept under `name` in `custflow_meta`.
+    pub async fn meta(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM custflow_meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Keeps `value` under `name` in `custflow_meta` (replacing what was there).
+    pub async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO custflow_meta (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets what was kept under `name` in `custflow_meta`.
+    pub async fn delete_meta(&self, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM custflow_meta WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Row counts of the three tables (for status lines and tests).

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use custflow_schemas::kafka::{client_config, dead_letter_headers, Rewind};
+use custflow_feature_store::members::{Assignment, Member};
+use custflow_schemas::kafka::{client_config, dead_letter_headers, Rewind, Tune};
+use custflow_schemas::progress::Progress;
 use custflow_schemas::{avro, SegmentChange};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -29,6 +31,8 @@ pub enum AlertError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Membership(#[from] custflow_feature_store::members::Error),
 }
 
 /// One condition set; a change matches when every condition holds.
@@ -135,6 +139,10 @@ pub struct AlertConfig {
     /// The dead-letter topic (with the deployment prefix).
     pub dlq_topic: String,
     pub group_id: String,
+    /// This process's membership among the deployment's alerters.
+    pub member: Member,
+    /// The group's progress, as its watcher sees it.
+    pub progress: Arc<Progress>,
     pub url: String,
     pub rules: Vec<AlertRule>,
     /// Attempts per alert before it is dead-lettered.
@@ -175,12 +183,22 @@ pub async fn run(
 ) -> Result<(), AlertError> {
     // Partitions start a little before their committed offsets (tansu skips the rest of
     // a batch fetched from its middle): what comes before is dropped.
-    let consumer: StreamConsumer<Rewind> = client_config(&cfg.brokers)
-        .set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create_with_context(Rewind::default())?;
-    consumer.subscribe(&[&cfg.topic])?;
+    let consumer: Arc<StreamConsumer<Rewind>> = Arc::new(
+        client_config(&cfg.brokers)
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .tune("fetch.wait.max.ms", custflow_schemas::kafka::FETCH_WAIT_MS)
+            .create_with_context(Rewind::default())?,
+    );
+    let mut assignment = Assignment::start(
+        cfg.member.clone(),
+        &cfg.brokers,
+        std::slice::from_ref(&cfg.topic),
+        cfg.progress.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let producer: FutureProducer = client_config(&cfg.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -189,12 +207,21 @@ pub async fn run(
         .timeout(Duration::from_secs(10))
         .build()?;
     loop {
+        if let Some(e) = assignment.failed().await {
+            return Err(AlertError::Membership(e));
+        }
+        if let Err(e) = assignment.apply(&consumer).await {
+            tracing::warn!(error = %e, "taking the alerter's partitions; retrying");
+        }
         let msg = tokio::select! {
             m = consumer.recv() => m?,
             _ = shutdown.changed() => break,
+            () = assignment.changed() => continue,
         };
-        let moved = crate::score_sink::settle(&consumer);
-        if !consumer.context().keep(&msg, &moved) {
+        let owned = consumer.assignment()?;
+        if owned.find_partition(msg.topic(), msg.partition()).is_none()
+            || !consumer.context().keep(&msg)
+        {
             continue;
         }
         let outcome = match decode(&msg) {
@@ -228,6 +255,7 @@ pub async fn run(
         }
         consumer.commit_message(&msg, CommitMode::Async)?;
     }
+    assignment.finish().await;
     Ok(())
 }
 

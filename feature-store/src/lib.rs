@@ -7,6 +7,7 @@ pub mod conn;
 pub mod dashboard;
 pub mod features;
 pub mod keys;
+pub mod members;
 pub mod model;
 pub mod registry_api;
 pub mod sales;

@@ -218,7 +218,7 @@ impl StreamHub {
             // A position the log no longer holds (past retention) resumes from the
             // oldest update kept, not from the end: nothing still kept is skipped.
             .set("auto.offset.reset", "earliest")
-            .tune("fetch.wait.max.ms", "20")
+            .tune("fetch.wait.max.ms", custflow_schemas::kafka::FETCH_WAIT_MS)
             .create()
             .map_err(|e| e.to_string())?;
         tokio::task::spawn_blocking(move || {

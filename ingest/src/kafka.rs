@@ -5,7 +5,7 @@ use std::time::Duration;
 use custflow_schemas::topics::{self, Cleanup, Topics};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -58,11 +58,12 @@ pub async fn ensure_topics_replicated(
         source,
     };
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kerr)?;
-    let existing = list_topics(brokers, timeout)?;
     let full: Vec<(String, &topics::TopicSpec)> = topics::ALL
         .iter()
         .map(|t| (names.name(t.name), t))
         .collect();
+    let wanted: Vec<String> = full.iter().map(|(n, _)| n.clone()).collect();
+    let existing = list_topics(brokers, &wanted, timeout)?;
     let missing: Vec<NewTopic<'_>> = full
         .iter()
         .filter(|(name, _)| !existing.iter().any(|(n, _)| n == name))
@@ -96,7 +97,7 @@ pub async fn ensure_topics_replicated(
             }
         }
     }
-    let after = list_topics(brokers, timeout)?;
+    let after = list_topics(brokers, &wanted, timeout)?;
     full.iter()
         .map(|(name, spec)| {
             let partitions = after
@@ -112,55 +113,18 @@ pub async fn ensure_topics_replicated(
         .collect()
 }
 
-/// Deletes the contract topics of a deployment (for a fresh start); missing ones are fine.
-pub async fn delete_topics(brokers: &str, names: &Topics, timeout: Duration) -> Result<usize> {
-    let kerr = |source| Error::Kafka {
-        brokers: brokers.to_owned(),
-        source,
-    };
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().map_err(kerr)?;
-    let existing = list_topics(brokers, timeout)?;
-    let doomed: Vec<String> = topics::ALL
-        .iter()
-        .map(|t| names.name(t.name))
-        .filter(|n| existing.iter().any(|(e, _)| e == n))
-        .collect();
-    if doomed.is_empty() {
-        return Ok(0);
-    }
-    let refs: Vec<&str> = doomed.iter().map(String::as_str).collect();
-    let opts = AdminOptions::new().operation_timeout(Some(timeout));
-    let mut n = 0;
-    for r in admin.delete_topics(&refs, &opts).await.map_err(kerr)? {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => n += 1,
-            Err((topic, code)) => {
-                return Err(Error::Topic {
-                    topic,
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    Ok(n)
-}
-
-/// Topics on the broker with their partition counts.
-pub fn list_topics(brokers: &str, timeout: Duration) -> Result<Vec<(String, i32)>> {
+/// The partition counts of those of `topics` that exist on the broker (asking for these
+/// topics only: the metadata of every topic is a heavy request on tansu's SQLite engine
+/// once many deployments share it).
+pub fn list_topics(
+    brokers: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, i32)>> {
     let kerr = |source| Error::Kafka {
         brokers: brokers.to_owned(),
         source,
     };
     let consumer: BaseConsumer = client_config(brokers).create().map_err(kerr)?;
-    let md = consumer.fetch_metadata(None, timeout).map_err(kerr)?;
-    Ok(md
-        .topics()
-        .iter()
-        .map(|t| {
-            (
-                t.name().to_owned(),
-                i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
-            )
-        })
-        .collect())
+    custflow_schemas::kafka::partition_counts(&consumer, topics, timeout).map_err(kerr)
 }

@@ -4,10 +4,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
@@ -30,6 +29,17 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     }
     c
 }
+
+/// How long a long-lived consumer's fetch may wait for records (`fetch.wait.max.ms`).
+/// tansu (0.6) answers a fetch by querying every partition of it and then sleeping the
+/// wait (half of it from 250 ms on) before it answers, records or not: the wait is both
+/// what each hop adds to an event's way and the period of an idle consumer's queries. On
+/// the SQLite engine, which serves one request at a time, a query costs about 1 ms per
+/// partition: at 20 ms an idle `custflow run` kept the broker so busy that other
+/// clients' requests waited seconds (a restarted process timed out reading the schema
+/// registry); at 200 ms an idle processor of 24 partitions costs it about a tenth of a
+/// core. Override with `CUSTFLOW_KAFKA_FETCH_WAIT_MAX_MS`.
+pub const FETCH_WAIT_MS: &str = "200";
 
 /// Settings of a producer for bulk input (generator backfill, connectors): idempotent
 /// with `acks=all`, lz4-compressed, large batches after a short linger.
@@ -176,93 +186,29 @@ impl ConsumerContext for EofQuiet {}
 /// batch holds (librdkafka's `batch.num.messages` is at most 10,000 by default).
 pub const BATCH_REWIND: i64 = 10_000;
 
-/// A consumer group member's context that restarts every newly assigned partition a
-/// little before its committed offset, and tells which messages come before it.
+/// The context of a consumer that assigns its partitions itself (`Rewind::reassign`):
+/// every partition it takes restarts a little before its committed offset, and it tells
+/// which messages come before that offset.
 ///
 /// tansu 0.6 answers a fetch at an offset inside a producer's record batch with the
-/// batches after it: a member resuming at a committed offset inside a batch would never
-/// see the rest of that batch. Reading from [`BATCH_REWIND`] records earlier makes the
-/// broker return that batch whole; [`Self::keep`] then drops what was already handled.
-/// On a broker without the bug this costs one extra fetch per assignment.
-///
-/// The rebalance callback only notes the new partitions; the member calls
-/// [`Self::settle`] after each poll, before handling any message. (Reading the
-/// committed offsets inside the callback stalled tansu's next rebalance.)
-///
-/// As the members' context it also keeps the lag librdkafka's statistics report
-/// ([`Self::lags`]).
+/// batches after it: a consumer resuming at a committed offset inside a batch would
+/// never see the rest of that batch. Reading from [`BATCH_REWIND`] records earlier makes
+/// the broker return that batch whole; [`Self::keep`] then drops what was already
+/// handled. On a broker without the bug this costs one extra fetch per assignment.
 #[derive(Default)]
 pub struct Rewind {
     /// Per (topic, partition): the first offset to handle.
     floors: Mutex<HashMap<(String, i32), i64>>,
-    /// Partitions assigned since the last [`Self::settle`].
-    fresh: Mutex<Vec<(String, i32)>>,
-    /// Per (topic, partition): the lag librdkafka's last statistics reported.
-    lags: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl Rewind {
-    /// Whether polled message `m` is to be handled: its partition is settled and not
-    /// among the partitions `moved` by the last [`Self::settle`] (those messages come
-    /// again), and its offset is at or after the partition's position (partitions
-    /// without a recorded position keep everything).
-    pub fn keep<M: Message>(&self, m: &M, moved: &[(String, i32)]) -> bool {
-        let key = (m.topic().to_owned(), m.partition());
-        if moved.contains(&key) {
-            return false;
-        }
-        let fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
-        if fresh.contains(&key) {
-            return false;
-        }
-        drop(fresh);
+    /// Whether polled message `m` is to be handled: its offset is at or after its
+    /// partition's floor (partitions without one keep everything).
+    pub fn keep<M: Message>(&self, m: &M) -> bool {
         let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
-        floors.get(&key).is_none_or(|floor| m.offset() >= *floor)
-    }
-
-    /// Whether partitions were assigned since the last [`Self::settle`].
-    pub fn unsettled(&self) -> bool {
-        !self
-            .fresh
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-    }
-
-    /// Rewinds the partitions assigned since the last call: each with a committed
-    /// offset is sought [`BATCH_REWIND`] records before it, with the committed offset as
-    /// its floor. Returns the partitions moved: messages of theirs already polled must
-    /// be dropped (they are read again). On an error the partitions stay unsettled and
-    /// their polled messages must be dropped all the same. Blocking.
-    pub fn settle<C: Consumer<Rewind>>(
-        consumer: &C,
-        timeout: Duration,
-    ) -> Result<Vec<(String, i32)>, KafkaError> {
-        let ctx = consumer.context();
-        let fresh = std::mem::take(&mut *ctx.fresh.lock().unwrap_or_else(|p| p.into_inner()));
-        if fresh.is_empty() {
-            return Ok(fresh);
-        }
-        let settled = (|| {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, partition) in &fresh {
-                tpl.add_partition(topic, *partition);
-            }
-            let committed = consumer.committed_offsets(tpl, timeout)?;
-            let mut moved = Vec::new();
-            for e in committed.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    Self::seek(consumer, e.topic(), e.partition(), o, timeout)?;
-                    moved.push((e.topic().to_owned(), e.partition()));
-                }
-            }
-            Ok(moved)
-        })();
-        if settled.is_err() {
-            let mut again = ctx.fresh.lock().unwrap_or_else(|p| p.into_inner());
-            again.extend(fresh);
-        }
-        settled
+        floors
+            .get(&(m.topic().to_owned(), m.partition()))
+            .is_none_or(|floor| m.offset() >= *floor)
     }
 
     /// Moves `partition` of `topic` to `offset`: the consumer is sought to
@@ -284,13 +230,65 @@ impl Rewind {
         )
     }
 
-    /// The lag of each partition this member fetches, as of librdkafka's last
-    /// statistics (`statistics.interval.ms`): its `consumer_lag`, the log end the fetch
-    /// responses reported minus the committed offset (what Kafka's own tools call lag).
-    /// Reading it sends the broker nothing. (tansu answers each ListOffsets by listing
-    /// every batch the partition holds: polled every 2 s, that cost grew with the log.)
-    pub fn lags(&self) -> HashMap<(String, i32), i64> {
-        self.lags.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Makes `wanted` the consumer's assignment (a consumer that assigns its partitions
+    /// itself instead of joining a group, `members`' split). Partitions it gains start
+    /// [`BATCH_REWIND`] records before their committed offsets, which become their
+    /// floors (at the start of the log when nothing is committed); partitions it loses
+    /// are dropped with their floors. Returns the partitions gained and lost. Blocking.
+    #[allow(clippy::type_complexity)]
+    pub fn reassign<C: Consumer<Rewind>>(
+        consumer: &C,
+        wanted: &[(String, i32)],
+        timeout: Duration,
+    ) -> Result<(Vec<(String, i32)>, Vec<(String, i32)>), KafkaError> {
+        let current: Vec<(String, i32)> = consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let gained: Vec<(String, i32)> = wanted
+            .iter()
+            .filter(|w| !current.contains(w))
+            .cloned()
+            .collect();
+        let lost: Vec<(String, i32)> = current
+            .iter()
+            .filter(|c| !wanted.contains(c))
+            .cloned()
+            .collect();
+        let ctx = consumer.context();
+        if !lost.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in &lost {
+                tpl.add_partition(t, *p);
+            }
+            consumer.incremental_unassign(&tpl)?;
+            let mut floors = ctx.floors.lock().unwrap_or_else(|p| p.into_inner());
+            for k in &lost {
+                floors.remove(k);
+            }
+        }
+        if !gained.is_empty() {
+            let mut ask = TopicPartitionList::new();
+            for (t, p) in &gained {
+                ask.add_partition(t, *p);
+            }
+            let committed = consumer.committed_offsets(ask, timeout)?;
+            let mut tpl = TopicPartitionList::new();
+            for e in committed.elements() {
+                let start = match e.offset() {
+                    Offset::Offset(o) => {
+                        ctx.set_floor(e.topic(), e.partition(), o);
+                        Offset::Offset((o - BATCH_REWIND).max(0))
+                    }
+                    _ => Offset::Beginning,
+                };
+                tpl.add_partition_offset(e.topic(), e.partition(), start)?;
+            }
+            consumer.incremental_assign(&tpl)?;
+        }
+        Ok((gained, lost))
     }
 
     fn set_floor(&self, topic: &str, partition: i32, offset: i64) {
@@ -299,40 +297,154 @@ impl Rewind {
     }
 }
 
-impl ClientContext for Rewind {
-    fn stats(&self, stats: Statistics) {
-        let mut lags = self.lags.lock().unwrap_or_else(|p| p.into_inner());
-        for (topic, t) in stats.topics {
-            for (partition, p) in t.partitions {
-                // Partition -1 is librdkafka's internal one; a lag below 0 is unknown.
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lags.insert((topic.clone(), partition), p.consumer_lag);
-                }
+impl ClientContext for Rewind {}
+
+impl ConsumerContext for Rewind {}
+
+/// The partition count of each of `topics` that exists, from the metadata of those
+/// topics only: the metadata of all of a broker's topics is a heavy request on tansu's
+/// SQLite engine once many deployments share it (an idle processor that asked for it
+/// every 2 s kept that broker busy). Blocking.
+pub fn partition_counts<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, i32)>, KafkaError> {
+    let mut out = Vec::new();
+    for name in topics {
+        let md = consumer.fetch_metadata(Some(name), timeout)?;
+        for t in md.topics().iter().filter(|t| t.name() == name) {
+            if t.error().is_none() && !t.partitions().is_empty() {
+                out.push((name.clone(), t.partitions().len() as i32));
             }
         }
     }
+    Ok(out)
 }
 
-impl ConsumerContext for Rewind {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let (Rebalance::Assign(tpl) | Rebalance::Revoke(tpl)) = rebalance else {
-            return;
-        };
-        let parts: Vec<(String, i32)> = tpl
-            .elements()
-            .iter()
-            .map(|e| (e.topic().to_owned(), e.partition()))
-            .collect();
-        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
-        for p in &parts {
-            floors.remove(p);
-        }
-        fresh.retain(|p| !parts.contains(p));
-        if matches!(rebalance, Rebalance::Assign(_)) {
-            fresh.extend(parts);
-        }
+/// Every partition of `topics` that exists ([`partition_counts`]). Blocking.
+pub fn partitions_of<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<(String, i32)>, KafkaError> {
+    Ok(partition_counts(consumer, topics, timeout)?
+        .into_iter()
+        .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
+        .collect())
+}
+
+/// The first (`latest` false) or next (`latest` true) offset of each of `parts`, asked in
+/// one ListOffsets request per broker (`fetch_watermarks` asks two per partition; on
+/// tansu's SQLite engine, which serves one request at a time, that was a good part of a
+/// busy broker's work). Blocking.
+pub fn log_ends<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    parts: &[(String, i32)],
+    latest: bool,
+    timeout: Duration,
+) -> Result<HashMap<(String, i32), i64>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        // As ListOffsets "timestamps", End (-1) and Beginning (-2) ask for the log's end
+        // and start.
+        tpl.add_partition_offset(
+            t,
+            *p,
+            if latest {
+                Offset::End
+            } else {
+                Offset::Beginning
+            },
+        )?;
     }
+    if tpl.count() == 0 {
+        return Ok(HashMap::new());
+    }
+    let answered = consumer.offsets_for_times(tpl, timeout)?;
+    let mut out = HashMap::new();
+    for e in answered.elements() {
+        e.error()?;
+        let at = match e.offset() {
+            Offset::Offset(o) if o >= 0 => o,
+            Offset::Beginning | Offset::Offset(_) | Offset::End => 0,
+            other => {
+                return Err(KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidArgument))
+                    .inspect_err(|_| tracing::debug!(?other, "unexpected log end"))
+            }
+        };
+        out.insert((e.topic().to_owned(), e.partition()), at);
+    }
+    Ok(out)
+}
+
+/// The consumer group whose committed offsets say where a deployment's log begins
+/// (`demo --fresh` moves them to the ends of the topics, so everything before is history
+/// nobody replays); without them a log begins at its first offset. A topic is never
+/// deleted to start over: tansu 0.6's durable engines delete every topic of the broker
+/// when asked to delete one.
+pub fn log_start_group(prefix: &str) -> String {
+    format!("{prefix}custflow-log-start")
+}
+
+/// Where each of `parts` (topic, partition) begins for the deployment `prefix`: its first
+/// offset, or the start recorded for it ([`log_start_group`]) when that is later.
+/// Blocking.
+pub fn log_starts(
+    brokers: &str,
+    prefix: &str,
+    parts: &[(String, i32)],
+    timeout: Duration,
+) -> Result<HashMap<(String, i32), i64>, KafkaError> {
+    let consumer: BaseConsumer = client_config(brokers)
+        .set("group.id", log_start_group(prefix))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition(t, *p);
+    }
+    let recorded = consumer.committed_offsets(tpl, timeout)?;
+    let lows = log_ends(&consumer, parts, false, timeout)?;
+    let mut out = HashMap::new();
+    for (t, p) in parts {
+        let low = lows.get(&(t.clone(), *p)).copied().unwrap_or(0);
+        let start = match recorded.find_partition(t, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o.max(low),
+            _ => low,
+        };
+        out.insert((t.clone(), *p), start);
+    }
+    Ok(out)
+}
+
+/// Moves the beginning of the deployment's log ([`log_start_group`]) and the committed
+/// offsets of `groups` to the current end of every partition of `topics`: what was
+/// appended before is no longer read or replayed. Returns the partitions moved. Blocking.
+pub fn start_over(
+    brokers: &str,
+    prefix: &str,
+    topics: &[String],
+    groups: &[String],
+    timeout: Duration,
+) -> Result<usize, KafkaError> {
+    let probe: BaseConsumer = client_config(brokers).create()?;
+    let parts = partitions_of(&probe, topics, timeout)?;
+    let mut ends = TopicPartitionList::new();
+    for ((t, p), high) in log_ends(&probe, &parts, true, timeout)? {
+        ends.add_partition_offset(&t, p, Offset::Offset(high))?;
+    }
+    if ends.count() == 0 {
+        return Ok(0);
+    }
+    for group in std::iter::once(log_start_group(prefix)).chain(groups.iter().cloned()) {
+        let c: BaseConsumer = client_config(brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        c.commit(&ends, rdkafka::consumer::CommitMode::Sync)?;
+    }
+    Ok(ends.count())
 }
 
 /// Reads partitions `(topic, partition, from)` to their ends, calling `f` on every

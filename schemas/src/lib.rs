@@ -15,6 +15,7 @@ pub mod histogram;
 pub mod http_metrics;
 pub mod json;
 pub mod kafka;
+pub mod progress;
 pub mod registry;
 pub mod time;
 pub mod topics;

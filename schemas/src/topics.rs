@@ -30,8 +30,9 @@ pub struct TopicSpec {
     pub name: &'static str,
     pub partitions: i32,
     pub cleanup: Cleanup,
-    /// `retention.ms`, set explicitly: -1 (forever) for the input topics, which are the
-    /// source of truth that `process --rebuild` replays; a week for derived streams.
+    /// `retention.ms` of a topic that deletes old records, set explicitly: [`FOREVER_MS`]
+    /// for the input topics, which are the source of truth that `process --rebuild` and a
+    /// rebuild after Redis lost its data replay; a week for derived streams.
     pub retention_ms: &'static str,
 }
 
@@ -39,31 +40,36 @@ pub struct TopicSpec {
 /// dead letters).
 pub const WEEK_MS: &str = "604800000";
 
+/// Keep for ever: the largest `retention.ms`. Not Kafka's -1: tansu 0.6's durable engines
+/// compare a record's age with the value as a number, so -1 deleted every record of the
+/// topic at the broker's next maintenance (every 10 minutes).
+pub const FOREVER_MS: &str = "9223372036854775807";
+
 /// Every topic custflow creates, with its partition count and cleanup policy.
 pub const ALL: &[TopicSpec] = &[
     TopicSpec {
         name: CUSTOMERS,
         partitions: DEFAULT_PARTITIONS,
         cleanup: Cleanup::Delete,
-        retention_ms: "-1",
+        retention_ms: FOREVER_MS,
     },
     TopicSpec {
         name: ORDERS,
         partitions: DEFAULT_PARTITIONS,
         cleanup: Cleanup::Delete,
-        retention_ms: "-1",
+        retention_ms: FOREVER_MS,
     },
     TopicSpec {
         name: ACTIVITY,
         partitions: DEFAULT_PARTITIONS,
         cleanup: Cleanup::Delete,
-        retention_ms: "-1",
+        retention_ms: FOREVER_MS,
     },
     TopicSpec {
         name: CUSTOMER_SCORES,
         partitions: DEFAULT_PARTITIONS,
         cleanup: Cleanup::Compact,
-        retention_ms: "-1",
+        retention_ms: FOREVER_MS,
     },
     TopicSpec {
         name: SEGMENT_CHANGES,
@@ -81,19 +87,19 @@ pub const ALL: &[TopicSpec] = &[
         name: SCHEMAS,
         partitions: 1,
         cleanup: Cleanup::Compact,
-        retention_ms: "-1",
+        retention_ms: FOREVER_MS,
     },
     TopicSpec {
         name: CONNECT_CONFIGS,
         partitions: 1,
         cleanup: Cleanup::Compact,
-        retention_ms: "-1",
+        retention_ms: FOREVER_MS,
     },
     TopicSpec {
         name: CONNECT_OFFSETS,
         partitions: 1,
         cleanup: Cleanup::Compact,
-        retention_ms: "-1",
+        retention_ms: FOREVER_MS,
     },
 ];
 
@@ -124,6 +130,20 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Input topics keep their records for ever, with a retention every broker reads as
+    /// "never": not -1, which tansu's durable engines take for "older than 0 ms".
+    #[test]
+    fn no_topic_asks_for_a_negative_retention() {
+        for t in ALL {
+            let ms: i64 = t.retention_ms.parse().unwrap_or(-1);
+            assert!(ms > 0, "{}: {}", t.name, t.retention_ms);
+        }
+        for name in [CUSTOMERS, ORDERS, ACTIVITY] {
+            let t = ALL.iter().find(|t| t.name == name).map(|t| t.retention_ms);
+            assert_eq!(t, Some(FOREVER_MS), "{name}");
+        }
+    }
 
     #[test]
     fn prefix_applies_and_strips() {

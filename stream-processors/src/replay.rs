@@ -1,4 +1,4 @@
-//! Reading the `orders` topic back from the beginning as `(customer, day, net value)`
+//! Reading the `orders` topic back from the beginning of the deployment's log as `(customer, day, net value)`
 //! transactions, the way the processors apply orders: a refund or a cancellation counts
 //! on the original order's day (a cancelled day nets to nothing). The training sets of
 //! `custflow train-churn --from-topics` are built from it.
@@ -55,11 +55,14 @@ pub fn order_transactions(
     }
     let mut assignment = TopicPartitionList::new();
     let mut open: HashSet<i32> = HashSet::new();
+    let parts: Vec<(String, i32)> = partitions.iter().map(|p| (topic.clone(), *p)).collect();
+    let starts = custflow_schemas::kafka::log_starts(brokers, &topics.name(""), &parts, timeout)?;
     for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
-        if high > low {
+        let (_, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
+        let start = starts.get(&(topic.clone(), p)).copied().unwrap_or(0);
+        if high > start {
             open.insert(p);
-            assignment.add_partition_offset(&topic, p, Offset::Offset(low))?;
+            assignment.add_partition_offset(&topic, p, Offset::Offset(start))?;
         }
     }
     consumer.assign(&assignment)?;

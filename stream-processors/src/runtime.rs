@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use custflow_feature_store::features;
 use custflow_feature_store::keys::Keys;
+use custflow_feature_store::members::{Assignment, Member};
 use custflow_feature_store::sales::Rollups;
 use custflow_feature_store::state::{Applied, CustomerState, SourcePos};
 use custflow_schemas::avro::{self, AvroCodec};
 use custflow_schemas::kafka::{self, Rewind, Tune};
+use custflow_schemas::progress::Progress;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::trace::{self, TraceContextExt};
@@ -57,9 +59,9 @@ pub struct ProcessorConfig {
     /// partition's sweep) takes its turn only if the oldest event of the last batch was
     /// applied within this long of being produced: the live stream stays fresh first.
     pub live_budget: Duration,
-    /// Static group membership (`group.instance.id`): a restarted instance with the same
-    /// id takes its partitions back at once instead of waiting for the old session to
-    /// expire.
+    /// This instance's id among the deployment's processors (`members`): an explicit
+    /// one is checked for a second process using it; by default each process makes a
+    /// fresh one. Partitions are split among the live instances either way.
     pub instance_id: Option<String>,
     /// Keep the sales rollups (saved with the customer states).
     pub sales: bool,
@@ -186,6 +188,8 @@ pub struct Processor {
     /// How long after being produced the oldest event of the last batch was applied
     /// (ms): what background rescoring yields to.
     live_age_ms: AtomicU64,
+    /// The group's progress as its watcher sees it (lag of every partition, stalls).
+    progress: Arc<Progress>,
 }
 
 /// Work done between batches every sweep interval (refreshing the model in use).
@@ -257,20 +261,16 @@ impl Processor {
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
         let mut consumer_cfg = custflow_schemas::kafka::client_config(&cfg.brokers);
-        if let Some(id) = &cfg.instance_id {
-            consumer_cfg.set("group.instance.id", id);
-        }
-        // Partitions start a little before their committed offsets (tansu skips the
-        // rest of a batch fetched from its middle): what comes before is dropped.
+        // The instances split the partitions among themselves (`members`) and assign
+        // them to their consumers; offsets are committed under the group's id. Partitions
+        // start a little before their committed offsets (tansu skips the rest of a batch
+        // fetched from its middle): what comes before is dropped.
         consumer_cfg
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .tune("session.timeout.ms", "10000")
-            .tune("fetch.wait.max.ms", "20")
-            // The lag metric is librdkafka's, from its statistics (`Rewind::lags`).
-            .tune("statistics.interval.ms", "2000");
+            .tune("fetch.wait.max.ms", custflow_schemas::kafka::FETCH_WAIT_MS);
         let consumer: StreamConsumer<Rewind> =
             consumer_cfg.create_with_context(Rewind::default())?;
         let producer: FutureProducer = custflow_schemas::kafka::client_config(&cfg.brokers)
@@ -290,17 +290,17 @@ impl Processor {
         let partitions = {
             let (consumer, inputs) = (consumer.clone(), inputs.clone());
             blocking(move || {
-                let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
-                Ok(md
-                    .topics()
-                    .iter()
-                    .filter(|t| inputs.iter().any(|i| i == t.name()))
-                    .map(|t| t.partitions().len() as i32)
-                    .max()
-                    .unwrap_or(0))
+                Ok(
+                    kafka::partition_counts(&*consumer, &inputs, Duration::from_secs(10))?
+                        .into_iter()
+                        .map(|(_, n)| n)
+                        .max()
+                        .unwrap_or(0),
+                )
             })
             .await?
         };
+        let progress = Arc::new(Progress::new(cfg.group_id.clone()));
         let p = Self {
             cfg,
             consumer,
@@ -315,12 +315,11 @@ impl Processor {
             partitions,
             rebuilding: Mutex::new(HashMap::new()),
             live_age_ms: AtomicU64::new(0),
+            progress,
         };
         if p.cfg.rebuild {
             p.rebuild(&inputs).await?;
         }
-        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        p.consumer.subscribe(&refs)?;
         Ok(p)
     }
 
@@ -356,25 +355,29 @@ impl Processor {
         &self.producer
     }
 
-    /// Wipes Redis and points the group at the start of every input partition.
+    /// The progress of the processors' group (every partition's lag, stalls).
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Wipes Redis and points the group at the beginning of every input partition's log
+    /// (`kafka::log_starts`).
     async fn rebuild(&self, inputs: &[String]) -> Result<()> {
         let deleted = self.store.wipe().await?;
         tracing::info!(deleted, "rebuild: Redis state wiped");
-        let consumer = self.consumer.clone();
+        let (consumer, brokers, prefix) = (
+            self.consumer.clone(),
+            self.cfg.brokers.clone(),
+            self.cfg.topics.name(""),
+        );
         let inputs = inputs.to_vec();
         blocking(move || {
             let timeout = Duration::from_secs(10);
-            let md = consumer.fetch_metadata(None, timeout)?;
+            let parts = kafka::partitions_of(&*consumer, &inputs, timeout)?;
+            let starts = kafka::log_starts(&brokers, &prefix, &parts, timeout)?;
             let mut tpl = TopicPartitionList::new();
-            for t in md
-                .topics()
-                .iter()
-                .filter(|t| inputs.iter().any(|i| i == t.name()))
-            {
-                for p in t.partitions() {
-                    let (low, _) = consumer.fetch_watermarks(t.name(), p.id(), timeout)?;
-                    tpl.add_partition_offset(t.name(), p.id(), Offset::Offset(low))?;
-                }
+            for ((t, p), start) in &starts {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*start))?;
             }
             if tpl.count() > 0 {
                 consumer.commit(&tpl, CommitMode::Sync)?;
@@ -386,6 +389,24 @@ impl Processor {
 
     /// Runs until `shutdown` turns true: finishes the batch in hand, commits, returns.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let member = Member::new(
+            self.store.connection(),
+            &self.cfg.topics.name(""),
+            "processors",
+            self.cfg.instance_id.as_deref(),
+        );
+        tracing::info!(
+            id = member.id(),
+            "processor joins the deployment's processors"
+        );
+        let mut assignment = Assignment::start(
+            member,
+            &self.cfg.brokers,
+            &self.inputs,
+            self.progress.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         let mut last_lag = Instant::now() - Duration::from_secs(60);
         let mut last_sweep = Instant::now();
         let mut last_check = Instant::now() - Duration::from_secs(60);
@@ -399,6 +420,21 @@ impl Processor {
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if let Some(e) = assignment.failed().await {
+                return Err(Error::Config(e.to_string()));
+            }
+            // This instance's share of the partitions changed (an instance joined, left
+            // or was killed and its lease ran out): take the new ones from their
+            // committed offsets, drop the others, and check the new ones' state at once.
+            if tolerate(
+                assignment.apply(&self.consumer).await.map_err(Error::from),
+                "taking this instance's partitions",
+            )?
+            .flatten()
+            .is_some()
+            {
+                last_check = Instant::now() - STATE_CHECK_EVERY;
             }
             if last_check.elapsed() >= STATE_CHECK_EVERY {
                 last_check = Instant::now();
@@ -477,6 +513,7 @@ impl Processor {
                 None => tokio::select! {
                     m = self.consumer.recv() => m,
                     _ = shutdown.changed() => break,
+                    () = assignment.changed() => continue,
                     () = tokio::time::sleep(Duration::from_millis(500)) => {
                         self.maybe_lag(&mut last_lag);
                         continue;
@@ -503,30 +540,14 @@ impl Processor {
                     Err(_) => break,
                 }
             }
-            // A rebalance may have happened while the batch was collected (callbacks run
-            // inside recv). Messages of partitions this instance no longer owns belong to
-            // the new owner: applying them here would race it. No rebalance can complete
-            // while the batch is processed, since the group waits for this member to poll.
+            // Messages of partitions this instance gave up while they were prefetched
+            // belong to their new owner; what comes before a partition's committed offset
+            // (it started earlier, `Rewind`) was handled.
             let owned = self.consumer.assignment()?;
-            let before = batch.len();
-            batch.retain(|m| owned.find_partition(m.topic(), m.partition()).is_some());
-            if batch.len() < before {
-                tracing::info!(
-                    dropped = before - batch.len(),
-                    "partitions revoked while collecting a batch"
-                );
-            }
-            // Newly assigned partitions restart before their committed offsets; what
-            // was polled of them comes again, and what comes before the offsets was
-            // handled.
-            let moved = if self.consumer.context().unsettled() {
-                let consumer = self.consumer.clone();
-                let settled = blocking(move || Ok(Rewind::settle(&*consumer, SEEK_TIMEOUT)?));
-                tolerate(settled.await, "rewinding new partitions")?.unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            batch.retain(|m| self.consumer.context().keep(m, &moved));
+            batch.retain(|m| {
+                owned.find_partition(m.topic(), m.partition()).is_some()
+                    && self.consumer.context().keep(m)
+            });
             if batch.is_empty() {
                 continue;
             }
@@ -540,6 +561,7 @@ impl Processor {
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit had nothing to commit");
         }
+        assignment.finish().await;
         Ok(())
     }
 
@@ -619,8 +641,8 @@ impl Processor {
         self.reset(lost).await
     }
 
-    /// Replays `lost` from the start: each input topic's partition is sought to its first
-    /// offset and that offset committed (a crash from here on replays from there too),
+    /// Replays `lost` from the start: each input topic's partition is sought to the
+    /// beginning of the deployment's log (`kafka::log_starts`) and that offset committed (a crash from here on replays from there too),
     /// then the partitions are marked as rebuilding, until the offsets reach today's end.
     async fn reset(&self, lost: &[i32]) -> Result<()> {
         tracing::warn!(
@@ -637,8 +659,9 @@ impl Processor {
     }
 
     /// Where the replay of each of `parts` ends, per input topic: today's high watermark,
-    /// for the topics with anything between the watermarks. With `from_start`, each
-    /// topic's partition is first sought to its low watermark and that offset committed.
+    /// for the topics with anything between the log's beginning and it. With
+    /// `from_start`, each topic's partition is first sought to that beginning and the
+    /// offset committed.
     async fn replay_targets(
         &self,
         parts: &[i32],
@@ -646,18 +669,26 @@ impl Processor {
     ) -> Result<HashMap<i32, Vec<(String, i64)>>> {
         let (consumer, inputs, parts) =
             (self.consumer.clone(), self.inputs.clone(), parts.to_vec());
+        let (brokers, prefix) = (self.cfg.brokers.clone(), self.cfg.topics.name(""));
         blocking(move || {
             let mut targets: HashMap<i32, Vec<(String, i64)>> = HashMap::new();
             let mut tpl = TopicPartitionList::new();
+            let all: Vec<(String, i32)> = parts
+                .iter()
+                .flat_map(|p| inputs.iter().map(move |t| (t.clone(), *p)))
+                .collect();
+            let starts = kafka::log_starts(&brokers, &prefix, &all, SEEK_TIMEOUT)?;
+            let highs = kafka::log_ends(&*consumer, &all, true, SEEK_TIMEOUT)?;
             for &p in &parts {
                 let entry = targets.entry(p).or_default();
                 for topic in &inputs {
-                    let (low, high) = consumer.fetch_watermarks(topic, p, SEEK_TIMEOUT)?;
+                    let high = highs.get(&(topic.clone(), p)).copied().unwrap_or(0);
+                    let start = starts.get(&(topic.clone(), p)).copied().unwrap_or(0);
                     if from_start {
-                        Rewind::seek(&*consumer, topic, p, low, SEEK_TIMEOUT)?;
-                        tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+                        Rewind::seek(&*consumer, topic, p, start, SEEK_TIMEOUT)?;
+                        tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
                     }
-                    if high > low {
+                    if high > start {
                         entry.push((topic.clone(), high));
                     }
                 }
@@ -787,25 +818,15 @@ impl Processor {
         Ok(())
     }
 
+    /// Copies the lag of every input partition (owned here or not) from the group's
+    /// progress watcher into the metrics.
     fn maybe_lag(&self, last: &mut Instant) {
-        if last.elapsed() < Duration::from_secs(2) {
+        if last.elapsed() < Duration::from_secs(1) {
             return;
         }
         *last = Instant::now();
-        let Ok(assigned) = self.consumer.assignment() else {
-            return;
-        };
-        let lags = self.consumer.context().lags();
-        let lag: BTreeMap<(String, i32), i64> = assigned
-            .elements()
-            .iter()
-            .filter_map(|e| {
-                let key = (e.topic().to_owned(), e.partition());
-                lags.get(&key).map(|l| (key, *l))
-            })
-            .collect();
         if let Ok(mut m) = self.metrics.lag.lock() {
-            *m = lag;
+            *m = self.progress.lags();
         }
     }
 

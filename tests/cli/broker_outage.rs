@@ -197,7 +197,7 @@ async fn broker_outage_loses_and_doubles_nothing() {
     });
 
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut processor = spawn_with(&prefix, &brokers, "p0", &metrics, &[]);
+    let mut processor = spawn_with(&prefix, &brokers, &metrics, &[]);
     let api = format!("127.0.0.1:{}", free_port());
     let server = Server::start(
         &["serve", "--topic-prefix", &prefix, "--brokers", &brokers],

@@ -1,12 +1,14 @@
 //! Crash test: while 200,000 synthetic events flow, `kill -9` the processor at random
-//! moments while it works, six times; afterwards every customer's features equal a
-//! recomputation from the topic contents — nothing lost, nothing counted twice. A
-//! restart at a commit inside a producer batch skips nothing. Three instances joining
-//! under load share the 8 partitions and arrive at the same features as one, and a
-//! member leaving under load hands its partitions over (rebalances).
+//! moments while it works, six times, each time started again at once the way a user or
+//! a supervisor does (`custflow process`, no instance id); afterwards every customer's
+//! features equal a recomputation from the topic contents — nothing lost, nothing counted
+//! twice. A restart at a commit inside a producer batch skips nothing. Three instances
+//! joining under load share the 8 partitions and arrive at the same features as one; a
+//! member leaving under load (SIGTERM) or killed (SIGKILL) hands its partitions over. An
+//! explicit instance id that a running process holds is refused with the reason.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,58 +21,50 @@ use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::time::DAY_MS;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::{Event, ValidationContext};
+
+use crate::Proc;
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
 
 const EVENTS: usize = 200_000;
 
-pub(crate) fn spawn(prefix: &str, brokers: &str, instance: &str) -> Child {
-    spawn_on(prefix, brokers, instance, "127.0.0.1:0")
+/// A processor started as the README tells a user (`custflow process`, no instance id),
+/// in the deployment `prefix`.
+pub(crate) fn spawn(prefix: &str, brokers: &str) -> Proc {
+    spawn_on(prefix, brokers, "127.0.0.1:0")
 }
 
 /// An instance serving its metrics on `http`.
-pub(crate) fn spawn_on(prefix: &str, brokers: &str, instance: &str, http: &str) -> Child {
-    spawn_with(prefix, brokers, instance, http, &[])
+pub(crate) fn spawn_on(prefix: &str, brokers: &str, http: &str) -> Proc {
+    spawn_with(prefix, brokers, http, &[])
 }
 
-/// [`spawn_on`] with more arguments.
-pub(crate) fn spawn_with(
-    prefix: &str,
-    brokers: &str,
-    instance: &str,
-    http: &str,
-    more: &[&str],
-) -> Child {
-    let mut args = vec!["--instance-id", instance];
-    args.extend(more);
-    spawn_member(prefix, brokers, http, &args)
-}
-
-/// A processor instance with `more` arguments (a dynamic group member unless they name
-/// an `--instance-id`).
-fn spawn_member(prefix: &str, brokers: &str, http: &str, more: &[&str]) -> Child {
+/// A processor instance with `more` arguments.
+pub(crate) fn spawn_with(prefix: &str, brokers: &str, http: &str, more: &[&str]) -> Proc {
     // Each instance's log goes to the temp folder, for diagnosis when the test fails.
     let log = std::env::temp_dir().join(format!("{prefix}{}.log", ulid::Ulid::new()));
-    Command::new(env!("CARGO_BIN_EXE_custflow"))
-        .args([
-            "process",
-            "--clock",
-            "event",
-            "--topic-prefix",
-            prefix,
-            "--brokers",
-            brokers,
-            "--batch-max",
-            "2000",
-            "--http",
-            http,
-        ])
-        .args(more)
-        .env("CUSTFLOW_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_custflow"))
+            .args([
+                "process",
+                "--clock",
+                "event",
+                "--topic-prefix",
+                prefix,
+                "--brokers",
+                brokers,
+                "--batch-max",
+                "2000",
+                "--http",
+                http,
+            ])
+            .args(more)
+            .env("CUSTFLOW_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Decodes an input message and applies it to its customer's state in `states` the way
@@ -247,13 +241,11 @@ async fn kill_nine_loses_and_doubles_nothing() {
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     for _round in 0..6 {
-        // One instance with static membership (--instance-id), killed while it works at
-        // a random moment and restarted. tansu 0.6 drops a dead member only lazily: a
-        // killed member's partitions come back to a member with its instance id, while
-        // a second member joining or rejoining after crashes could wait forever
-        // (docs/deviations.md). Rebalances under load are the next test's.
+        // One instance, killed while it works at a random moment and started again at
+        // once: the killed one's lease still counts for up to 10 s, during which the new
+        // one owns part of the partitions, then all of them.
         let addr = format!("127.0.0.1:{}", crate::free_port());
-        let mut a = spawn_on(&d.prefix, &d.brokers, "p0", &addr);
+        let mut a = spawn_on(&d.prefix, &d.brokers, &addr);
         applying(&addr).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..1500))).await;
         a.kill().unwrap(); // SIGKILL: no clean shutdown, no final commit
@@ -262,7 +254,7 @@ async fn kill_nine_loses_and_doubles_nothing() {
     producer_task.await.unwrap();
 
     // A last instance runs until everything is applied.
-    let mut last = spawn(&d.prefix, &d.brokers, "p0");
+    let mut last = spawn(&d.prefix, &d.brokers);
     let (reference, ids, states) = d.applied(EVENTS).await;
     last.kill().unwrap();
     last.wait().unwrap();
@@ -330,10 +322,9 @@ async fn three_instances_share_the_partitions_and_equal_one() {
     let addrs: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", crate::free_port()))
         .collect();
-    let mut children: Vec<Child> = addrs
+    let mut children: Vec<Proc> = addrs
         .iter()
-        .enumerate()
-        .map(|(i, a)| spawn_on(&d.prefix, &d.brokers, &format!("p{i}"), a))
+        .map(|a| spawn_on(&d.prefix, &d.brokers, a))
         .collect();
     let up = Instant::now() + Duration::from_secs(60);
     for a in &addrs {
@@ -359,37 +350,102 @@ async fn three_instances_share_the_partitions_and_equal_one() {
     assert_same(&reference, &ids, &states, d.now + DAY_MS);
 }
 
-/// Two instances share the partitions while events flow; one leaves while it works
-/// (SIGTERM: it finishes its batch, commits and leaves the group), and the other takes
-/// its partitions over: every event applied exactly once. (A member killed with
-/// `kill -9` instead keeps its partitions on tansu 0.6 until an instance with its
-/// instance id returns, docs/deviations.md.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_leaves_under_load_and_the_other_takes_over() {
+/// Two instances share the partitions while events flow; one leaves while it works —
+/// SIGTERM (it finishes its batch, commits and gives its lease up) or SIGKILL (its lease
+/// runs out) — and the other takes its partitions over: every event applied exactly
+/// once, and the survivor applied the rest.
+async fn a_member_goes_under_load_and_the_other_takes_over(signal: &str, seed: u64) {
     const N: usize = 40_000;
     let _turn = crate::HEAVY.lock().await;
-    let mut d = deployment("leave-", 17, 8_000, N).await;
+    let mut d = deployment("leave-", seed, 8_000, N).await;
     // Paced over about 30 s.
     let producing = d.produce(200, Duration::from_millis(150));
     let (a_addr, b_addr) = (
         format!("127.0.0.1:{}", crate::free_port()),
         format!("127.0.0.1:{}", crate::free_port()),
     );
-    let mut a = spawn_on(&d.prefix, &d.brokers, "p0", &a_addr);
-    let mut b = spawn_member(&d.prefix, &d.brokers, &b_addr, &[]);
+    let mut a = spawn_on(&d.prefix, &d.brokers, &a_addr);
+    let mut b = spawn_on(&d.prefix, &d.brokers, &b_addr);
     applying(&a_addr).await;
     applying(&b_addr).await;
-    let term = Command::new("kill")
-        .args(["-TERM", &b.id().to_string()])
+    let sent = Command::new("kill")
+        .args([signal, &b.id().to_string()])
         .status()
         .unwrap();
-    assert!(term.success());
-    assert!(b.wait().unwrap().success());
+    assert!(sent.success());
+    let status = b.wait().unwrap();
+    assert_eq!(status.success(), signal == "-TERM", "{status:?}");
     producing.await.unwrap();
     let (reference, ids, states) = d.applied(N).await;
     a.kill().unwrap();
     a.wait().unwrap();
     assert_same(&reference, &ids, &states, d.now + DAY_MS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_leaves_under_load_and_the_other_takes_over() {
+    a_member_goes_under_load_and_the_other_takes_over("-TERM", 17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_under_load_hands_its_partitions_over() {
+    a_member_goes_under_load_and_the_other_takes_over("-KILL", 19).await;
+}
+
+/// An explicit `--instance-id` that a running process holds is refused with the reason,
+/// at once for the second process (which exits with an error) and without disturbing
+/// the first; once the first is killed, a process with its id takes over after the
+/// lease ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_instance_id_is_refused() {
+    let mut d = deployment("sameid-", 23, 100, 10).await;
+    let first_addr = format!("127.0.0.1:{}", crate::free_port());
+    let mut first = spawn_with(&d.prefix, &d.brokers, &first_addr, &["--instance-id", "p0"]);
+    let up = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&first_addr).is_err() {
+        assert!(Instant::now() < up, "the first instance did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = Command::new(env!("CARGO_BIN_EXE_custflow"))
+        .args([
+            "process",
+            "--topic-prefix",
+            &d.prefix,
+            "--brokers",
+            &d.brokers,
+        ])
+        .args(["--http", "127.0.0.1:0", "--instance-id", "p0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("another running process uses instance id \"p0\""),
+        "{err}"
+    );
+    assert!(first.try_wait().unwrap().is_none(), "the first one stopped");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The killed one's id is free again once its lease ran out: a new process with it
+    // starts and applies every event, of every partition.
+    let third_addr = format!("127.0.0.1:{}", crate::free_port());
+    let mut third = spawn_with(&d.prefix, &d.brokers, &third_addr, &["--instance-id", "p0"]);
+    d.produce(10, Duration::ZERO).await.unwrap();
+    let share = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&third_addr).is_err()
+        || counter(&third_addr, "custflow_events_applied_total") < 10
+    {
+        assert!(third.try_wait().unwrap().is_none(), "the third one stopped");
+        assert!(
+            Instant::now() < share,
+            "the third instance never applied the events"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    third.kill().unwrap();
+    third.wait().unwrap();
 }
 
 /// A processor that stops at a commit inside a producer's record batch, restarted,
@@ -412,7 +468,7 @@ async fn a_restart_inside_a_producer_batch_skips_nothing() {
         .status()
         .unwrap();
     assert!(status.success());
-    let mut rest = spawn_with(&d.prefix, &d.brokers, "rest", "127.0.0.1:0", &[]);
+    let mut rest = spawn(&d.prefix, &d.brokers);
     let (reference, ids, states) = d.applied(N).await;
     rest.kill().unwrap();
     rest.wait().unwrap();

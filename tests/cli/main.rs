@@ -16,6 +16,7 @@ mod openapi;
 mod redis_cluster;
 mod redis_restart;
 mod redis_stall;
+mod restart;
 mod scopes;
 mod self_contained;
 mod tls;
@@ -144,6 +145,30 @@ impl Server {
 }
 
 impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `custflow` process a test started, killed (SIGKILL) when dropped, so a failing test
+/// leaves no process behind to load the shared stack.
+pub(crate) struct Proc(pub(crate) std::process::Child);
+
+impl std::ops::Deref for Proc {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();

@@ -179,20 +179,13 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
 
     let first_http = format!("127.0.0.1:{}", free_port());
     // Processes of the test are killed when dropped, however the test ends.
-    let first = Helper(spawn_with(
+    let first = spawn_with(
         &on_cluster.prefix,
         &on_cluster.brokers,
-        "c0",
         &first_http,
         &["--redis", &url],
-    ));
-    let _single = Helper(spawn_with(
-        &standalone.prefix,
-        &standalone.brokers,
-        "s0",
-        "127.0.0.1:0",
-        &[],
-    ));
+    );
+    let _single = spawn_with(&standalone.prefix, &standalone.brokers, "127.0.0.1:0", &[]);
     on_cluster.produce(profiles, Duration::ZERO).await.unwrap();
     standalone.produce(profiles, Duration::ZERO).await.unwrap();
     on_cluster.applied_in(profiles, &url).await;
@@ -218,13 +211,12 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
     )
     .await;
     drop(first); // kill -9
-    let _second = Helper(spawn_with(
+    let _second = spawn_with(
         &on_cluster.prefix,
         &on_cluster.brokers,
-        "c0",
         "127.0.0.1:0",
         &["--redis", &url],
-    ));
+    );
     producing.await.unwrap();
     producing_standalone.await.unwrap();
 
@@ -329,13 +321,7 @@ async fn a_cluster_node_restarted_empty_has_its_partitions_replayed() {
     let url = cluster.url();
     let mut d = deployment("rclost-", 29, 2_000, N + M).await;
     let later = d.events.split_off(N);
-    let _processor = Helper(spawn_with(
-        &d.prefix,
-        &d.brokers,
-        "l0",
-        "127.0.0.1:0",
-        &["--redis", &url],
-    ));
+    let _processor = spawn_with(&d.prefix, &d.brokers, "127.0.0.1:0", &["--redis", &url]);
     d.produce(N, Duration::ZERO).await.unwrap();
     d.applied_in(N, &url).await;
 

@@ -47,7 +47,7 @@ async fn redis_restart_is_noticed_and_rebuilt_from_the_topics() {
 
     // The processor and the API as separate processes, so the processor can be paused.
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut processor = spawn_with(&d.prefix, &d.brokers, "p0", &metrics, &["--redis", &url]);
+    let mut processor = spawn_with(&d.prefix, &d.brokers, &metrics, &["--redis", &url]);
     let api = format!("127.0.0.1:{}", free_port());
     let server = Server::start(
         &[
@@ -130,7 +130,7 @@ async fn a_taken_over_rebuild_with_nothing_left_to_read_becomes_ready() {
     let mut d = deployment("takeover-", 11, 1_000, N).await;
     d.produce(5_000, Duration::ZERO).await.unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut first = spawn_with(&d.prefix, &d.brokers, "t0", &metrics, &["--redis", &url]);
+    let mut first = spawn_with(&d.prefix, &d.brokers, &metrics, &["--redis", &url]);
     let (reference, _, _) = d.applied_in(N, &url).await;
     // A graceful stop commits the offsets at the end of every partition.
     signal(&first, "-TERM");
@@ -149,7 +149,7 @@ async fn a_taken_over_rebuild_with_nothing_left_to_read_becomes_ready() {
     let () = pipe.query_async(&mut conn).await.unwrap();
 
     // The same instance id takes the partitions back at once; no event is produced.
-    let mut second = spawn_with(&d.prefix, &d.brokers, "t0", &metrics, &["--redis", &url]);
+    let mut second = spawn_with(&d.prefix, &d.brokers, &metrics, &["--redis", &url]);
     let ready = keys.state_ready();
     custflow_tests::wait_until(
         Duration::from_secs(60),

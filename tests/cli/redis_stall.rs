@@ -39,7 +39,7 @@ async fn stuck_redis_keeps_memory_bounded_and_the_lag_recovers() {
     .await;
     let url = format!("redis://127.0.0.1:{}", proxy.port);
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut processor = spawn_with(&d.prefix, &d.brokers, "p0", &metrics, &["--redis", &url]);
+    let mut processor = spawn_with(&d.prefix, &d.brokers, &metrics, &["--redis", &url]);
 
     d.produce(5_000, Duration::ZERO).await.unwrap();
     d.applied(FIRST).await;

@@ -65,8 +65,9 @@ pub fn ensure_stack() -> String {
 }
 
 /// A name no other test run uses, for topics, groups and key prefixes.
-/// A consumer of the three input topics under `names`, from the beginning, in a fresh
-/// group that commits nothing: for reading back what is on the broker.
+/// A consumer of the three input topics under `names`, from the beginning, assigned
+/// every partition (no group membership to wait for) and committing nothing: for reading
+/// back what is on the broker.
 pub fn input_reader(
     brokers: &str,
     names: &custflow_schemas::topics::Topics,
@@ -83,9 +84,16 @@ pub fn input_reader(
         .iter()
         .map(|k| names.name(k.topic()))
         .collect();
+    let parts = custflow_schemas::kafka::partitions_of(&consumer, &topics, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("the partitions of {topics:?}: {e}"));
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (t, p) in &parts {
+        tpl.add_partition_offset(t, *p, rdkafka::Offset::Beginning)
+            .unwrap_or_else(|e| panic!("{t}/{p}: {e}"));
+    }
     consumer
-        .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
-        .unwrap_or_else(|e| panic!("subscribing to {topics:?}: {e}"));
+        .assign(&tpl)
+        .unwrap_or_else(|e| panic!("assigning {topics:?}: {e}"));
     consumer
 }
 
@@ -211,6 +219,18 @@ pub fn optional_tool(var: &str, test: &str, what: &str) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// A fresh membership of `role` in the deployment `prefix`, on the tests' Redis (for a
+/// consumer started inside a test).
+pub async fn member(prefix: &str, role: &str) -> custflow_feature_store::members::Member {
+    let conn = custflow_feature_store::conn::Redis::connect(
+        &redis_url(),
+        custflow_feature_store::conn::Timeouts::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("Redis at {}: {e}", redis_url()));
+    custflow_feature_store::members::Member::new(conn, prefix, role, None)
 }
 
 /// The repository's reference data folder (`testdata/`, see its README).

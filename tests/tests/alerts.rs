@@ -60,12 +60,15 @@ fn change(customer: &str, dimension: SegmentDimension, current: &str, tier: &str
     }
 }
 
-fn config(brokers: &str, names: &Topics, url: String, attempts: u32) -> AlertConfig {
+async fn config(brokers: &str, names: &Topics, url: String, attempts: u32) -> AlertConfig {
+    let group_id = custflow_tests::unique("alerts-");
     AlertConfig {
         brokers: brokers.to_owned(),
         topic: names.name(topics::SEGMENT_CHANGES),
         dlq_topic: names.name(topics::DLQ),
-        group_id: custflow_tests::unique("alerts-"),
+        member: custflow_tests::member(&group_id, "alerts").await,
+        progress: Arc::new(custflow_schemas::progress::Progress::new(group_id.clone())),
+        group_id,
         url,
         rules: AlertRule::parse_all(DEFAULT_RULE).unwrap(),
         max_attempts: attempts,
@@ -111,7 +114,7 @@ async fn webhook_alerts_retry_and_dead_letter() {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(AlertMetrics::default());
     let task = tokio::spawn(webhook::run(
-        config(&brokers, &names, format!("{base}/flaky"), 5),
+        config(&brokers, &names, format!("{base}/flaky"), 5).await,
         metrics.clone(),
         rx,
     ));
@@ -141,7 +144,7 @@ async fn webhook_alerts_retry_and_dead_letter() {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(AlertMetrics::default());
     let task = tokio::spawn(webhook::run(
-        config(&brokers, &names, format!("{base}/down"), 3),
+        config(&brokers, &names, format!("{base}/down"), 3).await,
         metrics.clone(),
         rx,
     ));

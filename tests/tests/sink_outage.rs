@@ -89,6 +89,10 @@ async fn the_sink_catches_up_after_its_database_was_down_for_a_minute() {
         group_id: format!("{prefix}sink"),
         batch_max: 200,
         batch_wait: Duration::from_millis(50),
+        member: custflow_tests::member(&prefix, "sql-sink").await,
+        progress: Arc::new(custflow_schemas::progress::Progress::new(format!(
+            "{prefix}sink"
+        ))),
     };
     let running = tokio::spawn(score_sink::run(cfg, sink, metrics.clone(), stop_rx));
     produce_scores(&producer, &topic, first).await;
