@@ -610,6 +610,11 @@ pub(crate) struct RunArgs {
     /// Days of the clock between recorded churn prediction snapshots.
     #[arg(long, default_value_t = ChurnMonitoring::default().every_days, value_parser = clap::value_parser!(i64).range(1..))]
     pub(crate) churn_every_days: i64,
+    /// Days ahead that `churn_probability` speaks of: the probability of no purchase in
+    /// them, from the purchase model while no churn classifier is installed (an
+    /// installed one brings its own label horizon, `train-churn --horizon-days`).
+    #[arg(long, default_value_t = ChurnMonitoring::default().horizon_days, value_parser = clap::value_parser!(i64).range(1..))]
+    pub(crate) churn_horizon_days: i64,
     /// Customers rescored between two live batches while a new model is rolled out
     /// (shared among the input partitions): larger finishes the pass sooner, smaller
     /// keeps live events fresher meanwhile.
@@ -626,6 +631,7 @@ impl RunArgs {
             churn: ChurnMonitoring {
                 min_auc: self.churn_min_auc,
                 every_days: self.churn_every_days,
+                horizon_days: self.churn_horizon_days,
                 ..ChurnMonitoring::default()
             },
             rescore_slice: self.rescore_slice,

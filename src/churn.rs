@@ -41,8 +41,10 @@ pub(crate) struct TrainChurnArgs {
     /// Nothing after this day is used for training; default: the last transaction day.
     #[arg(long)]
     as_of: Option<String>,
-    /// Churned means no purchase within this many days after a snapshot.
-    #[arg(long, default_value_t = 90)]
+    /// Churned means no purchase within this many days after a snapshot. Installed, it
+    /// is also the horizon `churn_probability` is served for (the artefact's
+    /// `churn_horizon_days`): the label and the served probability are one setting.
+    #[arg(long, visible_alias = "churn-horizon-days", default_value_t = 90)]
     horizon_days: i64,
     /// Days between training snapshots.
     #[arg(long, default_value_t = 30)]
@@ -143,10 +145,12 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
         tokio::task::spawn_blocking(move || train_from_transactions(&shared, &plan, &opts))
             .await??;
 
-    // Judged beside BG/NBD on a set the search never saw.
+    // Judged beside the BTYD baseline on a set the search never saw.
     let evaluation: Option<(&str, Evaluation)> = match (&truth, &args.evaluate_until) {
         (Some(dead), _) => {
-            let d = evaluation_set(&tx, as_of, args.seed, |id| dead.get(id).copied())?;
+            let d = evaluation_set(&tx, as_of, opts.horizon_days, args.seed, |id| {
+                dead.get(id).copied()
+            })?;
             Some(("ground_truth_dropout", evaluate(&report.model, &d)))
         }
         (None, Some(until)) => {
@@ -157,7 +161,9 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
                 "--evaluate-until is after the last transaction day"
             );
             let bought = holdout_purchases(&tx, as_of, until);
-            let d = evaluation_set(&tx, as_of, args.seed, |id| Some(!bought.contains_key(id)))?;
+            let d = evaluation_set(&tx, as_of, opts.horizon_days, args.seed, |id| {
+                Some(!bought.contains_key(id))
+            })?;
             Some(("holdout", evaluate(&report.model, &d)))
         }
         (None, None) => None,
@@ -244,13 +250,14 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
     if let Some((kind, e)) = &evaluation {
         let f = |a: Option<f64>| a.map_or("n/a".into(), |a| format!("{a:.4}"));
         println!(
-            "{kind:<14} {} customers, churn rate {:.3}: AUC {} (BG/NBD {}), log-loss {:.4} (BG/NBD {:.4})",
+            "{kind:<14} {} customers, churn rate {:.3}: AUC {} (BTYD P(no purchase) {}, 1 − P(alive) {}), log-loss {:.4} (BTYD {:.4})",
             e.rows,
             e.churn_rate,
             f(e.auc),
-            f(e.bgnbd_auc),
+            f(e.btyd_auc),
+            f(e.one_minus_p_alive_auc),
             e.log_loss,
-            e.bgnbd_log_loss
+            e.btyd_log_loss
         );
     }
     println!("report         {}", path.display());

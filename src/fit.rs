@@ -93,6 +93,9 @@ pub(crate) struct FitArgs {
     /// Seed of k-means.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Days ahead that the served `churn_probability` speaks of (no purchase in them).
+    #[arg(long, default_value_t = 90.0)]
+    churn_horizon_days: f64,
 }
 
 pub(crate) fn day(s: &str, what: &str) -> anyhow::Result<i64> {
@@ -120,6 +123,10 @@ pub(crate) fn run(args: &FitArgs, json_out: bool) -> anyhow::Result<()> {
     if let Some(h) = holdout_end {
         anyhow::ensure!(h > cal_end, "--holdout-end must be after --calibration-end");
     }
+    anyhow::ensure!(
+        args.churn_horizon_days >= 1.0,
+        "--churn-horizon-days must be at least 1"
+    );
     let now = custflow_schemas::time::now_ms();
     let version = format!("m{}", now);
     let opts = FitOptions {
@@ -133,6 +140,7 @@ pub(crate) fn run(args: &FitArgs, json_out: bool) -> anyhow::Result<()> {
         created_at_ms: now,
         seed: args.seed,
         pareto: !args.no_pareto,
+        churn_horizon_days: args.churn_horizon_days,
     };
     eprintln!("fitting on {} transactions …", tx.len());
     let started = Instant::now();

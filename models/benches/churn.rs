@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use custflow_models::churn::train::{boosted, logistic, Dataset};
-use custflow_models::churn::{ChurnInput, ChurnModel, Classifier, Offer, Platt};
+use custflow_models::churn::{Btyd, ChurnInput, ChurnModel, Classifier, Offer, Platt};
 use custflow_models::fit::{fit_transactions, FitOptions};
 use rand::{Rng, SeedableRng};
 
@@ -57,7 +57,15 @@ fn bench(c: &mut Criterion) {
     let train = inputs(50_000, 1);
     let mut d = Dataset::default();
     for (i, y) in &train {
-        d.push(i, *y, 0.5, 50.0);
+        d.push(
+            i,
+            *y,
+            Btyd {
+                p_alive: 0.5,
+                no_purchase: 0.6,
+            },
+            50.0,
+        );
     }
     let trees = boosted(&d, 5, 120, 0.05, 7).unwrap();
     let linear = logistic(&d, 1.0).unwrap();
@@ -78,6 +86,7 @@ fn bench(c: &mut Criterion) {
         created_at_ms: 0,
         seed: 1,
         pareto: false,
+        churn_horizon_days: 90.0,
     };
     let plain = fit_transactions(&tx, &opts).unwrap().artefact;
     let mut with_trees = plain.clone();

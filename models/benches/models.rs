@@ -138,6 +138,7 @@ fn bench(c: &mut Criterion) {
         created_at_ms: 0,
         seed: 1,
         pareto: false,
+        churn_horizon_days: 90.0,
     };
     let artefact = fit_transactions(&tx, &opts).unwrap().artefact;
     let stats: Vec<CustomerStats> = rows

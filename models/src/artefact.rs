@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::bgnbd::{BgNbd, Fitted};
-use crate::churn::{ChurnInput, ChurnModel, Offer};
+use crate::churn::{Btyd, ChurnInput, ChurnModel, Offer};
 use crate::clv::{clv, ClvSettings, PurchaseModel};
 use crate::gamma_gamma::GammaGamma;
 use crate::kmeans::{self, KMeansModel};
@@ -65,9 +65,22 @@ pub struct ModelArtefact {
     #[serde(default)]
     pub drift_reference: BTreeMap<String, crate::drift::Reference>,
     /// The supervised churn champion (`custflow train-churn`); without it
-    /// `churn_probability` is BG/NBD's 1 − P(alive).
+    /// `churn_probability` is the purchase model's probability of no purchase in the
+    /// next [`Self::churn_horizon_days`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub churn: Option<ChurnModel>,
+    /// Days ahead that `churn_probability` speaks of: churned means no purchase in them.
+    /// The churn model's label horizon when there is one (they are one setting).
+    #[serde(default = "default_churn_horizon_days")]
+    pub churn_horizon_days: f64,
+}
+
+/// The churn horizon of artefacts made before it was a setting (and the default of the
+/// commands that make artefacts).
+pub const DEFAULT_CHURN_HORIZON_DAYS: f64 = 90.0;
+
+fn default_churn_horizon_days() -> f64 {
+    DEFAULT_CHURN_HORIZON_DAYS
 }
 
 /// A customer's statistics, time in days.
@@ -113,13 +126,27 @@ impl ModelArtefact {
         }
     }
 
-    /// This artefact with `churn` as its churn model, as a new version made at `now_ms`.
+    /// This artefact with `churn` as its churn model, as a new version made at `now_ms`;
+    /// the served horizon becomes the churn model's label horizon.
     pub fn with_churn(&self, churn: ChurnModel, now_ms: i64) -> Self {
         Self {
             version: format!("m{now_ms}"),
             created_at_ms: now_ms,
+            churn_horizon_days: churn.horizon_days,
             churn: Some(churn),
             ..self.clone()
+        }
+    }
+
+    /// The purchase model's churn view of a customer: P(alive) and the probability of no
+    /// purchase in the next `horizon_days`.
+    pub fn btyd(&self, s: &CustomerStats, horizon_days: f64) -> Btyd {
+        let u = self.unit_days;
+        let (x, t_x, t) = (s.frequency, s.recency_days / u, s.age_days / u);
+        let model = self.purchase_model();
+        Btyd {
+            p_alive: model.p_alive_dyn(x, t_x, t),
+            no_purchase: model.no_purchase_dyn(horizon_days / u, x, t_x, t),
         }
     }
 
@@ -146,19 +173,30 @@ impl ModelArtefact {
 
     /// Every score of one customer. With a churn model, it serves `churn_probability`
     /// and targets customers at or above its profit-maximising threshold; without one,
-    /// churn is 1 − P(alive) and a customer is a target when the default offer's
-    /// expected profit is positive.
+    /// churn is the purchase model's probability of no purchase in the horizon and a
+    /// customer is a target when the default offer's expected profit is positive.
     pub fn score(&self, input: &ChurnInput) -> Scores {
         let s = &input.stats();
         let (p_alive, expected_orders_90d, expected_aov, clv_12m) = self.value(s);
+        let u = self.unit_days;
+        let btyd = Btyd {
+            p_alive,
+            no_purchase: self.purchase_model().no_purchase_dyn(
+                self.churn_horizon_days / u,
+                s.frequency,
+                s.recency_days / u,
+                s.age_days / u,
+            ),
+        };
         let (churn_probability, retention_target, expected_retention_profit) = match &self.churn {
             Some(c) => {
-                let k = c.score(input, p_alive, clv_12m);
+                let k = c.score(input, btyd, clv_12m);
                 (k.churn_probability, k.retention_target, k.expected_profit)
             }
             None => {
-                let profit = Offer::default().expected_profit(1.0 - p_alive, clv_12m);
-                (1.0 - p_alive, profit > 0.0, profit)
+                let p = btyd.no_purchase;
+                let profit = Offer::default().expected_profit(p, clv_12m);
+                (p, profit > 0.0, profit)
             }
         };
         let days_since_last = (s.age_days - s.recency_days).max(0.0);
@@ -194,6 +232,7 @@ impl ModelArtefact {
 /// Object-safe view of a purchase model, so the champion can be picked at run time.
 trait PurchaseModelDyn {
     fn p_alive_dyn(&self, x: f64, t_x: f64, t: f64) -> f64;
+    fn no_purchase_dyn(&self, h: f64, x: f64, t_x: f64, t: f64) -> f64;
     fn expected_dyn(&self, h: f64, x: f64, t_x: f64, t: f64) -> f64;
     fn clv_dyn(&self, aov: f64, x: f64, t_x: f64, t: f64, s: ClvSettings) -> f64;
 }
@@ -201,6 +240,9 @@ trait PurchaseModelDyn {
 impl<M: PurchaseModel> PurchaseModelDyn for M {
     fn p_alive_dyn(&self, x: f64, t_x: f64, t: f64) -> f64 {
         self.p_alive(x, t_x, t)
+    }
+    fn no_purchase_dyn(&self, h: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        self.p_no_purchase(h, x, t_x, t)
     }
     fn expected_dyn(&self, h: f64, x: f64, t_x: f64, t: f64) -> f64 {
         self.expected(h, x, t_x, t)

@@ -93,6 +93,25 @@ impl BgNbd {
         }
     }
 
+    /// Probability of no purchase in the next `horizon`, given (x, t_x, T): dead now, or
+    /// alive and quiet. Alive, the customer drops out only at a purchase, so quiet means
+    /// no purchase at rate λ, whose posterior given alive is Gamma(r+x, α+T):
+    /// `1 − P(alive) + P(alive) · ((α+T)/(α+T+h))^(r+x)`.
+    pub fn p_no_purchase(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        if horizon.is_nan() || horizon <= 0.0 {
+            return 1.0;
+        }
+        let alive = self.p_alive(x, t_x, t);
+        let a = self.alpha + t;
+        let quiet = ((self.r + x) * (-horizon / (a + horizon)).ln_1p()).exp();
+        let p = 1.0 - alive + alive * quiet;
+        if p.is_finite() {
+            p.clamp(0.0, 1.0)
+        } else {
+            1.0 - alive
+        }
+    }
+
     /// Expected repeat purchases in the next `horizon`, given (x, t_x, T).
     pub fn expected_conditional(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
         if horizon <= 0.0 {

@@ -12,6 +12,9 @@ pub trait PurchaseModel {
     fn expected(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64;
     /// Probability the customer is alive.
     fn p_alive(&self, x: f64, t_x: f64, t: f64) -> f64;
+    /// Probability of no purchase in the next `horizon` given (x, t_x, T): the served
+    /// churn probability without a trained classifier.
+    fn p_no_purchase(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64;
 }
 
 impl PurchaseModel for BgNbd {
@@ -21,6 +24,9 @@ impl PurchaseModel for BgNbd {
     fn p_alive(&self, x: f64, t_x: f64, t: f64) -> f64 {
         BgNbd::p_alive(self, x, t_x, t)
     }
+    fn p_no_purchase(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        BgNbd::p_no_purchase(self, horizon, x, t_x, t)
+    }
 }
 
 impl PurchaseModel for ParetoNbd {
@@ -29,6 +35,9 @@ impl PurchaseModel for ParetoNbd {
     }
     fn p_alive(&self, x: f64, t_x: f64, t: f64) -> f64 {
         ParetoNbd::p_alive(self, x, t_x, t)
+    }
+    fn p_no_purchase(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        ParetoNbd::p_no_purchase(self, horizon, x, t_x, t)
     }
 }
 

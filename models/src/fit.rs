@@ -35,6 +35,8 @@ pub struct FitOptions {
     pub seed: u64,
     /// Fit Pareto/NBD as a challenger too (slower than BG/NBD).
     pub pareto: bool,
+    /// Days ahead that the served churn probability speaks of.
+    pub churn_horizon_days: f64,
 }
 
 /// Holdout error of one purchase model.
@@ -148,6 +150,7 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
         metrics,
         drift_reference: crate::drift::references(&stats),
         churn: None,
+        churn_horizon_days: opts.churn_horizon_days,
     };
     artefact.tiers = TierCuts::from_population(stats.iter().map(|s| artefact.value(s).3));
     Ok(FitOutcome {
@@ -206,6 +209,7 @@ pub fn fit_population(
         metrics,
         drift_reference: crate::drift::references(&buyers.iter().map(|s| **s).collect::<Vec<_>>()),
         churn: None,
+        churn_horizon_days: crate::artefact::DEFAULT_CHURN_HORIZON_DAYS,
     };
     artefact.tiers = TierCuts::from_population(buyers.iter().map(|s| artefact.value(s).3));
     Ok(artefact)

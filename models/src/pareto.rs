@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::bgnbd::Fitted;
 use crate::error::{Error, Result};
 use crate::optimize::fit_positive;
-use crate::special::{ln_gamma, ln_hyp2f1, log_add_exp, log_sub_exp};
+use crate::special::{adaptive_gauss_legendre, ln_gamma, ln_hyp2f1, log_add_exp, log_sub_exp};
 use crate::summary::WeightedRow;
 
 /// Pareto/NBD parameters.
@@ -91,6 +91,37 @@ impl ParetoNbd {
             p.clamp(0.0, 1.0)
         } else {
             1.0
+        }
+    }
+
+    /// Probability of no purchase in the next `horizon`, given (x, t_x, T): dead now, or
+    /// alive and not buying before dying or the horizon's end. Given alive, λ ~
+    /// Gamma(r+x, α+T) and μ ~ Gamma(s, β+T) independently, and the first purchase comes
+    /// at time u with density λ e^{−(λ+μ)u}, so
+    /// `P(a purchase | alive) = ∫₀ʰ E[λe^{−λu}] E[e^{−μu}] du`
+    /// `= ∫₀ʰ (r+x)/(α+T) · ((α+T)/(α+T+u))^(r+x+1) · ((β+T)/(β+T+u))^s du`.
+    /// Substituting y = 1 − ((α+T)/(α+T+u))^(r+x) turns it into `∫₀^Y ((β+T)/(β+T+u(y)))^s dy`
+    /// with a bounded, monotone integrand, taken by adaptive Gauss–Legendre quadrature to
+    /// 1e-10.
+    /// With s → 0 (nobody dies) it is BG/NBD's `1 − ((α+T)/(α+T+h))^(r+x)`.
+    pub fn p_no_purchase(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        if horizon.is_nan() || horizon <= 0.0 {
+            return 1.0;
+        }
+        let alive = self.p_alive(x, t_x, t);
+        let (k, a, b) = (self.r + x, self.alpha + t, self.beta + t);
+        let top = -(k * (-horizon / (a + horizon)).ln_1p()).exp_m1();
+        // u(y) = a · ((1 − y)^(−1/k) − 1); the integrand ((b/(b+u))^s.
+        let integrand = |y: f64| {
+            let u = a * (-(-y).ln_1p() / k).exp_m1();
+            (-self.s * (u / b).ln_1p()).exp()
+        };
+        let buys = adaptive_gauss_legendre(&integrand, 0.0, top, 1e-10);
+        let p = 1.0 - alive * buys;
+        if p.is_finite() {
+            p.clamp(0.0, 1.0)
+        } else {
+            1.0 - alive
         }
     }
 

@@ -27,7 +27,7 @@ use custflow_feature_store::state::{day_of, CustomerState};
 use custflow_models::artefact::{CustomerStats, ModelArtefact};
 use custflow_models::churn::metrics as churn_metrics;
 use custflow_models::churn::train::{calibration_half, train, Dataset, TrainOptions};
-use custflow_models::churn::ChurnInput;
+use custflow_models::churn::{Btyd, ChurnInput};
 use custflow_models::fit::{bgnbd_ll_per_customer, fit_population};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -86,8 +86,11 @@ pub struct ChurnMonitoring {
     pub sample: usize,
     /// A realised AUC below this refits the churn classifier.
     pub min_auc: f64,
-    /// Label horizon when the artefact has no churn model (BG/NBD's 1 − P(alive)).
-    pub default_horizon_days: i64,
+    /// Days ahead that `churn_probability` speaks of in the artefacts this job fits
+    /// (the purchase model's probability of no purchase in them) and the label horizon
+    /// of its records and churn refits, while the artefact in use has no churn model (a
+    /// churn model brings its own).
+    pub horizon_days: i64,
 }
 
 impl Default for ChurnMonitoring {
@@ -96,7 +99,7 @@ impl Default for ChurnMonitoring {
             every_days: 7,
             sample: 5000,
             min_auc: 0.6,
-            default_horizon_days: 90,
+            horizon_days: 90,
         }
     }
 }
@@ -114,6 +117,10 @@ struct Prediction {
     id: String,
     p: f64,
     p_alive: f64,
+    /// The purchase model's probability of no purchase in the horizon (absent in
+    /// records made before it was served: 1 − P(alive) stands in).
+    #[serde(default)]
+    no_purchase: Option<f64>,
     clv: f64,
     input: ChurnInput,
 }
@@ -276,6 +283,10 @@ impl ModelJob {
             .await
             .map_err(model_error)?;
         artefact.churn = self.model.current().and_then(|m| m.churn.clone());
+        artefact.churn_horizon_days = artefact
+            .churn
+            .as_ref()
+            .map_or(self.churn.horizon_days as f64, |c| c.horizon_days);
         self.promote(&artefact).await?;
         Ok(Outcome::Promoted {
             version,
@@ -319,19 +330,19 @@ impl ModelJob {
                 horizon_days: model
                     .churn
                     .as_ref()
-                    .map_or(self.churn.default_horizon_days, |c| {
-                        c.horizon_days.round() as i64
-                    }),
+                    .map_or(self.churn.horizon_days, |c| c.horizon_days.round() as i64),
                 model_version: model.version.clone(),
                 rows: members
                     .iter()
                     .take(self.churn.sample)
                     .map(|m| {
                         let s = model.score(&m.input);
+                        let b = model.btyd(&m.input.stats(), model.churn_horizon_days);
                         Prediction {
                             id: m.id.clone(),
                             p: s.churn_probability,
                             p_alive: s.p_alive,
+                            no_purchase: Some(b.no_purchase),
                             clv: s.clv_12m,
                             input: m.input,
                         }
@@ -415,7 +426,11 @@ impl ModelJob {
             } else {
                 &mut select
             };
-            target.push(&r.input, *churned, r.p_alive, r.clv);
+            let btyd = Btyd {
+                p_alive: r.p_alive,
+                no_purchase: r.no_purchase.unwrap_or(1.0 - r.p_alive),
+            };
+            target.push(&r.input, *churned, btyd, r.clv);
         }
         let o = TrainOptions {
             budget_secs: 20.0,

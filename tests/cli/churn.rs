@@ -34,6 +34,8 @@ fn cdnow_holdout_report_plot_and_install() {
                 "--no-pareto",
                 "--calibration-end",
                 "1997-09-30",
+                "--churn-horizon-days",
+                "30",
                 "--input",
             ])
             .arg(cdnow())
@@ -42,6 +44,7 @@ fn cdnow_holdout_report_plot_and_install() {
     );
     let model: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&artefact).unwrap()).unwrap();
+    assert_eq!(model["churn_horizon_days"], 30.0);
     let version = model["version"].as_str().unwrap();
     let _: () = redis
         .set(format!("{prefix}cf:model:{version}"), model.to_string())
@@ -73,19 +76,29 @@ fn cdnow_holdout_report_plot_and_install() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names[0], "bgnbd", "{names:?}");
+    assert_eq!(names[0], "btyd_no_purchase", "{names:?}");
+    assert_eq!(names[1], "btyd_one_minus_p_alive", "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("logistic")), "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("gbt")), "{names:?}");
     let champion = s["champion"].as_str().unwrap();
     assert!(names.contains(&champion));
 
-    // Judged on every customer with the holdout's labels, beside BG/NBD.
+    // Judged on every customer with the holdout's labels, beside the BTYD baseline: the
+    // probability of no purchase ranks the churners; 1 − P(alive) ranks them worse than
+    // chance (every one-time buyer is "alive").
     let e = &s["evaluation"]["result"];
     assert_eq!(s["evaluation"]["labels"], "holdout");
     assert_eq!(e["rows"], 2357);
     let auc = e["auc"].as_f64().unwrap();
-    let bgnbd = e["bgnbd_auc"].as_f64().unwrap();
-    assert!(auc > 0.7 && auc > bgnbd, "classifier {auc}, BG/NBD {bgnbd}");
+    let btyd = e["btyd_auc"].as_f64().unwrap();
+    let dead = e["one_minus_p_alive_auc"].as_f64().unwrap();
+    assert!(auc > 0.7, "classifier {auc}");
+    assert!(
+        btyd > 0.7 && dead < 0.5,
+        "P(no purchase) {btyd}, 1 − P(alive) {dead}"
+    );
+    let log_loss = e["btyd_log_loss"].as_f64().unwrap();
+    assert!(log_loss < 1.0, "the baseline's log-loss {log_loss}");
     assert!(e["calibration"].as_array().unwrap().len() >= 3, "{e}");
     assert_eq!(e["profit_curve"].as_array().unwrap().len(), 101);
 
@@ -95,11 +108,15 @@ fn cdnow_holdout_report_plot_and_install() {
     assert_eq!(written["model"]["name"], champion);
     let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.contains("BG/NBD AUC"),
+        svg.starts_with("<svg") && svg.contains("BTYD P(no purchase) AUC"),
         "{svg:.200}"
     );
+    // Numbers on the axes: 0 … 1 on the ROC and calibration panels, profits on the third.
+    assert!(svg.matches(">0.4</text>").count() >= 4, "{svg}");
+    assert!(svg.matches("text-anchor=\"end\"").count() >= 9, "{svg}");
 
-    // Installed: a new version in use, carrying the champion, the rest of the model kept.
+    // Installed: a new version in use, carrying the champion and its horizon as the
+    // served one, the rest of the model kept.
     let installed = s["installed_version"].as_str().unwrap();
     assert_ne!(installed, version);
     let current: String = redis.get(format!("{prefix}cf:model:current")).unwrap();
@@ -107,6 +124,8 @@ fn cdnow_holdout_report_plot_and_install() {
     let stored: String = redis.get(format!("{prefix}cf:model:{installed}")).unwrap();
     let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(stored["churn"]["name"], champion);
+    assert_eq!(stored["churn_horizon_days"], 90.0);
+    assert_eq!(stored["churn"]["horizon_days"], 90.0);
     assert_eq!(stored["bgnbd"], model["bgnbd"]);
 
     let _: () = redis
@@ -132,8 +151,11 @@ fn synthetic_customers_are_judged_against_who_really_dropped_out() {
     assert!(e["rows"].as_u64().unwrap() > 3000, "{e}");
     let rate = e["churn_rate"].as_f64().unwrap();
     assert!(rate > 0.05 && rate < 0.95, "{rate}");
-    // The data come from the BG/NBD process, so its P(alive) ranks the dropouts well.
-    assert!(e["bgnbd_auc"].as_f64().unwrap() > 0.8, "{e}");
+    // The data come from the BG/NBD process and the labels are who dropped out (not who
+    // stays quiet for 90 days), so its 1 − P(alive) ranks them well; the probability of
+    // no purchase, which answers the other question, still beats chance.
+    assert!(e["one_minus_p_alive_auc"].as_f64().unwrap() > 0.8, "{e}");
+    assert!(e["btyd_auc"].as_f64().unwrap() > 0.5, "{e}");
     assert!(e["auc"].as_f64().is_some(), "{e}");
     std::fs::remove_dir_all(dir).ok();
 }

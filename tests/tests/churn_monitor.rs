@@ -49,7 +49,7 @@ async fn matured_predictions_are_judged_and_a_low_auc_refits_the_classifier() {
         sample: 10_000,
         // Nothing reaches this: the first matured record always refits.
         min_auc: 1.01,
-        default_horizon_days: HORIZON,
+        horizon_days: HORIZON,
     };
     let job = custflow_tests::model_job("churnmon-", f64::NEG_INFINITY, f64::INFINITY, churn).await;
     let (keys, metrics, mut conn) = (job.keys.clone(), job.metrics.clone(), job.conn.clone());

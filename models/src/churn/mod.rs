@@ -111,12 +111,26 @@ pub struct Node(pub u32, pub f64, pub u32, pub u32, pub u32, pub f64);
 /// The leaf marker of [`Node`].
 pub const LEAF: u32 = u32::MAX;
 
+/// What the artefact's purchase model says of a customer's churn.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Btyd {
+    /// Probability the customer is alive now.
+    pub p_alive: f64,
+    /// Probability of no purchase in the churn horizon: dead, or alive and quiet.
+    pub no_purchase: f64,
+}
+
 /// A trained classifier's raw score (log-odds of churn before calibration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Classifier {
-    /// The log-odds of 1 − P(alive) of the artefact's purchase model.
-    Bgnbd,
+    /// The log-odds of the purchase model's probability of no purchase in the horizon.
+    NoPurchase,
+    /// The log-odds of 1 − P(alive) of the purchase model (kind `bgnbd`, its name before
+    /// the no-purchase probability replaced it). It ranks badly: every one-time buyer
+    /// is alive by construction under BG/NBD, so it is a reference candidate only.
+    #[serde(rename = "bgnbd")]
+    OneMinusPAlive,
     /// Logistic regression on standardised inputs.
     Logistic {
         mean: Vec<f64>,
@@ -140,10 +154,11 @@ pub fn sigmoid(z: f64) -> f64 {
 }
 
 impl Classifier {
-    /// Raw score of one input vector; `p_alive` serves the BG/NBD classifier.
-    pub fn raw(&self, x: &[f64; N_FEATURES], p_alive: f64) -> f64 {
+    /// Raw score of one input vector; `btyd` serves the purchase-model classifiers.
+    pub fn raw(&self, x: &[f64; N_FEATURES], btyd: Btyd) -> f64 {
         match self {
-            Classifier::Bgnbd => logit(1.0 - p_alive),
+            Classifier::NoPurchase => logit(btyd.no_purchase),
+            Classifier::OneMinusPAlive => logit(1.0 - btyd.p_alive),
             Classifier::Logistic {
                 mean,
                 scale,
@@ -256,14 +271,14 @@ pub struct ChurnScore {
 
 impl ChurnModel {
     /// Calibrated probability of no purchase within the horizon.
-    pub fn probability(&self, input: &ChurnInput, p_alive: f64) -> f64 {
+    pub fn probability(&self, input: &ChurnInput, btyd: Btyd) -> f64 {
         self.calibration
-            .apply(self.classifier.raw(&input.vector(), p_alive))
+            .apply(self.classifier.raw(&input.vector(), btyd))
     }
 
     /// Probability, targeting decision and expected profit of one customer.
-    pub fn score(&self, input: &ChurnInput, p_alive: f64, clv: f64) -> ChurnScore {
-        let p = self.probability(input, p_alive);
+    pub fn score(&self, input: &ChurnInput, btyd: Btyd, clv: f64) -> ChurnScore {
+        let p = self.probability(input, btyd);
         ChurnScore {
             churn_probability: p,
             retention_target: p >= self.threshold,
@@ -292,37 +307,47 @@ mod tests {
             trees: vec![tree],
         };
         let mut x = [0.0; N_FEATURES];
-        assert_eq!(c.raw(&x, 0.0), -0.5);
+        let b = Btyd::default();
+        assert_eq!(c.raw(&x, b), -0.5);
         x[0] = 2.0;
-        assert_eq!(c.raw(&x, 0.0), 2.5);
+        assert_eq!(c.raw(&x, b), 2.5);
         x[1] = 0.7;
-        assert_eq!(c.raw(&x, 0.0), 3.5);
+        assert_eq!(c.raw(&x, b), 3.5);
         x[0] = f64::NAN;
-        assert_eq!(c.raw(&x, 0.0), 5.5);
+        assert_eq!(c.raw(&x, b), 5.5);
         // A cycle ends instead of looping.
         let cyclic = Classifier::Trees {
             base: 0.0,
             trees: vec![vec![Node(0, 1.0, 0, 0, 0, 0.0)]],
         };
-        assert_eq!(cyclic.raw(&x, 0.0), 0.0);
+        assert_eq!(cyclic.raw(&x, b), 0.0);
     }
 
     #[test]
-    fn bgnbd_classifier_is_one_minus_p_alive_before_calibration() {
-        let m = ChurnModel {
-            name: "bgnbd".into(),
+    fn btyd_classifiers_serve_their_probability_before_calibration() {
+        let mut m = ChurnModel {
+            name: "btyd_no_purchase".into(),
             trained_at_ms: 0,
             horizon_days: 90.0,
-            classifier: Classifier::Bgnbd,
+            classifier: Classifier::NoPurchase,
             calibration: Platt::IDENTITY,
             offer: Offer::default(),
             threshold: 0.5,
             metrics: BTreeMap::new(),
         };
-        let s = m.score(&ChurnInput::default(), 0.3, 100.0);
+        let b = Btyd {
+            p_alive: 1.0,
+            no_purchase: 0.7,
+        };
+        let s = m.score(&ChurnInput::default(), b, 100.0);
         assert!((s.churn_probability - 0.7).abs() < 1e-9);
         assert!(s.retention_target);
         assert!((s.expected_profit - (0.7 * 0.3 * 100.0 - 2.0)).abs() < 1e-9);
+        // The old kind keeps its meaning in stored artefacts.
+        let old: Classifier = serde_json::from_str(r#"{"kind":"bgnbd"}"#).unwrap();
+        assert_eq!(old, Classifier::OneMinusPAlive);
+        m.classifier = old;
+        assert!(m.score(&ChurnInput::default(), b, 100.0).churn_probability < 1e-6);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! The churn report as an SVG picture: ROC curves (champion against BG/NBD), the
-//! calibration table against the diagonal, and the profit curve with the chosen
-//! threshold. Plain SVG text, no plotting crate.
+//! The churn report as an SVG picture: ROC curves (champion against the BTYD baseline),
+//! the calibration table against the diagonal, and the profit curve with the chosen
+//! threshold, each with numbered axes. Plain SVG text, no plotting crate.
 
 use std::fmt::Write;
 
@@ -23,10 +23,75 @@ fn frame(out: &mut String, k: usize, title: &str, x: &str, y: &str) -> (f64, f64
         tx = ox + W / 2.0,
         ty = oy - 10.0,
         by = oy + H + 28.0,
-        lx = ox - 22.0,
+        lx = ox - 30.0,
         my = oy + H / 2.0,
     );
     (ox, oy)
+}
+
+/// Tick values for an axis over [lo, hi]: multiples of 1, 2 or 5 × 10^k, about five.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let span = hi - lo;
+    if !(span.is_finite() && span > 0.0) {
+        return vec![lo];
+    }
+    let raw = span / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= 6.0)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+/// A tick value as text: no more decimals than the step needs.
+fn tick_label(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    let text = format!("{v:.decimals$}");
+    if text.starts_with('-') && text.trim_start_matches(['-', '0', '.']).is_empty() {
+        text[1..].to_owned()
+    } else {
+        text
+    }
+}
+
+/// Numbered ticks on the left and bottom edges of a panel showing [x0, x1] × [y0, y1].
+fn axes(out: &mut String, o: (f64, f64), range: [f64; 4]) {
+    let [x0, x1, y0, y1] = range;
+    let xs = ticks(x0, x1);
+    let ys = ticks(y0, y1);
+    let step = |t: &[f64]| t.get(1).zip(t.first()).map_or(1.0, |(b, a)| b - a);
+    let (xstep, ystep) = (step(&xs), step(&ys));
+    for x in xs {
+        let px = o.0 + (x - x0) / (x1 - x0).max(1e-12) * W;
+        let py = o.1 + H;
+        let _ = write!(
+            out,
+            r##"<line x1="{px:.1}" y1="{py}" x2="{px:.1}" y2="{t}" stroke="#999"/><text x="{px:.1}" y="{l}" font-size="9" text-anchor="middle">{}</text>"##,
+            tick_label(x, xstep),
+            t = py + 4.0,
+            l = py + 13.0,
+        );
+    }
+    for y in ys {
+        let py = o.1 + H - (y - y0) / (y1 - y0).max(1e-12) * H;
+        let _ = write!(
+            out,
+            r##"<line x1="{t}" y1="{py:.1}" x2="{x}" y2="{py:.1}" stroke="#999"/><text x="{l}" y="{b:.1}" font-size="9" text-anchor="end">{}</text>"##,
+            tick_label(y, ystep),
+            x = o.0,
+            t = o.0 - 4.0,
+            l = o.0 - 6.0,
+            b = py + 3.0,
+        );
+    }
 }
 
 /// A polyline through `points` scaled from [x0, x1] × [y0, y1] into the panel.
@@ -73,11 +138,12 @@ pub fn svg(name: &str, e: &Evaluation, threshold: f64) -> String {
         "false positive rate",
         "true positive rate",
     );
+    axes(&mut out, o, UNIT);
     line(&mut out, o, &DIAGONAL, UNIT, r##"stroke="#ccc""##);
     line(
         &mut out,
         o,
-        &e.bgnbd_roc,
+        &e.btyd_roc,
         UNIT,
         r##"stroke="#e69f00" stroke-width="2""##,
     );
@@ -100,7 +166,7 @@ pub fn svg(name: &str, e: &Evaluation, threshold: f64) -> String {
         o,
         1,
         "#e69f00",
-        &format!("BG/NBD AUC {}", fmt(e.bgnbd_auc)),
+        &format!("BTYD P(no purchase) AUC {}", fmt(e.btyd_auc)),
     );
 
     let o = frame(
@@ -110,6 +176,7 @@ pub fn svg(name: &str, e: &Evaluation, threshold: f64) -> String {
         "predicted churn probability",
         "observed churn rate",
     );
+    axes(&mut out, o, UNIT);
     line(&mut out, o, &DIAGONAL, UNIT, r##"stroke="#ccc""##);
     let cal: Vec<(f64, f64)> = e
         .calibration
@@ -155,6 +222,7 @@ pub fn svg(name: &str, e: &Evaluation, threshold: f64) -> String {
             (lo.min(*y), hi.max(*y))
         });
     let range = [0.0, 1.0, lo, hi.max(lo + 1.0)];
+    axes(&mut out, o, range);
     line(
         &mut out,
         o,
@@ -220,18 +288,37 @@ mod tests {
             churn_rate: 0.5,
             auc: Some(1.0),
             log_loss: 0.2,
-            bgnbd_auc: Some(0.75),
-            bgnbd_log_loss: 0.5,
+            btyd_auc: Some(0.75),
+            btyd_log_loss: 0.5,
+            one_minus_p_alive_auc: Some(0.3),
             calibration: calibration(&p, &y, 10),
             calibration_error: 0.1,
             roc: roc(&p, &y, 10),
-            bgnbd_roc: roc(&[0.5, 0.6, 0.4, 0.9], &y, 10),
+            btyd_roc: roc(&[0.5, 0.6, 0.4, 0.9], &y, 10),
             profit_curve: profit_curve(&p, &y, &[10.0; 4], Offer::default()),
         };
         let s = svg("gbt(depth=3)", &e, 0.5);
         assert!(s.starts_with("<svg") && s.ends_with("</svg>\n"));
         assert_eq!(s.matches("<polyline").count(), 3 + 2 + 4);
-        assert!(s.contains("gbt AUC 1.000") && s.contains("BG/NBD AUC 0.750"));
+        assert!(s.contains("gbt AUC 1.000") && s.contains("BTYD P(no purchase) AUC 0.750"));
         assert!(!s.contains("NaN"));
+        // Every panel has numbers on both axes: 0 … 1 on the unit panels, the profit
+        // range on the third.
+        assert!(s.matches(">0.2</text>").count() >= 4, "{s}");
+        assert!(s.matches(">1.0</text>").count() >= 5, "{s}");
+        assert!(s.matches("<line ").count() >= 3 * 2 * 3, "{s}");
+    }
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        let close = |a: Vec<f64>, b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+        };
+        assert!(close(ticks(0.0, 1.0), &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]));
+        assert!(close(ticks(-30.0, 170.0), &[0.0, 50.0, 100.0, 150.0]));
+        assert!(close(ticks(-1234.0, -2.0), &[-1000.0, -500.0]));
+        assert_eq!(tick_label(0.6000000000000001, 0.2), "0.6");
+        assert_eq!(tick_label(-0.0, 50.0), "0");
+        assert_eq!(tick_label(1500.0, 500.0), "1500");
     }
 }

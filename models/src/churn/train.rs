@@ -1,8 +1,10 @@
 //! Training the churn champion: a small, time-budgeted candidate search in the spirit
-//! of AutoML. Candidates are BG/NBD's 1 − P(alive) (always), logistic regression
-//! (linfa-logistic) and gradient-boosted trees (forust); each is Platt-calibrated on one
-//! set of customers and judged on another by log-loss (AUC reported beside it). The
-//! winner's threshold for retention offers is the one of the highest realised profit.
+//! of AutoML. Candidates are the purchase model's probability of no purchase in the
+//! horizon (the BTYD baseline, what is served without a classifier) and its 1 − P(alive)
+//! (a reference only) — both always —, logistic regression (linfa-logistic) and
+//! gradient-boosted trees (forust); each is Platt-calibrated on one set of customers and
+//! judged on another by log-loss (AUC reported beside it). The winner's threshold for
+//! retention offers is the one of the highest realised profit.
 //!
 //! Leakage: [`train_from_transactions`] fits on snapshots whose label window ends by
 //! the selection cut-off, and calibrates and selects on the selection cut-off's
@@ -19,25 +21,27 @@ use serde::Serialize;
 
 use super::metrics::{self, CalibrationBin, ProfitPoint};
 use super::snapshot::{self, Snapshot, Snapshots};
-use super::{sigmoid, ChurnInput, ChurnModel, Classifier, Node, Offer, Platt, LEAF, N_FEATURES};
+use super::{
+    sigmoid, Btyd, ChurnInput, ChurnModel, Classifier, Node, Offer, Platt, LEAF, N_FEATURES,
+};
 use crate::error::{Error, Result};
 use crate::fit::{fit_transactions, FitOptions};
 
-/// Labelled rows: the input vector, whether the customer churned, and the BG/NBD
-/// P(alive) and 12-month CLV at the snapshot (for the BG/NBD candidate and targeting).
+/// Labelled rows: the input vector, whether the customer churned, and the purchase
+/// model's view and 12-month CLV at the snapshot (for the BTYD candidates and targeting).
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
     pub x: Vec<[f64; N_FEATURES]>,
     pub churned: Vec<bool>,
-    pub p_alive: Vec<f64>,
+    pub btyd: Vec<Btyd>,
     pub clv: Vec<f64>,
 }
 
 impl Dataset {
-    pub fn push(&mut self, input: &ChurnInput, churned: bool, p_alive: f64, clv: f64) {
+    pub fn push(&mut self, input: &ChurnInput, churned: bool, btyd: Btyd, clv: f64) {
         self.x.push(input.vector());
         self.churned.push(churned);
-        self.p_alive.push(p_alive);
+        self.btyd.push(btyd);
         self.clv.push(clv);
     }
 
@@ -71,8 +75,8 @@ pub fn calibration_half(customer: &str) -> bool {
 /// Settings of the search.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainOptions {
-    /// Seconds after which no new candidate starts (BG/NBD and the first logistic
-    /// regression always run).
+    /// Seconds after which no new candidate starts (the BTYD candidates and the first
+    /// logistic regression always run).
     pub budget_secs: f64,
     pub seed: u64,
     pub horizon_days: f64,
@@ -91,19 +95,22 @@ pub struct CandidateReport {
     pub fit_seconds: f64,
 }
 
-/// How the champion did on one set of customers, beside BG/NBD.
+/// How the champion did on one set of customers, beside the BTYD baseline (the purchase
+/// model's probability of no purchase in the horizon, uncalibrated: what is served
+/// without a classifier) and the purchase model's 1 − P(alive).
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
     pub rows: usize,
     pub churn_rate: f64,
     pub auc: Option<f64>,
     pub log_loss: f64,
-    pub bgnbd_auc: Option<f64>,
-    pub bgnbd_log_loss: f64,
+    pub btyd_auc: Option<f64>,
+    pub btyd_log_loss: f64,
+    pub one_minus_p_alive_auc: Option<f64>,
     pub calibration: Vec<CalibrationBin>,
     pub calibration_error: f64,
     pub roc: Vec<(f64, f64)>,
-    pub bgnbd_roc: Vec<(f64, f64)>,
+    pub btyd_roc: Vec<(f64, f64)>,
     pub profit_curve: Vec<ProfitPoint>,
 }
 
@@ -121,7 +128,8 @@ pub struct TrainReport {
 
 /// A candidate before calibration.
 enum Spec {
-    Bgnbd,
+    NoPurchase,
+    OneMinusPAlive,
     Logistic { alpha: f64 },
     Trees { depth: usize, trees: usize, lr: f32 },
 }
@@ -129,7 +137,8 @@ enum Spec {
 impl Spec {
     fn name(&self) -> String {
         match self {
-            Spec::Bgnbd => "bgnbd".into(),
+            Spec::NoPurchase => "btyd_no_purchase".into(),
+            Spec::OneMinusPAlive => "btyd_one_minus_p_alive".into(),
             Spec::Logistic { alpha } => format!("logistic(l2={alpha})"),
             Spec::Trees { depth, trees, lr } => format!("gbt(depth={depth},trees={trees},lr={lr})"),
         }
@@ -137,7 +146,8 @@ impl Spec {
 
     fn fit(&self, d: &Dataset, seed: u64) -> Result<Classifier> {
         match *self {
-            Spec::Bgnbd => Ok(Classifier::Bgnbd),
+            Spec::NoPurchase => Ok(Classifier::NoPurchase),
+            Spec::OneMinusPAlive => Ok(Classifier::OneMinusPAlive),
             Spec::Logistic { alpha } => logistic(d, alpha),
             Spec::Trees { depth, trees, lr } => boosted(d, depth, trees, lr, seed),
         }
@@ -312,10 +322,7 @@ pub fn fit_platt(raw: &[f64], churned: &[bool]) -> Platt {
 }
 
 fn raw_scores(c: &Classifier, d: &Dataset) -> Vec<f64> {
-    d.x.iter()
-        .zip(&d.p_alive)
-        .map(|(x, &p)| c.raw(x, p))
-        .collect()
+    d.x.iter().zip(&d.btyd).map(|(x, &b)| c.raw(x, b)).collect()
 }
 
 /// Calibrated churn probabilities of every row.
@@ -326,22 +333,24 @@ fn probabilities(c: &Classifier, calibration: Platt, d: &Dataset) -> Vec<f64> {
         .collect()
 }
 
-/// The champion (or any model) on a labelled set, beside BG/NBD's 1 − P(alive).
+/// The champion (or any model) on a labelled set, beside the BTYD baseline.
 pub fn evaluate(model: &ChurnModel, d: &Dataset) -> Evaluation {
     let p = probabilities(&model.classifier, model.calibration, d);
-    let bg: Vec<f64> = d.p_alive.iter().map(|a| 1.0 - a).collect();
+    let btyd: Vec<f64> = d.btyd.iter().map(|b| b.no_purchase).collect();
+    let dead: Vec<f64> = d.btyd.iter().map(|b| 1.0 - b.p_alive).collect();
     let calibration = metrics::calibration(&p, &d.churned, 10);
     Evaluation {
         rows: d.len(),
         churn_rate: d.churn_rate(),
         auc: metrics::auc(&p, &d.churned),
         log_loss: metrics::log_loss(&p, &d.churned),
-        bgnbd_auc: metrics::auc(&bg, &d.churned),
-        bgnbd_log_loss: metrics::log_loss(&bg, &d.churned),
+        btyd_auc: metrics::auc(&btyd, &d.churned),
+        btyd_log_loss: metrics::log_loss(&btyd, &d.churned),
+        one_minus_p_alive_auc: metrics::auc(&dead, &d.churned),
         calibration_error: metrics::calibration_error(&calibration),
         calibration,
         roc: metrics::roc(&p, &d.churned, 50),
-        bgnbd_roc: metrics::roc(&bg, &d.churned, 50),
+        btyd_roc: metrics::roc(&btyd, &d.churned, 50),
         profit_curve: metrics::profit_curve(&p, &d.churned, &d.clv, model.offer),
     }
 }
@@ -359,7 +368,8 @@ pub fn train(
     both_classes(select, "selection")?;
     let started = Instant::now();
     let specs = [
-        Spec::Bgnbd,
+        Spec::NoPurchase,
+        Spec::OneMinusPAlive,
         Spec::Logistic { alpha: 1.0 },
         Spec::Trees {
             depth: 3,
@@ -381,7 +391,7 @@ pub fn train(
     let mut candidates = Vec::new();
     let mut best: Option<(f64, ChurnModel)> = None;
     for (k, spec) in specs.iter().enumerate() {
-        if k >= 2 && started.elapsed().as_secs_f64() > o.budget_secs {
+        if k >= 3 && started.elapsed().as_secs_f64() > o.budget_secs {
             break;
         }
         let t = Instant::now();
@@ -455,10 +465,12 @@ pub struct SnapshotPlan {
     pub fit_cutoffs: usize,
 }
 
-/// P(alive) and CLV at a cut-off, from BTYD models fitted on the transactions up to it.
+/// The BTYD models fitted on the transactions up to a cut-off, serving churn over
+/// `horizon_days`.
 fn btyd_at(
     tx: &[(String, i64, f64)],
     day: i64,
+    horizon_days: f64,
     seed: u64,
 ) -> Result<crate::artefact::ModelArtefact> {
     let opts = FitOptions {
@@ -469,12 +481,13 @@ fn btyd_at(
         created_at_ms: 0,
         seed,
         pareto: false,
+        churn_horizon_days: horizon_days,
     };
     Ok(fit_transactions(tx, &opts)?.artefact)
 }
 
 /// Rows of snapshots labelled by `label` (a row it gives `None` is left out), with the
-/// BTYD values of `btyd`.
+/// purchase model's view (over the artefact's churn horizon) and CLV of `btyd`.
 pub fn dataset<'a>(
     s: &'a Snapshots,
     btyd: Option<&crate::artefact::ModelArtefact>,
@@ -487,11 +500,11 @@ pub fn dataset<'a>(
             .get(r.customer as usize)
             .map_or("", String::as_str);
         if let Some(churned) = label(id, r) {
-            let (p_alive, clv) = btyd.map_or((1.0, 0.0), |m| {
-                let v = m.value(&r.input.stats());
-                (v.0, v.3)
+            let (view, clv) = btyd.map_or((Btyd::default(), 0.0), |m| {
+                let stats = r.input.stats();
+                (m.btyd(&stats, m.churn_horizon_days), m.value(&stats).3)
             });
-            d.push(&r.input, churned, p_alive, clv);
+            d.push(&r.input, churned, view, clv);
         }
     }
     d
@@ -534,7 +547,7 @@ pub fn train_from_transactions(
     let mut cut = fit_days.clone();
     cut.push(select_day);
     let snaps = snapshot::snapshots(tx, &cut, plan.horizon_days, plan.as_of_day)?;
-    let btyd = btyd_at(tx, select_day, o.seed)?;
+    let btyd = btyd_at(tx, select_day, o.horizon_days, o.seed)?;
     let fit = dataset(&snaps, None, |_, r| {
         (r.cutoff_day != select_day).then_some(r.churned)
     });
@@ -547,17 +560,19 @@ pub fn train_from_transactions(
     train(&fit, &calibrate, &select, o)
 }
 
-/// Labelled rows of every customer as of `day` (labels from `churned`), with P(alive)
-/// and CLV from BTYD models fitted on the transactions up to `day`: the set a trained
-/// model is judged on (a later holdout, or the generator's ground truth).
+/// Labelled rows of every customer as of `day` (labels from `churned`), with the
+/// purchase model's view over `horizon_days` and CLV from BTYD models fitted on the
+/// transactions up to `day`: the set a trained model is judged on (a later holdout, or
+/// the generator's ground truth).
 pub fn evaluation_set(
     tx: &[(String, i64, f64)],
     day: i64,
+    horizon_days: f64,
     seed: u64,
     churned: impl Fn(&str) -> Option<bool>,
 ) -> Result<Dataset> {
     let snaps = snapshot::features_at(tx, day);
-    let btyd = btyd_at(tx, day, seed)?;
+    let btyd = btyd_at(tx, day, horizon_days, seed)?;
     Ok(dataset(&snaps, Some(&btyd), |id, _| churned(id)))
 }
 
@@ -591,7 +606,11 @@ mod tests {
                 spend_90d: 0.0,
             };
             let p_alive = 1.0 / (1.0 + since / 50.0);
-            d.push(&input, churned, p_alive, 50.0);
+            let btyd = Btyd {
+                p_alive,
+                no_purchase: 1.0 - p_alive * 0.6,
+            };
+            d.push(&input, churned, btyd, 50.0);
         }
         d
     }
@@ -641,8 +660,9 @@ mod tests {
             trained_at_ms: 0,
         };
         let r = train(&fit, &cal, &sel, &o).unwrap();
-        assert_eq!(r.candidates.len(), 6);
-        assert_eq!(r.candidates[0].name, "bgnbd");
+        assert_eq!(r.candidates.len(), 7);
+        assert_eq!(r.candidates[0].name, "btyd_no_purchase");
+        assert_eq!(r.candidates[1].name, "btyd_one_minus_p_alive");
         let best = r
             .candidates
             .iter()
@@ -660,8 +680,8 @@ mod tests {
         let served: Vec<f64> = sel
             .x
             .iter()
-            .zip(&sel.p_alive)
-            .map(|(x, &a)| r.model.calibration.apply(r.model.classifier.raw(x, a)))
+            .zip(&sel.btyd)
+            .map(|(x, &b)| r.model.calibration.apply(r.model.classifier.raw(x, b)))
             .collect();
         assert!(
             (metrics::log_loss(&served, &sel.churned) - r.model.metrics["log_loss"]).abs() < 1e-9
@@ -670,8 +690,8 @@ mod tests {
         let back: ChurnModel =
             serde_json::from_str(&serde_json::to_string(&r.model).unwrap()).unwrap();
         assert_eq!(
-            back.classifier.raw(&sel.x[0], 0.5),
-            r.model.classifier.raw(&sel.x[0], 0.5)
+            back.classifier.raw(&sel.x[0], sel.btyd[0]),
+            r.model.classifier.raw(&sel.x[0], sel.btyd[0])
         );
     }
 
