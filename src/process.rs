@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use custflow_feature_store::state::DEFAULT_HISTORY_DAYS;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
 use custflow_schemas::progress::Progress;
@@ -40,6 +41,12 @@ pub(crate) struct ProcessArgs {
     /// Do not keep the sales rollups (`/v1/sales/*`, the `sales_rollups` table).
     #[arg(long)]
     no_sales_rollups: bool,
+    /// Days of per-day detail kept behind each customer's newest order (default ten
+    /// years): events in any order and however late within them give the same features;
+    /// an older order is dead-lettered (`beyond_history`). `run` and `demo` read
+    /// CUSTFLOW_HISTORY_DAYS.
+    #[arg(long, env = "CUSTFLOW_HISTORY_DAYS", default_value_t = DEFAULT_HISTORY_DAYS, value_parser = clap::value_parser!(i32).range(1..))]
+    history_days: i32,
 }
 
 impl ProcessArgs {
@@ -53,6 +60,11 @@ impl ProcessArgs {
             until_events: None,
             instance_id: None,
             no_sales_rollups: false,
+            history_days: std::env::var("CUSTFLOW_HISTORY_DAYS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|d| *d >= 1)
+                .unwrap_or(DEFAULT_HISTORY_DAYS),
         }
     }
 }
@@ -81,6 +93,7 @@ pub(crate) fn processor_config(
     cfg.batch_max = args.batch_max;
     cfg.instance_id = args.instance_id.clone();
     cfg.sales = !args.no_sales_rollups;
+    cfg.history_days = args.history_days;
     Ok(cfg)
 }
 

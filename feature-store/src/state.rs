@@ -1,29 +1,50 @@
 //! The per-customer state stored under `cf:{id}:f`: what the processors apply events to
 //! and what lookups compute features from, encoded compactly (postcard).
 //!
-//! Recent days (the last [`KEEP_DAYS`] days before the customer's newest event) are kept
-//! day by day, with the orders placed on them, so late events, refunds and cancellations
-//! land on the right day and time windows stay exact. Older days are folded into running
-//! totals that keep exactly what the BTYD features need (first purchase day and value,
-//! number of purchase days, sum of repeat-day values, last purchase day).
+//! The customer's days with orders are kept day by day, with the orders placed on them,
+//! for the last `history_days` (default [`DEFAULT_HISTORY_DAYS`], ten years) before the
+//! customer's newest order and at most [`MAX_DETAIL_DAYS`] of them, so events in any order
+//! and however late, refunds and cancellations land on the right day: every feature is
+//! the same whatever the arrival order. A refund or cancellation that arrives before its
+//! order waits in `pending` and is applied when the order comes. Days beyond the bound
+//! are folded into running totals that keep exactly what the BTYD features need (first
+//! purchase day and value, number of purchase days, sum of repeat-day values, last
+//! purchase day); an order for a folded day is refused, naming the setting.
 
 use serde::{Deserialize, Serialize};
 
 use custflow_schemas::time::DAY_MS;
 use custflow_schemas::{Activity, Customer, Event, Order, OrderStatus};
 
-/// Days of per-day detail kept behind the customer's newest event: covers the 90-day
-/// windows plus 30 days of allowed lateness and refunds.
-pub const KEEP_DAYS: i32 = 120;
+/// Days of per-day detail kept behind the customer's newest order by default: ten years.
+pub const DEFAULT_HISTORY_DAYS: i32 = 3650;
+
+/// Days with orders kept in detail per customer, at most, whatever `history_days`: a
+/// customer who orders every day keeps about four years (about 40 bytes a day with its
+/// order), so one state stays under about 200 KB.
+pub const MAX_DETAIL_DAYS: usize = 1500;
+
+/// Days behind the newest order for which the sales series a customer ordered in are
+/// remembered (`sales_seen`): an order later than this may count the customer again in
+/// its period's distinct customers.
+pub const SALES_SEEN_DAYS: i32 = 400;
+
+/// Refunds and cancellations waiting for their order, at most; past it the oldest is
+/// settled as for an unknown order.
+pub const PENDING_MAX: usize = 64;
 
 /// Errors of applying an event to a state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
-    /// The event is older than the per-day detail kept for this customer.
+    /// The order's day is folded into the totals: beyond the detail kept.
     #[error(
-        "event of day {day} is older than the {KEEP_DAYS} days of detail kept behind day {newest}"
+        "order of day {day} is older than the detail kept for this customer (days before {before} are folded into totals; history_days is {history_days}, at most {MAX_DETAIL_DAYS} days with orders): raise --history-days (CUSTFLOW_HISTORY_DAYS) and rebuild (`custflow process --rebuild`) to apply it"
     )]
-    TooLate { day: i32, newest: i32 },
+    BeyondHistory {
+        day: i32,
+        before: i32,
+        history_days: i32,
+    },
 }
 
 /// Where an event came from: input topic (0 customers, 1 orders, 2 activity), partition,
@@ -97,7 +118,7 @@ pub struct Folded {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally(pub Vec<(String, f64)>);
 
-const TALLY_MAX: usize = 8;
+const TALLY_MAX: usize = 32;
 
 impl Tally {
     fn add(&mut self, key: &str, v: f64) {
@@ -193,6 +214,18 @@ pub struct CustomerState {
     /// /v1/customers/{id}`); 0 if never erased. Events produced at or before it belong to
     /// the erased customer and are skipped, also when a rebuild replays them.
     pub erased_at: i64,
+    /// Refunds and cancellations whose order has not arrived yet, in arrival order.
+    pub pending: Vec<Pending>,
+}
+
+/// A refund or cancellation waiting for its order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// FNV-1a hash of the order id, as [`OrderRef::id`].
+    pub id: u32,
+    /// The refund's amount (a cancellation takes whatever is open).
+    pub amount: f64,
+    pub cancelled: bool,
 }
 
 /// A day's sales counted under loyalty `unknown` (the sales rollups' counters without
@@ -256,12 +289,12 @@ impl CustomerState {
     }
 
     /// Decodes a stored state. States written before the trailing fields were added
-    /// (the sales fields `first_order`, `sales_seen`, `unattributed`, then `erased_at`)
-    /// lack their bytes; they decode as if those were empty (each encodes as one zero
-    /// byte when empty).
+    /// (the sales fields `first_order`, `sales_seen`, `unattributed`, then `erased_at`,
+    /// then `pending`) lack their bytes; they decode as if those were empty (each encodes
+    /// as one zero byte when empty).
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes).or_else(|e| {
-            [1usize, 4]
+            [1usize, 2, 5]
                 .into_iter()
                 .find_map(|missing| {
                     let mut padded = Vec::with_capacity(bytes.len() + missing);
@@ -361,16 +394,19 @@ impl CustomerState {
         }
     }
 
-    /// Applies one event from `pos`, exactly once in effect.
+    /// Applies one event from `pos`, exactly once in effect, keeping the default history.
     pub fn apply(&mut self, event: &Event, pos: SourcePos) -> Result<Applied, ApplyError> {
-        self.apply_with_effect(event, pos).map(|(a, _)| a)
+        self.apply_with_effect(event, pos, DEFAULT_HISTORY_DAYS)
+            .map(|(a, _)| a)
     }
 
-    /// [`apply`](Self::apply), also saying what an order did to the customer's sales.
+    /// [`apply`](Self::apply) keeping `history_days` of detail behind the newest order,
+    /// also saying what an order did to the customer's sales.
     pub fn apply_with_effect(
         &mut self,
         event: &Event,
         pos: SourcePos,
+        history_days: i32,
     ) -> Result<(Applied, OrderEffect), ApplyError> {
         if self.seen(pos) {
             return Ok((Applied::Duplicate, OrderEffect::None));
@@ -380,7 +416,7 @@ impl CustomerState {
                 self.apply_customer(c);
                 OrderEffect::None
             }
-            Event::Order(o) => self.apply_order(o)?,
+            Event::Order(o) => self.apply_order(o, history_days)?,
             Event::Activity(a) => {
                 self.apply_activity(a);
                 OrderEffect::None
@@ -426,15 +462,16 @@ impl CustomerState {
         &mut self.days[i]
     }
 
-    fn apply_order(&mut self, o: &Order) -> Result<OrderEffect, ApplyError> {
+    fn apply_order(&mut self, o: &Order, history_days: i32) -> Result<OrderEffect, ApplyError> {
         let day = day_of(o.occurred_at);
         let id = fnv(&o.order_id);
         let effect = match o.status {
             OrderStatus::Placed => {
-                if self.folded.before.is_some_and(|b| day < b) {
-                    return Err(ApplyError::TooLate {
+                if let Some(before) = self.folded.before.filter(|b| day < *b) {
+                    return Err(ApplyError::BeyondHistory {
                         day,
-                        newest: day_of(self.newest_at),
+                        before,
+                        history_days,
                     });
                 }
                 if self.orders.iter().any(|r| r.id == id) {
@@ -482,45 +519,75 @@ impl CustomerState {
                 }
                 self.daypart[daypart(o.occurred_at)] += o.total;
                 self.newest_at = self.newest_at.max(o.occurred_at);
-                self.fold();
+                // Refunds and cancellations that arrived first land on it now, in the
+                // order they came.
+                let waiting: Vec<Pending> = self
+                    .pending
+                    .iter()
+                    .filter(|p| p.id == id)
+                    .copied()
+                    .collect();
+                if !waiting.is_empty() {
+                    self.pending.retain(|p| p.id != id);
+                    let i = self.orders.len() - 1;
+                    for p in waiting {
+                        self.adjust(i, p.amount, p.cancelled);
+                    }
+                }
+                self.fold(history_days);
                 OrderEffect::Placed
             }
             OrderStatus::Refunded | OrderStatus::Cancelled => {
                 let cancelled = o.status == OrderStatus::Cancelled;
                 let Some(i) = self.orders.iter().position(|r| r.id == id) else {
-                    // The original is older than the kept detail (or unknown): only the
-                    // spend totals can still be corrected.
-                    self.unmatched_adjustments += 1;
-                    if o.status == OrderStatus::Refunded {
-                        self.folded.spend -= o.total;
+                    // Its order has not arrived (or is folded): the adjustment waits for
+                    // it. The sales rollups count the adjustment now.
+                    self.pending.push(Pending {
+                        id,
+                        amount: o.total,
+                        cancelled,
+                    });
+                    if self.pending.len() > PENDING_MAX {
+                        // Settled as for an unknown order: only the spend is corrected.
+                        let p = self.pending.remove(0);
+                        self.unmatched_adjustments += 1;
+                        if !p.cancelled {
+                            self.folded.spend -= p.amount;
+                        }
                     }
                     return Ok(OrderEffect::Adjusted {
                         amount: o.total,
                         cancelled,
                     });
                 };
-                let r = self.orders[i];
-                if r.cancelled {
+                if self.orders[i].cancelled {
                     return Ok(OrderEffect::None);
                 }
-                let cancel = o.status == OrderStatus::Cancelled;
-                let amount = if cancel { r.open } else { o.total.min(r.open) };
-                self.orders[i].open -= amount;
-                self.orders[i].cancelled = cancel;
-                let d = self.day_mut(r.day);
-                d.net -= amount;
-                d.refunded = true;
-                if cancel {
-                    d.orders = d.orders.saturating_sub(1);
-                }
-                OrderEffect::Adjusted {
-                    amount,
-                    cancelled: cancel,
-                }
+                let amount = self.adjust(i, o.total, cancelled);
+                OrderEffect::Adjusted { amount, cancelled }
             }
         };
         self.update_returned();
         Ok(effect)
+    }
+
+    /// Refunds `amount` of the kept order `i` (at most what is open), or cancels it;
+    /// returns what was taken off. A cancelled order changes no more.
+    fn adjust(&mut self, i: usize, amount: f64, cancel: bool) -> f64 {
+        let r = self.orders[i];
+        if r.cancelled {
+            return 0.0;
+        }
+        let amount = if cancel { r.open } else { amount.min(r.open) };
+        self.orders[i].open -= amount;
+        self.orders[i].cancelled = cancel;
+        let d = self.day_mut(r.day);
+        d.net -= amount;
+        d.refunded = true;
+        if cancel {
+            d.orders = d.orders.saturating_sub(1);
+        }
+        amount
     }
 
     /// Recomputes whether the first order's customer came back within [`RETURN_DAYS`],
@@ -542,9 +609,23 @@ impl CustomerState {
         }
     }
 
-    /// Folds days older than [`KEEP_DAYS`] behind the newest event into the totals.
-    fn fold(&mut self) {
-        let limit = day_of(self.newest_at) - KEEP_DAYS;
+    /// Folds into the totals the days older than `history_days` behind the newest order,
+    /// and the oldest days past [`MAX_DETAIL_DAYS`]; forgets the sales series of days
+    /// older than [`SALES_SEEN_DAYS`].
+    fn fold(&mut self, history_days: i32) {
+        let newest = day_of(self.newest_at);
+        let seen_limit = newest.saturating_sub(SALES_SEEN_DAYS);
+        if self
+            .sales_seen
+            .first()
+            .is_some_and(|(d, _)| *d < seen_limit)
+        {
+            self.sales_seen.retain(|(d, _)| *d >= seen_limit);
+        }
+        let mut limit = newest.saturating_sub(history_days.max(1));
+        if self.days.len() > MAX_DETAIL_DAYS {
+            limit = limit.max(self.days[self.days.len() - MAX_DETAIL_DAYS].day);
+        }
         let n = self.days.iter().take_while(|d| d.day < limit).count();
         if n == 0 {
             return;
@@ -664,22 +745,19 @@ mod tests {
 
     #[test]
     fn folding_keeps_the_btyd_features_exact() {
-        // 60 orders every 9 days: most days get folded.
+        // 60 orders every 9 days with 120 days of history kept: most days get folded.
         let mut s = CustomerState::default();
         let mut tx = Vec::new();
         for i in 0..60i64 {
             let total = 10.0 + i as f64;
-            s.apply(
-                &order(
-                    &format!("o{i}"),
-                    1000 + 9 * i,
-                    12,
-                    total,
-                    OrderStatus::Placed,
-                ),
-                pos(i),
-            )
-            .unwrap();
+            let e = order(
+                &format!("o{i}"),
+                1000 + 9 * i,
+                12,
+                total,
+                OrderStatus::Placed,
+            );
+            s.apply_with_effect(&e, pos(i), 120).unwrap();
             tx.push(("c", (1000 + 9 * i), total));
         }
         assert!(
@@ -694,22 +772,80 @@ mod tests {
         assert_eq!((f.recency, f.age), (want.t_x, want.t));
         assert!((f.monetary_value - want.m).abs() < 1e-9);
         assert_eq!(f.orders_total, 60);
-        // A placed order older than the kept detail is refused, not silently misapplied.
+        // A placed order for a folded day is refused naming the setting, not misapplied.
         let late = order("late", 1001, 12, 5.0, OrderStatus::Placed);
+        let e = s.apply_with_effect(&late, pos(100), 120).unwrap_err();
         assert!(matches!(
-            s.apply(&late, pos(100)),
-            Err(ApplyError::TooLate { .. })
+            e,
+            ApplyError::BeyondHistory {
+                history_days: 120,
+                ..
+            }
         ));
-        // The state stays small.
-        assert!(s.encode().len() < 700, "{} bytes", s.encode().len());
+        assert!(e.to_string().contains("--history-days"), "{e}");
         assert_eq!(CustomerState::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn with_the_default_history_a_year_late_order_lands_on_its_day() {
+        // Live orders first, then last year's: nothing is folded or refused.
+        let mut late_first = CustomerState::default();
+        let mut in_time = CustomerState::default();
+        let live: Vec<Event> = (0..20)
+            .map(|i| order(&format!("n{i}"), 2000 + 3 * i, 12, 8.0, OrderStatus::Placed))
+            .collect();
+        let old: Vec<Event> = (0..20)
+            .map(|i| order(&format!("o{i}"), 1500 + 7 * i, 9, 4.5, OrderStatus::Placed))
+            .collect();
+        for (n, e) in live.iter().chain(&old).enumerate() {
+            late_first.apply(e, pos(n as i64)).unwrap();
+        }
+        for (n, e) in old.iter().chain(&live).enumerate() {
+            in_time.apply(e, pos(n as i64)).unwrap();
+        }
+        let as_of = 2100 * DAY_MS;
+        assert_eq!(
+            compute(&late_first, as_of, 45.0),
+            compute(&in_time, as_of, 45.0)
+        );
+        assert_eq!(late_first.folded, Folded::default());
+        assert_eq!(compute(&late_first, as_of, 45.0).frequency, 39);
+    }
+
+    #[test]
+    fn a_refund_or_cancellation_before_its_order_waits_for_it() {
+        let placed = order("a", 100, 12, 40.0, OrderStatus::Placed);
+        let refund = order("a", 101, 9, 15.0, OrderStatus::Refunded);
+        let other = order("b", 102, 12, 10.0, OrderStatus::Placed);
+        let cancel = order("b", 103, 9, 10.0, OrderStatus::Cancelled);
+        let mut in_time = CustomerState::default();
+        for (n, e) in [&placed, &refund, &other, &cancel].into_iter().enumerate() {
+            in_time.apply(e, pos(n as i64)).unwrap();
+        }
+        let mut reversed = CustomerState::default();
+        for (n, e) in [&cancel, &refund, &other, &placed].into_iter().enumerate() {
+            reversed.apply(e, pos(n as i64)).unwrap();
+        }
+        assert!(reversed.pending.is_empty());
+        let as_of = 110 * DAY_MS;
+        let f = compute(&reversed, as_of, 45.0);
+        assert_eq!(f, compute(&in_time, as_of, 45.0));
+        assert_eq!((f.orders_total, f.spend_total, f.frequency), (1, 25.0, 0));
+        // While it waits, the refund changes no feature.
+        let mut waiting = CustomerState::default();
+        waiting.apply(&refund, pos(0)).unwrap();
+        assert_eq!(waiting.pending.len(), 1);
+        assert_eq!(compute(&waiting, as_of, 45.0).spend_total, 0.0);
+        assert_eq!(CustomerState::decode(&waiting.encode()).unwrap(), waiting);
     }
 
     #[test]
     fn the_first_order_and_a_return_within_30_days_are_tracked() {
         let mut s = CustomerState::default();
         let mut second = order("b", 120, 12, 9.0, OrderStatus::Placed);
-        let (applied, effect) = s.apply_with_effect(&second, pos(0)).unwrap();
+        let (applied, effect) = s
+            .apply_with_effect(&second, pos(0), DEFAULT_HISTORY_DAYS)
+            .unwrap();
         assert_eq!((applied, effect), (Applied::Changed, OrderEffect::Placed));
         assert_eq!(s.first_order.as_ref().map(|f| f.returned), Some(false));
         // A late, earlier order with a code becomes the first; "b" is 20 days later.
@@ -727,7 +863,9 @@ mod tests {
         if let Event::Order(o) = &mut second {
             o.status = OrderStatus::Cancelled;
         }
-        let (_, effect) = s.apply_with_effect(&second, pos(2)).unwrap();
+        let (_, effect) = s
+            .apply_with_effect(&second, pos(2), DEFAULT_HISTORY_DAYS)
+            .unwrap();
         assert_eq!(
             effect,
             OrderEffect::Adjusted {
@@ -737,7 +875,9 @@ mod tests {
         );
         assert_eq!(s.first_order.as_ref().map(|f| f.returned), Some(false));
         assert_eq!(
-            s.apply_with_effect(&second, pos(3)).unwrap().1,
+            s.apply_with_effect(&second, pos(3), DEFAULT_HISTORY_DAYS)
+                .unwrap()
+                .1,
             OrderEffect::None
         );
     }
@@ -778,11 +918,14 @@ mod tests {
             .unwrap();
         s.first_order = None;
         let full = s.encode();
-        // The trailing None, empty lists and zero erasure time the oldest layout lacks.
+        // The trailing None, empty lists, zero erasure time and empty pending list the
+        // oldest layout lacks.
         let mut bytes = full.clone();
-        assert_eq!(bytes.split_off(bytes.len() - 4), [0, 0, 0, 0]);
+        assert_eq!(bytes.split_off(bytes.len() - 5), [0, 0, 0, 0, 0]);
         assert_eq!(CustomerState::decode(&bytes).unwrap(), s);
-        // A state written before erasures existed lacks only the erasure time.
+        // Written before erasures existed: no erasure time and no pending list.
+        assert_eq!(CustomerState::decode(&full[..full.len() - 2]).unwrap(), s);
+        // Written before pending adjustments existed.
         assert_eq!(CustomerState::decode(&full[..full.len() - 1]).unwrap(), s);
         // A series counts a customer once per period, whatever the arrival order.
         let weeks = |d: i32| [(d, d + 1), (d - d % 7, d - d % 7 + 7)];

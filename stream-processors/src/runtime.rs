@@ -65,6 +65,10 @@ pub struct ProcessorConfig {
     pub instance_id: Option<String>,
     /// Keep the sales rollups (saved with the customer states).
     pub sales: bool,
+    /// Days of per-day detail kept behind each customer's newest order: events in any
+    /// order within them give the same features; an order older than the detail kept is
+    /// dead-lettered naming this setting.
+    pub history_days: i32,
 }
 
 impl ProcessorConfig {
@@ -85,6 +89,7 @@ impl ProcessorConfig {
             live_budget: LIVE_BUDGET,
             instance_id: None,
             sales: true,
+            history_days: custflow_feature_store::state::DEFAULT_HISTORY_DAYS,
         }
     }
 }
@@ -955,7 +960,7 @@ impl Processor {
         let cluster = self.store.keys().is_cluster();
         let mut changed: Vec<Touched<'_>> = Vec::new();
         let (mut applied, mut dups, mut erased, mut skipped_erased) = (0u64, 0u64, 0u64, 0u64);
-        let mut too_late: Vec<(usize, String)> = Vec::new();
+        let mut beyond: Vec<(usize, String)> = Vec::new();
         // By partition on a cluster (each partition's script writes its own share);
         // under one key on a standalone Redis, where the shares would be the same keys.
         let mut rollups: BTreeMap<i32, Rollups<'_>> = BTreeMap::new();
@@ -988,7 +993,7 @@ impl Processor {
                     }
                     Op::Apply(e) => e,
                 };
-                match state.apply_with_effect(event, inp.pos) {
+                match state.apply_with_effect(event, inp.pos, self.cfg.history_days) {
                     Ok((Applied::Changed, effect)) => {
                         applied += 1;
                         touched = true;
@@ -998,7 +1003,7 @@ impl Processor {
                         }
                     }
                     Ok((Applied::Duplicate, _)) => dups += 1,
-                    Err(e) => too_late.push((i, e.to_string())),
+                    Err(e) => beyond.push((i, e.to_string())),
                 }
             }
             if touched {
@@ -1022,8 +1027,9 @@ impl Processor {
                 });
             }
         }
-        // Late events beyond the kept detail are refused with their reason, not lost.
-        for (i, message) in too_late {
+        // Orders older than the detail kept are refused with the setting to change, not
+        // lost.
+        for (i, message) in beyond {
             let inp = &inputs[i];
             let Op::Apply(event) = &inp.op else {
                 continue;
@@ -1039,7 +1045,7 @@ impl Processor {
                     inp.pos.offset,
                     None,
                 ),
-                reason: "too_late".into(),
+                reason: "beyond_history".into(),
                 message,
             };
             dead.push(record);
