@@ -63,11 +63,13 @@ for engine in sqlite memory; do
 
   say "$engine: live events at $RATE/s for $SECS s"
   port=$(free_port)
-  "$BIN" synth --customers 20000 --days 60 --topic-prefix live. --json >/dev/null
+  backfill=$("$BIN" synth --customers 20000 --days 60 --topic-prefix live. --json | tail -1 |
+    python3 -c "import json,sys; print(json.load(sys.stdin)['events'])")
   "$BIN" process --topic-prefix live. --http "127.0.0.1:$port" 2>"$OUT/$engine-live.log" &
   proc=$!
   wait_for 60 "the processor" curl -sf "http://127.0.0.1:$port/metrics" -o /dev/null
-  until [[ "$(curl -sf "http://127.0.0.1:$port/metrics" | awk '/^custflow_group_waiting/{print $2}')" == 0 ]]; do sleep 1; done
+  # The backfill applied (counted by the processor), then the live phase starts.
+  until [[ "$(curl -sf "http://127.0.0.1:$port/metrics" | awk '/^custflow_events_applied_total /{print $2}')" -ge "$backfill" ]]; do sleep 1; done
   curl -sf "http://127.0.0.1:$port/metrics" >"$OUT/$engine-before.txt"
   "$BIN" synth --topic-prefix live. --customers 200000 --days 60 --live-only --rate "$RATE" \
     --duration-secs "$SECS" --json | tail -1 >"$OUT/$engine-live-synth.json"

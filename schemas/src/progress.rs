@@ -143,11 +143,14 @@ impl Progress {
     /// how often it was.
     pub fn render(&self, out: &mut String) {
         let g = &self.group;
-        let _ = writeln!(
-            out,
-            "# HELP custflow_group_waiting Events between the committed offsets of a consumer group and the log ends (all partitions)\n# TYPE custflow_group_waiting gauge\ncustflow_group_waiting{{group=\"{g}\"}} {}",
-            self.waiting()
-        );
+        // Nothing is known before the first reading: no line rather than a false 0.
+        if self.state().seen {
+            let _ = writeln!(
+                out,
+                "# HELP custflow_group_waiting Events between the committed offsets of a consumer group and the log ends (all partitions)\n# TYPE custflow_group_waiting gauge\ncustflow_group_waiting{{group=\"{g}\"}} {}",
+                self.waiting()
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP custflow_group_stalled 1 while input waits and no committed offset of the group moved for 15 s\n# TYPE custflow_group_stalled gauge\ncustflow_group_stalled{{group=\"{g}\"}} {}",
@@ -317,8 +320,15 @@ mod tests {
     #[test]
     fn nothing_waiting_is_never_a_stall() {
         let pr = Progress::new("g");
+        // Before the first reading nothing is known: no waiting line, not a false 0.
+        let mut text = String::new();
+        pr.render(&mut text);
+        assert!(!text.contains("custflow_group_waiting{"), "{text}");
         let t0 = Instant::now();
         pr.observe(one(0, 0), one(0, 5), t0);
+        let mut text = String::new();
+        pr.render(&mut text);
+        assert!(text.contains("custflow_group_waiting{group=\"g\"} 0"), "{text}");
         pr.observe(one(0, 0), one(0, 5), t0 + Duration::from_secs(60));
         assert_eq!(pr.stalled(), None);
     }
