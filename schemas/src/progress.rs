@@ -328,7 +328,10 @@ mod tests {
         pr.observe(one(0, 0), one(0, 5), t0);
         let mut text = String::new();
         pr.render(&mut text);
-        assert!(text.contains("custflow_group_waiting{group=\"g\"} 0"), "{text}");
+        assert!(
+            text.contains("custflow_group_waiting{group=\"g\"} 0"),
+            "{text}"
+        );
         pr.observe(one(0, 0), one(0, 5), t0 + Duration::from_secs(60));
         assert_eq!(pr.stalled(), None);
     }

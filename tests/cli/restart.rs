@@ -631,6 +631,21 @@ impl Drop for PrivateStack {
     }
 }
 
+/// `custflow connect [CONFIG] --exit-when-idle` in the deployment: the connectors (the
+/// one in `config`, or those stored on the broker) copy what they find, then it exits.
+fn connect_until_idle(env: &Env, config: Option<&str>) {
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["connect"];
+    args.extend(config);
+    args.extend(["--exit-when-idle", "--connect-http", &http, "--json"]);
+    let out = env.command(&args, "connect.log").output().unwrap();
+    assert!(
+        out.status.success(),
+        "see {}",
+        env.dir.join("connect.log").display()
+    );
+}
+
 /// Per topic its record count and digest, and the committed offsets (topic, partition, offset).
 type BrokerContents = (
     std::collections::BTreeMap<String, (usize, u64)>,
@@ -755,21 +770,7 @@ async fn the_local_stack_keeps_everything_across_down_up_and_a_killed_broker() {
         .to_string(),
     )
     .unwrap();
-    let connect = env
-        .command(
-            &[
-                "connect",
-                config.to_str().unwrap(),
-                "--exit-when-idle",
-                "--connect-http",
-                &format!("127.0.0.1:{}", free_port()),
-                "--json",
-            ],
-            "connect.log",
-        )
-        .output()
-        .unwrap();
-    assert!(connect.status.success());
+    connect_until_idle(&env, Some(config.to_str().unwrap()));
     // The processor goes on until the connector's orders are applied too.
     let until = env
         .command(
@@ -830,20 +831,7 @@ async fn the_local_stack_keeps_everything_across_down_up_and_a_killed_broker() {
 
     // The pipeline continues: the connector finds its file done (nothing produced twice),
     // a processor starts from the committed offsets (nothing applied twice).
-    let again = env
-        .command(
-            &[
-                "connect",
-                "--exit-when-idle",
-                "--connect-http",
-                &format!("127.0.0.1:{}", free_port()),
-                "--json",
-            ],
-            "connect.log",
-        )
-        .output()
-        .unwrap();
-    assert!(again.status.success());
+    connect_until_idle(&env, None);
     let (reference, seen) = env.recompute().await;
     assert!(
         seen.values().all(|n| *n == 1),
