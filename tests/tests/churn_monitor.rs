@@ -69,6 +69,11 @@ async fn matured_predictions_are_judged_and_a_low_auc_refits_the_classifier() {
     assert!(matches!(first, Outcome::Promoted { .. }), "{first:?}");
     assert!(recorded(&mut conn).await.is_empty());
     assert!(job.model.current().unwrap().churn.is_none());
+    // Without a classifier the served churn probability speaks of the job's horizon.
+    assert_eq!(
+        job.model.current().unwrap().churn_horizon_days,
+        HORIZON as f64
+    );
     // The second records today's served predictions, once.
     job.run_once(at(DAY)).await.unwrap();
     job.run_once(at(DAY + 3)).await.unwrap();
@@ -104,10 +109,12 @@ async fn matured_predictions_are_judged_and_a_low_auc_refits_the_classifier() {
         .expect("a churn model after the refit");
     assert_eq!(churn.horizon_days, HORIZON as f64);
     assert!(
-        churn.metrics.contains_key("log_loss.bgnbd"),
+        churn.metrics.contains_key("log_loss.btyd_no_purchase"),
         "{:?}",
         churn.metrics
     );
+    // The served horizon is the classifier's label horizon.
+    assert_eq!(with_churn.churn_horizon_days, HORIZON as f64);
     let rendered = metrics.render();
     assert!(
         rendered.contains("custflow_churn_realised_auc "),
