@@ -401,11 +401,11 @@ async fn a_second_process_with_the_same_instance_id_is_refused() {
     let mut d = deployment("sameid-", 23, 100, 10).await;
     let first_addr = format!("127.0.0.1:{}", crate::free_port());
     let mut first = spawn_with(&d.prefix, &d.brokers, &first_addr, &["--instance-id", "p0"]);
-    let up = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&first_addr).is_err() {
-        assert!(Instant::now() < up, "the first instance did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    custflow_tests::wait_until(Duration::from_secs(60), "the first instance up", || {
+        let up = std::net::TcpStream::connect(&first_addr).is_ok();
+        async move { up.then_some(()) }
+    })
+    .await;
     let second = Command::new(env!("CARGO_BIN_EXE_custflow"))
         .args([
             "process",
@@ -433,17 +433,17 @@ async fn a_second_process_with_the_same_instance_id_is_refused() {
     let third_addr = format!("127.0.0.1:{}", crate::free_port());
     let mut third = spawn_with(&d.prefix, &d.brokers, &third_addr, &["--instance-id", "p0"]);
     d.produce(10, Duration::ZERO).await.unwrap();
-    let share = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&third_addr).is_err()
-        || counter(&third_addr, "custflow_events_applied_total") < 10
-    {
-        assert!(third.try_wait().unwrap().is_none(), "the third one stopped");
-        assert!(
-            Instant::now() < share,
-            "the third instance never applied the events"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    custflow_tests::wait_until(
+        Duration::from_secs(60),
+        "the third instance to apply the events",
+        || {
+            assert!(third.try_wait().unwrap().is_none(), "the third one stopped");
+            let applied = std::net::TcpStream::connect(&third_addr).is_ok()
+                && counter(&third_addr, "custflow_events_applied_total") >= 10;
+            async move { applied.then_some(()) }
+        },
+    )
+    .await;
     third.kill().unwrap();
     third.wait().unwrap();
 }

@@ -268,14 +268,12 @@ impl Running {
                 self.signal("-KILL");
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "still running 60 s after {how:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("the process gone after {how:?}");
+        custflow_tests::wait_until(Duration::from_secs(60), &what, || {
+            let gone = self.0.try_wait().unwrap().is_some();
+            async move { gone.then_some(()) }
+        })
+        .await;
     }
 }
 
@@ -439,11 +437,11 @@ async fn the_demo_continues_after_every_kind_of_stop() {
     let mut first = env.command(&["demo"], "demo.log").spawn().unwrap();
     let _ = first.stdout.take();
     let log = env.dir.join("demo.log");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while input_records(&env) == 0 {
-        assert!(Instant::now() < deadline, "no backfill event in 60 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    custflow_tests::wait_until(Duration::from_secs(60), "a backfill event", || {
+        let some = input_records(&env) > 0;
+        async move { some.then_some(()) }
+    })
+    .await;
     Running(first).stop(Stop::Kill).await;
     let interrupted = plan(&env).await["done"] == false;
     eprintln!("the first demo was killed with its backfill unfinished: {interrupted}");
@@ -869,8 +867,15 @@ async fn a_killed_broker_loses_no_acknowledged_event() {
     let _processor = Running(env.command(&["process"], "process.log").spawn().unwrap());
     // Paced over about 20 s; the producer waits out the outage (librdkafka retries).
     let producing = d.produce(500, Duration::from_millis(500));
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Killed in the middle of the stream: once a quarter of the events is on the topics.
+    custflow_tests::wait_until(Duration::from_secs(60), "a quarter of the events", || {
+        let some = input_records(&env) >= (N / 4) as i64;
+        async move { some.then_some(()) }
+    })
+    .await;
+    assert!(!producing.is_finished(), "the stream ended before the kill");
     stack.kill_broker();
+    // The outage itself: the broker stays away for 2 s before it is started again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stack.script("up");
     producing.await.unwrap(); // every delivery acknowledged (it checks)
