@@ -319,7 +319,9 @@ pub struct Assignment {
     /// Each topic the consumer reads, with its partition count.
     topics: Vec<(String, i32)>,
     progress: Arc<Progress>,
-    task: tokio::task::JoinHandle<Result<(), Error>>,
+    /// The lease task; `None` once its end was read (a finished handle must not be polled
+    /// again).
+    task: Option<tokio::task::JoinHandle<Result<(), Error>>>,
     /// The share last applied to the consumer.
     applied: Option<Share>,
 }
@@ -352,7 +354,7 @@ impl Assignment {
             share,
             topics: counts,
             progress,
-            task,
+            task: Some(task),
             applied: None,
         })
     }
@@ -366,11 +368,10 @@ impl Assignment {
     }
 
     /// Whether the membership ended with an error (another process took the id over).
+    /// Reports that error once.
     pub async fn failed(&mut self) -> Option<Error> {
-        if !self.task.is_finished() {
-            return None;
-        }
-        match (&mut self.task).await {
+        let task = self.task.take_if(|t| t.is_finished())?;
+        match task.await {
             Ok(Err(e)) => Some(e),
             _ => None,
         }
@@ -424,7 +425,11 @@ impl Assignment {
     /// After the stop signal: waits (a few seconds at most) until the lease was given up,
     /// so the other instances take the partitions at once.
     pub async fn finish(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(3), &mut self.task).await;
+        if let Some(task) = self.task.as_mut() {
+            if tokio::time::timeout(Duration::from_secs(3), task).await.is_ok() {
+                self.task = None;
+            }
+        }
     }
 
     /// This member's current share.
@@ -437,7 +442,9 @@ impl Drop for Assignment {
     /// A consumer that ended without its stop signal (an error) stops renewing: its
     /// lease runs out and the others take its partitions.
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
