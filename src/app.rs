@@ -7,30 +7,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use custflow_connectors::sales_sink;
 use custflow_connectors::score_sink::{self, ScoreSinkConfig, SinkMetrics};
 use custflow_connectors::sql_sink::SqlSink;
 use custflow_connectors::webhook::{self, AlertConfig, AlertMetrics, AlertRule};
-use custflow_feature_store::api::FeatureState;
 use custflow_feature_store::conn::{Redis, Timeouts};
+use custflow_feature_store::features::DEFAULT_AT_RISK_DAYS;
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::members::Member;
 use custflow_feature_store::model::ModelHandle;
-use custflow_feature_store::sales_api::SalesState;
-use custflow_feature_store::stream::StreamHub;
-use custflow_ingest::rest::{IngestMetrics, IngestState};
+use custflow_http::features::FeatureState;
+use custflow_http::ingest::{IngestMetrics, IngestState};
+use custflow_http::ops::{OpsState, Status};
+use custflow_http::sales::SalesState;
+use custflow_http::stream::StreamHub;
+use custflow_http::AppState;
+use custflow_kafka::progress::Progress;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::{ChurnMonitoring, ModelJob, Outcome};
 use custflow_processors::runtime::{BoxFuture, Tick};
 use custflow_processors::scoring::Scorer;
 use custflow_processors::{Clock, Processor};
 use custflow_schemas::avro::AvroCodec;
-use custflow_schemas::progress::Progress;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics;
 use serde_json::json;
@@ -46,7 +45,7 @@ pub(crate) struct Shared {
     pub(crate) sink: Arc<SinkMetrics>,
     pub(crate) alerts: Arc<AlertMetrics>,
     /// Requests and latency per HTTP route.
-    pub(crate) http: Arc<custflow_schemas::http_metrics::HttpMetrics>,
+    pub(crate) http: Arc<custflow_http::http_metrics::HttpMetrics>,
     /// Events produced by an in-process generator (demo).
     pub(crate) generated: Arc<AtomicU64>,
     pub(crate) model: ModelHandle,
@@ -75,17 +74,7 @@ impl Shared {
     }
 }
 
-#[derive(Clone)]
-struct AppState {
-    shared: Arc<Shared>,
-    redis: Redis,
-    brokers: String,
-    /// The deployment's `orders` topic: readiness asks the broker for it.
-    orders_topic: String,
-    keys: Keys,
-}
-
-/// The whole HTTP API.
+/// The whole HTTP API (`custflow_http::app`) over this process's state.
 pub(crate) fn router(
     config: &Resolved,
     registry: Arc<Registry>,
@@ -105,56 +94,31 @@ pub(crate) fn router(
         metrics: shared.ingest.clone(),
         deny: config.deny.clone(),
     };
-    let sales = SalesState {
-        redis: redis.clone(),
-        keys: keys.clone(),
-    };
-    let features = FeatureState {
-        redis: redis.clone(),
-        keys: keys.clone(),
-        model: shared.model.clone(),
-        at_risk_days: 45.0,
-    };
-    let app = AppState {
-        shared,
-        redis,
-        brokers: config.brokers.clone(),
-        orders_topic: config.topics().name(topics::ORDERS),
-        keys,
-    };
-    let keys = api_keys(&config.http, config)?;
-    let http_metrics = app.shared.http.clone();
-    Ok(Router::new()
-        .merge(custflow_ingest::rest::routes(ingest))
-        .merge(custflow_feature_store::api::routes(features))
-        .merge(custflow_feature_store::sales_api::routes(sales))
-        .merge(custflow_feature_store::registry_api::routes(registry))
-        .merge(custflow_feature_store::stream::routes(StreamHub::new(
-            &config.brokers,
-            config.topics(),
-        )))
-        .merge(custflow_feature_store::dashboard::routes())
-        .merge(
-            Router::new()
-                .route("/metrics", get(metrics))
-                .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-                .route("/readyz", get(readyz))
-                .route("/v1/stats", get(stats))
-                .route(
-                    "/openapi.json",
-                    get(|| async { Json(crate::openapi::document()) }),
-                )
-                .with_state(app),
-        )
-        .layer(axum::middleware::from_fn_with_state(
+    let state = AppState {
+        ingest,
+        features: FeatureState {
+            redis: redis.clone(),
+            keys: keys.clone(),
+            model: shared.model.clone(),
+            at_risk_days: DEFAULT_AT_RISK_DAYS,
+        },
+        sales: SalesState {
+            redis: redis.clone(),
+            keys: keys.clone(),
+        },
+        registry,
+        streams: StreamHub::new(&config.brokers, config.topics()),
+        ops: OpsState {
+            status: shared.clone(),
+            redis,
             keys,
-            custflow_schemas::auth::require_scopes,
-        ))
-        // Outermost, so refused requests (401, 403, 429) count too.
-        .layer(axum::middleware::from_fn_with_state(
-            http_metrics,
-            custflow_schemas::http_metrics::track,
-        )))
+            brokers: config.brokers.clone(),
+            orders_topic: config.topics().name(topics::ORDERS),
+        },
+        access: api_keys(&config.http, config)?,
+        http_metrics: shared.http.clone(),
+    };
+    Ok(custflow_http::app(state))
 }
 
 /// The API keys and their limits for a server on `addr`: off by default on loopback,
@@ -162,9 +126,8 @@ pub(crate) fn router(
 pub(crate) fn api_keys(
     addr: &str,
     config: &Resolved,
-) -> anyhow::Result<Arc<custflow_schemas::auth::Access>> {
-    let keys =
-        custflow_schemas::auth::ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?;
+) -> anyhow::Result<Arc<custflow_http::auth::Access>> {
+    let keys = custflow_http::auth::ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?;
     let loopback = addr
         .parse::<SocketAddr>()
         .map(|a| a.ip().is_loopback())
@@ -173,66 +136,29 @@ pub(crate) fn api_keys(
         loopback || !keys.is_empty(),
         "serving on {addr} (not loopback) needs API keys: set --api-keys or CUSTFLOW_API_KEYS"
     );
-    Ok(custflow_schemas::auth::Access::new(keys, config.limits))
+    Ok(custflow_http::auth::Access::new(keys, config.limits))
 }
 
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    let mut text = app.shared.processor.render();
-    text.push_str(&app.shared.ingest.render());
-    text.push_str(&app.shared.sink.render());
-    text.push_str(&app.shared.alerts.render());
-    text.push_str(&app.shared.http.render());
-    for g in app.shared.groups() {
-        g.render(&mut text);
+impl Status for Shared {
+    fn metrics(&self) -> String {
+        let mut text = self.processor.render();
+        text.push_str(&self.ingest.render());
+        text.push_str(&self.sink.render());
+        text.push_str(&self.alerts.render());
+        text.push_str(&self.http.render());
+        for g in self.groups() {
+            g.render(&mut text);
+        }
+        text
     }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        text,
-    )
-}
 
-async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let redis_ok = redis::cmd("PING")
-        .query_async::<String>(&mut app.redis.clone())
-        .await
-        .is_ok();
-    // The features are built (every input partition's state is `ready`): not after a
-    // start on an empty Redis, or Redis losing its data, until the processors replayed.
-    let state_ok = redis::cmd("EXISTS")
-        .arg(app.keys.state_ready())
-        .query_async::<bool>(&mut app.redis.clone())
-        .await
-        .unwrap_or(false);
-    let (brokers, topic) = (app.brokers.clone(), app.orders_topic.clone());
-    let broker_ok = tokio::task::spawn_blocking(move || {
-        custflow_ingest::list_topics(&brokers, &[topic], Duration::from_secs(2)).is_ok()
-    })
-    .await
-    .unwrap_or(false);
-    // Input waits and no consumer of it moves (for 15 s): not ready, and why.
-    let stalled = app.shared.stalled();
-    let status = if redis_ok && broker_ok && state_ok && stalled.is_none() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let mut body = json!({
-        "redis": redis_ok,
-        "broker": broker_ok,
-        "features": state_ok,
-        "processing": stalled.is_none(),
-    });
-    if let Some((group, why)) = stalled {
-        body["reason"] = json!(format!("{group}: {why}"));
+    fn stats(&self) -> serde_json::Value {
+        stats_json(self)
     }
-    (status, Json(body))
-}
 
-async fn stats(State(app): State<AppState>) -> Json<serde_json::Value> {
-    Json(stats_json(&app.shared))
+    fn stalled(&self) -> Option<(String, String)> {
+        Shared::stalled(self)
+    }
 }
 
 /// The figures of `/v1/stats`.
@@ -400,7 +326,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
             config.topics(),
             shared.model.clone(),
             shared.processor.clone(),
-            45.0,
+            DEFAULT_AT_RISK_DAYS,
             out_ids,
         );
         let processor = processor
@@ -418,7 +344,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         conn: redis.clone(),
         keys: keys.clone(),
         model: shared.model.clone(),
-        at_risk_days: 45.0,
+        at_risk_days: DEFAULT_AT_RISK_DAYS,
         sample_max: 200_000,
         seed: 42,
         min_gain: custflow_processors::model_job::MIN_GAIN_PER_CUSTOMER,

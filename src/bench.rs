@@ -94,7 +94,7 @@ pub(crate) async fn run(config: &Resolved, args: &BenchArgs) -> anyhow::Result<(
                 target: target.trim_end_matches('/').to_owned(),
                 rate: *rate,
                 requests: (*rate * *duration_secs).ceil() as usize,
-                batch: (*batch).clamp(1, custflow_feature_store::api::MAX_BATCH),
+                batch: (*batch).clamp(1, custflow_http::features::MAX_BATCH),
                 features: features.clone(),
                 connections: (*connections).max(1),
                 api_key: api_key.clone(),

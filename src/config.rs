@@ -86,7 +86,7 @@ pub(crate) struct Resolved {
     pub(crate) topic_prefix: String,
     pub(crate) clock: String,
     pub(crate) api_keys: String,
-    pub(crate) limits: custflow_schemas::auth::Limits,
+    pub(crate) limits: custflow_http::auth::Limits,
     pub(crate) alert_webhook: String,
     pub(crate) alert_rule: String,
     pub(crate) deny: custflow_schemas::DenyList,
@@ -115,13 +115,13 @@ impl Config {
             clock == "wall" || clock == "event",
             "--clock must be wall or event, not {clock:?}"
         );
-        let defaults = custflow_schemas::auth::Limits::default();
+        let defaults = custflow_http::auth::Limits::default();
         let number = |flag: &Option<String>, key: &str, default: u32| {
             let v = pick(flag, key, &default.to_string());
             v.parse::<u32>()
                 .with_context(|| format!("{key} must be a whole number ≥ 0, not {v:?}"))
         };
-        let limits = custflow_schemas::auth::Limits {
+        let limits = custflow_http::auth::Limits {
             requests_per_s: number(&self.rate_limit, "rate_limit", defaults.requests_per_s)?,
             streams: number(&self.max_streams, "max_streams", defaults.streams)?,
         };

@@ -87,10 +87,7 @@ pub(crate) async fn run(config: &Resolved, args: &ConnectArgs) -> anyhow::Result
     let listener = tokio::net::TcpListener::bind(&args.connect_http)
         .await
         .with_context(|| format!("binding the Connect REST API to {}", args.connect_http))?;
-    let app = rest::routes(worker.clone()).layer(axum::middleware::from_fn_with_state(
-        keys,
-        custflow_schemas::auth::require_scopes,
-    ));
+    let app = rest::routes(worker.clone()).into_router(keys);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

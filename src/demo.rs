@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use custflow_feature_store::api::segment_counts;
 use custflow_feature_store::conn::Scan;
 use custflow_feature_store::keys::Keys;
+use custflow_http::features::segment_counts;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::Outcome;
 use custflow_schemas::avro::{self, AvroCodec};
@@ -74,7 +74,7 @@ async fn fresh_start(config: &Resolved) -> anyhow::Result<()> {
     .collect();
     let brokers = config.brokers.clone();
     let moved = tokio::task::spawn_blocking(move || {
-        custflow_schemas::kafka::start_over(
+        custflow_kafka::client::start_over(
             &brokers,
             &prefix,
             &topics,
@@ -167,11 +167,11 @@ async fn delivered_ids(config: &Resolved) -> anyhow::Result<HashSet<String>> {
             .map(|k| topics.name(k.topic()))
             .collect();
         let inputs: Vec<(String, i32)> =
-            custflow_ingest::list_topics(&brokers, &names, Duration::from_secs(10))?
+            custflow_kafka::list_topics(&brokers, &names, Duration::from_secs(10))?
                 .into_iter()
                 .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
                 .collect();
-        let starts: Vec<(String, i32, i64)> = custflow_schemas::kafka::log_starts(
+        let starts: Vec<(String, i32, i64)> = custflow_kafka::client::log_starts(
             &brokers,
             &topics.name(""),
             &inputs,
@@ -181,7 +181,7 @@ async fn delivered_ids(config: &Resolved) -> anyhow::Result<HashSet<String>> {
         .map(|((t, p), o)| (t, p, o))
         .collect();
         let mut seen = HashSet::new();
-        custflow_schemas::kafka::read_to_end(&brokers, &starts, Duration::from_secs(300), |m| {
+        custflow_kafka::client::read_to_end(&brokers, &starts, Duration::from_secs(300), |m| {
             let (Some(kind), Some(bytes)) = (
                 topics.base(m.topic()).and_then(EventKind::for_topic),
                 m.payload(),

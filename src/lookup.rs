@@ -4,10 +4,10 @@
 use anyhow::Context;
 use clap::Args;
 use custflow_connectors::sql_sink::SqlSink;
-use custflow_feature_store::api::{lookup_body, parse_as_of};
 use custflow_feature_store::features::{compute, DEFAULT_AT_RISK_DAYS};
 use custflow_feature_store::model::ModelHandle;
 use custflow_feature_store::state::CustomerState;
+use custflow_http::features::{lookup_body, parse_as_of};
 use redis::AsyncCommands;
 
 use crate::config::Resolved;
@@ -28,11 +28,7 @@ pub(crate) async fn features(config: &Resolved, args: &LookupArgs) -> anyhow::Re
     let (mut conn, keys) = crate::app::redis_connection(config).await?;
     let ready: bool = conn.exists(keys.state_ready()).await?;
     // The same answer as the API's lookups while the processors build the features.
-    anyhow::ensure!(
-        ready,
-        "{}",
-        custflow_feature_store::api::not_ready().message
-    );
+    anyhow::ensure!(ready, "{}", custflow_http::features::not_ready().message);
     let raw = custflow_feature_store::keys::read_states(&mut conn, &keys, &[args.id.as_str()])
         .await?
         .pop()

@@ -8,7 +8,6 @@ mod connect;
 mod demo;
 mod fit;
 mod lookup;
-mod openapi;
 mod process;
 mod shutdown;
 mod synth;

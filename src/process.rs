@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use custflow_feature_store::state::DEFAULT_HISTORY_DAYS;
+use custflow_kafka::progress::Progress;
+use custflow_kafka::registry_store::KafkaRegistryStore;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
-use custflow_schemas::progress::Progress;
-use custflow_schemas::registry::kafka::KafkaRegistryStore;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics;
 
@@ -25,7 +25,7 @@ pub(crate) struct ProcessArgs {
     #[arg(long, default_value_t = 3600)]
     lateness_secs: i64,
     /// Days without an order after which a customer is at risk.
-    #[arg(long, default_value_t = 45.0)]
+    #[arg(long, default_value_t = custflow_feature_store::features::DEFAULT_AT_RISK_DAYS)]
     at_risk_days: f64,
     /// Most messages per batch.
     #[arg(long, default_value_t = 5000)]
@@ -55,7 +55,7 @@ impl ProcessArgs {
         Self {
             rebuild,
             lateness_secs: 3600,
-            at_risk_days: 45.0,
+            at_risk_days: custflow_feature_store::features::DEFAULT_AT_RISK_DAYS,
             batch_max: 5000,
             until_events: None,
             instance_id: None,

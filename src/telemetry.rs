@@ -45,7 +45,7 @@ pub(crate) fn init(endpoint: &str, sample: f64) -> anyhow::Result<Telemetry> {
         .with_resource(Resource::builder().with_service_name("custflow").build())
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
-    custflow_schemas::trace::enable();
+    custflow_kafka::trace::enable();
     Ok(Telemetry(Some(provider)))
 }
 

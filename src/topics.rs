@@ -7,8 +7,8 @@ use anyhow::Context;
 use crate::config::Resolved;
 
 /// Creates missing topics; the error says how to start a broker.
-pub(crate) async fn ensure(config: &Resolved) -> anyhow::Result<Vec<custflow_ingest::TopicState>> {
-    custflow_ingest::ensure_topics_replicated(
+pub(crate) async fn ensure(config: &Resolved) -> anyhow::Result<Vec<custflow_kafka::TopicState>> {
+    custflow_kafka::ensure_topics_replicated(
         &config.brokers,
         &config.topics(),
         config.replication_factor,

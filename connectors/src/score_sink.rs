@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use custflow_feature_store::members::{Assignment, Member};
+use custflow_feature_store::members::Member;
+use custflow_kafka::assignment::Assignment;
+use custflow_kafka::client::{self as kafka, client_config, Rewind, Tune};
+use custflow_kafka::progress::Progress;
+use custflow_kafka::trace::{self, SpanKind, TraceContextExt};
+use custflow_metrics::histogram::Histogram;
 use custflow_schemas::avro;
-use custflow_schemas::histogram::Histogram;
-use custflow_schemas::kafka::{self, client_config, Rewind, Tune};
-use custflow_schemas::progress::Progress;
-use custflow_schemas::trace::{self, SpanKind, TraceContextExt};
 use custflow_schemas::CustomerScore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::Message;
@@ -104,7 +105,7 @@ pub async fn run(
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .tune("fetch.wait.max.ms", custflow_schemas::kafka::FETCH_WAIT_MS)
+            .tune("fetch.wait.max.ms", custflow_kafka::client::FETCH_WAIT_MS)
             .create_with_context(Rewind::default())
             .map_err(kafka_err)?,
     );

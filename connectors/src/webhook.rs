@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use custflow_feature_store::members::{Assignment, Member};
-use custflow_schemas::kafka::{client_config, dead_letter_headers, Rewind, Tune};
-use custflow_schemas::progress::Progress;
+use custflow_feature_store::members::Member;
+use custflow_kafka::assignment::Assignment;
+use custflow_kafka::client::{client_config, dead_letter_headers, Rewind, Tune};
+use custflow_kafka::progress::Progress;
 use custflow_schemas::{avro, SegmentChange};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -188,7 +189,7 @@ pub async fn run(
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .tune("fetch.wait.max.ms", custflow_schemas::kafka::FETCH_WAIT_MS)
+            .tune("fetch.wait.max.ms", custflow_kafka::client::FETCH_WAIT_MS)
             .create_with_context(Rewind::default())?,
     );
     let mut assignment = Assignment::start(

@@ -77,7 +77,7 @@ pub fn ndjson_body(data: &[u8]) {
         Some("application/x-ndjson"),
         Some("text/csv; charset=utf-8"),
     ] {
-        if let Ok(items) = custflow_ingest::rest::items(ct, data) {
+        if let Ok(items) = custflow_http::ingest::items(ct, data) {
             for item in items.into_iter().flatten() {
                 let _ = json::decode_tagged(&item, &ctx);
             }

@@ -14,8 +14,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use crate::kafka::{Error, Result};
-use custflow_schemas::kafka::bulk_producer_config;
+use custflow_kafka::admin::{Error, Result};
+use custflow_kafka::client::bulk_producer_config;
 
 /// Counts deliveries and failures reported by librdkafka.
 #[derive(Debug, Default)]

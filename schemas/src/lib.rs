@@ -5,21 +5,14 @@
 //! `SegmentChange`), their Avro schemas (`schemas/avro/*.avsc`), the Confluent
 //! wire format, plain JSON and Kafka Connect's JSON envelope.
 
-pub mod api;
-pub mod auth;
 pub mod avro;
 pub mod deny;
 pub mod error;
 pub mod event;
-pub mod histogram;
-pub mod http_metrics;
 pub mod json;
-pub mod kafka;
-pub mod progress;
 pub mod registry;
 pub mod time;
 pub mod topics;
-pub mod trace;
 pub mod validate;
 
 pub use deny::DenyList;

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-pub use custflow_schemas::histogram::Histogram;
+pub use custflow_metrics::histogram::Histogram;
 
 /// Everything a processor counts.
 #[derive(Debug, Default)]

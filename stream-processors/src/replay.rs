@@ -34,7 +34,7 @@ pub fn order_transactions(
     up_to_ms: Option<i64>,
 ) -> Result<Replayed> {
     let topic = topics.name(EventKind::Order.topic());
-    let consumer: BaseConsumer = custflow_schemas::kafka::client_config(brokers)
+    let consumer: BaseConsumer = custflow_kafka::client::client_config(brokers)
         .set(
             "group.id",
             format!("custflow-replay-{}", custflow_schemas::time::now_ms()),
@@ -56,7 +56,7 @@ pub fn order_transactions(
     let mut assignment = TopicPartitionList::new();
     let mut open: HashSet<i32> = HashSet::new();
     let parts: Vec<(String, i32)> = partitions.iter().map(|p| (topic.clone(), *p)).collect();
-    let starts = custflow_schemas::kafka::log_starts(brokers, &topics.name(""), &parts, timeout)?;
+    let starts = custflow_kafka::client::log_starts(brokers, &topics.name(""), &parts, timeout)?;
     for &p in &partitions {
         let (_, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
         let start = starts.get(&(topic.clone(), p)).copied().unwrap_or(0);

@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 
 use custflow_feature_store::features;
 use custflow_feature_store::keys::Keys;
-use custflow_feature_store::members::{Assignment, Member};
+use custflow_feature_store::members::Member;
 use custflow_feature_store::sales::Rollups;
 use custflow_feature_store::state::{Applied, CustomerState, SourcePos};
+use custflow_kafka::assignment::Assignment;
+use custflow_kafka::client::{self as kafka, Rewind, Tune};
+use custflow_kafka::progress::Progress;
+use custflow_kafka::trace::{self, TraceContextExt};
 use custflow_schemas::avro::{self, AvroCodec};
-use custflow_schemas::kafka::{self, Rewind, Tune};
-use custflow_schemas::progress::Progress;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
-use custflow_schemas::trace::{self, TraceContextExt};
 use custflow_schemas::{json, Event, EventKind, ValidationContext};
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -265,7 +266,7 @@ impl Processor {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let mut consumer_cfg = custflow_schemas::kafka::client_config(&cfg.brokers);
+        let mut consumer_cfg = custflow_kafka::client::client_config(&cfg.brokers);
         // The instances split the partitions among themselves (`members`) and assign
         // them to their consumers; offsets are committed under the group's id. Partitions
         // start a little before their committed offsets (tansu skips the rest of a batch
@@ -275,10 +276,10 @@ impl Processor {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .tune("fetch.wait.max.ms", custflow_schemas::kafka::FETCH_WAIT_MS);
+            .tune("fetch.wait.max.ms", custflow_kafka::client::FETCH_WAIT_MS);
         let consumer: StreamConsumer<Rewind> =
             consumer_cfg.create_with_context(Rewind::default())?;
-        let producer: FutureProducer = custflow_schemas::kafka::client_config(&cfg.brokers)
+        let producer: FutureProducer = custflow_kafka::client::client_config(&cfg.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .tune("linger.ms", "5")
@@ -1306,7 +1307,7 @@ impl Processor {
         }
         let topic = self.cfg.topics.name(topics::DLQ);
         let sends = dead.iter().map(|d| {
-            let headers = custflow_schemas::kafka::dead_letter_headers(
+            let headers = custflow_kafka::client::dead_letter_headers(
                 d.msg.topic(),
                 d.msg.partition(),
                 d.msg.offset(),

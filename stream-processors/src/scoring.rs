@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use custflow_feature_store::features::{compute, Features};
 use custflow_feature_store::state::{CustomerState, SegmentMemo};
+use custflow_kafka::{client as kafka, trace};
 use custflow_models::artefact::ModelArtefact;
 use custflow_schemas::avro;
 use custflow_schemas::topics::{self, Topics};
-use custflow_schemas::{kafka, trace};
 use custflow_schemas::{CustomerScore, SegmentChange, SegmentDimension};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -178,7 +178,7 @@ async fn broker_outage_loses_and_doubles_nothing() {
     let _broker = broker(port, proxy.port);
     let brokers = format!("127.0.0.1:{}", proxy.port);
     let names = Topics::new(prefix.clone());
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
 

@@ -146,7 +146,7 @@ pub(crate) async fn deployment(label: &str, seed: u64, customers: u64, n: usize)
     let brokers = custflow_tests::ensure_stack();
     let prefix = custflow_tests::unique(label) + ".";
     let names = Topics::new(prefix.clone());
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
     let (now, events) = synthetic(seed, customers, n);

@@ -11,6 +11,7 @@ mod crash;
 mod dashboard;
 mod demo;
 mod erasure;
+mod layout;
 mod load;
 mod openapi;
 mod redis_cluster;

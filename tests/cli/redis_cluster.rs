@@ -153,7 +153,7 @@ async fn a_processor_on_a_redis_cluster_equals_one_on_a_standalone_redis() {
     // The same events for a deployment kept in the standalone Redis.
     let prefix = custflow_tests::unique("rstandalone-") + ".";
     let names = Topics::new(prefix.clone());
-    custflow_ingest::ensure_topics(&on_cluster.brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&on_cluster.brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
     // Profiles first, applied by both before any order is sent: the loyalty rollups of

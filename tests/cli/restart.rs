@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::state::CustomerState;
+use custflow_kafka::registry_store::KafkaRegistryStore;
 use custflow_schemas::avro::AvroCodec;
-use custflow_schemas::registry::kafka::KafkaRegistryStore;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::time::DAY_MS;
 use custflow_schemas::topics::Topics;
@@ -61,7 +61,7 @@ impl Env {
 
     /// `n` synthetic events of `customers` for this deployment, its topics created.
     async fn events(&self, seed: u64, customers: u64, n: usize) -> Deployment {
-        custflow_ingest::ensure_topics(&self.brokers, &self.names, Duration::from_secs(20))
+        custflow_kafka::ensure_topics(&self.brokers, &self.names, Duration::from_secs(20))
             .await
             .unwrap();
         let (now, events) = synthetic(seed, customers, n);
@@ -131,13 +131,13 @@ impl Env {
                 .map(|k| names.name(k.topic()))
                 .collect();
             let parts: Vec<(String, i32)> =
-                custflow_ingest::list_topics(&brokers, &inputs, Duration::from_secs(10))
+                custflow_kafka::list_topics(&brokers, &inputs, Duration::from_secs(10))
                     .unwrap()
                     .into_iter()
                     .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
                     .collect();
             // From the beginning of the deployment's log (a fresh demo moved it).
-            let starts: Vec<(String, i32, i64)> = custflow_schemas::kafka::log_starts(
+            let starts: Vec<(String, i32, i64)> = custflow_kafka::client::log_starts(
                 &brokers,
                 &names.name(""),
                 &parts,
@@ -150,15 +150,10 @@ impl Env {
             let ctx = ValidationContext::now();
             let mut states = HashMap::new();
             let mut seen: HashMap<String, u32> = HashMap::new();
-            custflow_schemas::kafka::read_to_end(
-                &brokers,
-                &starts,
-                Duration::from_secs(300),
-                |m| {
-                    let e = crate::crash::apply_input(&names, &codec, &ctx, m, &mut states);
-                    *seen.entry(e.event_id().to_owned()).or_default() += 1;
-                },
-            )
+            custflow_kafka::client::read_to_end(&brokers, &starts, Duration::from_secs(300), |m| {
+                let e = crate::crash::apply_input(&names, &codec, &ctx, m, &mut states);
+                *seen.entry(e.event_id().to_owned()).or_default() += 1;
+            })
             .unwrap();
             (states, seen)
         })
@@ -404,7 +399,7 @@ fn backfill_ids(now_ms: i64, customers: u64, days: i64) -> Vec<String> {
 /// How many records the deployment's input topics hold (their log ends).
 fn input_records(env: &Env) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = custflow_ingest::kafka::client_config(&env.brokers)
+    let c: BaseConsumer = custflow_kafka::admin::client_config(&env.brokers)
         .create()
         .unwrap();
     EventKind::ALL
@@ -661,12 +656,12 @@ fn broker_contents(brokers: &str, names: &Topics) -> BrokerContents {
         .map(|t| names.name(t.name))
         .collect();
     let mut records = std::collections::BTreeMap::new();
-    let ours = custflow_ingest::list_topics(brokers, &contract, Duration::from_secs(10)).unwrap();
+    let ours = custflow_kafka::list_topics(brokers, &contract, Duration::from_secs(10)).unwrap();
     let starts: Vec<(String, i32, i64)> = ours
         .iter()
         .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p, 0)))
         .collect();
-    custflow_schemas::kafka::read_to_end(brokers, &starts, Duration::from_secs(120), |m| {
+    custflow_kafka::client::read_to_end(brokers, &starts, Duration::from_secs(120), |m| {
         records
             .entry(m.topic().to_owned())
             .or_insert_with(Vec::new)
@@ -702,7 +697,7 @@ fn broker_contents(brokers: &str, names: &Topics) -> BrokerContents {
             (t, (v.len(), std::hash::Hasher::finish(&h)))
         })
         .collect();
-    let group: BaseConsumer = custflow_ingest::kafka::client_config(brokers)
+    let group: BaseConsumer = custflow_kafka::admin::client_config(brokers)
         .set("group.id", format!("{}custflow-processors", names.name("")))
         .create()
         .unwrap();

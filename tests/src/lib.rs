@@ -74,7 +74,7 @@ pub fn input_reader(
     group_prefix: &str,
 ) -> rdkafka::consumer::BaseConsumer {
     use rdkafka::consumer::Consumer;
-    let consumer: rdkafka::consumer::BaseConsumer = custflow_ingest::kafka::client_config(brokers)
+    let consumer: rdkafka::consumer::BaseConsumer = custflow_kafka::admin::client_config(brokers)
         .set("group.id", unique(group_prefix))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -84,7 +84,7 @@ pub fn input_reader(
         .iter()
         .map(|k| names.name(k.topic()))
         .collect();
-    let parts = custflow_schemas::kafka::partitions_of(&consumer, &topics, Duration::from_secs(10))
+    let parts = custflow_kafka::client::partitions_of(&consumer, &topics, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("the partitions of {topics:?}: {e}"));
     let mut tpl = rdkafka::TopicPartitionList::new();
     for (t, p) in &parts {
@@ -131,7 +131,7 @@ pub fn read_topic(topic: &str, min: usize) -> Vec<TopicMessage> {
     use rdkafka::message::Headers;
     use rdkafka::Message;
     let consumer: rdkafka::consumer::BaseConsumer =
-        custflow_ingest::kafka::client_config(&brokers())
+        custflow_kafka::admin::client_config(&brokers())
             .set("group.id", unique("read-topic-"))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use custflow_connectors::webhook::{self, AlertConfig, AlertMetrics, AlertRule, DEFAULT_RULE};
-use custflow_ingest::kafka::client_config;
+use custflow_kafka::admin::client_config;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{avro, SegmentChange, SegmentDimension};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -67,7 +67,7 @@ async fn config(brokers: &str, names: &Topics, url: String, attempts: u32) -> Al
         topic: names.name(topics::SEGMENT_CHANGES),
         dlq_topic: names.name(topics::DLQ),
         member: custflow_tests::member(&group_id, "alerts").await,
-        progress: Arc::new(custflow_schemas::progress::Progress::new(group_id.clone())),
+        progress: Arc::new(custflow_kafka::progress::Progress::new(group_id.clone())),
         group_id,
         url,
         rules: AlertRule::parse_all(DEFAULT_RULE).unwrap(),
@@ -80,7 +80,7 @@ async fn config(brokers: &str, names: &Topics, url: String, attempts: u32) -> Al
 async fn webhook_alerts_retry_and_dead_letter() {
     let brokers = custflow_tests::ensure_stack();
     let names = Topics::new(custflow_tests::unique("alerts-"));
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
     let seen: Seen = Arc::default();

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use custflow_feature_store::api::FeatureState;
 use custflow_feature_store::conn::Redis;
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
 use custflow_feature_store::state::{CustomerState, SourcePos};
-use custflow_ingest::kafka::client_config;
-use custflow_ingest::rest::{IngestMetrics, IngestState};
+use custflow_http::features::FeatureState;
+use custflow_http::ingest::{IngestMetrics, IngestState};
+use custflow_kafka::admin::client_config;
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{Event, EventKind, Order, OrderStatus, ValidationContext};
@@ -22,6 +22,11 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
+
+/// The routes with no API keys configured (a developer's loopback server).
+fn open(routes: custflow_http::routes::Routes) -> axum::Router {
+    routes.into_router(custflow_http::auth::Access::open())
+}
 
 async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -94,15 +99,15 @@ async fn topic_events(brokers: &str, names: &Topics, expect: usize) -> BTreeMap<
 async fn ingest_validates_dedupes_and_reports_per_item() {
     let brokers = custflow_tests::ensure_stack();
     let names = Topics::new(custflow_tests::unique("api-"));
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
-    let addr = serve(custflow_ingest::rest::routes(ingest_state(
+    let addr = serve(open(custflow_http::ingest::router(ingest_state(
         &brokers,
         &names,
         redis().await,
         64 * 1024,
-    )))
+    ))))
     .await;
     let nd = "application/x-ndjson";
 
@@ -225,12 +230,12 @@ async fn ingest_answers_503_when_the_broker_is_down() {
     custflow_tests::ensure_stack();
     // Nothing listens on port 1: every produce times out.
     let names = Topics::new(custflow_tests::unique("down-"));
-    let addr = serve(custflow_ingest::rest::routes(ingest_state(
+    let addr = serve(open(custflow_http::ingest::router(ingest_state(
         "127.0.0.1:1",
         &names,
         redis().await,
         1 << 20,
-    )))
+    ))))
     .await;
     let (status, head, body) = http(
         &addr,
@@ -287,13 +292,13 @@ async fn feature_lookups_compute_as_of_and_explain_errors() {
         .await
         .unwrap();
     let ready_key = keys.state_ready();
-    let app = custflow_feature_store::api::routes(FeatureState {
+    let app = custflow_http::features::routes().with_state(FeatureState {
         redis: conn.clone(),
         keys,
         model: ModelHandle::default(),
-        at_risk_days: 45.0,
+        at_risk_days: custflow_feature_store::features::DEFAULT_AT_RISK_DAYS,
     });
-    let addr = serve(app).await;
+    let addr = serve(open(app)).await;
 
     // Until the processors mark the features built, lookups answer 503, not 404 or a
     // partial state. This test wrote the state itself, so it marks it built too.
@@ -391,19 +396,20 @@ async fn feature_lookups_compute_as_of_and_explain_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_enforce_scopes_on_every_route() {
-    use custflow_schemas::auth::{require_scopes, Access, ApiKeys};
+    use custflow_http::auth::{Access, ApiKeys, Scope};
+    use custflow_http::routes::Routes;
     let keys = Access::new(
         ApiKeys::parse("writer-key-0123456789=events:write;reader-key-0123456789=features:read")
             .unwrap(),
         Default::default(),
     );
     let ok = || async { "ok" };
-    let app = axum::Router::new()
-        .route("/v1/events", axum::routing::post(ok))
-        .route("/v1/customers/{id}/features", axum::routing::get(ok))
-        .route("/subjects/{s}/versions", axum::routing::post(ok))
-        .route("/healthz", axum::routing::get(ok))
-        .layer(axum::middleware::from_fn_with_state(keys, require_scopes));
+    let app = Routes::new()
+        .post("/v1/events", Some(Scope::EventsWrite), ok)
+        .get("/v1/customers/{id}/features", Some(Scope::FeaturesRead), ok)
+        .post("/subjects/{s}/versions", Some(Scope::Admin), ok)
+        .get("/healthz", None, ok)
+        .into_router(keys);
     let addr = serve(app).await;
     let call = |method: &'static str, path: &'static str, key: Option<&'static str>| {
         let addr = addr.clone();
@@ -444,7 +450,8 @@ async fn api_keys_enforce_scopes_on_every_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_api_key_has_its_own_rate_and_stream_limits() {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    use custflow_schemas::auth::{require_scopes, Access, ApiKeys, Limits};
+    use custflow_http::auth::{Access, ApiKeys, Limits, Scope};
+    use custflow_http::routes::Routes;
     use custflow_tests::SseStream;
     let keys = "first-key-0123456789=features:read;second-key-0123456789=features:read";
     let app = |limits| {
@@ -456,13 +463,10 @@ async fn each_api_key_has_its_own_rate_and_stream_limits() {
             >())
             .keep_alive(KeepAlive::new().interval(Duration::from_millis(100)))
         };
-        axum::Router::new()
-            .route("/v1/segments", axum::routing::get(ok))
-            .route("/v1/stream/{topic}", axum::routing::get(stream))
-            .layer(axum::middleware::from_fn_with_state(
-                Access::new(ApiKeys::parse(keys).unwrap(), limits),
-                require_scopes,
-            ))
+        Routes::new()
+            .get("/v1/segments", Some(Scope::FeaturesRead), ok)
+            .get("/v1/stream/{topic}", Some(Scope::FeaturesRead), stream)
+            .into_router(Access::new(ApiKeys::parse(keys).unwrap(), limits))
     };
     let first = [("authorization", "Bearer first-key-0123456789")];
     let second = [("authorization", "Bearer second-key-0123456789")];

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use custflow_ingest::kafka::client_config;
+use custflow_kafka::admin::client_config;
+use custflow_kafka::registry_store::KafkaRegistryStore;
 use custflow_schemas::avro::AvroCodec;
-use custflow_schemas::registry::kafka::KafkaRegistryStore;
 use custflow_schemas::registry::{Registry, VersionRef};
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{json, Event, EventKind, Order, OrderItem, OrderStatus, ValidationContext};
@@ -48,7 +48,7 @@ async fn avro_and_json_round_trip_through_the_broker_with_committed_offsets() {
     let timeout = Duration::from_secs(20);
 
     // Topics: created once, then found.
-    let first = custflow_ingest::ensure_topics(&brokers, &names, timeout)
+    let first = custflow_kafka::ensure_topics(&brokers, &names, timeout)
         .await
         .unwrap();
     assert_eq!(first.len(), topics::ALL.len());
@@ -58,7 +58,7 @@ async fn avro_and_json_round_trip_through_the_broker_with_committed_offsets() {
         .find(|t| t.name == names.name(topics::ORDERS))
         .unwrap();
     assert_eq!(orders.partitions, topics::DEFAULT_PARTITIONS);
-    let again = custflow_ingest::ensure_topics(&brokers, &names, timeout)
+    let again = custflow_kafka::ensure_topics(&brokers, &names, timeout)
         .await
         .unwrap();
     assert!(again.iter().all(|t| !t.created));

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::model::ModelHandle;
-use custflow_ingest::kafka::client_config;
+use custflow_kafka::admin::client_config;
+use custflow_kafka::client as kafka;
 use custflow_models::artefact::ModelArtefact;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::runtime::{BatchHook, BoxFuture, Changed, CounterDeltas, Rescore, Tick};
 use custflow_processors::scoring::Scorer;
 use custflow_processors::store::Store;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
-use custflow_schemas::kafka;
 use custflow_schemas::registry::Registry;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{avro, json, CustomerScore, Event};
@@ -183,7 +183,7 @@ impl Running {
 async fn deployment(prefix: &str) -> (String, Topics, Arc<Registry>) {
     let brokers = custflow_tests::ensure_stack();
     let names = Topics::new(custflow_tests::unique(prefix));
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
     (brokers, names, Arc::new(Registry::in_memory()))

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use custflow_feature_store::features::compute;
 use custflow_feature_store::keys::Keys;
+use custflow_kafka::registry_store::KafkaRegistryStore;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
-use custflow_schemas::registry::kafka::KafkaRegistryStore;
 use custflow_schemas::registry::{Registry, VersionRef};
 use custflow_schemas::topics::{self, Topics};
 
@@ -26,7 +26,7 @@ async fn confluent_python_client_registers_and_produces_custflow_consumes() {
     });
     let brokers = custflow_tests::ensure_stack();
     let names = Topics::new(custflow_tests::unique("ck-") + ".");
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
     let store = Arc::new(KafkaRegistryStore::new(&brokers, &names.name(topics::SCHEMAS)).unwrap());
@@ -35,7 +35,9 @@ async fn confluent_python_client_registers_and_produces_custflow_consumes() {
     // custflow's registry endpoints on a real port.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = custflow_feature_store::registry_api::routes(registry.clone());
+    let app = custflow_http::registry::routes()
+        .with_state(registry.clone())
+        .into_router(custflow_http::auth::Access::open());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     // The processor registers custflow's Order schema as version 1 of the subject.

@@ -204,7 +204,8 @@ async fn rest_api_lifecycle_in_connects_shapes() {
     let w = worker(&prefix).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let app = custflow_connectors::connect::rest::routes(w.clone());
+    let app = custflow_connectors::connect::rest::routes(w.clone())
+        .into_router(custflow_http::auth::Access::open());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let dir = spool("rest-");
     let input = dir.join("in");

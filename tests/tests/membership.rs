@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use custflow_feature_store::members::Assignment;
-use custflow_schemas::progress::Progress;
+use custflow_kafka::assignment::Assignment;
+use custflow_kafka::progress::Progress;
 use custflow_schemas::topics::{self, Topics};
 
 async fn assignment(
@@ -36,7 +36,7 @@ async fn a_stopped_membership_is_asked_after_as_often_as_the_loop_likes() {
     let brokers = custflow_tests::ensure_stack();
     let prefix = custflow_tests::unique("mb-");
     let names = Topics::new(prefix.clone());
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
     let member = custflow_tests::member(&prefix, "processors").await;
@@ -46,7 +46,10 @@ async fn a_stopped_membership_is_asked_after_as_often_as_the_loop_likes() {
         async move { (!share.partitions.is_empty()).then_some(()) }
     })
     .await;
-    assert_eq!(a.share().partitions.len(), topics::DEFAULT_PARTITIONS as usize);
+    assert_eq!(
+        a.share().partitions.len(),
+        topics::DEFAULT_PARTITIONS as usize
+    );
     stop.send(true).unwrap();
     a.finish().await;
     for _ in 0..3 {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use custflow_feature_store::features::compute;
 use custflow_feature_store::keys::Keys;
-use custflow_ingest::kafka::client_config;
+use custflow_kafka::admin::client_config;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
 use custflow_schemas::registry::Registry;
@@ -85,7 +85,7 @@ async fn start(
 async fn cdnow_through_the_processor_reproduces_the_published_summary() {
     let brokers = custflow_tests::ensure_stack();
     let names = Topics::new(custflow_tests::unique("p-"));
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
     let tx = cdnow_interleaved();

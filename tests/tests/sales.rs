@@ -15,8 +15,8 @@ use custflow_connectors::sql_sink::SqlSink;
 use custflow_feature_store::keys::Keys;
 use custflow_feature_store::sales::{self, Grain, RollupRow};
 use custflow_feature_store::state::{day_of, daypart, DAYPARTS, RETURN_DAYS};
-use custflow_ingest::kafka::client_config;
 use custflow_ingest::synth::{Generator, SynthParams};
+use custflow_kafka::admin::client_config;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
 use custflow_schemas::registry::Registry;
@@ -267,7 +267,7 @@ fn check_rows(rows: &[RollupRow], exp: &Expected, grain: &'static str) -> usize 
 async fn sales_rollups_equal_a_recomputation_from_the_raw_events() {
     let brokers = custflow_tests::ensure_stack();
     let names = Topics::new(custflow_tests::unique("sales-"));
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
 
@@ -559,26 +559,26 @@ async fn drop_db(name: &str) {
 
 async fn serve(keys: &Keys) -> String {
     let redis = custflow_tests::redis_conn().await;
-    let api_keys = custflow_schemas::auth::ApiKeys::parse(
+    let api_keys = custflow_http::auth::ApiKeys::parse(
         "analyst-key-0123456789=sales:read;reader-key-0123456789=features:read",
     )
     .unwrap();
-    let app =
-        custflow_feature_store::sales_api::routes(custflow_feature_store::sales_api::SalesState {
+    let app = custflow_http::sales::routes()
+        .with_state(custflow_http::sales::SalesState {
             redis: redis.clone(),
             keys: keys.clone(),
         })
-        .merge(custflow_feature_store::api::routes(
-            custflow_feature_store::api::FeatureState {
+        .merge(custflow_http::features::routes().with_state(
+            custflow_http::features::FeatureState {
                 redis,
                 keys: keys.clone(),
                 model: Default::default(),
-                at_risk_days: 45.0,
+                at_risk_days: custflow_feature_store::features::DEFAULT_AT_RISK_DAYS,
             },
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            custflow_schemas::auth::Access::new(api_keys, Default::default()),
-            custflow_schemas::auth::require_scopes,
+        .into_router(custflow_http::auth::Access::new(
+            api_keys,
+            Default::default(),
         ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();

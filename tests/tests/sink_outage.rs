@@ -67,11 +67,11 @@ async fn the_sink_catches_up_after_its_database_was_down_for_a_minute() {
 
     let prefix = unique("outage-");
     let names = custflow_schemas::topics::Topics::new(prefix.clone());
-    custflow_ingest::ensure_topics(&brokers(), &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers(), &names, Duration::from_secs(20))
         .await
         .unwrap();
     let topic = names.name(custflow_schemas::topics::CUSTOMER_SCORES);
-    let producer: FutureProducer = custflow_ingest::kafka::client_config(&brokers())
+    let producer: FutureProducer = custflow_kafka::admin::client_config(&brokers())
         .set("acks", "all")
         .create()
         .unwrap();
@@ -90,7 +90,7 @@ async fn the_sink_catches_up_after_its_database_was_down_for_a_minute() {
         batch_max: 200,
         batch_wait: Duration::from_millis(50),
         member: custflow_tests::member(&prefix, "sql-sink").await,
-        progress: Arc::new(custflow_schemas::progress::Progress::new(format!(
+        progress: Arc::new(custflow_kafka::progress::Progress::new(format!(
             "{prefix}sink"
         ))),
     };

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use custflow_feature_store::stream::{self, StreamHub};
-use custflow_ingest::kafka::client_config;
+use custflow_http::stream::{self, StreamHub};
+use custflow_kafka::admin::client_config;
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::CustomerScore;
 use custflow_tests::{produce_scores, SseEvent, SseStream};
@@ -91,12 +91,14 @@ fn per_customer(updates: &[(String, i64)]) -> BTreeMap<String, Vec<i64>> {
 async fn subscribers_get_every_update_in_order_and_resume_after_their_last_id() {
     let brokers = custflow_tests::ensure_stack();
     let names = Topics::new(custflow_tests::unique("sse"));
-    custflow_ingest::ensure_topics(&brokers, &names, Duration::from_secs(20))
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let app = stream::routes(StreamHub::new(&brokers, names.clone()));
+    let app = stream::routes()
+        .with_state(StreamHub::new(&brokers, names.clone()))
+        .into_router(custflow_http::auth::Access::open());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let bad = SseStream::open(&addr, PATH, &[("Last-Event-ID", "not-an-id")]).await;

@@ -15,7 +15,7 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use custflow_schemas::kafka::dead_letter_headers;
+use custflow_kafka::client::dead_letter_headers;
 use rdkafka::message::{Header, OwnedHeaders};
 use serde_json::Value;
 

@@ -10,8 +10,9 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
+use custflow_http::auth::Scope;
+use custflow_http::routes::Routes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -76,22 +77,31 @@ impl IntoResponse for ConnectError {
 
 type Result<T> = std::result::Result<T, ConnectError>;
 
-/// The management routes, plus `/metrics` and `/healthz`.
-pub fn routes(worker: Worker) -> Router {
-    Router::new()
-        .route("/", get(root))
-        .route("/connectors", get(list).post(create))
-        .route("/connectors/{name}", get(info).delete(delete))
-        .route("/connectors/{name}/config", get(config).put(put_config))
-        .route("/connectors/{name}/status", get(status))
-        .route("/connectors/{name}/tasks", get(tasks))
-        .route("/connectors/{name}/pause", put(pause))
-        .route("/connectors/{name}/resume", put(resume))
-        .route("/connectors/{name}/restart", post(restart))
-        .route("/connector-plugins", get(plugins))
-        .route("/connector-plugins/{class}/config/validate", put(validate))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+/// The management routes (scope `admin`), plus `/metrics` (`admin`) and `/healthz`
+/// (open).
+pub fn routes(worker: Worker) -> Routes {
+    let admin = Some(Scope::Admin);
+    Routes::new()
+        .get("/", admin, root)
+        .get("/connectors", admin, list)
+        .post("/connectors", admin, create)
+        .get("/connectors/{name}", admin, info)
+        .delete("/connectors/{name}", admin, delete)
+        .get("/connectors/{name}/config", admin, config)
+        .put("/connectors/{name}/config", admin, put_config)
+        .get("/connectors/{name}/status", admin, status)
+        .get("/connectors/{name}/tasks", admin, tasks)
+        .put("/connectors/{name}/pause", admin, pause)
+        .put("/connectors/{name}/resume", admin, resume)
+        .post("/connectors/{name}/restart", admin, restart)
+        .get("/connector-plugins", admin, plugins)
+        .put(
+            "/connector-plugins/{class}/config/validate",
+            admin,
+            validate,
+        )
+        .get("/metrics", admin, metrics)
+        .get("/healthz", None, || async { Json(json!({"status": "ok"})) })
         .with_state(worker)
 }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use custflow_kafka::client::bulk_producer_config;
 use custflow_schemas::avro::AvroCodec;
-use custflow_schemas::kafka::bulk_producer_config;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::{json, DenyList, Event};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

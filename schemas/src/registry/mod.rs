@@ -5,7 +5,6 @@
 //! types they use are in [`api`].
 
 pub mod api;
-pub mod kafka;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};

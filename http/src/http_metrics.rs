@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::histogram::Histogram;
+use custflow_metrics::histogram::Histogram;
 
 /// One route's counts.
 #[derive(Debug, Default)]

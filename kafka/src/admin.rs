@@ -25,7 +25,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub use custflow_schemas::kafka::{client_config, Tune};
+pub use crate::client::{client_config, Tune};
 
 /// What `ensure_topics` found or did for one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,5 +126,5 @@ pub fn list_topics(
         source,
     };
     let consumer: BaseConsumer = client_config(brokers).create().map_err(kerr)?;
-    custflow_schemas::kafka::partition_counts(&consumer, topics, timeout).map_err(kerr)
+    crate::client::partition_counts(&consumer, topics, timeout).map_err(kerr)
 }

@@ -11,13 +11,11 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error::ApiError;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
-use axum::Router;
-use custflow_schemas::api::ApiError;
-use custflow_schemas::kafka::{client_config, Tune};
+use custflow_kafka::client::{client_config, Tune};
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::{avro, CustomerScore, FieldError, SegmentChange};
 use futures::{Stream, StreamExt};
@@ -27,6 +25,9 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+
+use crate::auth::Scope;
+use crate::routes::Routes;
 
 /// Updates buffered per subscriber before it is told it lagged.
 pub const BUFFER: usize = 4096;
@@ -218,7 +219,7 @@ impl StreamHub {
             // A position the log no longer holds (past retention) resumes from the
             // oldest update kept, not from the end: nothing still kept is skipped.
             .set("auto.offset.reset", "earliest")
-            .tune("fetch.wait.max.ms", custflow_schemas::kafka::FETCH_WAIT_MS)
+            .tune("fetch.wait.max.ms", custflow_kafka::client::FETCH_WAIT_MS)
             .create()
             .map_err(|e| e.to_string())?;
         tokio::task::spawn_blocking(move || {
@@ -350,10 +351,8 @@ struct Filter {
 }
 
 /// The stream route.
-pub fn routes(hub: Arc<StreamHub>) -> Router {
-    Router::new()
-        .route("/v1/stream/{topic}", get(stream))
-        .with_state(hub)
+pub fn routes() -> Routes<Arc<StreamHub>> {
+    Routes::new().get("/v1/stream/{topic}", Some(Scope::FeaturesRead), stream)
 }
 
 /// A live update, or how many a slow subscriber missed.

@@ -5,21 +5,23 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::conn::Redis;
+use crate::error::ApiError;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use custflow_feature_store::conn::Redis;
 use custflow_models::artefact::ModelArtefact;
-use custflow_schemas::api::ApiError;
 use custflow_schemas::FieldError;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::features::{compute, Features};
-use crate::keys::{self, Keys};
-use crate::model::ModelHandle;
-use crate::state::CustomerState;
+use custflow_feature_store::features::{compute, Features};
+use custflow_feature_store::keys::{self, Keys};
+use custflow_feature_store::model::ModelHandle;
+use custflow_feature_store::state::CustomerState;
+
+use crate::auth::Scope;
+use crate::routes::Routes;
 
 /// Most customers in one batch lookup.
 pub const MAX_BATCH: usize = 1000;
@@ -34,13 +36,13 @@ pub struct FeatureState {
 }
 
 /// The feature routes.
-pub fn routes(state: FeatureState) -> Router {
-    Router::new()
-        .route("/v1/customers/{id}/features", get(get_features))
-        .route("/v1/features:batch", post(batch))
-        .route("/v1/segments", get(segments))
-        .route("/v1/models/current", get(current_model))
-        .with_state(state)
+pub fn routes() -> Routes<FeatureState> {
+    let read = Some(Scope::FeaturesRead);
+    Routes::new()
+        .get("/v1/customers/{id}/features", read, get_features)
+        .post("/v1/features:batch", read, batch)
+        .get("/v1/segments", read, segments)
+        .get("/v1/models/current", read, current_model)
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::error::FieldError;
+use custflow_schemas::FieldError;
 
 /// An HTTP error; internal causes are logged, not shown.
 #[derive(Debug)]

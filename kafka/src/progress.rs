@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::kafka::client_config;
+use crate::client::client_config;
 
 /// How long input may wait with no committed offset moving before the group is stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(15);
@@ -252,7 +252,7 @@ fn read_positions(
 {
     let timeout = Duration::from_secs(5);
     let mut tpl = TopicPartitionList::new();
-    for (t, p) in crate::kafka::partitions_of(consumer, topics, timeout)? {
+    for (t, p) in crate::client::partitions_of(consumer, topics, timeout)? {
         tpl.add_partition(&t, p);
     }
     let committed = consumer.committed_offsets(tpl.clone(), timeout)?;
@@ -261,8 +261,8 @@ fn read_positions(
         .iter()
         .map(|e| (e.topic().to_owned(), e.partition()))
         .collect();
-    let highs = crate::kafka::log_ends(consumer, &parts, true, timeout)?;
-    let lows = crate::kafka::log_ends(consumer, &parts, false, timeout)?;
+    let highs = crate::client::log_ends(consumer, &parts, true, timeout)?;
+    let lows = crate::client::log_ends(consumer, &parts, false, timeout)?;
     let (mut waiting, mut positions) = (BTreeMap::new(), BTreeMap::new());
     for e in tpl.elements() {
         let key = (e.topic().to_owned(), e.partition());

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use custflow_schemas::registry::api::{
     ErrorResponse, RegisterRequest, RegisterResponse, SchemaResponse,
 };
 use custflow_schemas::registry::{Registry, RegistryError, VersionRef};
 use serde_json::json;
+
+use crate::auth::Scope;
+use crate::routes::Routes;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -50,18 +52,18 @@ impl From<RegistryError> for RegError {
 }
 
 /// The registry routes.
-pub fn routes(registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/subjects", get(subjects))
-        .route("/subjects/{subject}", post(lookup))
-        .route("/subjects/{subject}/versions", get(versions).post(register))
-        .route("/subjects/{subject}/versions/{version}", get(version))
-        .route("/schemas/ids/{id}", get(by_id))
-        .route(
-            "/config",
-            get(|| async { Json(json!({"compatibilityLevel": "BACKWARD"})) }),
-        )
-        .with_state(registry)
+pub fn routes() -> Routes<Arc<Registry>> {
+    let (read, admin) = (Some(Scope::FeaturesRead), Some(Scope::Admin));
+    Routes::new()
+        .get("/subjects", read, subjects)
+        .post("/subjects/{subject}", admin, lookup)
+        .get("/subjects/{subject}/versions", read, versions)
+        .post("/subjects/{subject}/versions", admin, register)
+        .get("/subjects/{subject}/versions/{version}", read, version)
+        .get("/schemas/ids/{id}", read, by_id)
+        .get("/config", read, || async {
+            Json(json!({"compatibilityLevel": "BACKWARD"}))
+        })
 }
 
 fn parse_body(body: &[u8]) -> Result<RegisterRequest, RegError> {

@@ -1,22 +1,24 @@
 //! The sales analytics routes (`/v1/sales/*`, scope `sales:read`): trends per period and
 //! breakdown, top locations, discount effectiveness and loyalty, read from the rollups
-//! the processors keep (see [`crate::sales`]).
+//! the processors keep (see [`custflow_feature_store::sales`]).
 
 use std::collections::BTreeMap;
 
-use crate::conn::Redis;
+use crate::error::ApiError;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
-use custflow_schemas::api::ApiError;
+use axum::Json;
+use custflow_feature_store::conn::Redis;
 use custflow_schemas::time::DAY_MS;
 use custflow_schemas::FieldError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::keys::Keys;
-use crate::sales::{self, Grain, RollupRow, DIMENSIONS};
-use crate::state::{day_of, RETURN_DAYS};
+use custflow_feature_store::keys::Keys;
+use custflow_feature_store::sales::{self, Grain, RollupRow, DIMENSIONS};
+use custflow_feature_store::state::{day_of, RETURN_DAYS};
+
+use crate::auth::Scope;
+use crate::routes::Routes;
 
 /// Days of the default window (ending today).
 pub const DEFAULT_DAYS: i32 = 30;
@@ -29,13 +31,13 @@ pub struct SalesState {
 }
 
 /// The sales routes.
-pub fn routes(state: SalesState) -> Router {
-    Router::new()
-        .route("/v1/sales/trends", get(trends))
-        .route("/v1/sales/top-locations", get(top_locations))
-        .route("/v1/sales/discounts", get(discounts))
-        .route("/v1/sales/loyalty", get(loyalty))
-        .with_state(state)
+pub fn routes() -> Routes<SalesState> {
+    let sales = Some(Scope::SalesRead);
+    Routes::new()
+        .get("/v1/sales/trends", sales, trends)
+        .get("/v1/sales/top-locations", sales, top_locations)
+        .get("/v1/sales/discounts", sales, discounts)
+        .get("/v1/sales/loyalty", sales, loyalty)
 }
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
@@ -49,7 +51,7 @@ pub struct Window {
 }
 
 fn parse_day(s: &str, path: &str) -> Result<i32, FieldError> {
-    let ms = crate::api::parse_as_of(Some(s), path)
+    let ms = crate::features::parse_as_of(Some(s), path)
         .ok()
         .or_else(|| custflow_schemas::time::parse_rfc3339(&format!("{s}T00:00:00Z")));
     ms.map(day_of).ok_or_else(|| {

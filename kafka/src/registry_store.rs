@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use crate::kafka::{client_config, read_to_end};
+use crate::client::{client_config, read_to_end};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
-use super::async_trait_free::BoxFuture;
-use super::{RegistryError, RegistryRecord, RegistryStore};
+use custflow_schemas::registry::async_trait_free::BoxFuture;
+use custflow_schemas::registry::{RegistryError, RegistryRecord, RegistryStore};
 
 /// The registry log on a Kafka topic.
 pub struct KafkaRegistryStore {

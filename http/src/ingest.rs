@@ -10,23 +10,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::error::ApiError;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
 use custflow_feature_store::conn::Redis;
-use custflow_schemas::api::ApiError;
+use custflow_kafka::client as kafka;
+use custflow_kafka::client::Tune;
+use custflow_kafka::trace::{self, KeyValue, SpanKind, TraceContextExt};
 use custflow_schemas::avro::AvroCodec;
-use custflow_schemas::kafka::Tune;
 use custflow_schemas::topics::Topics;
-use custflow_schemas::trace::{self, KeyValue, SpanKind, TraceContextExt};
-use custflow_schemas::{json, kafka, DenyList, Event, EventKind, FieldError, ValidationContext};
+use custflow_schemas::{json, DenyList, Event, EventKind, FieldError, ValidationContext};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{json as j, Value};
 use tokio::sync::Semaphore;
+
+use crate::auth::Scope;
+use crate::routes::Routes;
 
 /// Counters of the ingest endpoint.
 #[derive(Debug, Default)]
@@ -101,7 +104,7 @@ impl RenewingProducer {
     }
 
     fn create(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
-        crate::kafka::client_config(brokers)
+        custflow_kafka::client::client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .tune("linger.ms", "0")
@@ -150,11 +153,16 @@ enum Failure {
 }
 
 /// The ingest routes.
-pub fn routes(state: IngestState) -> Router {
+pub fn routes() -> Routes<IngestState> {
+    Routes::new()
+        .post("/v1/events", Some(Scope::EventsWrite), post_events)
+        .delete("/v1/customers/{id}", Some(Scope::Admin), erase_customer)
+}
+
+/// [`routes`] with their state and its body limit.
+pub fn router(state: IngestState) -> Routes {
     let limit = state.body_limit;
-    Router::new()
-        .route("/v1/events", post(post_events))
-        .route("/v1/customers/{id}", delete(erase_customer))
+    routes()
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

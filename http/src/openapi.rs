@@ -13,7 +13,7 @@ fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
-pub(crate) fn document() -> Value {
+pub fn document() -> Value {
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
     let as_of = json!({"name": "as_of", "in": "query", "required": false, "schema": {"type": "string"}, "description": "RFC 3339 or epoch milliseconds"});
     let features = json!({"name": "features", "in": "query", "required": false, "schema": {"type": "string"}, "description": "comma-separated feature or score names"});
@@ -124,52 +124,12 @@ pub(crate) fn document() -> Value {
 mod tests {
     use std::collections::BTreeSet;
 
-    /// The sources whose routers make up `custflow serve`'s API (see `app::router`).
-    const ROUTERS: [&str; 7] = [
-        include_str!("app.rs"),
-        include_str!("../ingest/src/rest.rs"),
-        include_str!("../feature-store/src/api.rs"),
-        include_str!("../feature-store/src/sales_api.rs"),
-        include_str!("../feature-store/src/registry_api.rs"),
-        include_str!("../feature-store/src/stream.rs"),
-        include_str!("../feature-store/src/dashboard.rs"),
-    ];
-
-    /// (method, path) of every `.route("path", method(…)…)` call in `source`.
-    fn routes(source: &str) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for call in source.split(".route(").skip(1) {
-            // The call's text: up to the parenthesis that closes `.route(`.
-            let mut depth = 1;
-            let end = call
-                .char_indices()
-                .find(|(_, c)| {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    depth == 0
-                })
-                .map_or(call.len(), |(i, _)| i);
-            let call = &call[..end];
-            let Some(path) = call.split('"').nth(1) else {
-                continue;
-            };
-            for method in ["get", "post", "put", "delete"] {
-                let calls = call.matches(&format!("{method}(")).count();
-                let as_words = call.matches(&format!("_{method}(")).count();
-                if calls > as_words {
-                    out.push((method.to_owned(), path.to_owned()));
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn every_route_of_the_api_is_documented_and_nothing_else() {
-        let served: BTreeSet<(String, String)> = ROUTERS.iter().flat_map(|s| routes(s)).collect();
+        let served: BTreeSet<(String, String)> = crate::route_table()
+            .iter()
+            .map(|r| (r.method.as_str().to_ascii_lowercase(), r.path.to_owned()))
+            .collect();
         assert!(served.len() >= 20, "found only {served:?}");
         let doc = super::document();
         let documented: BTreeSet<(String, String)> = doc["paths"]

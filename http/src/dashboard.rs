@@ -4,11 +4,14 @@
 //! panels (revenue per day, top locations, discount codes, loyalty) from `/v1/sales/*`.
 
 use axum::response::Html;
-use axum::routing::get;
-use axum::Router;
+
+use crate::auth::Scope;
+use crate::routes::Routes;
 
 const PAGE: &str = include_str!("dashboard.html");
 
-pub fn routes() -> Router {
-    Router::new().route("/dashboard", get(|| async { Html(PAGE) }))
+pub fn routes() -> Routes {
+    Routes::new().get("/dashboard", Some(Scope::FeaturesRead), || async {
+        Html(PAGE)
+    })
 }
