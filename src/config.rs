@@ -1,68 +1,21 @@
 //! Configuration: flags, then `CUSTFLOW_*` environment variables, then `custflow.toml`,
 //! then defaults that work on a fresh machine (DESIGN §8).
+//!
+//! Every setting is one [`Key`]: its flag, environment variable, file key, default and
+//! help come from there, and each command takes the flags of the groups it uses (its
+//! `--help` lists nothing else). A setting a command has no flag for still comes from
+//! the environment or the file.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Arg, ArgMatches, Args};
 use custflow_schemas::topics::Topics;
 
-/// Settings every command shares.
+/// Options of every command.
 #[derive(Debug, Args)]
-pub(crate) struct Config {
-    /// Kafka bootstrap servers.
-    #[arg(long, global = true, env = "CUSTFLOW_BROKERS")]
-    brokers: Option<String>,
-    /// Redis URL (redis:// or rediss://).
-    #[arg(long, global = true, env = "CUSTFLOW_REDIS_URL")]
-    redis: Option<String>,
-    /// SQL sink URL (sqlite://path or postgres://…).
-    #[arg(long, global = true, env = "CUSTFLOW_SINK_URL")]
-    sink: Option<String>,
-    /// HTTP listen address.
-    #[arg(long, global = true, env = "CUSTFLOW_HTTP_ADDR")]
-    http: Option<String>,
-    /// Prefix for every topic name, so several deployments can share a broker.
-    #[arg(long, global = true, env = "CUSTFLOW_TOPIC_PREFIX")]
-    topic_prefix: Option<String>,
-    /// Processor clock: `wall` or `event`.
-    #[arg(long, global = true, env = "CUSTFLOW_CLOCK")]
-    clock: Option<String>,
-    /// API keys: `KEY=scope+scope;…` (scopes events:write, features:read, admin; a key may
-    /// be given as `sha256:HEX`). Off by default on loopback, required on other addresses.
-    #[arg(long, global = true, env = "CUSTFLOW_API_KEYS", hide_env_values = true)]
-    api_keys: Option<String>,
-    /// Requests per second each API key may make (bursts of one second's worth); 0 =
-    /// unlimited. Applies when API keys are configured.
-    #[arg(long, global = true, env = "CUSTFLOW_RATE_LIMIT")]
-    rate_limit: Option<String>,
-    /// Event streams (`/v1/stream/*`) each API key may hold open; 0 = unlimited.
-    #[arg(long, global = true, env = "CUSTFLOW_MAX_STREAMS")]
-    max_streams: Option<String>,
-    /// Webhook for segment-change alerts (`run`, `demo`); off when empty.
-    #[arg(long, global = true, env = "CUSTFLOW_ALERT_WEBHOOK")]
-    alert_webhook: Option<String>,
-    /// Which changes alert: `field=value,…` (fields dimension, previous, current,
-    /// value_tier), several rules separated by `;`.
-    #[arg(long, global = true, env = "CUSTFLOW_ALERT_RULE")]
-    alert_rule: Option<String>,
-    /// Customer attributes that are never stored, comma-separated (for example
-    /// `email,phone`): dropped from customer events at the REST endpoint and in
-    /// connectors, before anything is written to a topic.
-    #[arg(long, global = true, env = "CUSTFLOW_DENY_ATTRIBUTES")]
-    deny_attributes: Option<String>,
-    /// Replicas of each partition of the topics custflow creates (3 on a cluster of three
-    /// brokers; the local broker has one).
-    #[arg(long, global = true, env = "CUSTFLOW_REPLICATION_FACTOR")]
-    replication_factor: Option<String>,
-    /// OpenTelemetry collector (OTLP over HTTP, e.g. `http://127.0.0.1:4318`): traces of
-    /// REST ingest → processor → SQL sink are exported there. Off when empty.
-    #[arg(long, global = true, env = "CUSTFLOW_OTLP_ENDPOINT")]
-    otlp_endpoint: Option<String>,
-    /// Share of new traces kept (0 to 1); a request's sampled `traceparent` is always
-    /// followed.
-    #[arg(long, global = true, env = "CUSTFLOW_TRACE_SAMPLE")]
-    trace_sample: Option<String>,
+pub(crate) struct Common {
     /// Configuration file.
     #[arg(
         long,
@@ -74,6 +27,190 @@ pub(crate) struct Config {
     /// Print a machine-readable JSON summary as the last line of stdout.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+}
+
+/// One setting of [`Resolved`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Key {
+    Brokers,
+    ReplicationFactor,
+    TopicPrefix,
+    Redis,
+    Sink,
+    Http,
+    ApiKeys,
+    RateLimit,
+    MaxStreams,
+    Clock,
+    AlertWebhook,
+    AlertRule,
+    DenyAttributes,
+    OtlpEndpoint,
+    TraceSample,
+}
+
+impl Key {
+    const ALL: [Key; 15] = [
+        Key::Brokers,
+        Key::ReplicationFactor,
+        Key::TopicPrefix,
+        Key::Redis,
+        Key::Sink,
+        Key::Http,
+        Key::ApiKeys,
+        Key::RateLimit,
+        Key::MaxStreams,
+        Key::Clock,
+        Key::AlertWebhook,
+        Key::AlertRule,
+        Key::DenyAttributes,
+        Key::OtlpEndpoint,
+        Key::TraceSample,
+    ];
+
+    /// The key in `custflow.toml` (the flag is the same with dashes).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Key::Brokers => "brokers",
+            Key::ReplicationFactor => "replication_factor",
+            Key::TopicPrefix => "topic_prefix",
+            Key::Redis => "redis",
+            Key::Sink => "sink",
+            Key::Http => "http",
+            Key::ApiKeys => "api_keys",
+            Key::RateLimit => "rate_limit",
+            Key::MaxStreams => "max_streams",
+            Key::Clock => "clock",
+            Key::AlertWebhook => "alert_webhook",
+            Key::AlertRule => "alert_rule",
+            Key::DenyAttributes => "deny_attributes",
+            Key::OtlpEndpoint => "otlp_endpoint",
+            Key::TraceSample => "trace_sample",
+        }
+    }
+
+    /// The environment variable of this setting.
+    fn env(self) -> String {
+        match self {
+            Key::Redis => "CUSTFLOW_REDIS_URL".into(),
+            Key::Sink => "CUSTFLOW_SINK_URL".into(),
+            Key::Http => "CUSTFLOW_HTTP_ADDR".into(),
+            _ => format!("CUSTFLOW_{}", self.name().to_ascii_uppercase()),
+        }
+    }
+
+    fn default(self) -> String {
+        let limits = custflow_http::auth::Limits::default();
+        match self {
+            Key::Brokers => "127.0.0.1:9092".into(),
+            Key::ReplicationFactor => "1".into(),
+            Key::Redis => "redis://127.0.0.1:6379".into(),
+            Key::Sink => "sqlite://data/custflow.db".into(),
+            Key::Http => "127.0.0.1:8080".into(),
+            Key::RateLimit => limits.requests_per_s.to_string(),
+            Key::MaxStreams => limits.streams.to_string(),
+            Key::Clock => "wall".into(),
+            Key::AlertRule => custflow_connectors::webhook::DEFAULT_RULE.into(),
+            Key::TraceSample => "1".into(),
+            Key::TopicPrefix
+            | Key::ApiKeys
+            | Key::AlertWebhook
+            | Key::DenyAttributes
+            | Key::OtlpEndpoint => String::new(),
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Key::Brokers => "Kafka bootstrap servers",
+            Key::ReplicationFactor => {
+                "Replicas of each partition of the topics custflow creates (3 on a cluster of \
+                 three brokers; the local broker has one)"
+            }
+            Key::TopicPrefix => {
+                "Prefix for every topic name and Redis key, so several deployments can share \
+                 a broker and a Redis"
+            }
+            Key::Redis => "Redis URL (redis:// or rediss://)",
+            Key::Sink => "SQL sink URL (sqlite://path or postgres://…)",
+            Key::Http => "HTTP listen address",
+            Key::ApiKeys => {
+                "API keys: `KEY=scope+scope;…` (scopes events:write, features:read, sales:read, \
+                 admin; a key may be given as `sha256:HEX`). Off by default on loopback, \
+                 required on other addresses"
+            }
+            Key::RateLimit => {
+                "Requests per second each API key may make (bursts of one second's worth); 0 = \
+                 unlimited. Applies when API keys are configured"
+            }
+            Key::MaxStreams => {
+                "Event streams (`/v1/stream/*`) each API key may hold open; 0 = unlimited"
+            }
+            Key::Clock => "Processor clock: `wall` or `event`",
+            Key::AlertWebhook => "Webhook for segment-change alerts; off when empty",
+            Key::AlertRule => {
+                "Which changes alert: `field=value,…` (fields dimension, previous, current, \
+                 value_tier), several rules separated by `;`"
+            }
+            Key::DenyAttributes => {
+                "Customer attributes that are never stored, comma-separated (for example \
+                 `email,phone`): dropped from customer events at the REST endpoint and in \
+                 connectors, before anything is written to a topic"
+            }
+            Key::OtlpEndpoint => {
+                "OpenTelemetry collector (OTLP over HTTP, e.g. `http://127.0.0.1:4318`): traces \
+                 of REST ingest → processor → SQL sink are exported there. Off when empty"
+            }
+            Key::TraceSample => {
+                "Share of new traces kept (0 to 1); a request's sampled `traceparent` is always \
+                 followed"
+            }
+        }
+    }
+
+    fn parse(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The flag of this setting.
+    fn arg(self) -> Arg {
+        let arg = Arg::new(self.name())
+            .long(self.name().replace('_', "-"))
+            .env(self.env())
+            .help(self.help())
+            .value_name("VALUE");
+        if self == Key::ApiKeys {
+            arg.hide_env_values(true)
+        } else {
+            arg
+        }
+    }
+}
+
+/// Groups of settings; a command takes the flags of the groups it uses.
+pub(crate) mod group {
+    use super::Key;
+
+    pub(crate) const KAFKA: &[Key] = &[Key::Brokers, Key::ReplicationFactor];
+    pub(crate) const DEPLOYMENT: &[Key] = &[Key::TopicPrefix];
+    pub(crate) const REDIS: &[Key] = &[Key::Redis];
+    pub(crate) const SINK: &[Key] = &[Key::Sink];
+    pub(crate) const HTTP: &[Key] = &[Key::Http];
+    pub(crate) const KEYS: &[Key] = &[Key::ApiKeys, Key::RateLimit, Key::MaxStreams];
+    pub(crate) const CLOCK: &[Key] = &[Key::Clock];
+    pub(crate) const ALERTS: &[Key] = &[Key::AlertWebhook, Key::AlertRule];
+    pub(crate) const PRIVACY: &[Key] = &[Key::DenyAttributes];
+    pub(crate) const TRACING: &[Key] = &[Key::OtlpEndpoint, Key::TraceSample];
+}
+
+/// Adds the flags of `groups` to the subcommand `name` of `cli`.
+pub(crate) fn with_settings(cli: clap::Command, name: &str, groups: &[&[Key]]) -> clap::Command {
+    let args: Vec<Arg> = groups
+        .iter()
+        .flat_map(|g| g.iter())
+        .map(|k| k.arg().help_heading("Settings"))
+        .collect();
+    cli.mut_subcommand(name, |c| c.args(args))
 }
 
 /// Configuration after every source was consulted.
@@ -102,120 +239,143 @@ impl Resolved {
     }
 }
 
-impl Config {
-    pub(crate) fn resolve(&self) -> anyhow::Result<Resolved> {
+impl Common {
+    /// Resolves every setting: the flags of `matches` (the command's), the environment,
+    /// the configuration file, the defaults.
+    pub(crate) fn resolve(&self, matches: &ArgMatches) -> anyhow::Result<Resolved> {
         let file = read_file(&self.config)?;
-        let pick = |flag: &Option<String>, key: &str, default: &str| {
-            flag.clone()
-                .or_else(|| file.get(key))
-                .unwrap_or_else(|| default.to_owned())
+        let flags = matches.subcommand().map(|(_, m)| m);
+        let mut values: BTreeMap<Key, String> = BTreeMap::new();
+        for key in Key::ALL {
+            let flag = flags
+                .and_then(|m| m.try_get_one::<String>(key.name()).ok().flatten())
+                .cloned();
+            let value = flag
+                .or_else(|| std::env::var(key.env()).ok())
+                .or_else(|| file.get(&key).cloned())
+                .unwrap_or_else(|| key.default());
+            values.insert(key, value);
+        }
+        Resolved::from_values(&values, self.json)
+    }
+}
+
+impl Resolved {
+    fn from_values(values: &BTreeMap<Key, String>, json: bool) -> anyhow::Result<Self> {
+        let get = |key: Key| values.get(&key).cloned().unwrap_or_else(|| key.default());
+        let number = |key: Key| {
+            let v = get(key);
+            v.parse::<u32>()
+                .with_context(|| format!("{} must be a whole number ≥ 0, not {v:?}", key.name()))
         };
-        let clock = pick(&self.clock, "clock", "wall");
+        let clock = get(Key::Clock);
         anyhow::ensure!(
             clock == "wall" || clock == "event",
-            "--clock must be wall or event, not {clock:?}"
+            "clock must be wall or event, not {clock:?}"
         );
-        let defaults = custflow_http::auth::Limits::default();
-        let number = |flag: &Option<String>, key: &str, default: u32| {
-            let v = pick(flag, key, &default.to_string());
-            v.parse::<u32>()
-                .with_context(|| format!("{key} must be a whole number ≥ 0, not {v:?}"))
-        };
-        let limits = custflow_http::auth::Limits {
-            requests_per_s: number(&self.rate_limit, "rate_limit", defaults.requests_per_s)?,
-            streams: number(&self.max_streams, "max_streams", defaults.streams)?,
-        };
-        let sample = pick(&self.trace_sample, "trace_sample", "1");
+        let sample = get(Key::TraceSample);
         let trace_sample = sample
             .parse::<f64>()
             .ok()
             .filter(|r| (0.0..=1.0).contains(r))
             .with_context(|| format!("trace_sample must be between 0 and 1, not {sample:?}"))?;
         Ok(Resolved {
-            brokers: pick(&self.brokers, "brokers", "127.0.0.1:9092"),
-            redis: pick(&self.redis, "redis", "redis://127.0.0.1:6379"),
-            sink: pick(&self.sink, "sink", "sqlite://data/custflow.db"),
-            http: pick(&self.http, "http", "127.0.0.1:8080"),
-            topic_prefix: pick(&self.topic_prefix, "topic_prefix", ""),
+            brokers: get(Key::Brokers),
+            redis: get(Key::Redis),
+            sink: get(Key::Sink),
+            http: get(Key::Http),
+            topic_prefix: get(Key::TopicPrefix),
             clock,
-            api_keys: pick(&self.api_keys, "api_keys", ""),
-            limits,
-            alert_webhook: pick(&self.alert_webhook, "alert_webhook", ""),
-            alert_rule: pick(
-                &self.alert_rule,
-                "alert_rule",
-                custflow_connectors::webhook::DEFAULT_RULE,
-            ),
-            deny: custflow_schemas::DenyList::parse(&pick(
-                &self.deny_attributes,
-                "deny_attributes",
-                "",
-            )),
-            replication_factor: i32::try_from(number(
-                &self.replication_factor,
-                "replication_factor",
-                1,
-            )?)
-            .ok()
-            .filter(|r| *r >= 1)
-            .context("replication_factor must be between 1 and 2^31")?,
-            otlp_endpoint: pick(&self.otlp_endpoint, "otlp_endpoint", ""),
+            api_keys: get(Key::ApiKeys),
+            limits: custflow_http::auth::Limits {
+                requests_per_s: number(Key::RateLimit)?,
+                streams: number(Key::MaxStreams)?,
+            },
+            alert_webhook: get(Key::AlertWebhook),
+            alert_rule: get(Key::AlertRule),
+            deny: custflow_schemas::DenyList::parse(&get(Key::DenyAttributes)),
+            replication_factor: i32::try_from(number(Key::ReplicationFactor)?)
+                .ok()
+                .filter(|r| *r >= 1)
+                .context("replication_factor must be between 1 and 2^31")?,
+            otlp_endpoint: get(Key::OtlpEndpoint),
             trace_sample,
-            json: self.json,
+            json,
         })
     }
 }
 
-/// The `custflow.toml` file: the same settings as the flags, all optional.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    brokers: Option<String>,
-    redis: Option<String>,
-    sink: Option<String>,
-    http: Option<String>,
-    topic_prefix: Option<String>,
-    clock: Option<String>,
-    api_keys: Option<String>,
-    rate_limit: Option<u32>,
-    max_streams: Option<u32>,
-    alert_webhook: Option<String>,
-    alert_rule: Option<String>,
-    deny_attributes: Option<String>,
-    replication_factor: Option<u32>,
-    otlp_endpoint: Option<String>,
-    trace_sample: Option<f64>,
-}
-
-impl FileConfig {
-    fn get(&self, key: &str) -> Option<String> {
-        let text = match key {
-            "rate_limit" => return self.rate_limit.map(|v| v.to_string()),
-            "max_streams" => return self.max_streams.map(|v| v.to_string()),
-            "trace_sample" => return self.trace_sample.map(|v| v.to_string()),
-            "replication_factor" => return self.replication_factor.map(|v| v.to_string()),
-            "brokers" => self.brokers.as_ref(),
-            "redis" => self.redis.as_ref(),
-            "sink" => self.sink.as_ref(),
-            "http" => self.http.as_ref(),
-            "topic_prefix" => self.topic_prefix.as_ref(),
-            "clock" => self.clock.as_ref(),
-            "api_keys" => self.api_keys.as_ref(),
-            "alert_webhook" => self.alert_webhook.as_ref(),
-            "alert_rule" => self.alert_rule.as_ref(),
-            "deny_attributes" => self.deny_attributes.as_ref(),
-            "otlp_endpoint" => self.otlp_endpoint.as_ref(),
-            _ => None,
+/// The `custflow.toml` file: any of the settings, by their names; a key that names no
+/// setting is refused with its name.
+fn parse_file(text: &str) -> anyhow::Result<BTreeMap<Key, String>> {
+    let table: toml::Table = toml::from_str(text)?;
+    let mut out = BTreeMap::new();
+    for (name, value) in table {
+        let key = Key::parse(&name).with_context(|| {
+            let known: Vec<&str> = Key::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown setting {name:?} (known: {})", known.join(", "))
+        })?;
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => anyhow::bail!("{name}: expected a string or a number, not {other}"),
         };
-        text.cloned()
+        out.insert(key, text);
     }
+    Ok(out)
 }
 
 /// Reads the configuration file; a missing file is empty.
-fn read_file(path: &std::path::Path) -> anyhow::Result<FileConfig> {
+fn read_file(path: &std::path::Path) -> anyhow::Result<BTreeMap<Key, String>> {
     match std::fs::read_to_string(path) {
-        Ok(t) => toml::from_str(&t).with_context(|| format!("parsing {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Ok(t) => parse_file(&t).with_context(|| format!("parsing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_round_trips_through_its_name_and_has_a_valid_default() {
+        for k in Key::ALL {
+            assert_eq!(Key::parse(k.name()), Some(k));
+            assert!(k.env().starts_with("CUSTFLOW_"));
+        }
+        let defaults: BTreeMap<Key, String> = Key::ALL.iter().map(|k| (*k, k.default())).collect();
+        let r = Resolved::from_values(&defaults, false).unwrap();
+        assert_eq!(r.brokers, "127.0.0.1:9092");
+        assert_eq!(r.replication_factor, 1);
+        assert_eq!(r.clock, "wall");
+    }
+
+    #[test]
+    fn the_file_refuses_an_unknown_key_by_name_and_reads_numbers() {
+        let err = parse_file("brokrs = \"x:9092\"\n").unwrap_err().to_string();
+        assert!(err.contains("\"brokrs\""), "{err}");
+        assert!(err.contains("brokers"), "{err}");
+        let ok = parse_file("rate_limit = 7\ntrace_sample = 0.5\nsink = \"sqlite://x\"\n").unwrap();
+        assert_eq!(ok[&Key::RateLimit], "7");
+        assert_eq!(ok[&Key::TraceSample], "0.5");
+        let r = Resolved::from_values(&ok, false).unwrap();
+        assert_eq!(r.limits.requests_per_s, 7);
+        assert_eq!(r.sink, "sqlite://x");
+        assert!(parse_file("clock = [1]\n").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_setting_named() {
+        let mut v: BTreeMap<Key, String> = BTreeMap::new();
+        v.insert(Key::Clock, "sundial".into());
+        let err = Resolved::from_values(&v, false).unwrap_err().to_string();
+        assert!(err.contains("clock"), "{err}");
+        let mut v: BTreeMap<Key, String> = BTreeMap::new();
+        v.insert(Key::MaxStreams, "-1".into());
+        let err = format!("{:#}", Resolved::from_values(&v, false).unwrap_err());
+        assert!(err.contains("max_streams"), "{err}");
     }
 }

@@ -17,7 +17,8 @@ use crate::config::Resolved;
 pub(crate) struct LookupArgs {
     /// Customer id.
     id: String,
-    /// Instant (RFC 3339 or epoch milliseconds); default now.
+    /// Instant: a date (`1997-09-30`, the end of that day in UTC), RFC 3339 or epoch
+    /// milliseconds; default now.
     #[arg(long)]
     as_of: Option<String>,
 }

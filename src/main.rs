@@ -14,7 +14,7 @@ mod synth;
 mod telemetry;
 mod topics;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc instead of glibc's allocator: the processor's hot loop allocates and frees
 /// many small buffers, and glibc's malloc/free/consolidate took a third of its time.
@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 /// processor's time during a rescoring pass.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use config::Config;
+use config::{group, Common, Key};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,7 +33,7 @@ use config::Config;
 )]
 struct Cli {
     #[command(flatten)]
-    config: Config,
+    common: Common,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,8 +87,42 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The settings groups each command takes flags for (see `config::group`).
+fn settings_of(command: &str) -> &'static [&'static [Key]] {
+    use group::*;
+    match command {
+        "topics" => &[KAFKA, DEPLOYMENT],
+        "train-churn" => &[KAFKA, DEPLOYMENT, REDIS],
+        "synth" => &[KAFKA, DEPLOYMENT],
+        "features" | "scores" => &[DEPLOYMENT, REDIS, SINK],
+        "bench" => &[KAFKA, DEPLOYMENT, REDIS, SINK],
+        "serve" => &[KAFKA, DEPLOYMENT, REDIS, SINK, HTTP, KEYS, PRIVACY, TRACING],
+        "connect" => &[KAFKA, DEPLOYMENT, KEYS, PRIVACY, TRACING],
+        "process" => &[KAFKA, DEPLOYMENT, REDIS, CLOCK, HTTP, TRACING],
+        "run" | "demo" => &[
+            KAFKA, DEPLOYMENT, REDIS, SINK, HTTP, KEYS, CLOCK, ALERTS, PRIVACY, TRACING,
+        ],
+        // fit reads files only.
+        _ => &[],
+    }
+}
+
+/// The command line: the derived commands, each with the flags of its settings.
+fn command() -> clap::Command {
+    let mut cli = Cli::command();
+    let names: Vec<String> = cli
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    for name in names {
+        cli = config::with_settings(cli, &name, settings_of(&name));
+    }
+    cli
+}
+
 async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CUSTFLOW_LOG")
@@ -96,7 +130,7 @@ async fn run() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = cli.config.resolve()?;
+    let config = cli.common.resolve(&matches)?;
     // Flushes the spans still buffered when the command ends.
     let _telemetry = telemetry::init(&config.otlp_endpoint, config.trace_sample)?;
     match cli.command {

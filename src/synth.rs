@@ -31,7 +31,7 @@ pub(crate) struct SynthArgs {
     /// Customers arriving during the backfill span.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) customers: u64,
-    /// Days of history to backfill, ending now.
+    /// Days of history to backfill, ending at --end (default now).
     #[arg(long, default_value_t = 365)]
     pub(crate) days: i64,
     #[arg(long, default_value_t = 42)]
@@ -62,9 +62,10 @@ pub(crate) struct SynthArgs {
     /// Generate the history but do not send it (continue a population live).
     #[arg(long)]
     pub(crate) live_only: bool,
-    /// The instant the backfill ends (default: now); the same instant, seed and sizes
-    /// give the same events, with the same ids (the demo resumes its backfill so).
-    #[arg(skip)]
+    /// The instant the generated history ends: a date (its end, UTC), RFC 3339 or epoch
+    /// milliseconds; default now. The same end, seed and sizes give the same events with
+    /// the same ids, byte for byte (the demo resumes its backfill so).
+    #[arg(long = "end", value_name = "TIME", value_parser = parse_end)]
     pub(crate) now_ms: Option<i64>,
     /// Ids of events already delivered: generated, not sent again.
     #[arg(skip)]
@@ -91,6 +92,13 @@ impl SynthArgs {
             skip: None,
         }
     }
+}
+
+/// `--end`: a date, RFC 3339 or epoch milliseconds.
+fn parse_end(s: &str) -> Result<i64, String> {
+    custflow_schemas::time::parse_instant(s).ok_or_else(|| {
+        format!("{s:?} is not a date (YYYY-MM-DD), an RFC 3339 timestamp or epoch milliseconds")
+    })
 }
 
 /// Where events go.

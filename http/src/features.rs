@@ -52,21 +52,21 @@ struct LookupQuery {
     features: Option<String>,
 }
 
-/// Parses `as_of` (RFC 3339 or epoch milliseconds); now when absent.
+/// Parses `as_of` (a date meaning its end in UTC, RFC 3339 or epoch milliseconds); now
+/// when absent.
 pub fn parse_as_of(v: Option<&str>, path: &str) -> Result<i64, FieldError> {
     match v {
         None => Ok(custflow_schemas::time::now_ms()),
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .or_else(|| custflow_schemas::time::parse_rfc3339(s))
-            .ok_or_else(|| {
-                FieldError::new(
-                    path,
-                    "format",
-                    format!("{s:?} is not an RFC 3339 timestamp or epoch milliseconds"),
-                )
-            }),
+        Some(s) => custflow_schemas::time::parse_instant(s).ok_or_else(|| {
+            FieldError::new(
+                path,
+                "format",
+                format!(
+                    "{s:?} is not a date (YYYY-MM-DD, its end in UTC), an RFC 3339 timestamp \
+                     or epoch milliseconds"
+                ),
+            )
+        }),
     }
 }
 

@@ -15,7 +15,7 @@ fn error_response(description: &str) -> Value {
 
 pub fn document() -> Value {
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
-    let as_of = json!({"name": "as_of", "in": "query", "required": false, "schema": {"type": "string"}, "description": "RFC 3339 or epoch milliseconds"});
+    let as_of = json!({"name": "as_of", "in": "query", "required": false, "schema": {"type": "string"}, "description": "YYYY-MM-DD (the end of that day, UTC), RFC 3339 or epoch milliseconds"});
     let features = json!({"name": "features", "in": "query", "required": false, "schema": {"type": "string"}, "description": "comma-separated feature or score names"});
     let day = |name: &str, what: &str| {
         json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"},

@@ -12,6 +12,21 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// Parses an instant given as epoch milliseconds, an RFC 3339 timestamp, or a date
+/// `YYYY-MM-DD`, which means the end of that day in UTC (its last millisecond), so
+/// "as of 1997-09-30" includes everything of that day.
+pub fn parse_instant(s: &str) -> Option<i64> {
+    let s = s.trim();
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| parse_rfc3339(s))
+        .or_else(|| {
+            let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+            let start = day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis();
+            Some(start + DAY_MS - 1)
+        })
+}
+
 /// Formats epoch milliseconds as RFC 3339 in UTC with millisecond precision.
 pub fn format_rfc3339(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -56,6 +71,16 @@ pub mod serde_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_are_epoch_ms_rfc3339_or_the_end_of_a_day() {
+        assert_eq!(parse_instant("875577600000"), Some(875_577_600_000));
+        assert_eq!(parse_instant("1997-09-30T00:00:00Z"), Some(875_577_600_000));
+        // 1997-09-30 is day 10134; its end is the millisecond before day 10135.
+        assert_eq!(parse_instant("1997-09-30"), Some(10_135 * DAY_MS - 1));
+        assert_eq!(parse_instant("1997-02-30"), None);
+        assert_eq!(parse_instant("yesterday"), None);
+    }
 
     #[test]
     fn rfc3339_round_trip() {

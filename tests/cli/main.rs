@@ -11,6 +11,7 @@ mod crash;
 mod dashboard;
 mod demo;
 mod erasure;
+mod flags;
 mod layout;
 mod load;
 mod openapi;
