@@ -256,7 +256,7 @@ async fn lookup(plan: LookupPlan, ids: Vec<String>) -> anyhow::Result<()> {
 }
 
 fn csv(config: &Resolved, file: &std::path::Path, preset: &str) -> anyhow::Result<()> {
-    use custflow_connectors::connect::worker::{Encoder, TaskContext};
+    use custflow_connectors::connect::task::{Encoder, TaskContext};
     use custflow_connectors::connect::{ConnectorConfig, ErrorPolicy};
     use custflow_connectors::spooldir::SpoolDirTask;
 

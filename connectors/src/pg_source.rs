@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 
-use crate::connect::worker::TaskContext;
+use crate::connect::task::{SourceTask, TaskContext, TaskFuture};
 use crate::connect::{partition_key, Batch, ConnectorConfig, Error, PartitionKey, Tolerance};
 use crate::spooldir::presets::{parse_datetime, stable_ulid};
 
@@ -287,5 +287,18 @@ impl PgTask {
             out.entry("items").or_insert_with(|| json!([]));
         }
         json::read(self.s.kind, &Value::Object(out)).map_err(|e| e.to_string())
+    }
+}
+impl SourceTask for PgTask {
+    fn poll(&mut self, max: usize) -> TaskFuture<'_, Batch> {
+        Box::pin(PgTask::poll(self, max))
+    }
+
+    fn progress(&self) -> Value {
+        PgTask::progress(self)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        PgTask::poll_interval(self)
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use custflow_connectors::connect::worker::Task;
+use custflow_connectors::connect::task;
 use custflow_connectors::connect::ConnectorConfig;
 use custflow_connectors::spooldir::presets::{self, GenericColumns, RetailColumns};
 use custflow_schemas::avro::{self, AvroCodec};
@@ -141,6 +141,6 @@ pub fn connector_config(data: &[u8]) {
         return;
     };
     if let Ok(c) = ConnectorConfig::from_json(name, config.clone()) {
-        let _ = Task::validate(&c, &Topics::default());
+        let _ = task::validate(&c, &Topics::default());
     }
 }

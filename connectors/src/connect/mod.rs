@@ -7,10 +7,13 @@
 //! the last committed offsets and skips those records when it reads the source again, so
 //! a kill between "acknowledged" and "offset committed" does not duplicate.
 
+mod acks;
 pub mod config;
 pub mod metrics;
 pub mod offsets;
 pub mod rest;
+mod runner;
+pub mod task;
 pub mod worker;
 
 use std::sync::Arc;
@@ -114,7 +117,7 @@ pub struct Batch {
     /// Where reading resumes once these records are delivered, per partition.
     pub offsets: Vec<(PartitionKey, Value)>,
     /// Partitions finished by this batch, with their final offsets; the task hears of
-    /// them again in [`worker::Task::committed`] once those offsets are committed.
+    /// them again in [`task::SourceTask::committed`] once those offsets are committed.
     pub ends: Vec<(PartitionKey, Value)>,
     /// Stop the task after this batch with this reason (`errors.tolerance=none`).
     pub fatal: Option<String>,

@@ -16,7 +16,8 @@ use custflow_http::routes::Routes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::worker::{Task, Worker};
+use super::task;
+use super::worker::Worker;
 use super::{ConnectorClass, ConnectorConfig, Error};
 
 /// An error in Connect's shape plus custflow's.
@@ -250,7 +251,7 @@ async fn validate(
         .cloned()
         .unwrap_or_else(|| "validate".into());
     let checked = ConnectorConfig::new(&name, config)
-        .and_then(|c| Task::validate(&c, &w.topics()).map(|_| ()));
+        .and_then(|c| task::validate(&c, &w.topics()).map(|_| ()));
     let configs = match &checked {
         Ok(()) => Vec::new(),
         Err(Error::Invalid { path, message }) => {

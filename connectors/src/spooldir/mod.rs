@@ -18,7 +18,7 @@ use custflow_schemas::Event;
 use regex::Regex;
 use serde_json::{json, Value};
 
-use crate::connect::worker::TaskContext;
+use crate::connect::task::{SourceTask, TaskContext, TaskFuture};
 use crate::connect::{partition_key, Batch, ConnectorConfig, Error, PartitionKey, Tolerance};
 use presets::{GenericColumns, RetailColumns, RetailRow};
 
@@ -736,5 +736,23 @@ fn flush_invoice(
         Err(reason) => push_bad(
             ctx, batch, f, first_rec, &reason, None, first_span, tolerance,
         ),
+    }
+}
+impl SourceTask for SpoolDirTask {
+    /// Reads files with blocking I/O, on the runtime's thread (`block_in_place`).
+    fn poll(&mut self, max: usize) -> TaskFuture<'_, Batch> {
+        Box::pin(async move { tokio::task::block_in_place(|| SpoolDirTask::poll(self, max)) })
+    }
+
+    fn committed(&mut self, ends: &[(PartitionKey, Value)]) -> Result<(), Error> {
+        SpoolDirTask::committed(self, ends)
+    }
+
+    fn progress(&self) -> Value {
+        SpoolDirTask::progress(self)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        SpoolDirTask::poll_interval(self)
     }
 }
