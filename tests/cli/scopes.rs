@@ -1,6 +1,6 @@
 //! Every route of the API × every kind of caller, against a live `custflow serve` with API
 //! keys: the routes come from `/openapi.json` (which a unit test holds equal to the
-//! routers), the expected scope from the table the README documents. No key or an
+//! routers), the expected scope from the table docs/api.md documents. No key or an
 //! unknown key gets 401 on every protected route, a key without the route's scope gets
 //! 403, a key with it (or `admin`) is let through.
 
@@ -19,7 +19,7 @@ const KEYS: [(&str, &str); 4] = [
     ("admin", "admin-key-0123456789"),
 ];
 
-/// The scope the README gives a route; `None` for the open ones.
+/// The scope docs/api.md gives a route; `None` for the open ones.
 fn documented_scope(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
         (_, "/healthz" | "/readyz" | "/openapi.json") => None,
