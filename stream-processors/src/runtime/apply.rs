@@ -1,0 +1,482 @@
+//! Applying a batch: decode the input events, apply them to the customer states, score
+//! what changed, save everything in one guarded Redis script, dead-letter what is
+//! invalid, and retry a batch that failed on Redis or the broker.
+
+use super::*;
+
+/// A decoded message of a batch.
+pub(super) struct Input {
+    pos: SourcePos,
+    op: Op,
+    produced_ms: Option<i64>,
+    /// The processing span of a traced message, ended once the batch is saved.
+    trace: Option<trace::Context>,
+}
+
+/// What an input record asks for.
+pub(super) enum Op {
+    Apply(Event),
+    /// Forget the customer (an erasure request made at `at`).
+    Erase {
+        customer: String,
+        at: i64,
+    },
+}
+
+impl Op {
+    pub(super) fn customer_id(&self) -> &str {
+        match self {
+            Op::Apply(e) => e.customer_id(),
+            Op::Erase { customer, .. } => customer,
+        }
+    }
+}
+
+/// The processing span of `msg` when it carries a trace context (tracing on).
+pub(super) fn traced(msg: &OwnedMessage) -> Option<trace::Context> {
+    let parent = trace::of_message(msg)?;
+    Some(trace::start(
+        "custflow.process",
+        trace::SpanKind::Consumer,
+        &parent,
+        trace::message_attributes(msg),
+    ))
+}
+
+/// A message for the dead-letter topic.
+pub(super) struct DeadLetter {
+    msg: OwnedMessage,
+    reason: String,
+    message: String,
+}
+
+pub(super) fn kind_index(k: EventKind) -> u8 {
+    match k {
+        EventKind::Customer => 0,
+        EventKind::Order => 1,
+        EventKind::Activity => 2,
+    }
+}
+
+impl Processor {
+    /// Processes `batch`, retrying with backoff while Redis or the broker fail (each try
+    /// is idempotent: the states record what they applied), and replaying from the start
+    /// the partitions whose state Redis lost. False when shutdown came first.
+    pub(super) async fn process_until_done(
+        &self,
+        mut batch: Vec<OwnedMessage>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let err = match self.process_batch(&batch).await {
+                Ok(()) => return Ok(true),
+                Err(Error::StateLost(lost)) => match self.recover(&batch, &lost).await {
+                    Ok(()) => return Ok(true),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            if !err.retryable() {
+                return Err(err);
+            }
+            // A fenced idempotent producer (after messages timed out) fails every send
+            // from then on: stop, so a supervisor restarts the process with a new one.
+            let fenced = matches!(&err, Error::Kafka(k) if kafka::is_fenced(k));
+            if fenced || self.producer.client().fatal_error().is_some() {
+                return Err(Error::Config(format!(
+                    "the producer can no longer produce ({err}); restart the processor"
+                )));
+            }
+            Metrics::add(&self.metrics.retries, 1);
+            tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying");
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(false),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let owned = self.consumer.assignment()?;
+            batch.retain(|m| owned.find_partition(m.topic(), m.partition()).is_some());
+            if batch.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The event kind of an input topic's messages.
+    pub(super) fn kind_of(&self, msg: &OwnedMessage) -> Option<EventKind> {
+        self.cfg
+            .topics
+            .base(msg.topic())
+            .and_then(EventKind::for_topic)
+    }
+
+    pub(super) fn decode(
+        &self,
+        msg: &OwnedMessage,
+        ctx: &ValidationContext,
+    ) -> std::result::Result<Event, (String, String)> {
+        let kind = self.kind_of(msg).ok_or_else(|| {
+            (
+                "unknown_topic".to_owned(),
+                format!("no event kind for topic {}", msg.topic()),
+            )
+        })?;
+        let bytes = msg.payload().unwrap_or_default();
+        let result = if avro::is_framed(bytes) {
+            self.codec.decode(kind, bytes, ctx)
+        } else {
+            json::decode(kind, bytes, ctx)
+        };
+        result.map_err(|e| {
+            let message = match e.field_errors() {
+                Some(errs) => serde_json::to_string(errs).unwrap_or_else(|_| e.to_string()),
+                None => e.to_string(),
+            };
+            (e.reason().to_owned(), message)
+        })
+    }
+
+    pub(super) async fn process_batch(&self, batch: &[OwnedMessage]) -> Result<()> {
+        let ctx = ValidationContext::now();
+        let mut inputs: Vec<Input> = Vec::with_capacity(batch.len());
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+        for msg in batch {
+            let e = next_offsets
+                .entry((msg.topic().to_owned(), msg.partition()))
+                .or_insert(0);
+            *e = (*e).max(msg.offset() + 1);
+            if let Some(at) = kafka::erasure_at(msg) {
+                match (msg.key().map(std::str::from_utf8), self.kind_of(msg)) {
+                    (Some(Ok(customer)), Some(kind)) if !customer.is_empty() => {
+                        inputs.push(Input {
+                            pos: SourcePos {
+                                topic: kind_index(kind),
+                                partition: msg.partition(),
+                                offset: msg.offset(),
+                            },
+                            op: Op::Erase {
+                                customer: customer.to_owned(),
+                                at,
+                            },
+                            produced_ms: msg.timestamp().to_millis(),
+                            trace: traced(msg),
+                        });
+                    }
+                    _ => dead.push(DeadLetter {
+                        msg: msg.clone(),
+                        reason: "invalid_erasure".into(),
+                        message: "an erasure request needs a customer id as its key".into(),
+                    }),
+                }
+                continue;
+            }
+            let mut decoded = self.decode(msg, &ctx);
+            if let Err((reason, _)) = &decoded {
+                if reason == "unknown_schema" {
+                    // Another process may have registered it: catch up once and retry.
+                    self.registry.reload().await?;
+                    decoded = self.decode(msg, &ctx);
+                }
+            }
+            match decoded {
+                Ok(event) => {
+                    self.cfg.clock.observe(event.occurred_at());
+                    inputs.push(Input {
+                        pos: SourcePos {
+                            topic: kind_index(event.kind()),
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                        },
+                        op: Op::Apply(event),
+                        produced_ms: msg.timestamp().to_millis(),
+                        trace: traced(msg),
+                    });
+                }
+                Err((reason, message)) => dead.push(DeadLetter {
+                    msg: msg.clone(),
+                    reason,
+                    message,
+                }),
+            }
+        }
+
+        // Group by customer, keeping each customer's events in arrival order.
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_customer: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, inp) in inputs.iter().enumerate() {
+            let c = inp.op.customer_id();
+            by_customer
+                .entry(c)
+                .or_insert_with(|| {
+                    order.push(c);
+                    Vec::new()
+                })
+                .push(i);
+        }
+        let parts = distinct(next_offsets.keys().map(|(_, p)| *p));
+        // A customer's events all come from one partition number (input topics are
+        // keyed by customer): the one its state is kept under on a cluster.
+        let home = |c: &str| {
+            by_customer[c]
+                .first()
+                .map_or(0, |&i| inputs[i].pos.partition)
+        };
+        let located: Vec<(&str, i32)> = order.iter().map(|c| (*c, home(c))).collect();
+        let (mut states, guard) = self.store.load(&located, &parts).await?;
+        let cluster = self.store.keys().is_cluster();
+        let mut changed: Vec<Touched<'_>> = Vec::new();
+        let (mut applied, mut dups, mut erased, mut skipped_erased) = (0u64, 0u64, 0u64, 0u64);
+        let mut beyond: Vec<(usize, String)> = Vec::new();
+        // By partition on a cluster (each partition's script writes its own share);
+        // under one key on a standalone Redis, where the shares would be the same keys.
+        let mut rollups: BTreeMap<i32, Rollups<'_>> = BTreeMap::new();
+        for c in &order {
+            let Some(state) = states.get_mut(*c) else {
+                continue;
+            };
+            let shard = if cluster { home(c) } else { 0 };
+            let first_before = state.first_order.clone();
+            let mut touched = false;
+            let mut partition = 0;
+            for &i in &by_customer[c] {
+                let inp = &inputs[i];
+                let event = match &inp.op {
+                    Op::Erase { at, .. } => {
+                        if state.erase(inp.pos, *at) == Applied::Changed {
+                            erased += 1;
+                            touched = true;
+                            partition = inp.pos.partition;
+                        } else {
+                            dups += 1;
+                        }
+                        continue;
+                    }
+                    // Produced before the customer's erasure (a replay, or a record
+                    // that was still in flight): it went with the customer.
+                    Op::Apply(_) if state.is_erased(inp.produced_ms) => {
+                        skipped_erased += 1;
+                        continue;
+                    }
+                    Op::Apply(e) => e,
+                };
+                match state.apply_with_effect(event, inp.pos, self.cfg.history_days) {
+                    Ok((Applied::Changed, effect)) => {
+                        applied += 1;
+                        touched = true;
+                        partition = inp.pos.partition;
+                        if let (true, Event::Order(o)) = (self.cfg.sales, event) {
+                            rollups.entry(shard).or_default().add(o, effect, state);
+                        }
+                    }
+                    Ok((Applied::Duplicate, _)) => dups += 1,
+                    Err(e) => beyond.push((i, e.to_string())),
+                }
+            }
+            if touched {
+                if self.cfg.sales {
+                    let r = rollups.entry(shard).or_default();
+                    r.attribute(c, state);
+                    r.cohort(first_before.as_ref(), state.first_order.as_ref());
+                }
+                changed.push(Touched {
+                    customer: c,
+                    partition,
+                    last_order_at: features::last_purchase_at(state),
+                    trace: by_customer[c]
+                        .iter()
+                        .rev()
+                        .find_map(|&i| inputs[i].trace.clone()),
+                    event_ms: by_customer[c]
+                        .iter()
+                        .filter_map(|&i| inputs[i].produced_ms)
+                        .min(),
+                });
+            }
+        }
+        // Orders older than the detail kept are refused with the setting to change, not
+        // lost.
+        for (i, message) in beyond {
+            let inp = &inputs[i];
+            let Op::Apply(event) = &inp.op else {
+                continue;
+            };
+            let payload = json::encode(event);
+            let record = DeadLetter {
+                msg: OwnedMessage::new(
+                    Some(payload),
+                    Some(event.customer_id().as_bytes().to_vec()),
+                    self.cfg.topics.name(event.kind().topic()),
+                    rdkafka::Timestamp::NotAvailable,
+                    inp.pos.partition,
+                    inp.pos.offset,
+                    None,
+                ),
+                reason: "beyond_history".into(),
+                message,
+            };
+            dead.push(record);
+        }
+
+        let as_of = self
+            .cfg
+            .clock
+            .now()
+            .unwrap_or_else(custflow_schemas::time::now_ms);
+        self.score_and_save(
+            &mut states,
+            &changed,
+            Scoring {
+                as_of,
+                cause: Rescore::Event,
+                passes: &[],
+            },
+            &rollups,
+            &guard,
+        )
+        .await?;
+        for cx in inputs.iter().filter_map(|i| i.trace.as_ref()) {
+            cx.span().end();
+        }
+        // After the states are saved, so a batch retried after a failed save does not
+        // dead-letter twice; a crash in between re-detects them on replay.
+        self.dead_letter(&dead).await?;
+        let visible = custflow_schemas::time::now_ms();
+        let mut oldest = 0;
+        for inp in &inputs {
+            if let Some(p) = inp.produced_ms {
+                let age = (visible - p).max(0);
+                oldest = oldest.max(age);
+                self.metrics.freshness.observe(age as f64 / 1000.0);
+            }
+        }
+        self.live_age_ms
+            .store(u64::try_from(oldest).unwrap_or(0), Ordering::Relaxed);
+
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &next_offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Async)?;
+        Metrics::add(&self.metrics.applied, applied);
+        Metrics::add(&self.metrics.duplicates, dups);
+        Metrics::add(&self.metrics.erased, erased);
+        Metrics::add(&self.metrics.skipped_erased, skipped_erased);
+        Metrics::add(&self.metrics.dead_lettered, dead.len() as u64);
+        Metrics::add(&self.metrics.batches, 1);
+        Ok(())
+    }
+
+    /// Runs the hook (scoring) on the changed customers, then writes their states, index
+    /// entries, the batch's sales rollups and the pass cursors it moves in one
+    /// transaction.
+    pub(super) async fn score_and_save(
+        &self,
+        states: &mut HashMap<String, CustomerState>,
+        changed: &[Touched<'_>],
+        Scoring {
+            as_of,
+            cause,
+            passes,
+        }: Scoring<'_>,
+        rollups: &BTreeMap<i32, Rollups<'_>>,
+        guard: &Guard,
+    ) -> Result<()> {
+        let mut counts = Vec::new();
+        if let Some(hook) = &self.hook {
+            let touched: HashMap<&str, &Touched<'_>> =
+                changed.iter().map(|t| (t.customer, t)).collect();
+            let mut list: Vec<Changed<'_>> = states
+                .iter_mut()
+                .filter_map(|(c, state)| {
+                    let t = touched.get(c.as_str())?;
+                    Some(Changed {
+                        customer: c.as_str(),
+                        state,
+                        partition: t.partition,
+                        cause,
+                        trace: t.trace.clone(),
+                        event_ms: t.event_ms,
+                    })
+                })
+                .collect();
+            counts = hook.on_batch(&mut list, as_of).await?;
+        }
+        let writes: Vec<Write<'_>> = changed
+            .iter()
+            .filter_map(|t| {
+                Some(Write {
+                    customer: t.customer,
+                    state: states.get(t.customer)?,
+                    partition: t.partition,
+                    last_order_at: t.last_order_at,
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        self.store
+            .save(&writes, &counts, rollups, guard, passes)
+            .await?;
+        self.metrics
+            .redis_write
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Produces dead letters and waits for the broker's acknowledgement of each.
+    pub(super) async fn dead_letter(&self, dead: &[DeadLetter]) -> Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let topic = self.cfg.topics.name(topics::DLQ);
+        let sends = dead.iter().map(|d| {
+            let headers = custflow_kafka::client::dead_letter_headers(
+                d.msg.topic(),
+                d.msg.partition(),
+                d.msg.offset(),
+                &d.reason,
+                &d.message,
+            );
+            let mut rec = FutureRecord::to(&topic)
+                .payload(d.msg.payload().unwrap_or_default())
+                .headers(headers);
+            if let Some(k) = d.msg.key() {
+                rec = rec.key(k);
+            }
+            self.producer.send(rec, Duration::from_secs(30))
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| Error::Kafka(e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The distinct partitions of `parts`, in order.
+pub(super) fn distinct(parts: impl Iterator<Item = i32>) -> Vec<i32> {
+    parts.collect::<BTreeSet<i32>>().into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_partitions_come_once_in_ascending_order() {
+        assert_eq!(distinct([3, 1, 3, 0, 1].into_iter()), vec![0, 1, 3]);
+        assert!(distinct(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn every_event_kind_has_its_own_index_and_ops_name_their_customer() {
+        let kinds = [EventKind::Customer, EventKind::Order, EventKind::Activity];
+        let idx: BTreeSet<u8> = kinds.iter().map(|k| kind_index(*k)).collect();
+        assert_eq!(idx.len(), kinds.len());
+        let erase = Op::Erase {
+            customer: "c-9".into(),
+            at: 0,
+        };
+        assert_eq!(erase.customer_id(), "c-9");
+    }
+}

@@ -1,0 +1,152 @@
+//! Background rescoring: a new model's pass over every customer in slices between live
+//! batches, and the clock sweep that rescores customers crossing the at-risk threshold.
+
+use super::*;
+
+impl Processor {
+    /// Brings the passes of the owned partitions up to `model`: reads the cursors of
+    /// partitions not seen yet from Redis (another instance may have moved them), forgets
+    /// partitions no longer owned, and starts a pass wherever the cursor's model is not
+    /// `model`. Returns how many passes started.
+    pub(super) async fn plan_passes(
+        &self,
+        passes: &mut HashMap<i32, PassCursor>,
+        model: &str,
+    ) -> Result<usize> {
+        let owned = self.owned_order_partitions()?;
+        passes.retain(|p, _| owned.contains(p));
+        let unread: Vec<i32> = owned
+            .iter()
+            .filter(|p| !passes.contains_key(p))
+            .copied()
+            .collect();
+        if !unread.is_empty() {
+            passes.extend(
+                unread
+                    .iter()
+                    .copied()
+                    .zip(self.store.passes(&unread).await?),
+            );
+        }
+        let mut started = 0;
+        for cursor in passes.values_mut() {
+            started += usize::from(cursor.start(model));
+        }
+        Ok(started)
+    }
+
+    /// Rescores the next slice of every owned partition's customers with the model of
+    /// its pass (cause [`Rescore::NewModel`]), saving the moved cursors with the states;
+    /// true when every pass is done.
+    pub(super) async fn rescore_slice(
+        &self,
+        passes: &mut HashMap<i32, PassCursor>,
+    ) -> Result<bool> {
+        let Some(now) = self.cfg.clock.now() else {
+            return Ok(false); // no time to score as of yet (an event clock before events)
+        };
+        // Every owned partition's next slice, then one load, score and save for all:
+        // round trips per slice, not per partition. The cursors move in copies, kept
+        // once the save succeeded.
+        let mut slice: Vec<(String, i32)> = Vec::new();
+        let mut moved: Vec<(i32, PassCursor)> = Vec::new();
+        let owned = self.owned_order_partitions()?;
+        let running = owned
+            .iter()
+            .filter(|p| passes.get(p).is_some_and(|c| !c.done))
+            .count();
+        let take = self.cfg.rescore_slice.div_ceil(running.max(1)).max(1);
+        for p in owned {
+            let Some(cursor) = passes.get(&p).filter(|c| !c.done) else {
+                continue;
+            };
+            let mut cursor = cursor.clone();
+            let page = self
+                .store
+                .index_after(p, cursor.after.as_ref(), None, take)
+                .await?;
+            slice.extend(cursor.advance(page, take).into_iter().map(|(_, c)| (c, p)));
+            moved.push((p, cursor));
+        }
+        if moved.is_empty() {
+            return Ok(passes.values().all(|c| c.done));
+        }
+        let ids: Vec<(&str, i32)> = slice.iter().map(|(c, p)| (c.as_str(), *p)).collect();
+        let parts: Vec<i32> = moved.iter().map(|(p, _)| *p).collect();
+        let (mut states, guard) = self.store.load(&ids, &parts).await?;
+        let changed: Vec<Touched<'_>> = slice
+            .iter()
+            .filter(|(c, _)| states.contains_key(c))
+            .map(|(c, p)| Touched::rescored(c, *p))
+            .collect();
+        let cursors: Vec<(i32, &PassCursor)> = moved.iter().map(|(p, c)| (*p, c)).collect();
+        self.score_and_save(
+            &mut states,
+            &changed,
+            Scoring {
+                as_of: now,
+                cause: Rescore::NewModel,
+                passes: &cursors,
+            },
+            &BTreeMap::new(),
+            &guard,
+        )
+        .await?;
+        Metrics::add(&self.metrics.model_rescored, changed.len() as u64);
+        passes.extend(moved);
+        Ok(passes.values().all(|c| c.done))
+    }
+
+    /// The partitions of the orders topic this instance owns.
+    pub(super) fn owned_order_partitions(&self) -> Result<Vec<i32>> {
+        let orders = self.cfg.topics.name(EventKind::Order.topic());
+        Ok(self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == orders)
+            .map(|e| e.partition())
+            .collect())
+    }
+
+    /// Rescores the customers of owned partition `p` due as the clock advances: those
+    /// whose last order just crossed the at-risk threshold (from the sorted index, no
+    /// scan), and a bounded slice of the rest in rotation (P(alive) and CLV decay).
+    /// Nothing when `p` is no longer owned.
+    pub(super) async fn sweep_partition(&self, p: i32, rotate: usize) -> Result<usize> {
+        if self.hook.is_none() || !self.owned_order_partitions()?.contains(&p) {
+            return Ok(0);
+        }
+        let Some(now) = self.cfg.clock.now() else {
+            return Ok(0);
+        };
+        let threshold =
+            now - (self.cfg.at_risk_days * custflow_schemas::time::DAY_MS as f64) as i64;
+        let customers = self.store.sweep_candidates(p, threshold, rotate).await?;
+        if customers.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<(&str, i32)> = customers.iter().map(|c| (c.as_str(), p)).collect();
+        let (mut states, guard) = self.store.load(&ids, &[p]).await?;
+        let changed: Vec<Touched<'_>> = ids
+            .iter()
+            .filter(|(c, _)| states.contains_key(*c))
+            .map(|(c, _)| Touched::rescored(c, p))
+            .collect();
+        self.score_and_save(
+            &mut states,
+            &changed,
+            Scoring {
+                as_of: now,
+                cause: Rescore::Clock,
+                passes: &[],
+            },
+            &BTreeMap::new(),
+            &guard,
+        )
+        .await?;
+        Metrics::add(&self.metrics.clock_rescored, changed.len() as u64);
+        Ok(changed.len())
+    }
+}
