@@ -127,7 +127,7 @@ pub(crate) fn api_keys(
     addr: &str,
     config: &Resolved,
 ) -> anyhow::Result<Arc<custflow_http::auth::Access>> {
-    let keys = custflow_http::auth::ApiKeys::parse(&config.api_keys).map_err(anyhow::Error::msg)?;
+    let keys = custflow_http::auth::ApiKeys::parse(&config.api_keys)?;
     let loopback = addr
         .parse::<SocketAddr>()
         .map(|a| a.ip().is_loopback())

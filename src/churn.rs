@@ -104,7 +104,7 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
                 end_ms: now,
                 ..SynthParams::default()
             })
-            .map_err(|e| anyhow::anyhow!("synthetic generator: {e}"))?;
+            .context("synthetic generator")?;
             (log.tx, Some(log.dropped_out))
         }
         None if args.from_topics => {

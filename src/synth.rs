@@ -215,7 +215,7 @@ pub(crate) async fn generate(
         end_ms: now + live_days * DAY_MS,
         ..SynthParams::default()
     };
-    let generator = Generator::new(params).map_err(anyhow::Error::msg)?;
+    let generator = Generator::new(params)?;
     let mut sink = match (&args.target, args.output.as_str()) {
         (Some(target), _) => Sink::Http(Box::new(HttpLoad::start(&LoadConfig {
             target: target.clone(),

@@ -39,6 +39,22 @@ impl Scope {
     }
 }
 
+/// Why an API key specification was refused (keys are counted from 1; the key itself is
+/// never part of the message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("API key {0}: expected KEY=scope+scope")]
+    Shape(usize),
+    #[error("API key {0}: unknown scope {1:?}")]
+    UnknownScope(usize, String),
+    #[error("API key {0}: bad sha256 hex")]
+    BadHex(usize),
+    #[error("API key {0}: a sha256 digest has 32 bytes")]
+    DigestLength(usize),
+    #[error("API key {0}: use at least 16 characters")]
+    TooShort(usize),
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
@@ -78,7 +94,7 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 impl ApiKeys {
     /// Parses `KEY=scope+scope;KEY=scope` (or `sha256:HEX=scope` to configure a digest
     /// instead of the key itself).
-    pub fn parse(spec: &str) -> Result<Self, String> {
+    pub fn parse(spec: &str) -> Result<Self, KeyError> {
         let mut keys = Vec::new();
         for (i, entry) in spec
             .split(';')
@@ -86,14 +102,12 @@ impl ApiKeys {
             .filter(|e| !e.is_empty())
             .enumerate()
         {
-            let (key, scopes) = entry
-                .rsplit_once('=')
-                .ok_or_else(|| format!("API key {}: expected KEY=scope+scope", i + 1))?;
+            let n = i + 1;
+            let (key, scopes) = entry.rsplit_once('=').ok_or(KeyError::Shape(n))?;
             let scopes = scopes
                 .split('+')
                 .map(|s| {
-                    Scope::parse(s.trim())
-                        .ok_or_else(|| format!("API key {}: unknown scope {s:?}", i + 1))
+                    Scope::parse(s.trim()).ok_or_else(|| KeyError::UnknownScope(n, s.to_owned()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let digest = match key.strip_prefix("sha256:") {
@@ -105,14 +119,10 @@ impl ApiKeys {
                                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                         })
                         .collect::<Option<_>>()
-                        .ok_or_else(|| format!("API key {}: bad sha256 hex", i + 1))?;
-                    bytes
-                        .try_into()
-                        .map_err(|_| format!("API key {}: a sha256 digest has 32 bytes", i + 1))?
+                        .ok_or(KeyError::BadHex(n))?;
+                    bytes.try_into().map_err(|_| KeyError::DigestLength(n))?
                 }
-                None if key.len() < 16 => {
-                    return Err(format!("API key {}: use at least 16 characters", i + 1))
-                }
+                None if key.len() < 16 => return Err(KeyError::TooShort(n)),
                 None => digest(key),
             };
             keys.push(Key { digest, scopes });
@@ -388,8 +398,14 @@ mod tests {
             analyst.check(Some(&bearer("analyst-key-0123456789")), Scope::FeaturesRead),
             Err(Denied::Forbidden(Scope::FeaturesRead))
         );
-        assert!(ApiKeys::parse("short=admin").is_err());
-        assert!(ApiKeys::parse("long-enough-key-123=root").is_err());
+        assert_eq!(
+            ApiKeys::parse("short=admin").unwrap_err(),
+            KeyError::TooShort(1)
+        );
+        assert_eq!(
+            ApiKeys::parse("long-enough-key-123=admin;long-enough-key-456=root").unwrap_err(),
+            KeyError::UnknownScope(2, "root".into())
+        );
         let hex: String = digest("hashed-key-0123456789")
             .iter()
             .map(|b| format!("{b:02x}"))

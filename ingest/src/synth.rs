@@ -189,16 +189,29 @@ pub fn simulate_repeat_purchases(m: &BgNbd, t: f64, rng: &mut impl Rng) -> u32 {
     }
 }
 
+/// Parameters a generator cannot draw from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParamError {
+    /// A distribution's parameters outside its domain (which one, and why).
+    #[error("{0}: {1}")]
+    Distribution(&'static str, String),
+    #[error("the generated span is empty (end ≤ start)")]
+    EmptySpan,
+}
+
 impl Generator {
     /// A generator for `params`; fails on parameters outside their distributions' domains.
-    pub fn new(params: SynthParams) -> Result<Self, String> {
+    pub fn new(params: SynthParams) -> Result<Self, ParamError> {
         let m = params.purchase;
-        let lambda = Gamma::new(m.r, 1.0 / m.alpha).map_err(|e| format!("Gamma(r, α): {e}"))?;
-        let drop = Beta::new(m.a, m.b).map_err(|e| format!("Beta(a, b): {e}"))?;
-        let nu = Gamma::new(params.spend_q, 1.0 / params.spend_gamma)
-            .map_err(|e| format!("Gamma(q, γ): {e}"))?;
+        let bad =
+            |which| move |e: rand_distr::GammaError| ParamError::Distribution(which, e.to_string());
+        let lambda = Gamma::new(m.r, 1.0 / m.alpha).map_err(bad("Gamma(r, α)"))?;
+        let drop = Beta::new(m.a, m.b)
+            .map_err(|e| ParamError::Distribution("Beta(a, b)", e.to_string()))?;
+        let nu =
+            Gamma::new(params.spend_q, 1.0 / params.spend_gamma).map_err(bad("Gamma(q, γ)"))?;
         if params.end_ms <= params.start_ms {
-            return Err("the generated span is empty (end ≤ start)".into());
+            return Err(ParamError::EmptySpan);
         }
         let mut rng = StdRng::seed_from_u64(params.seed);
         let mut heap = BinaryHeap::new();
@@ -422,7 +435,7 @@ impl Generator {
 /// had really dropped out by the end of the span: the generator's ground truth, for
 /// judging churn models. Refunds and cancellations are switched off so a transaction is
 /// exactly a purchase.
-pub fn purchase_log(mut params: SynthParams) -> Result<PurchaseLog, String> {
+pub fn purchase_log(mut params: SynthParams) -> Result<PurchaseLog, ParamError> {
     params.refund_share = 0.0;
     params.cancel_share = 0.0;
     let mut g = Generator::new(params)?;
@@ -542,6 +555,19 @@ impl Generator {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parameters_outside_their_domains_are_refused_by_name() {
+        let mut p = SynthParams::default();
+        p.end_ms = p.start_ms;
+        assert_eq!(Generator::new(p).err(), Some(ParamError::EmptySpan));
+        let mut p = SynthParams::default();
+        p.purchase.r = -1.0;
+        match Generator::new(p).err() {
+            Some(ParamError::Distribution(which, _)) => assert_eq!(which, "Gamma(r, α)"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     use super::*;
     use custflow_schemas::validate::validate;
     use custflow_schemas::ValidationContext;
