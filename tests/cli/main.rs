@@ -24,7 +24,6 @@ mod self_contained;
 mod tls;
 mod traces;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,7 +39,7 @@ pub(crate) fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16,
     request_with(addr, method, path, body, &[])
 }
 
-/// [`request`] with extra headers.
+/// [`request`] with extra headers (through the suite's one client, `custflow_tests::http`).
 pub(crate) fn request_with(
     addr: &str,
     method: &str,
@@ -48,30 +47,10 @@ pub(crate) fn request_with(
     body: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         {extra}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
-    )
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    let (status, _, body) = custflow_tests::http(addr, method, path, &all, body.as_bytes());
+    (status, body)
 }
 
 /// Runs a `custflow` command that must succeed; its `--json` summary (last stdout line).
@@ -249,20 +228,7 @@ impl ScoredRun {
     }
 }
 
-/// Polls `check` every 200 ms until it gives a value, for at most `secs` seconds.
-pub(crate) fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+pub(crate) use custflow_tests::eventually;
 
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -64,6 +64,17 @@ pub fn ensure_stack() -> String {
     brokers
 }
 
+/// The local stack with a fresh deployment under a prefix made from `label` (see
+/// [`unique`]) and its topics created: the broker address and the topic names.
+pub async fn deployment(label: &str) -> (String, custflow_schemas::topics::Topics) {
+    let brokers = ensure_stack();
+    let names = custflow_schemas::topics::Topics::new(unique(label));
+    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("creating the topics of {label}: {e}"));
+    (brokers, names)
+}
+
 /// A name no other test run uses, for topics, groups and key prefixes.
 /// A consumer of the three input topics under `names`, from the beginning, assigned
 /// every partition (no group membership to wait for) and committing nothing: for reading
@@ -255,6 +266,35 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `check` every 200 ms until it gives a value, for at most `secs` seconds: the
+/// synchronous twin of [`wait_until`], for tests that run no runtime.
+pub fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Serves `app` on a free loopback port until the test ends; its address.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("binding a test server: {e}"));
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|e| panic!("the test server's address: {e}"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
 }
 
 /// A minimal HTTP/1.0 client for tests against a real bound port: (status, headers, body).

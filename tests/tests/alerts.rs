@@ -78,18 +78,12 @@ async fn config(brokers: &str, names: &Topics, url: String, attempts: u32) -> Al
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_alerts_retry_and_dead_letter() {
-    let brokers = custflow_tests::ensure_stack();
-    let names = Topics::new(custflow_tests::unique("alerts-"));
-    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (brokers, names) = custflow_tests::deployment("alerts-").await;
     let seen: Seen = Arc::default();
     let app = Router::new()
         .route("/{route}", post(receiver))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{}", custflow_tests::serve(app).await);
 
     let producer: FutureProducer = client_config(&brokers).create().unwrap();
     let changes = [

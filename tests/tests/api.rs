@@ -28,12 +28,7 @@ fn open(routes: custflow_http::routes::Routes) -> axum::Router {
     routes.into_router(custflow_http::auth::Access::open())
 }
 
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
+use custflow_tests::serve;
 
 async fn redis() -> Redis {
     custflow_tests::redis_conn().await
@@ -97,11 +92,7 @@ async fn topic_events(brokers: &str, names: &Topics, expect: usize) -> BTreeMap<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_validates_dedupes_and_reports_per_item() {
-    let brokers = custflow_tests::ensure_stack();
-    let names = Topics::new(custflow_tests::unique("api-"));
-    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (brokers, names) = custflow_tests::deployment("api-").await;
     let addr = serve(open(custflow_http::ingest::router(ingest_state(
         &brokers,
         &names,

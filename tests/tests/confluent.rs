@@ -33,12 +33,10 @@ async fn confluent_python_client_registers_and_produces_custflow_consumes() {
     let registry = Arc::new(Registry::open(store).await.unwrap());
 
     // custflow's registry endpoints on a real port.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let app = custflow_http::registry::routes()
         .with_state(registry.clone())
         .into_router(custflow_http::auth::Access::open());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = custflow_tests::serve(app).await;
 
     // The processor registers custflow's Order schema as version 1 of the subject.
     let metrics = Arc::new(Metrics::default());

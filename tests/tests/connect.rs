@@ -202,11 +202,9 @@ async fn online_retail_files_become_orders_refunds_and_dead_letters() {
 async fn rest_api_lifecycle_in_connects_shapes() {
     let prefix = unique("conn-rest-");
     let w = worker(&prefix).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let app = custflow_connectors::connect::rest::routes(w.clone())
         .into_router(custflow_http::auth::Access::open());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = custflow_tests::serve(app).await;
     let dir = spool("rest-");
     let input = dir.join("in");
     let topic = format!("{prefix}orders");

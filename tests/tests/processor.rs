@@ -83,11 +83,7 @@ async fn start(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdnow_through_the_processor_reproduces_the_published_summary() {
-    let brokers = custflow_tests::ensure_stack();
-    let names = Topics::new(custflow_tests::unique("p-"));
-    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (brokers, names) = custflow_tests::deployment("p-").await;
     let tx = cdnow_interleaved();
     let mut payloads: Vec<(String, Vec<u8>)> = tx
         .iter()

@@ -265,11 +265,7 @@ fn check_rows(rows: &[RollupRow], exp: &Expected, grain: &'static str) -> usize 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_rollups_equal_a_recomputation_from_the_raw_events() {
-    let brokers = custflow_tests::ensure_stack();
-    let names = Topics::new(custflow_tests::unique("sales-"));
-    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (brokers, names) = custflow_tests::deployment("sales-").await;
 
     // A month of a restaurant chain: plenty of discounts, refunds and cancellations.
     let start = parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
@@ -580,8 +576,5 @@ async fn serve(keys: &Keys) -> String {
             api_keys,
             Default::default(),
         ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    custflow_tests::serve(app).await
 }

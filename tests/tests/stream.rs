@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use custflow_http::stream::{self, StreamHub};
 use custflow_kafka::admin::client_config;
-use custflow_schemas::topics::{self, Topics};
+use custflow_schemas::topics::{self};
 use custflow_schemas::CustomerScore;
 use custflow_tests::{produce_scores, SseEvent, SseStream};
 use rdkafka::producer::FutureProducer;
@@ -89,17 +89,11 @@ fn per_customer(updates: &[(String, i64)]) -> BTreeMap<String, Vec<i64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_get_every_update_in_order_and_resume_after_their_last_id() {
-    let brokers = custflow_tests::ensure_stack();
-    let names = Topics::new(custflow_tests::unique("sse"));
-    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let (brokers, names) = custflow_tests::deployment("sse").await;
     let app = stream::routes()
         .with_state(StreamHub::new(&brokers, names.clone()))
         .into_router(custflow_http::auth::Access::open());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = custflow_tests::serve(app).await;
 
     let bad = SseStream::open(&addr, PATH, &[("Last-Event-ID", "not-an-id")]).await;
     assert_eq!(bad.status, 400);
