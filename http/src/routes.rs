@@ -214,4 +214,65 @@ mod tests {
             Some(Scope::FeaturesRead)
         );
     }
+
+    /// The router answers each (route, key) pair without a network: `oneshot` through
+    /// the scope middleware, the errors in the one JSON shape.
+    #[tokio::test]
+    async fn keys_need_the_scope_of_the_route_they_call() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use tower::ServiceExt;
+
+        use crate::auth::ApiKeys;
+
+        async fn ok() -> &'static str {
+            "ok"
+        }
+        let keys = ApiKeys::parse(
+            "writer-key-0123456789=events:write;reader-key-0123456789=features:read",
+        )
+        .unwrap();
+        let app = Routes::new()
+            .post("/v1/events", Some(Scope::EventsWrite), ok)
+            .get("/v1/customers/{id}/features", Some(Scope::FeaturesRead), ok)
+            .post("/subjects/{s}/versions", Some(Scope::Admin), ok)
+            .get("/subjects/{s}/versions", Some(Scope::FeaturesRead), ok)
+            .get("/healthz", None, ok)
+            .into_router(Access::new(keys, crate::auth::Limits::default()));
+        let (reader, writer) = (Some("reader-key-0123456789"), Some("writer-key-0123456789"));
+        let cases = [
+            ("GET", "/healthz", None, 200),
+            ("POST", "/v1/events", None, 401),
+            ("POST", "/v1/events", Some("wrong-key-0123456789"), 401),
+            ("POST", "/v1/events", reader, 403),
+            ("POST", "/v1/events", writer, 200),
+            ("GET", "/v1/customers/a/features", writer, 403),
+            ("GET", "/v1/customers/a/features", reader, 200),
+            ("GET", "/subjects/x/versions", reader, 200),
+            ("POST", "/subjects/x/versions", reader, 403),
+            ("POST", "/subjects/x/versions", writer, 403),
+            // Paths no route serves: a key is needed to learn that.
+            ("GET", "/nowhere", None, 401),
+            ("GET", "/nowhere", reader, 404),
+        ];
+        for (method, path, key, want) in cases {
+            let mut req = Request::builder().method(method).uri(path);
+            if let Some(k) = key {
+                req = req.header("authorization", format!("Bearer {k}"));
+            }
+            let resp = app
+                .clone()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), want, "{method} {path} with {key:?}");
+            if want == 401 || want == 403 {
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                    .await
+                    .unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert!(v["error"]["code"].is_string(), "{v}");
+            }
+        }
+    }
 }
