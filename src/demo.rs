@@ -196,8 +196,7 @@ async fn delivered_ids(config: &Resolved) -> anyhow::Result<HashSet<String>> {
             if let Some(e) = event {
                 seen.insert(e.event_id().to_owned());
             }
-        })
-        .map_err(anyhow::Error::msg)?;
+        })?;
         Ok(seen)
     })
     .await?

@@ -447,6 +447,17 @@ pub fn start_over(
     Ok(ends.count())
 }
 
+/// Why reading partitions to their ends failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The broker refused or failed (on the topic or partition named).
+    #[error("{0}: {1}")]
+    Kafka(String, #[source] KafkaError),
+    /// The ends were not reached in time.
+    #[error("timed out reading {0} ({1} partition(s) left)")]
+    Timeout(String, usize),
+}
+
 /// Reads partitions `(topic, partition, from)` to their ends, calling `f` on every
 /// message. Blocking.
 ///
@@ -458,7 +469,7 @@ pub fn read_to_end(
     starts: &[(String, i32, i64)],
     timeout: Duration,
     mut f: impl FnMut(&BorrowedMessage<'_>),
-) -> Result<(), String> {
+) -> Result<(), ReadError> {
     let mut topics: Vec<&str> = starts.iter().map(|(t, _, _)| t.as_str()).collect();
     topics.sort_unstable();
     topics.dedup();
@@ -474,7 +485,7 @@ pub fn read_to_end(
             // fetch for the default 500 ms before answering.
             .tune("fetch.wait.max.ms", "10")
             .create_with_context(EofQuiet)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ReadError::Kafka(topic.to_owned(), e))?;
         let mut tpl = TopicPartitionList::new();
         let mut open: Vec<i32> = Vec::new();
         for (t, partition, from) in starts.iter().filter(|(t, _, _)| t == topic) {
@@ -482,25 +493,24 @@ pub fn read_to_end(
             // end that never comes); the values themselves are not trusted.
             consumer
                 .fetch_watermarks(t, *partition, timeout)
-                .map_err(|e| format!("{t}/{partition}: {e}"))?;
+                .map_err(|e| ReadError::Kafka(format!("{t}/{partition}"), e))?;
             tpl.add_partition_offset(t, *partition, Offset::Offset((*from).max(0)))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ReadError::Kafka(format!("{t}/{partition}"), e))?;
             open.push(*partition);
         }
-        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| ReadError::Kafka(topic.to_owned(), e))?;
         while !open.is_empty() {
             if Instant::now() > deadline {
-                return Err(format!(
-                    "timed out reading {topic} ({} partition(s) left)",
-                    open.len()
-                ));
+                return Err(ReadError::Timeout(topic.to_owned(), open.len()));
             }
             match consumer.poll(Duration::from_millis(200)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     open.retain(|x| *x != p);
                 }
-                Some(Err(e)) => return Err(e.to_string()),
+                Some(Err(e)) => return Err(ReadError::Kafka(topic.to_owned(), e)),
                 Some(Ok(msg)) => f(&msg),
             }
         }

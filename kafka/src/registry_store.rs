@@ -55,7 +55,7 @@ impl KafkaRegistryStore {
                 }
             }
         })
-        .map_err(RegistryError::Storage)?;
+        .map_err(|e| RegistryError::Storage(e.to_string()))?;
         Ok(out)
     }
 }

@@ -118,7 +118,7 @@ impl KvTopic {
                     }
                 },
             )
-            .map_err(Error::Kafka)?;
+            .map_err(|e| Error::Kafka(e.to_string()))?;
             Ok(out)
         })
         .await
@@ -187,6 +187,6 @@ pub fn read_back(brokers: &str, tag: &str, from: &Positions) -> Result<Delivered
                 .insert(id.to_owned(), (m.topic().into(), m.partition(), m.offset()));
         }
     })
-    .map_err(Error::Kafka)?;
+    .map_err(|e| Error::Kafka(e.to_string()))?;
     Ok(out)
 }
