@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custflow_feature_store::members::Member;
-use custflow_kafka::assignment::Assignment;
-use custflow_kafka::client::{self as kafka, client_config, Rewind, Tune};
+use custflow_kafka::assignment::{member_consumer, Assignment};
+use custflow_kafka::client::{self as kafka, Rewind};
 use custflow_kafka::progress::Progress;
 use custflow_kafka::trace::{self, SpanKind, TraceContextExt};
 use custflow_metrics::histogram::Histogram;
@@ -96,19 +96,9 @@ pub async fn run(
     metrics: Arc<SinkMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    // The sinks split the partitions among themselves (`members`); partitions start a
-    // little before their committed offsets (tansu skips the rest of a batch fetched from
-    // its middle): what comes before is dropped.
-    let consumer: Arc<StreamConsumer<Rewind>> = Arc::new(
-        client_config(&cfg.brokers)
-            .set("group.id", &cfg.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .tune("fetch.wait.max.ms", custflow_kafka::client::FETCH_WAIT_MS)
-            .create_with_context(Rewind::default())
-            .map_err(kafka_err)?,
-    );
+    // The sinks split the partitions among themselves (`members`).
+    let consumer: Arc<StreamConsumer<Rewind>> =
+        Arc::new(member_consumer(&cfg.brokers, &cfg.group_id).map_err(kafka_err)?);
     let mut assignment = Assignment::start(
         cfg.member.clone(),
         &cfg.brokers,

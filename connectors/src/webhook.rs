@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custflow_feature_store::members::Member;
-use custflow_kafka::assignment::Assignment;
-use custflow_kafka::client::{client_config, dead_letter_headers, Rewind, Tune};
+use custflow_kafka::assignment::{member_consumer, Assignment};
+use custflow_kafka::client::{client_config, dead_letter_headers, Rewind};
 use custflow_kafka::progress::Progress;
 use custflow_schemas::{avro, SegmentChange};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -182,16 +182,8 @@ pub async fn run(
     metrics: Arc<AlertMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AlertError> {
-    // Partitions start a little before their committed offsets (tansu skips the rest of
-    // a batch fetched from its middle): what comes before is dropped.
-    let consumer: Arc<StreamConsumer<Rewind>> = Arc::new(
-        client_config(&cfg.brokers)
-            .set("group.id", &cfg.group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .tune("fetch.wait.max.ms", custflow_kafka::client::FETCH_WAIT_MS)
-            .create_with_context(Rewind::default())?,
-    );
+    let consumer: Arc<StreamConsumer<Rewind>> =
+        Arc::new(member_consumer(&cfg.brokers, &cfg.group_id)?);
     let mut assignment = Assignment::start(
         cfg.member.clone(),
         &cfg.brokers,

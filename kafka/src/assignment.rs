@@ -6,12 +6,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custflow_feature_store::members::{Error, Member, Share};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 
-use crate::client::Rewind;
+use crate::client::{client_config, Rewind, Tune, FETCH_WAIT_MS};
 use crate::progress::Progress;
+
+/// A consumer for a membership's partitions: no group protocol (the [`Assignment`]
+/// assigns), offsets committed by hand under `group`, nothing stored automatically,
+/// from the earliest record where the group has no offset. Partitions start a little
+/// before their committed offsets (tansu skips the rest of a batch fetched from its
+/// middle; [`Rewind`] drops what comes before).
+pub fn member_consumer(brokers: &str, group: &str) -> Result<StreamConsumer<Rewind>, KafkaError> {
+    client_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .tune("fetch.wait.max.ms", FETCH_WAIT_MS)
+        .create_with_context(Rewind::default())
+}
 
 /// A consumer's side of a membership: applies this member's share of the partitions to
 /// the consumer (the same partition numbers of each of its topics), and tells the group's

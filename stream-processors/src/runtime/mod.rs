@@ -222,19 +222,10 @@ impl Processor {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let mut consumer_cfg = custflow_kafka::client::client_config(&cfg.brokers);
         // The instances split the partitions among themselves (`members`) and assign
-        // them to their consumers; offsets are committed under the group's id. Partitions
-        // start a little before their committed offsets (tansu skips the rest of a batch
-        // fetched from its middle): what comes before is dropped.
-        consumer_cfg
-            .set("group.id", &cfg.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .tune("fetch.wait.max.ms", custflow_kafka::client::FETCH_WAIT_MS);
+        // them to their consumers; offsets are committed under the group's id.
         let consumer: StreamConsumer<Rewind> =
-            consumer_cfg.create_with_context(Rewind::default())?;
+            custflow_kafka::assignment::member_consumer(&cfg.brokers, &cfg.group_id)?;
         let producer: FutureProducer = custflow_kafka::client::client_config(&cfg.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
