@@ -174,11 +174,17 @@ impl Key {
 
     /// The flag of this setting.
     fn arg(self) -> Arg {
-        let arg = Arg::new(self.name())
+        let mut arg = Arg::new(self.name())
             .long(self.name().replace('_', "-"))
             .env(self.env())
             .help(self.help())
             .value_name("VALUE");
+        // Shown in --help; a value from here is the default, below the file's (see
+        // `Common::resolve`).
+        let default = self.default();
+        if !default.is_empty() {
+            arg = arg.default_value(default);
+        }
         if self == Key::ApiKeys {
             arg.hide_env_values(true)
         } else {
@@ -247,9 +253,13 @@ impl Common {
         let flags = matches.subcommand().map(|(_, m)| m);
         let mut values: BTreeMap<Key, String> = BTreeMap::new();
         for key in Key::ALL {
-            let flag = flags
-                .and_then(|m| m.try_get_one::<String>(key.name()).ok().flatten())
-                .cloned();
+            // A flag given, or its variable set; clap's default ranks below the file.
+            let flag = flags.and_then(|m| {
+                let value = m.try_get_one::<String>(key.name()).ok().flatten()?;
+                let given =
+                    m.value_source(key.name()) != Some(clap::parser::ValueSource::DefaultValue);
+                given.then(|| value.clone())
+            });
             let value = flag
                 .or_else(|| std::env::var(key.env()).ok())
                 .or_else(|| file.get(&key).cloned())

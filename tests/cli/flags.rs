@@ -122,3 +122,42 @@ fn synth_with_an_end_gives_the_same_bytes_every_time() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--end"));
 }
+
+/// Flags, then the environment, then the file, then the defaults: the Redis a lookup
+/// tries to reach says which won (nothing listens on these ports).
+#[test]
+fn settings_come_from_the_flag_then_the_environment_then_the_file() {
+    let dir = std::env::temp_dir().join(format!("custflow-precedence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("custflow.toml");
+    std::fs::write(&file, "redis = \"redis://127.0.0.1:1\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let tried = |args: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_custflow"));
+        cmd.args(["features", "c1", "--config", file])
+            .args(args)
+            .env_remove("CUSTFLOW_REDIS_URL");
+        if let Some(url) = env {
+            cmd.env("CUSTFLOW_REDIS_URL", url);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(
+        tried(&[], None).contains("127.0.0.1:1;"),
+        "the file, over the default"
+    );
+    assert!(
+        tried(&[], Some("redis://127.0.0.1:3")).contains("127.0.0.1:3;"),
+        "the environment, over the file"
+    );
+    assert!(
+        tried(
+            &["--redis", "redis://127.0.0.1:2"],
+            Some("redis://127.0.0.1:3")
+        )
+        .contains("127.0.0.1:2;"),
+        "the flag, over the environment"
+    );
+}
