@@ -304,12 +304,20 @@ pub(crate) fn assert_same(
     );
 }
 
-/// A counter of an instance's `/metrics`.
+/// A counter of an instance's `/metrics`: the sum of its series (one when unlabelled),
+/// 0 while it has none.
 pub(crate) fn counter(addr: &str, name: &str) -> u64 {
     let (_, text) = crate::get(addr, "/metrics");
     text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

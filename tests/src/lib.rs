@@ -284,6 +284,11 @@ pub fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>
     }
 }
 
+/// `routes` with no API keys configured (a developer's loopback server).
+pub fn open(routes: custflow_http::routes::Routes) -> axum::Router {
+    routes.into_router(custflow_http::auth::Access::open())
+}
+
 /// Serves `app` on a free loopback port until the test ends; its address.
 pub async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -23,12 +23,7 @@ use rdkafka::Message;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-/// The routes with no API keys configured (a developer's loopback server).
-fn open(routes: custflow_http::routes::Routes) -> axum::Router {
-    routes.into_router(custflow_http::auth::Access::open())
-}
-
-use custflow_tests::serve;
+use custflow_tests::{open, serve};
 
 async fn redis() -> Redis {
     custflow_tests::redis_conn().await

@@ -181,11 +181,7 @@ impl Running {
 
 /// A fresh deployment's broker address, topics (created) and schema registry.
 async fn deployment(prefix: &str) -> (String, Topics, Arc<Registry>) {
-    let brokers = custflow_tests::ensure_stack();
-    let names = Topics::new(custflow_tests::unique(prefix));
-    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let (brokers, names) = custflow_tests::deployment(prefix).await;
     (brokers, names, Arc::new(Registry::in_memory()))
 }
 

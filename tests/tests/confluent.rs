@@ -33,9 +33,7 @@ async fn confluent_python_client_registers_and_produces_custflow_consumes() {
     let registry = Arc::new(Registry::open(store).await.unwrap());
 
     // custflow's registry endpoints on a real port.
-    let app = custflow_http::registry::routes()
-        .with_state(registry.clone())
-        .into_router(custflow_http::auth::Access::open());
+    let app = custflow_tests::open(custflow_http::registry::routes().with_state(registry.clone()));
     let addr = custflow_tests::serve(app).await;
 
     // The processor registers custflow's Order schema as version 1 of the subject.

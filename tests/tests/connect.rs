@@ -202,8 +202,7 @@ async fn online_retail_files_become_orders_refunds_and_dead_letters() {
 async fn rest_api_lifecycle_in_connects_shapes() {
     let prefix = unique("conn-rest-");
     let w = worker(&prefix).await;
-    let app = custflow_connectors::connect::rest::routes(w.clone())
-        .into_router(custflow_http::auth::Access::open());
+    let app = custflow_tests::open(custflow_connectors::connect::rest::routes(w.clone()));
     let addr = custflow_tests::serve(app).await;
     let dir = spool("rest-");
     let input = dir.join("in");

@@ -33,13 +33,8 @@ async fn assignment(
 /// waits for the lease to be given up: no answer is an error and nothing panics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_membership_is_asked_after_as_often_as_the_loop_likes() {
-    let brokers = custflow_tests::ensure_stack();
-    let prefix = custflow_tests::unique("mb-");
-    let names = Topics::new(prefix.clone());
-    custflow_kafka::ensure_topics(&brokers, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let member = custflow_tests::member(&prefix, "processors").await;
+    let (brokers, names) = custflow_tests::deployment("mb-").await;
+    let member = custflow_tests::member(&names.name(""), "processors").await;
     let (mut a, stop) = assignment(&brokers, &names, member).await;
     custflow_tests::wait_until(Duration::from_secs(20), "the first share", || {
         let share = a.share();

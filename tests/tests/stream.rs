@@ -90,9 +90,8 @@ fn per_customer(updates: &[(String, i64)]) -> BTreeMap<String, Vec<i64>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_get_every_update_in_order_and_resume_after_their_last_id() {
     let (brokers, names) = custflow_tests::deployment("sse").await;
-    let app = stream::routes()
-        .with_state(StreamHub::new(&brokers, names.clone()))
-        .into_router(custflow_http::auth::Access::open());
+    let app =
+        custflow_tests::open(stream::routes().with_state(StreamHub::new(&brokers, names.clone())));
     let addr = custflow_tests::serve(app).await;
 
     let bad = SseStream::open(&addr, PATH, &[("Last-Event-ID", "not-an-id")]).await;
