@@ -23,7 +23,7 @@ use custflow_http::ops::{OpsState, Status};
 use custflow_http::sales::SalesState;
 use custflow_http::stream::StreamHub;
 use custflow_http::AppState;
-use custflow_kafka::progress::Progress;
+use custflow_kafka::progress::{Groups, Progress};
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::{ChurnMonitoring, ModelJob, Outcome};
 use custflow_processors::runtime::{BoxFuture, Tick};
@@ -141,15 +141,15 @@ pub(crate) fn api_keys(
 
 impl Status for Shared {
     fn metrics(&self) -> String {
-        let mut text = self.processor.render();
-        text.push_str(&self.ingest.render());
-        text.push_str(&self.sink.render());
-        text.push_str(&self.alerts.render());
-        text.push_str(&self.http.render());
-        for g in self.groups() {
-            g.render(&mut text);
-        }
-        text
+        let mut registry = custflow_metrics::Registry::default();
+        registry
+            .collect(self.processor.clone())
+            .collect(self.ingest.clone())
+            .collect(self.sink.clone())
+            .collect(self.alerts.clone())
+            .collect(self.http.clone())
+            .collect(Groups(self.groups()));
+        registry.render()
     }
 
     fn stats(&self) -> serde_json::Value {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use custflow_feature_store::state::DEFAULT_HISTORY_DAYS;
-use custflow_kafka::progress::Progress;
+use custflow_kafka::progress::{Groups, Progress};
 use custflow_kafka::registry_store::KafkaRegistryStore;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
@@ -142,14 +142,14 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
                 axum::routing::get(move || {
                     let (m, g) = (m.clone(), g.clone());
                     async move {
-                        let mut text = m.render();
-                        g.render(&mut text);
+                        let mut registry = custflow_metrics::Registry::default();
+                        registry.collect(m).collect(Groups(vec![g]));
                         (
                             [(
                                 axum::http::header::CONTENT_TYPE,
-                                "text/plain; version=0.0.4",
+                                custflow_metrics::CONTENT_TYPE,
                             )],
-                            text,
+                            registry.render(),
                         )
                     }
                 }),

@@ -6,6 +6,7 @@
 //! customer's erasure) deletes the customer's current row and history.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use custflow_kafka::assignment::{member_consumer, Assignment};
 use custflow_kafka::client::{self as kafka, Rewind};
 use custflow_kafka::progress::Progress;
 use custflow_kafka::trace::{self, SpanKind, TraceContextExt};
-use custflow_metrics::histogram::Histogram;
+use custflow_metrics::{Collector, DescriptorEncoder, Families, Histogram};
 use custflow_schemas::avro;
 use custflow_schemas::CustomerScore;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -40,32 +41,39 @@ pub struct SinkMetrics {
     pub event_to_row: Histogram,
 }
 
-impl SinkMetrics {
-    /// The sink's counters and latency in the Prometheus text format.
-    pub fn render(&self) -> String {
+impl Collector for SinkMetrics {
+    fn encode(&self, e: DescriptorEncoder) -> fmt::Result {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = format!(
-            "# TYPE custflow_sink_rows_total counter\ncustflow_sink_rows_total{{result=\"applied\"}} {}\n\
-             custflow_sink_rows_total{{result=\"skipped\"}} {}\ncustflow_sink_rows_total{{result=\"undecodable\"}} {}\n\
-             # TYPE custflow_sink_erasures_total counter\ncustflow_sink_erasures_total {}\n\
-             # TYPE custflow_sink_erased_rows_total counter\ncustflow_sink_erased_rows_total {}\n",
-            g(&self.applied),
-            g(&self.skipped),
-            g(&self.undecodable),
+        let mut f = Families::from(e);
+        f.counters(
+            "custflow_sink_rows_total",
+            "Score records the SQL sink read, by what became of them",
+            [
+                ([("result", "applied")], g(&self.applied)),
+                ([("result", "skipped")], g(&self.skipped)),
+                ([("result", "undecodable")], g(&self.undecodable)),
+            ],
+        )?;
+        f.counter(
+            "custflow_sink_erasures_total",
+            "Tombstones applied (customers erased)",
             g(&self.erased),
-            g(&self.erased_rows)
-        );
-        self.latency.render(
-            &mut out,
+        )?;
+        f.counter(
+            "custflow_sink_erased_rows_total",
+            "Rows the tombstones deleted",
+            g(&self.erased_rows),
+        )?;
+        f.histogram(
             "custflow_sink_latency_seconds",
-            "Score message produced to its row committed in the sink tables.",
-        );
-        self.event_to_row.render(
-            &mut out,
+            "Score message produced to its row committed in the sink tables",
+            &self.latency,
+        )?;
+        f.histogram(
             "custflow_event_to_row_seconds",
-            "Earliest event behind a score produced to the score's row committed (event-caused scores only).",
-        );
-        out
+            "Earliest event behind a score produced to the score's row committed (event-caused scores only)",
+            &self.event_to_row,
+        )
     }
 }
 

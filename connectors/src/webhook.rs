@@ -8,6 +8,7 @@
 //! the reason. Offsets are committed only after one of the two happened, so a restart
 //! resends rather than loses (receivers deduplicate by the key).
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use custflow_feature_store::members::Member;
 use custflow_kafka::assignment::{member_consumer, Assignment};
 use custflow_kafka::client::{client_config, dead_letter_headers, Rewind};
 use custflow_kafka::progress::Progress;
+use custflow_metrics::{Collector, DescriptorEncoder, Families};
 use custflow_schemas::{avro, SegmentChange};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -161,17 +163,23 @@ pub struct AlertMetrics {
     pub not_matching: AtomicU64,
 }
 
-impl AlertMetrics {
-    pub fn render(&self) -> String {
+impl Collector for AlertMetrics {
+    fn encode(&self, e: DescriptorEncoder) -> fmt::Result {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "# TYPE custflow_alerts_total counter\ncustflow_alerts_total{{result=\"sent\"}} {}\n\
-             custflow_alerts_total{{result=\"dead_lettered\"}} {}\ncustflow_alerts_total{{result=\"not_matching\"}} {}\n\
-             # TYPE custflow_alert_retries_total counter\ncustflow_alert_retries_total {}\n",
-            g(&self.sent),
-            g(&self.dead_lettered),
-            g(&self.not_matching),
-            g(&self.retries)
+        let mut f = Families::from(e);
+        f.counters(
+            "custflow_alerts_total",
+            "Segment changes the alerter read, by what became of them",
+            [
+                ([("result", "sent")], g(&self.sent)),
+                ([("result", "dead_lettered")], g(&self.dead_lettered)),
+                ([("result", "not_matching")], g(&self.not_matching)),
+            ],
+        )?;
+        f.counter(
+            "custflow_alert_retries_total",
+            "Webhook deliveries retried",
+            g(&self.retries),
         )
     }
 }
@@ -218,7 +226,7 @@ pub async fn run(
             continue;
         }
         let outcome = match decode(&msg) {
-            Err(reason) => Some(("undecodable", reason)),
+            Err(reason) => Some(("undecodable", reason.to_string())),
             Ok(ch) => match cfg.rules.iter().find(|r| r.matches(&ch)) {
                 None => {
                     metrics.not_matching.fetch_add(1, Ordering::Relaxed);
@@ -252,10 +260,19 @@ pub async fn run(
     Ok(())
 }
 
-fn decode(msg: &BorrowedMessage<'_>) -> Result<SegmentChange, String> {
-    let bytes = msg.payload().ok_or("empty payload")?;
-    let (_, datum) = avro::unframe(bytes).map_err(|e| e.to_string())?;
-    avro::decode_record("SegmentChange", datum).map_err(|e| e.to_string())
+/// Why a segment-change record cannot be read: its dead-letter reason.
+#[derive(Debug, thiserror::Error)]
+enum DecodeError {
+    #[error("empty payload")]
+    Empty,
+    #[error(transparent)]
+    Avro(#[from] custflow_schemas::Error),
+}
+
+fn decode(msg: &BorrowedMessage<'_>) -> Result<SegmentChange, DecodeError> {
+    let bytes = msg.payload().ok_or(DecodeError::Empty)?;
+    let (_, datum) = avro::unframe(bytes)?;
+    Ok(avro::decode_record("SegmentChange", datum)?)
 }
 
 /// POSTs one alert with retries; `Some((reason, message))` when it must be dead-lettered.

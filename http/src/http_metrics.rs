@@ -2,7 +2,7 @@
 //! their latency (to the response head; an event stream counts until it opens).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use custflow_metrics::histogram::Histogram;
+use custflow_metrics::{Collector, DescriptorEncoder, Families, Histogram};
 
 /// One route's counts.
 #[derive(Debug, Default)]
@@ -49,39 +49,39 @@ impl HttpMetrics {
             })
             .unwrap_or(0)
     }
+}
 
-    /// The Prometheus text of every route.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
+impl Collector for HttpMetrics {
+    fn encode(&self, e: DescriptorEncoder) -> fmt::Result {
         let Ok(routes) = self.routes.lock() else {
-            return out;
+            return Ok(());
         };
-        let _ = writeln!(
-            out,
-            "# HELP custflow_http_requests_total HTTP requests by method, route and status\n\
-             # TYPE custflow_http_requests_total counter"
-        );
-        for ((method, route), s) in routes.iter() {
-            for (status, n) in &s.statuses {
-                let _ = writeln!(
-                    out,
-                    "custflow_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-                );
-            }
-        }
-        let name = "custflow_http_request_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to the response head, by method and route\n# TYPE {name} histogram"
-        );
-        for ((method, route), s) in routes.iter() {
-            s.latency.render_series(
-                &mut out,
-                name,
-                &format!("method=\"{method}\",route=\"{route}\""),
-            );
-        }
-        out
+        let mut f = Families::from(e);
+        f.counters(
+            "custflow_http_requests_total",
+            "HTTP requests by method, route and status",
+            routes.iter().flat_map(|((method, route), s)| {
+                s.statuses.iter().map(move |(status, n)| {
+                    (
+                        (
+                            [("method", method.as_str()), ("route", route.as_str())],
+                            [("status", *status)],
+                        ),
+                        *n,
+                    )
+                })
+            }),
+        )?;
+        f.histograms(
+            "custflow_http_request_seconds",
+            "Time to the response head, by method and route",
+            routes.iter().map(|((method, route), s)| {
+                (
+                    [("method", method.as_str()), ("route", route.as_str())],
+                    &s.latency,
+                )
+            }),
+        )
     }
 }
 
@@ -110,12 +110,12 @@ mod tests {
 
     #[test]
     fn routes_render_as_labelled_series() {
-        let m = HttpMetrics::default();
+        let m = Arc::new(HttpMetrics::default());
         m.observe("GET", "/v1/customers/{id}/features", 200, 0.0004);
         m.observe("GET", "/v1/customers/{id}/features", 200, 0.002);
         m.observe("GET", "/v1/customers/{id}/features", 404, 0.0003);
         assert_eq!(m.requests("GET", "/v1/customers/{id}/features", 200), 2);
-        let text = m.render();
+        let text = custflow_metrics::Registry::of(m.clone()).render();
         assert!(text.contains(
             "custflow_http_requests_total{method=\"GET\",route=\"/v1/customers/{id}/features\",status=\"404\"} 1"
         ));

@@ -6,6 +6,7 @@
 //! bounded in-flight work answers 429 with `Retry-After` instead of growing memory; an
 //! unreachable broker answers 503.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use custflow_feature_store::conn::Redis;
 use custflow_kafka::client as kafka;
 use custflow_kafka::client::Tune;
 use custflow_kafka::trace::{self, KeyValue, SpanKind, TraceContextExt};
+use custflow_metrics::{Collector, DescriptorEncoder, Families, Histogram};
 use custflow_schemas::avro::AvroCodec;
 use custflow_schemas::topics::Topics;
 use custflow_schemas::{json, DenyList, Event, EventKind, FieldError, ValidationContext};
@@ -38,24 +40,32 @@ pub struct IngestMetrics {
     pub rejected: AtomicU64,
     pub broker_failures: AtomicU64,
     pub requests_throttled: AtomicU64,
-    pub produce_us_total: AtomicU64,
-    pub produce_batches: AtomicU64,
+    /// Time for the broker to acknowledge one request's events.
+    pub produce: Histogram,
 }
 
-impl IngestMetrics {
-    pub fn render(&self) -> String {
+impl Collector for IngestMetrics {
+    fn encode(&self, e: DescriptorEncoder) -> fmt::Result {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "# TYPE custflow_ingest_accepted_total counter\ncustflow_ingest_accepted_total {}\n\
-             # TYPE custflow_ingest_rejected_total counter\ncustflow_ingest_rejected_total{{reason=\"invalid\"}} {}\n\
-             custflow_ingest_rejected_total{{reason=\"broker\"}} {}\ncustflow_ingest_rejected_total{{reason=\"throttled\"}} {}\n\
-             # TYPE custflow_ingest_produce_seconds summary\ncustflow_ingest_produce_seconds_sum {}\ncustflow_ingest_produce_seconds_count {}\n",
+        let mut f = Families::from(e);
+        f.counter(
+            "custflow_ingest_accepted_total",
+            "Events accepted by the ingest endpoint and acknowledged by the broker",
             g(&self.accepted),
-            g(&self.rejected),
-            g(&self.broker_failures),
-            g(&self.requests_throttled),
-            g(&self.produce_us_total) as f64 / 1e6,
-            g(&self.produce_batches),
+        )?;
+        f.counters(
+            "custflow_ingest_rejected_total",
+            "Events refused by the ingest endpoint, by reason",
+            [
+                ([("reason", "invalid")], g(&self.rejected)),
+                ([("reason", "broker")], g(&self.broker_failures)),
+                ([("reason", "throttled")], g(&self.requests_throttled)),
+            ],
+        )?;
+        f.histogram(
+            "custflow_ingest_produce_seconds",
+            "Time for the broker to acknowledge one request's events",
+            &self.produce,
         )
     }
 }
@@ -378,10 +388,7 @@ async fn handle(
         }
     });
     let outcomes = futures::future::join_all(sends).await;
-    st.metrics
-        .produce_us_total
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    st.metrics.produce_batches.fetch_add(1, Ordering::Relaxed);
+    st.metrics.produce.observe(started.elapsed().as_secs_f64());
     let (mut accepted, mut failed) = (0u64, 0u64);
     let mut kafka_failure = None;
     for ((i, e), outcome) in valid.iter().zip(outcomes) {

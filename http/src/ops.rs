@@ -53,7 +53,7 @@ async fn metrics(State(ops): State<OpsState>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            custflow_metrics::CONTENT_TYPE,
         )],
         ops.status.metrics(),
     )

@@ -8,11 +8,12 @@
 //! is stuck, reports a lag of 0 about itself while thousands of events wait.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use custflow_metrics::{Collector, DescriptorEncoder, Families};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -138,29 +139,38 @@ impl Progress {
             tracing::info!(group = self.group, "consumer group makes progress again");
         }
     }
+}
 
-    /// Appends the Prometheus lines of this group: events waiting, whether stalled, and
-    /// how often it was.
-    pub fn render(&self, out: &mut String) {
-        let g = &self.group;
-        // Nothing is known before the first reading: no line rather than a false 0.
-        if self.state().seen {
-            let _ = writeln!(
-                out,
-                "# HELP custflow_group_waiting Events between the committed offsets of a consumer group and the log ends (all partitions)\n# TYPE custflow_group_waiting gauge\ncustflow_group_waiting{{group=\"{g}\"}} {}",
-                self.waiting()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP custflow_group_stalled 1 while input waits and no committed offset of the group moved for 15 s\n# TYPE custflow_group_stalled gauge\ncustflow_group_stalled{{group=\"{g}\"}} {}",
-            u8::from(self.stalled().is_some())
-        );
-        let _ = writeln!(
-            out,
-            "# HELP custflow_group_stalls_total Times the consumer group became stalled\n# TYPE custflow_group_stalls_total counter\ncustflow_group_stalls_total{{group=\"{g}\"}} {}",
-            self.stalls()
-        );
+/// The consumer groups a process runs, as one set of Prometheus families: events
+/// waiting, whether stalled, and how often each group was.
+#[derive(Debug, Default)]
+pub struct Groups(pub Vec<Arc<Progress>>);
+
+impl Collector for Groups {
+    fn encode(&self, e: DescriptorEncoder) -> fmt::Result {
+        let mut f = Families::from(e);
+        let label = |g: &Arc<Progress>| [("group", g.group.clone())];
+        // Nothing is known before a group's first reading: no line rather than a false 0.
+        f.gauges(
+            "custflow_group_waiting",
+            "Events between the committed offsets of a consumer group and the log ends (all partitions)",
+            self.0
+                .iter()
+                .filter(|g| g.state().seen)
+                .map(|g| (label(g), g.waiting())),
+        )?;
+        f.gauges(
+            "custflow_group_stalled",
+            "1 while input waits and no committed offset of the group moved for 15 s",
+            self.0
+                .iter()
+                .map(|g| (label(g), i64::from(g.stalled().is_some()))),
+        )?;
+        f.counters(
+            "custflow_group_stalls_total",
+            "Times the consumer group became stalled",
+            self.0.iter().map(|g| (label(g), g.stalls())),
+        )
     }
 }
 
@@ -317,17 +327,34 @@ mod tests {
         assert_eq!(pr.stalls(), 1);
     }
 
+    fn render(pr: &Arc<Progress>) -> String {
+        custflow_metrics::Registry::of(Groups(vec![pr.clone()])).render()
+    }
+
+    #[test]
+    fn one_family_for_every_group() {
+        let (a, b) = (Arc::new(Progress::new("a")), Arc::new(Progress::new("b")));
+        let text = custflow_metrics::Registry::of(Groups(vec![a, b])).render();
+        assert_eq!(
+            text.matches("# TYPE custflow_group_stalled gauge").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("custflow_group_stalled{group=\"b\"} 0"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn nothing_waiting_is_never_a_stall() {
-        let pr = Progress::new("g");
+        let pr = Arc::new(Progress::new("g"));
         // Before the first reading nothing is known: no waiting line, not a false 0.
-        let mut text = String::new();
-        pr.render(&mut text);
+        let text = render(&pr);
         assert!(!text.contains("custflow_group_waiting{"), "{text}");
         let t0 = Instant::now();
         pr.observe(one(0, 0), one(0, 5), t0);
-        let mut text = String::new();
-        pr.render(&mut text);
+        let text = render(&pr);
         assert!(
             text.contains("custflow_group_waiting{group=\"g\"} 0"),
             "{text}"
@@ -338,7 +365,7 @@ mod tests {
 
     #[test]
     fn the_reason_names_the_owner() {
-        let pr = Progress::new("g");
+        let pr = Arc::new(Progress::new("g"));
         pr.set_share(&[1, 3], 2);
         let t0 = Instant::now();
         pr.observe(one(3, 7), one(3, 1), t0);
@@ -347,8 +374,7 @@ mod tests {
             .stalled()
             .unwrap_or_default()
             .contains("this instance owns [3]"));
-        let mut text = String::new();
-        pr.render(&mut text);
+        let text = render(&pr);
         assert!(
             text.contains("custflow_group_stalled{group=\"g\"} 1"),
             "{text}"

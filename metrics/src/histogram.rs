@@ -1,8 +1,10 @@
-//! A latency histogram with fixed buckets, rendered in the Prometheus text format;
-//! shared by the processors, the sink and the ingest endpoint.
+//! A latency histogram with fixed buckets and quantiles, shared by the processors, the
+//! sink and the HTTP API.
 
-use std::fmt::Write;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{MetricEncoder, NoLabelSet};
 
 /// Upper bounds (seconds) of the latency buckets.
 const BOUNDS: [f64; 14] = [
@@ -52,32 +54,18 @@ impl Histogram {
         Some(f64::INFINITY)
     }
 
-    /// Appends the histogram in the Prometheus text format.
-    pub fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        self.render_series(out, name, "");
-    }
-
-    /// Appends this histogram's series only, with `labels` (`k="v",…`) on every line;
-    /// the caller writes `# HELP` and `# TYPE` once for all series of the name.
-    pub fn render_series(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cum = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            cum += b.load(Ordering::Relaxed);
-            let le = BOUNDS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cum}");
-        }
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(
-            out,
-            "{name}_sum{braces} {}",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count());
+    /// Writes the buckets (each bucket's own count; the encoder accumulates), sum and count.
+    pub(crate) fn encode(&self, e: &mut MetricEncoder) -> fmt::Result {
+        let buckets: Vec<(f64, u64)> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let bound = BOUNDS.get(i).copied().unwrap_or(f64::INFINITY);
+                (bound, b.load(Ordering::Relaxed))
+            })
+            .collect();
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        e.encode_histogram::<NoLabelSet>(sum, self.count(), &buckets, None)
     }
 }

@@ -1,11 +1,12 @@
-//! Processor metrics, rendered in the Prometheus text format.
+//! Processor metrics: what a processor counts, and how it is exported to Prometheus.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 pub use custflow_metrics::histogram::Histogram;
+use custflow_metrics::{Collector, DescriptorEncoder, Families};
 
 /// Everything a processor counts.
 #[derive(Debug, Default)]
@@ -67,10 +68,11 @@ impl Metrics {
     pub fn total_lag(&self) -> i64 {
         self.lag.lock().map(|l| l.values().sum()).unwrap_or(0)
     }
+}
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
+impl Collector for Metrics {
+    fn encode(&self, e: DescriptorEncoder) -> fmt::Result {
+        let mut f = Families::from(e);
         for (name, help, c) in [
             (
                 "custflow_events_applied_total",
@@ -144,63 +146,64 @@ impl Metrics {
                 &self.state_resets,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                Self::get(c)
-            );
+            f.counter(name, help, Self::get(c))?;
         }
-        self.redis_write.render(
-            &mut out,
+        f.histogram(
             "custflow_redis_write_seconds",
             "Redis pipeline write latency",
-        );
-        self.freshness.render(
-            &mut out,
+            &self.redis_write,
+        )?;
+        f.histogram(
             "custflow_freshness_seconds",
             "Event time to feature visible",
-        );
-        let _ = writeln!(out, "# HELP custflow_consumer_lag Messages between the committed offset and the log end (librdkafka's consumer_lag)\n# TYPE custflow_consumer_lag gauge");
+            &self.freshness,
+        )?;
         if let Ok(lag) = self.lag.lock() {
-            for ((topic, p), v) in lag.iter() {
-                let _ = writeln!(
-                    out,
-                    "custflow_consumer_lag{{topic=\"{topic}\",partition=\"{p}\"}} {v}"
-                );
-            }
+            f.gauges(
+                "custflow_consumer_lag",
+                "Messages between the committed offset and the log end (librdkafka's consumer_lag)",
+                lag.iter().map(|((topic, p), v)| {
+                    ([("topic", topic.clone()), ("partition", p.to_string())], *v)
+                }),
+            )?;
         }
-        let _ = writeln!(out, "# HELP custflow_model_input_psi Population stability index of a model input, live population against the model's training population\n# TYPE custflow_model_input_psi gauge");
         if let Ok(drift) = self.drift.lock() {
-            for (input, v) in drift.iter() {
-                let _ = writeln!(out, "custflow_model_input_psi{{input=\"{input}\"}} {v}");
-            }
+            f.gauges(
+                "custflow_model_input_psi",
+                "Population stability index of a model input, live population against the model's training population",
+                drift.iter().map(|(input, v)| ([("input", input.as_str())], *v)),
+            )?;
         }
         if let Ok(churn) = self.churn_realised.lock() {
             for (name, help) in [
                 (
-                    "auc",
+                    "custflow_churn_realised_auc",
                     "AUC of matured churn predictions against what customers did",
                 ),
                 (
-                    "calibration_error",
+                    "custflow_churn_realised_calibration_error",
                     "Expected calibration error of matured churn predictions",
                 ),
                 (
-                    "predictions",
+                    "custflow_churn_realised_predictions",
                     "Churn predictions in the newest matured snapshot",
                 ),
                 (
-                    "churn_rate",
+                    "custflow_churn_realised_churn_rate",
                     "Share of the matured snapshot's customers who churned",
                 ),
             ] {
-                if let Some(v) = churn.get(name) {
-                    let _ = writeln!(out, "# HELP custflow_churn_realised_{name} {help}\n# TYPE custflow_churn_realised_{name} gauge\ncustflow_churn_realised_{name} {v}");
+                let key = name.trim_start_matches("custflow_churn_realised_");
+                if let Some(v) = churn.get(key) {
+                    f.gauge(name, help, *v)?;
                 }
             }
         }
-        let _ = writeln!(out, "# HELP custflow_churn_refits_total Churn classifier refits started by a low realised AUC\n# TYPE custflow_churn_refits_total counter\ncustflow_churn_refits_total {}", Self::get(&self.churn_refits));
-        out
+        f.counter(
+            "custflow_churn_refits_total",
+            "Churn classifier refits started by a low realised AUC",
+            Self::get(&self.churn_refits),
+        )
     }
 }
 
@@ -218,13 +221,13 @@ mod tests {
         assert_eq!(h.quantile(0.5), Some(0.0025));
         assert_eq!(h.quantile(0.99), Some(0.0025));
         assert_eq!(h.quantile(1.0), Some(5.0));
-        let m = Metrics::default();
+        let m = std::sync::Arc::new(Metrics::default());
         Metrics::add(&m.applied, 3);
-        let text = m.render();
+        let text = custflow_metrics::Registry::of(m.clone()).render();
         assert!(text.contains("custflow_events_applied_total 3"));
         assert!(text.contains("custflow_freshness_seconds_count 0"));
         m.set_drift(&[("recency".to_owned(), 0.31)].into_iter().collect());
-        assert!(m
+        assert!(custflow_metrics::Registry::of(m)
             .render()
             .contains("custflow_model_input_psi{input=\"recency\"} 0.31"));
     }

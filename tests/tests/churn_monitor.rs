@@ -115,7 +115,7 @@ async fn matured_predictions_are_judged_and_a_low_auc_refits_the_classifier() {
     );
     // The served horizon is the classifier's label horizon.
     assert_eq!(with_churn.churn_horizon_days, HORIZON as f64);
-    let rendered = metrics.render();
+    let rendered = custflow_metrics::Registry::of(metrics.clone()).render();
     assert!(
         rendered.contains("custflow_churn_realised_auc "),
         "{rendered}"

@@ -189,7 +189,7 @@ async fn online_retail_files_become_orders_refunds_and_dead_letters() {
                 || String::from_utf8_lossy(raw).contains("536381")
         );
     }
-    let m = w.metrics().render();
+    let m = custflow_metrics::Registry::of(w.metrics()).render();
     assert!(
         m.contains("custflow_connect_dead_letters_total{connector=\"retail\",task=\"0\"} 2"),
         "{m}"

@@ -68,7 +68,7 @@ async fn drift_of_the_inputs_is_exported_and_lets_a_refit_take_over() {
     let newer = job.model.current().unwrap();
     assert_ne!(newer.version, model.version);
     assert_eq!(newer.metrics["psi_at_promotion.recency"], moved["recency"]);
-    assert!(metrics
+    assert!(custflow_metrics::Registry::of(metrics.clone())
         .render()
         .contains("custflow_model_input_psi{input=\"recency\"}"));
 

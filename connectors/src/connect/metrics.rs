@@ -1,9 +1,11 @@
-//! Per-connector, per-task counters of the worker, rendered as Prometheus text.
+//! Per-connector, per-task counters of the worker, and their Prometheus families.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use custflow_metrics::{Collector, DescriptorEncoder, Families};
 
 /// Counters of one task.
 #[derive(Debug, Default)]
@@ -59,11 +61,12 @@ impl ConnectMetrics {
         let m = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         m.values().map(|t| TaskCounters::get(f(t))).sum()
     }
+}
 
-    /// Prometheus exposition text.
-    pub fn render(&self) -> String {
+impl Collector for ConnectMetrics {
+    fn encode(&self, e: DescriptorEncoder) -> fmt::Result {
         let m = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::new();
+        let mut f = Families::from(e);
         let series: [(&str, &str, Counter); 6] = [
             (
                 "custflow_connect_records_total",
@@ -97,16 +100,17 @@ impl ConnectMetrics {
             ),
         ];
         for (name, help, get) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((connector, task), t) in m.iter() {
-                let connector = connector.replace('\\', "\\\\").replace('"', "\\\"");
-                let _ = writeln!(
-                    out,
-                    "{name}{{connector=\"{connector}\",task=\"{task}\"}} {}",
-                    TaskCounters::get(get(t))
-                );
-            }
+            f.counters(
+                name,
+                help,
+                m.iter().map(|((connector, task), t)| {
+                    (
+                        ([("connector", connector.as_str())], [("task", *task)]),
+                        TaskCounters::get(get(t)),
+                    )
+                }),
+            )?;
         }
-        out
+        Ok(())
     }
 }

@@ -270,7 +270,7 @@ async fn validate(
 
 async fn metrics(State(w): State<Worker>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        w.metrics().render(),
+        [(header::CONTENT_TYPE, custflow_metrics::CONTENT_TYPE)],
+        custflow_metrics::Registry::of(w.metrics()).render(),
     )
 }
