@@ -24,6 +24,17 @@ use crate::connect::task::{SourceTask, TaskContext, TaskFuture};
 use crate::connect::{partition_key, Batch, ConnectorConfig, Error, PartitionKey, Tolerance};
 use crate::spooldir::presets::{parse_datetime, stable_ulid};
 
+/// Why a table row is not an event: its dead-letter reason.
+#[derive(Debug, thiserror::Error)]
+enum RowError {
+    #[error("row is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("row is not an object")]
+    NotObject,
+    #[error(transparent)]
+    Event(#[from] custflow_schemas::Error),
+}
+
 fn sql(e: sqlx::Error) -> Error {
     Error::Sql(e.to_string())
 }
@@ -212,6 +223,7 @@ impl PgTask {
             batch.bytes += text.len() as u64;
             let converted = self.convert(&text, wms.unwrap_or(0), &wid);
             let record = converted
+                .map_err(|e| e.to_string())
                 .and_then(|event| self.ctx.event_record(&event, &self.partition, rid.clone()));
             match record {
                 Ok(r) => batch.records.push(r),
@@ -238,11 +250,9 @@ impl PgTask {
 
     /// A row (as JSON) to an event: columns renamed to fields, ids as strings,
     /// timestamps without a zone read as UTC, defaults for what a table rarely has.
-    fn convert(&self, text: &str, ms: i64, id: &str) -> Result<custflow_schemas::Event, String> {
-        let Value::Object(mut m) =
-            serde_json::from_str::<Value>(text).map_err(|e| e.to_string())?
-        else {
-            return Err("row is not an object".into());
+    fn convert(&self, text: &str, ms: i64, id: &str) -> Result<custflow_schemas::Event, RowError> {
+        let Value::Object(mut m) = serde_json::from_str::<Value>(text)? else {
+            return Err(RowError::NotObject);
         };
         let mut out = Map::new();
         for (field, col) in &self.s.renames {
@@ -286,7 +296,7 @@ impl PgTask {
                 .or_insert_with(|| json!(self.s.currency));
             out.entry("items").or_insert_with(|| json!([]));
         }
-        json::read(self.s.kind, &Value::Object(out)).map_err(|e| e.to_string())
+        Ok(json::read(self.s.kind, &Value::Object(out))?)
     }
 }
 impl SourceTask for PgTask {

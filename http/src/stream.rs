@@ -145,6 +145,25 @@ pub struct StreamHub {
     feeds: Mutex<HashMap<&'static str, Arc<Feed>>>,
 }
 
+/// Why a feed's consumer could not open or stopped.
+#[derive(Debug, thiserror::Error)]
+enum FeedError {
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {0} has no partitions")]
+    NoPartitions(String),
+    #[error("the feed's position lock is poisoned")]
+    Poisoned,
+    #[error("the consumer's set-up task ended: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl<T> From<std::sync::PoisonError<T>> for FeedError {
+    fn from(_: std::sync::PoisonError<T>) -> Self {
+        Self::Poisoned
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %e, "stream consumer unavailable");
     ApiError::unavailable("the broker does not answer; retry shortly", 2)
@@ -211,7 +230,7 @@ impl StreamHub {
         &self,
         base: &str,
         from: Option<Cursor>,
-    ) -> Result<(StreamConsumer, Cursor), String> {
+    ) -> Result<(StreamConsumer, Cursor), FeedError> {
         let topic = self.topics.name(base);
         let consumer: StreamConsumer = client_config(&self.brokers)
             .set("group.id", format!("custflow-sse-{}", ulid::Ulid::new()))
@@ -220,19 +239,16 @@ impl StreamHub {
             // oldest update kept, not from the end: nothing still kept is skipped.
             .set("auto.offset.reset", "earliest")
             .tune("fetch.wait.max.ms", custflow_kafka::client::FETCH_WAIT_MS)
-            .create()
-            .map_err(|e| e.to_string())?;
+            .create()?;
         tokio::task::spawn_blocking(move || {
-            let md = consumer
-                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
-                .map_err(|e| e.to_string())?;
+            let md = consumer.fetch_metadata(Some(&topic), METADATA_TIMEOUT)?;
             let partitions = md
                 .topics()
                 .first()
                 .map_or(0, |t| t.partitions().len())
                 .min(MAX_PARTITIONS);
             if partitions == 0 {
-                return Err(format!("topic {topic} has no partitions"));
+                return Err(FeedError::NoPartitions(topic));
             }
             let start = match from {
                 Some(c) => c,
@@ -243,33 +259,26 @@ impl StreamHub {
                                 .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
                                 .map(|(_, high)| high)
                         })
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| e.to_string())?,
+                        .collect::<Result<Vec<_>, _>>()?,
                 ),
             };
-            let assignment = start
-                .assignment(&topic, partitions)
-                .map_err(|e| e.to_string())?;
-            consumer.assign(&assignment).map_err(|e| e.to_string())?;
+            let assignment = start.assignment(&topic, partitions)?;
+            consumer.assign(&assignment)?;
             Ok((consumer, start))
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     }
 
     /// Reads `base` from where the feed stopped (or the topic's end) into the broadcast.
-    async fn pump(&self, base: &'static str, feed: &Feed) -> Result<(), String> {
+    async fn pump(&self, base: &'static str, feed: &Feed) -> Result<(), FeedError> {
         // Only this task writes the feed's position, so it cannot change meanwhile.
-        let known = feed.cursor.lock().map_err(|e| e.to_string())?.clone();
+        let known = feed.cursor.lock()?.clone();
         let (consumer, start) = self.open(base, known).await?;
-        feed.cursor
-            .lock()
-            .map_err(|e| e.to_string())?
-            .get_or_insert(start);
+        feed.cursor.lock()?.get_or_insert(start);
         feed.ready.send_replace(true);
         loop {
-            let msg = consumer.recv().await.map_err(|e| e.to_string())?;
-            let mut cursor = feed.cursor.lock().map_err(|e| e.to_string())?;
+            let msg = consumer.recv().await?;
+            let mut cursor = feed.cursor.lock()?;
             let Some(c) = cursor.as_mut() else { continue };
             c.advance(msg.partition(), msg.offset());
             if let Some(u) = decode(base, msg.payload(), c) {

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::connect::task::{SourceTask, TaskContext, TaskFuture};
 use crate::connect::{partition_key, Batch, ConnectorConfig, Error, PartitionKey, Tolerance};
-use presets::{GenericColumns, RetailColumns, RetailRow};
+use presets::{GenericColumns, RetailColumns, RetailRow, RowError};
 
 /// Row format of the files (`csv.preset`).
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ enum Rows {
     Retail {
         cols: RetailColumns,
         /// The invoice being collected: its rows (with their spans) and raw records.
-        group: Vec<(Result<RetailRow, String>, Span, ByteRecord)>,
+        group: Vec<(Result<RetailRow, RowError>, Span, ByteRecord)>,
     },
     Generic(GenericColumns),
 }
@@ -325,7 +325,7 @@ impl SpoolDirTask {
             Preset::OnlineRetail => reader
                 .byte_headers()
                 .map_err(|e| e.to_string())
-                .and_then(RetailColumns::from_header)
+                .and_then(|h| RetailColumns::from_header(h).map_err(|e| e.to_string()))
                 .map(|cols| Rows::Retail {
                     cols,
                     group: Vec::new(),
@@ -333,7 +333,9 @@ impl SpoolDirTask {
             Preset::Generic { mapping, currency } => reader
                 .byte_headers()
                 .map_err(|e| e.to_string())
-                .and_then(|h| GenericColumns::from_header(h, mapping, currency))
+                .and_then(|h| {
+                    GenericColumns::from_header(h, mapping, currency).map_err(|e| e.to_string())
+                })
                 .map(Rows::Generic),
         };
         let rows = match rows {
@@ -542,13 +544,16 @@ fn read_some(
         match rows {
             Rows::Cdnow => {
                 let line = std::str::from_utf8(rec.get(0).unwrap_or_default())
-                    .map_err(|_| "line is not UTF-8".to_owned());
+                    .map_err(|_| RowError::Line("line is not UTF-8".to_owned()));
                 let order_id = format!("{}:{}", f.name, span.line);
                 let parts: [&[u8]; 2] = [f.name.as_bytes(), &span.start.to_le_bytes()];
                 match line.and_then(|l| presets::cdnow_order(l, &order_id, &parts)) {
                     Ok(None) => {}
                     Ok(Some(o)) => push_event(ctx, batch, f, rec, Event::Order(o), span, tolerance),
-                    Err(reason) => push_bad(ctx, batch, f, rec, &reason, None, span, tolerance),
+                    Err(reason) => {
+                        let reason = reason.to_string();
+                        push_bad(ctx, batch, f, rec, &reason, None, span, tolerance)
+                    }
                 }
             }
             Rows::Generic(cols) => {
@@ -556,7 +561,10 @@ fn read_some(
                 let parts: [&[u8]; 2] = [f.name.as_bytes(), &span.start.to_le_bytes()];
                 match cols.order(rec, &order_id, &parts) {
                     Ok(o) => push_event(ctx, batch, f, rec, Event::Order(o), span, tolerance),
-                    Err(reason) => push_bad(ctx, batch, f, rec, &reason, None, span, tolerance),
+                    Err(reason) => {
+                        let reason = reason.to_string();
+                        push_bad(ctx, batch, f, rec, &reason, None, span, tolerance)
+                    }
                 }
             }
             Rows::Retail { cols, group } => {
@@ -674,7 +682,7 @@ fn flush_invoice(
     ctx: &TaskContext,
     batch: &mut Batch,
     f: &mut OpenFile,
-    group: Vec<(Result<RetailRow, String>, Span, ByteRecord)>,
+    group: Vec<(Result<RetailRow, RowError>, Span, ByteRecord)>,
     tolerance: Tolerance,
 ) {
     let Some(first_span) = group.first().map(|(_, s, _)| *s) else {
@@ -692,9 +700,9 @@ fn flush_invoice(
                 customer.get_or_insert_with(|| r.customer.clone().unwrap_or_default());
                 good.push(r.clone());
             }
-            (Some(reason), row) => {
-                let no_customer = matches!(row, Ok(r) if r.customer.is_none());
-                if no_customer {
+            (Some(problem), _) => {
+                let reason = problem.to_string();
+                if problem == RowError::NoCustomer {
                     let location = format!("{}:{}", f.name, span.line);
                     batch.records.push(ctx.policy.dead_letter(
                         &raw_row(rec),

@@ -8,6 +8,7 @@ use csv::ByteRecord;
 use custflow_models::input::{parse_cdnow_line, parse_day};
 use custflow_schemas::time::{parse_rfc3339, DAY_MS};
 use custflow_schemas::{Order, OrderItem, OrderStatus};
+use thiserror::Error;
 
 /// A stable ULID: the event time and a hash of where the record came from, so reading a
 /// file twice gives the same event ids.
@@ -57,6 +58,66 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     day.checked_mul(DAY_MS)?.checked_add(ms)
 }
 
+/// Why a source row is not an event: its dead-letter reason, naming the column.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RowError {
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    /// A value that does not parse as what the column holds.
+    #[error("{column} {value:?} is not {expected}")]
+    Invalid {
+        column: String,
+        value: String,
+        expected: &'static str,
+    },
+    /// A value that parses but cannot be an order's.
+    #[error("{column} {value} is {problem}")]
+    Unusable {
+        column: &'static str,
+        value: String,
+        problem: &'static str,
+    },
+    /// An invoice row without a customer.
+    #[error("row has no Customer ID")]
+    NoCustomer,
+    #[error("Customer ID {customer} differs from the invoice's {first}")]
+    OtherCustomer { customer: String, first: String },
+    /// A quantity whose sign does not fit the invoice (`a sales` or `a cancellation`).
+    #[error("Quantity {quantity} does not fit {invoice} invoice")]
+    Sign {
+        quantity: i64,
+        invoice: &'static str,
+    },
+    /// A line of a whitespace-separated file that does not parse, or is not UTF-8.
+    #[error("{0}")]
+    Line(String),
+}
+
+impl RowError {
+    fn invalid(column: &str, value: &str, expected: &'static str) -> Self {
+        Self::Invalid {
+            column: column.to_owned(),
+            value: value.to_owned(),
+            expected,
+        }
+    }
+}
+
+/// Why a file's header does not fit the connector's columns: the task fails with it.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum HeaderError {
+    #[error("header has no {wanted} column (header: {header})")]
+    Missing { wanted: String, header: String },
+    #[error("csv.column.{field} names {column:?}, which is not in the header ({header})")]
+    Unknown {
+        field: &'static str,
+        column: String,
+        header: String,
+    },
+    #[error("csv.column.{0} is required without csv.preset")]
+    Unmapped(&'static str),
+}
+
 fn field(rec: &ByteRecord, i: usize) -> &str {
     rec.get(i)
         .and_then(|b| std::str::from_utf8(b).ok())
@@ -70,17 +131,23 @@ pub fn cdnow_order(
     line: &str,
     order_id: &str,
     event_id_parts: &[&[u8]],
-) -> Result<Option<Order>, String> {
-    let Some((customer, day, quantity, value)) = parse_cdnow_line(line)? else {
+) -> Result<Option<Order>, RowError> {
+    let Some((customer, day, quantity, value)) = parse_cdnow_line(line).map_err(RowError::Line)?
+    else {
         return Ok(None);
     };
+    let unusable = |column, value: String, problem| RowError::Unusable {
+        column,
+        value,
+        problem,
+    };
     if value < 0.0 {
-        return Err(format!("value {value} is negative"));
+        return Err(unusable("value", value.to_string(), "negative"));
     }
-    let quantity =
-        i32::try_from(quantity).map_err(|_| format!("{quantity} CDs is out of range"))?;
+    let quantity = i32::try_from(quantity)
+        .map_err(|_| unusable("quantity", quantity.to_string(), "out of range"))?;
     if quantity < 0 {
-        return Err(format!("{quantity} CDs is negative"));
+        return Err(unusable("quantity", quantity.to_string(), "negative"));
     }
     let occurred_at = day * DAY_MS;
     let items = if quantity > 0 {
@@ -136,18 +203,15 @@ pub struct RetailColumns {
 
 impl RetailColumns {
     /// Accepts both spellings of the UCI files' header.
-    pub fn from_header(header: &ByteRecord) -> Result<Self, String> {
+    pub fn from_header(header: &ByteRecord) -> Result<Self, HeaderError> {
         let names = header_names(header);
         let find = |options: &[&str]| {
             names
                 .iter()
                 .position(|n| options.iter().any(|o| n.eq_ignore_ascii_case(o)))
-                .ok_or_else(|| {
-                    format!(
-                        "header has no {} column (header: {})",
-                        options.join(" or "),
-                        names.join(",")
-                    )
+                .ok_or_else(|| HeaderError::Missing {
+                    wanted: options.join(" or "),
+                    header: names.join(","),
                 })
         };
         Ok(Self {
@@ -181,23 +245,23 @@ pub struct RetailRow {
 }
 
 /// Parses a row; the error is the dead-letter reason.
-pub fn retail_row(rec: &ByteRecord, c: &RetailColumns) -> Result<RetailRow, String> {
+pub fn retail_row(rec: &ByteRecord, c: &RetailColumns) -> Result<RetailRow, RowError> {
     let invoice = field(rec, c.invoice);
     if invoice.is_empty() {
-        return Err("Invoice is empty".into());
+        return Err(RowError::Empty("Invoice"));
     }
     let q = field(rec, c.quantity);
     let quantity: i64 = q
         .parse()
-        .map_err(|_| format!("Quantity {q:?} is not a whole number"))?;
+        .map_err(|_| RowError::invalid("Quantity", q, "a whole number"))?;
     let d = field(rec, c.date);
-    let at = parse_datetime(d).ok_or_else(|| format!("InvoiceDate {d:?} is not a date"))?;
+    let at = parse_datetime(d).ok_or_else(|| RowError::invalid("InvoiceDate", d, "a date"))?;
     let p = field(rec, c.price);
     let price: f64 = p
         .parse()
         .ok()
         .filter(|x: &f64| x.is_finite())
-        .ok_or_else(|| format!("Price {p:?} is not a number"))?;
+        .ok_or_else(|| RowError::invalid("Price", p, "a number"))?;
     let customer = field(rec, c.customer);
     let customer = customer.strip_suffix(".0").unwrap_or(customer);
     Ok(RetailRow {
@@ -214,30 +278,37 @@ pub fn retail_row(rec: &ByteRecord, c: &RetailColumns) -> Result<RetailRow, Stri
 /// Why a row of an invoice cannot be part of its order, if it cannot: no customer, a
 /// different customer than the invoice's first row, a quantity whose sign does not fit
 /// the invoice (cancellations, `C…`, have negative quantities), a negative price.
-pub fn retail_row_problem(row: &RetailRow, invoice_customer: Option<&str>) -> Option<String> {
+pub fn retail_row_problem(row: &RetailRow, invoice_customer: Option<&str>) -> Option<RowError> {
     let cancel = is_cancellation(&row.invoice);
     let Some(customer) = &row.customer else {
-        return Some("row has no Customer ID".into());
+        return Some(RowError::NoCustomer);
     };
     if let Some(first) = invoice_customer {
         if first != customer {
-            return Some(format!(
-                "Customer ID {customer} differs from the invoice's {first}"
-            ));
+            return Some(RowError::OtherCustomer {
+                customer: customer.clone(),
+                first: first.to_owned(),
+            });
         }
     }
     if row.quantity == 0 || (cancel && row.quantity > 0) || (!cancel && row.quantity < 0) {
-        return Some(format!(
-            "Quantity {} does not fit {} invoice",
-            row.quantity,
-            if cancel { "a cancellation" } else { "a sales" }
-        ));
+        return Some(RowError::Sign {
+            quantity: row.quantity,
+            invoice: if cancel { "a cancellation" } else { "a sales" },
+        });
     }
+    let unusable = |column, value: String, problem| {
+        Some(RowError::Unusable {
+            column,
+            value,
+            problem,
+        })
+    };
     if row.price < 0.0 {
-        return Some(format!("Price {} is negative", row.price));
+        return unusable("Price", row.price.to_string(), "negative");
     }
     if i32::try_from(row.quantity.unsigned_abs()).is_err() {
-        return Some(format!("Quantity {} is out of range", row.quantity));
+        return unusable("Quantity", row.quantity.to_string(), "out of range");
     }
     None
 }
@@ -318,22 +389,24 @@ impl GenericColumns {
         header: &ByteRecord,
         mapping: &BTreeMap<String, String>,
         currency: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HeaderError> {
         let names = header_names(header);
         let mut index = BTreeMap::new();
         for f in GENERIC_FIELDS {
             let Some(col) = mapping.get(f) else { continue };
-            let i = names.iter().position(|n| n == col).ok_or_else(|| {
-                format!(
-                    "csv.column.{f} names {col:?}, which is not in the header ({})",
-                    names.join(",")
-                )
-            })?;
+            let i = names
+                .iter()
+                .position(|n| n == col)
+                .ok_or_else(|| HeaderError::Unknown {
+                    field: f,
+                    column: col.clone(),
+                    header: names.join(","),
+                })?;
             index.insert(f, i);
         }
         for f in ["customer_id", "occurred_at", "total"] {
             if !index.contains_key(f) {
-                return Err(format!("csv.column.{f} is required without csv.preset"));
+                return Err(HeaderError::Unmapped(f));
             }
         }
         Ok(Self {
@@ -355,33 +428,35 @@ impl GenericColumns {
         rec: &ByteRecord,
         default_order_id: &str,
         event_id_parts: &[&[u8]],
-    ) -> Result<Order, String> {
-        let customer = self.get(rec, "customer_id").ok_or("customer_id is empty")?;
+    ) -> Result<Order, RowError> {
+        let customer = self
+            .get(rec, "customer_id")
+            .ok_or(RowError::Empty("customer_id"))?;
         let customer = customer.strip_suffix(".0").unwrap_or(customer);
         let at = self.get(rec, "occurred_at").unwrap_or("");
         let occurred_at =
-            parse_datetime(at).ok_or_else(|| format!("occurred_at {at:?} is not a date"))?;
-        let number = |f: &str| -> Result<Option<f64>, String> {
+            parse_datetime(at).ok_or_else(|| RowError::invalid("occurred_at", at, "a date"))?;
+        let number = |f: &str| -> Result<Option<f64>, RowError> {
             self.get(rec, f)
                 .map(|s| {
                     s.parse::<f64>()
                         .ok()
                         .filter(|x| x.is_finite())
-                        .ok_or_else(|| format!("{f} {s:?} is not a number"))
+                        .ok_or_else(|| RowError::invalid(f, s, "a number"))
                 })
                 .transpose()
         };
-        let total = number("total")?.ok_or("total is empty")?;
+        let total = number("total")?.ok_or(RowError::Empty("total"))?;
         let status = match self.get(rec, "status") {
             None => OrderStatus::Placed,
             Some(s) => OrderStatus::parse(&s.to_ascii_lowercase())
-                .ok_or_else(|| format!("status {s:?} is not placed, refunded or cancelled"))?,
+                .ok_or_else(|| RowError::invalid("status", s, "placed, refunded or cancelled"))?,
         };
         let quantity = match self.get(rec, "quantity") {
             None => 1,
             Some(q) => q
                 .parse::<i32>()
-                .map_err(|_| format!("quantity {q:?} is not a whole number"))?,
+                .map_err(|_| RowError::invalid("quantity", q, "a whole number"))?,
         };
         let items = match self.get(rec, "sku") {
             None => Vec::new(),
@@ -556,21 +631,24 @@ mod tests {
             &a,
         )
         .unwrap();
-        assert!(retail_row_problem(&anon, None)
-            .unwrap()
-            .contains("Customer ID"));
+        assert_eq!(retail_row_problem(&anon, None), Some(RowError::NoCustomer));
         let mut neg = r1.clone();
         neg.quantity = -2;
-        assert!(retail_row_problem(&neg, None).unwrap().contains("Quantity"));
-        assert!(retail_row(
-            &rec(&["1", "x", "", "two", "12/1/2010 8:26", "1", "1", "UK"]),
-            &a
-        )
-        .unwrap_err()
-        .contains("Quantity"));
-        assert!(RetailColumns::from_header(&rec(&["Invoice", "StockCode"]))
-            .unwrap_err()
-            .contains("Quantity"));
+        assert_eq!(
+            retail_row_problem(&neg, None).map(|e| e.to_string()),
+            Some("Quantity -2 does not fit a sales invoice".to_owned())
+        );
+        assert_eq!(
+            retail_row(
+                &rec(&["1", "x", "", "two", "12/1/2010 8:26", "1", "1", "UK"]),
+                &a
+            ),
+            Err(RowError::invalid("Quantity", "two", "a whole number"))
+        );
+        assert!(matches!(
+            RetailColumns::from_header(&rec(&["Invoice", "StockCode"])),
+            Err(HeaderError::Missing { wanted, .. }) if wanted == "Quantity"
+        ));
     }
 
     #[test]
@@ -597,14 +675,16 @@ mod tests {
         assert_eq!(o.currency, "EUR");
         assert_eq!(o.order_id, "f:2");
         assert_eq!(o.items[0].unit_price, 12.5);
-        assert!(cols
-            .order(&rec(&["c1", "later", "1", "tea"]), "f:3", &[b"x"])
-            .unwrap_err()
-            .contains("occurred_at"));
+        assert_eq!(
+            cols.order(&rec(&["c1", "later", "1", "tea"]), "f:3", &[b"x"])
+                .map_err(|e| e.to_string()),
+            Err("occurred_at \"later\" is not a date".to_owned())
+        );
         let mut missing = mapping.clone();
         missing.insert("total".into(), "price".into());
-        assert!(GenericColumns::from_header(&header, &missing, "EUR")
-            .unwrap_err()
-            .contains("csv.column.total"));
+        assert!(matches!(
+            GenericColumns::from_header(&header, &missing, "EUR"),
+            Err(HeaderError::Unknown { field: "total", .. })
+        ));
     }
 }
