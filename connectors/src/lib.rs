@@ -4,6 +4,8 @@
 //! type 2) and `models`, and the webhook sink that turns segment changes into alerts.
 
 pub mod connect;
+#[cfg(feature = "fluvio")]
+pub mod fluvio_source;
 pub mod pg_source;
 pub mod sales_sink;
 pub mod score_sink;

@@ -12,6 +12,7 @@ mod dashboard;
 mod demo;
 mod erasure;
 mod flags;
+mod fluvio;
 mod layout;
 mod load;
 mod openapi;

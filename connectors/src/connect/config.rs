@@ -14,15 +14,21 @@ use super::Error;
 pub enum ConnectorClass {
     SpoolDirCsvSource,
     PostgresSource,
+    FluvioSource,
 }
 
 impl ConnectorClass {
-    pub const ALL: [ConnectorClass; 2] = [Self::SpoolDirCsvSource, Self::PostgresSource];
+    pub const ALL: [ConnectorClass; 3] = [
+        Self::SpoolDirCsvSource,
+        Self::PostgresSource,
+        Self::FluvioSource,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SpoolDirCsvSource => "SpoolDirCsvSource",
             Self::PostgresSource => "PostgresSource",
+            Self::FluvioSource => "FluvioSource",
         }
     }
 

@@ -62,6 +62,9 @@ pub enum Error {
     },
     #[error("database: {0}")]
     Sql(String),
+    /// The source system failed (a Fluvio cluster that does not answer).
+    #[error("{0}")]
+    Source(String),
     /// A record could not be converted and `errors.tolerance` is `none`.
     #[error("{0}")]
     Record(String),

@@ -49,6 +49,10 @@ pub fn validate(config: &ConnectorConfig, topics: &Topics) -> Result<Common, Err
     match common.class {
         ConnectorClass::SpoolDirCsvSource => SpoolDirTask::validate(config)?,
         ConnectorClass::PostgresSource => PgTask::validate(config)?,
+        #[cfg(feature = "fluvio")]
+        ConnectorClass::FluvioSource => crate::fluvio_source::FluvioTask::validate(config)?,
+        #[cfg(not(feature = "fluvio"))]
+        ConnectorClass::FluvioSource => return Err(without_fluvio()),
     }
     Ok(common)
 }
@@ -61,7 +65,21 @@ pub async fn start(
     Ok(match ctx.common.class {
         ConnectorClass::SpoolDirCsvSource => Box::new(SpoolDirTask::start(config, ctx)?),
         ConnectorClass::PostgresSource => Box::new(PgTask::start(config, ctx).await?),
+        #[cfg(feature = "fluvio")]
+        ConnectorClass::FluvioSource => {
+            Box::new(crate::fluvio_source::FluvioTask::start(config, ctx).await?)
+        }
+        #[cfg(not(feature = "fluvio"))]
+        ConnectorClass::FluvioSource => return Err(without_fluvio()),
     })
+}
+
+#[cfg(not(feature = "fluvio"))]
+fn without_fluvio() -> Error {
+    Error::invalid(
+        "config.connector.class",
+        "FluvioSource needs custflow built with the `fluvio` feature (the default)",
+    )
 }
 
 /// Turns events into record values in a connector's `value.format`.

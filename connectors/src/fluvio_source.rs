@@ -1,0 +1,452 @@
+//! `FluvioSource`: records of a Fluvio topic become validated events on the connector's
+//! Kafka topic.
+//!
+//! Each Fluvio partition is a source partition (`{"fluvio.topic", "partition"}`) whose
+//! offset is the next Fluvio offset to read; the worker commits it only after the broker
+//! acknowledged the records before it, and a record's id (`<partition>:<offset>`) lets a
+//! restart after a crash skip what already reached the topic. When the cluster goes away
+//! the task reconnects with backoff and its status says so; nothing is read twice or
+//! skipped, because reading always resumes from the offsets of the records produced.
+//!
+//! Fluvio 0.50's consumer can skip the record cut off at the end of a fetch (a response
+//! truncated at `max_bytes`; `fluvio consume` loses it too). Offsets within a Fluvio
+//! partition have no holes, so a record past the next expected offset is a skip: the
+//! task re-opens its streams at the expected offsets and reads the gap again. A large
+//! fetch size (`fluvio.fetch.max.bytes`, 16 MiB) makes that rare.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use custflow_schemas::{avro, json, Event, EventKind};
+use fluvio::consumer::{ConsumerConfigExtBuilder, Record, RetryMode};
+use fluvio::metadata::topic::TopicSpec;
+use fluvio::{Fluvio, FluvioClusterConfig, Offset};
+use futures::stream::{select_all, SelectAll};
+use futures::{Stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::connect::task::{SourceTask, TaskContext, TaskFuture};
+use crate::connect::{partition_key, Batch, ConnectorConfig, Error, PartitionKey, Tolerance};
+
+/// How the Fluvio records' values are written (`fluvio.value.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    /// Confluent-framed Avro of the contract's records (what custflow itself produces).
+    Avro,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    endpoint: String,
+    topic: String,
+    /// Partitions to read; `None` is all of the topic's.
+    partitions: Option<Vec<u32>>,
+    format: Format,
+    kind: EventKind,
+    start_at_end: bool,
+    poll_interval: Duration,
+    max_bytes: i32,
+}
+
+impl Settings {
+    fn parse(c: &ConnectorConfig) -> Result<Self, Error> {
+        let endpoint = c.required("fluvio.endpoint")?.to_owned();
+        if !endpoint.contains(':') {
+            return Err(Error::invalid(
+                "config.fluvio.endpoint",
+                "must be HOST:PORT of the Fluvio SC",
+            ));
+        }
+        let partitions = match c.get("fluvio.partitions").unwrap_or("all") {
+            "all" => None,
+            list => Some(
+                list.split(',')
+                    .map(|p| p.trim().parse::<u32>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        Error::invalid(
+                            "config.fluvio.partitions",
+                            format!("{list:?} is not `all` or a comma-separated list of partition numbers"),
+                        )
+                    })?,
+            ),
+        };
+        let format = match c.get("fluvio.value.format").unwrap_or("json") {
+            "json" => Format::Json,
+            "avro" => Format::Avro,
+            other => {
+                return Err(Error::invalid(
+                    "config.fluvio.value.format",
+                    format!("{other:?} is not json or avro"),
+                ))
+            }
+        };
+        let kind_name = c.get("event.type").unwrap_or("order");
+        let kind = EventKind::parse(kind_name).ok_or_else(|| {
+            Error::invalid(
+                "config.event.type",
+                format!("{kind_name:?} is not customer, order or activity"),
+            )
+        })?;
+        let start_at_end = match c.get("fluvio.offset.start").unwrap_or("beginning") {
+            "beginning" => false,
+            "end" => true,
+            other => {
+                return Err(Error::invalid(
+                    "config.fluvio.offset.start",
+                    format!("{other:?} is not beginning or end"),
+                ))
+            }
+        };
+        Ok(Self {
+            endpoint,
+            topic: c.required("fluvio.topic")?.to_owned(),
+            partitions,
+            format,
+            kind,
+            start_at_end,
+            poll_interval: Duration::from_millis(c.number("poll.interval.ms", 100)?),
+            max_bytes: c.number("fluvio.fetch.max.bytes", 16 << 20)?,
+        })
+    }
+}
+
+/// Why a Fluvio record is not an event: its dead-letter reason.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error("value is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Event(#[from] custflow_schemas::Error),
+}
+
+type Records =
+    Pin<Box<dyn Stream<Item = Result<Record, fluvio::dataplane::link::ErrorCode>> + Send>>;
+
+/// A connection and the merged streams of this task's partitions.
+struct Open {
+    /// Kept so the streams' connection lives as long as they do.
+    _fluvio: Fluvio,
+    streams: SelectAll<Records>,
+}
+
+/// A Fluvio source task: the partitions `p` with `p mod tasks.max == task`.
+pub struct FluvioTask {
+    ctx: TaskContext,
+    s: Settings,
+    /// Per partition: its key and the next offset to read (`None`: not read yet).
+    parts: BTreeMap<u32, (PartitionKey, Option<i64>)>,
+    open: Option<Open>,
+    /// While disconnected: why, how many attempts so far, and when to try again.
+    down: Option<(String, u32, Instant)>,
+    records: u64,
+    /// Skips by the Fluvio consumer read again (see the module doc).
+    gaps: u64,
+}
+
+/// What became of one Fluvio record.
+enum Taken {
+    /// Added to the batch (an event or a dead letter), or already taken before.
+    Done,
+    /// Past the next expected offset of its partition: the consumer skipped records.
+    Gap {
+        partition: u32,
+        expected: i64,
+        got: i64,
+    },
+}
+
+impl FluvioTask {
+    pub fn validate(c: &ConnectorConfig) -> Result<(), Error> {
+        Settings::parse(c).map(|_| ())
+    }
+
+    pub async fn start(c: &ConnectorConfig, ctx: TaskContext) -> Result<Self, Error> {
+        let s = Settings::parse(c)?;
+        let mut task = Self {
+            ctx,
+            s,
+            parts: BTreeMap::new(),
+            open: None,
+            down: None,
+            records: 0,
+            gaps: 0,
+        };
+        // A wrong endpoint or topic fails the start with the reason; later outages retry.
+        task.connect().await?;
+        Ok(task)
+    }
+
+    fn fluvio_error(what: &str, e: impl std::fmt::Display) -> Error {
+        Error::Source(format!("fluvio: {what}: {e}"))
+    }
+
+    /// Connects, learns the topic's partitions (first time) and opens one stream per
+    /// partition at its next offset.
+    async fn connect(&mut self) -> Result<(), Error> {
+        let config = FluvioClusterConfig::new(self.s.endpoint.clone());
+        let fluvio = tokio::time::timeout(
+            Duration::from_secs(10),
+            Fluvio::connect_with_config(&config),
+        )
+        .await
+        .map_err(|_| {
+            Self::fluvio_error(
+                &format!("connecting to {}", self.s.endpoint),
+                "no answer within 10 s",
+            )
+        })?
+        .map_err(|e| Self::fluvio_error(&format!("connecting to {}", self.s.endpoint), e))?;
+        if self.parts.is_empty() {
+            let topics = fluvio
+                .admin()
+                .await
+                .list::<TopicSpec, _>(vec![self.s.topic.clone()])
+                .await
+                .map_err(|e| Self::fluvio_error("listing topics", e))?;
+            let count = topics
+                .iter()
+                .find(|t| t.name == self.s.topic)
+                .map(|t| t.spec.partitions())
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "config.fluvio.topic",
+                        format!("the Fluvio cluster has no topic {:?}", self.s.topic),
+                    )
+                })?;
+            let wanted: Vec<u32> = match &self.s.partitions {
+                None => (0..count).collect(),
+                Some(list) => {
+                    if let Some(p) = list.iter().find(|p| **p >= count) {
+                        return Err(Error::invalid(
+                            "config.fluvio.partitions",
+                            format!("topic {:?} has {count} partitions, not {p}", self.s.topic),
+                        ));
+                    }
+                    list.clone()
+                }
+            };
+            let tasks = self.ctx.common.tasks_max.max(1);
+            for p in wanted
+                .into_iter()
+                .filter(|p| *p as usize % tasks == self.ctx.task)
+            {
+                let key = partition_key(
+                    &self.ctx.common.name,
+                    &json!({"fluvio.topic": self.s.topic, "partition": p}),
+                );
+                let next = self
+                    .ctx
+                    .offsets
+                    .get(&*key)
+                    .and_then(|o| o.get("offset")?.as_i64());
+                self.parts.insert(p, (key, next));
+            }
+        }
+        let mut streams = Vec::with_capacity(self.parts.len());
+        for (p, (_, next)) in &self.parts {
+            let start = match next {
+                Some(n) => Offset::absolute(*n).map_err(|e| Self::fluvio_error("offset", e))?,
+                None if self.s.start_at_end => Offset::end(),
+                None => Offset::beginning(),
+            };
+            let config = ConsumerConfigExtBuilder::default()
+                .topic(self.s.topic.clone())
+                .partition(*p)
+                .offset_start(start)
+                .max_bytes(self.s.max_bytes)
+                // Failures come to this task, which reconnects from the offsets of the
+                // records it produced and says so in its status.
+                .retry_mode(RetryMode::Disabled)
+                .build()
+                .map_err(|e| Self::fluvio_error("consumer config", e))?;
+            let stream = fluvio
+                .consumer_with_config(config)
+                .await
+                .map_err(|e| Self::fluvio_error(&format!("consuming partition {p}"), e))?;
+            streams.push(Box::pin(stream) as Records);
+        }
+        self.open = Some(Open {
+            _fluvio: fluvio,
+            streams: select_all(streams),
+        });
+        self.down = None;
+        Ok(())
+    }
+
+    /// Drops the connection; the next poll reconnects after a backoff (1 s doubling to 30 s).
+    fn lost(&mut self, why: String) {
+        let attempts = self.down.as_ref().map_or(0, |(_, a, _)| *a) + 1;
+        let wait = Duration::from_secs(1 << attempts.min(5).saturating_sub(1))
+            .min(Duration::from_secs(30));
+        if attempts == 1 {
+            tracing::warn!(connector = %self.ctx.common.name, reason = %why, "Fluvio connection lost; reconnecting");
+        }
+        self.open = None;
+        self.down = Some((why, attempts, Instant::now() + wait));
+    }
+
+    fn convert(&self, value: &[u8]) -> Result<Event, RecordError> {
+        Ok(match self.s.format {
+            Format::Json => json::read(self.s.kind, &serde_json::from_slice::<Value>(value)?)?,
+            Format::Avro => {
+                let (_, datum) = avro::unframe(value)?;
+                avro::decode_datum(self.s.kind, datum)?
+            }
+        })
+    }
+
+    /// Adds one Fluvio record to the batch: an event record, or a dead letter / the end
+    /// of the task (`errors.tolerance`).
+    fn push(&mut self, batch: &mut Batch, r: &Record) -> Taken {
+        let p = r.partition();
+        let Some((key, next)) = self.parts.get(&p).map(|(k, n)| (k.clone(), *n)) else {
+            return Taken::Done;
+        };
+        match next {
+            // A stream re-opened at an offset may repeat what was already taken.
+            Some(n) if r.offset() < n => return Taken::Done,
+            Some(n) if r.offset() > n => {
+                return Taken::Gap {
+                    partition: p,
+                    expected: n,
+                    got: r.offset(),
+                }
+            }
+            _ => {}
+        }
+        let id = format!("{p}:{}", r.offset());
+        let record = self
+            .convert(r.value())
+            .map_err(|e| e.to_string())
+            .and_then(|event| self.ctx.event_record(&event, &key, id.clone()));
+        match record {
+            Ok(rec) => batch.records.push(rec),
+            Err(reason) => {
+                let location = format!("{}/{p}@{}", self.s.topic, r.offset());
+                match self.ctx.common.tolerance {
+                    Tolerance::None => {
+                        batch.fatal = Some(format!("{location}: {reason}"));
+                        return Taken::Done;
+                    }
+                    Tolerance::All => batch.records.push(self.ctx.policy.dead_letter(
+                        r.value(),
+                        r.key().and_then(|k| std::str::from_utf8(k).ok()),
+                        &reason,
+                        &location,
+                        (key.clone(), id),
+                    )),
+                }
+            }
+        }
+        batch.bytes += r.value().len() as u64;
+        self.records += 1;
+        let after = r.offset() + 1;
+        if let Some(entry) = self.parts.get_mut(&p) {
+            entry.1 = Some(after);
+        }
+        match batch.offsets.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, o)) => *o = json!({"offset": after}),
+            None => batch.offsets.push((key, json!({"offset": after}))),
+        }
+        Taken::Done
+    }
+
+    pub async fn poll(&mut self, max: usize) -> Result<Batch, Error> {
+        let mut batch = Batch::default();
+        if self.open.is_none() {
+            if let Some((_, _, at)) = &self.down {
+                if Instant::now() < *at {
+                    return Ok(batch);
+                }
+            }
+            if let Err(e) = self.connect().await {
+                self.lost(e.to_string());
+                return Ok(batch);
+            }
+        }
+        let Some(open) = self.open.as_mut() else {
+            return Ok(batch);
+        };
+        // Wait briefly for the first record, then take what is already there.
+        let first = tokio::time::timeout(self.s.poll_interval, open.streams.next()).await;
+        let mut next = match first {
+            Err(_) => return Ok(batch),
+            Ok(item) => item,
+        };
+        let mut failure = None;
+        loop {
+            match next {
+                Some(Ok(r)) => {
+                    if let Taken::Gap {
+                        partition,
+                        expected,
+                        got,
+                    } = self.push(&mut batch, &r)
+                    {
+                        tracing::debug!(
+                            partition,
+                            expected,
+                            got,
+                            "Fluvio skipped records; reading them again"
+                        );
+                        self.gaps += 1;
+                        // Re-open at once (no backoff) at the expected offsets.
+                        self.open = None;
+                        break;
+                    }
+                    if batch.fatal.is_some() || batch.records.len() >= max {
+                        break;
+                    }
+                }
+                Some(Err(code)) => {
+                    failure = Some(format!("reading: {code}"));
+                    break;
+                }
+                None => {
+                    failure = Some("the cluster closed the stream".to_owned());
+                    break;
+                }
+            }
+            let Some(open) = self.open.as_mut() else {
+                break;
+            };
+            match futures::FutureExt::now_or_never(open.streams.next()) {
+                Some(item) => next = item,
+                None => break,
+            }
+        }
+        if let Some(why) = failure {
+            self.lost(why);
+        }
+        Ok(batch)
+    }
+
+    pub fn progress(&self) -> Value {
+        json!({
+            "fluvio.topic": self.s.topic,
+            "records": self.records,
+            "partitions": self.parts.iter().map(|(p, (_, n))| json!({"partition": p, "next_offset": n})).collect::<Vec<_>>(),
+            "connected": self.down.is_none(),
+            "gaps_reread": self.gaps,
+            "reconnecting": self.down.as_ref().map(|(why, attempts, _)| json!({"reason": why, "attempts": attempts})),
+        })
+    }
+}
+
+impl SourceTask for FluvioTask {
+    fn poll(&mut self, max: usize) -> TaskFuture<'_, Batch> {
+        Box::pin(FluvioTask::poll(self, max))
+    }
+
+    fn progress(&self) -> Value {
+        FluvioTask::progress(self)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        // poll waits for records itself; after a disconnect, the backoff is in poll.
+        Duration::from_millis(if self.down.is_some() { 200 } else { 0 })
+    }
+}
