@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) ingest: Arc<IngestMetrics>,
     pub(crate) sink: Arc<SinkMetrics>,
     pub(crate) alerts: Arc<AlertMetrics>,
+    #[cfg(feature = "fluvio")]
+    pub(crate) fluvio: Arc<custflow_connectors::fluvio_sink::FluvioSinkMetrics>,
     /// Requests and latency per HTTP route.
     pub(crate) http: Arc<custflow_http::http_metrics::HttpMetrics>,
     /// Events produced by an in-process generator (demo).
@@ -149,6 +151,8 @@ impl Status for Shared {
             .collect(self.alerts.clone())
             .collect(self.http.clone())
             .collect(Groups(self.groups()));
+        #[cfg(feature = "fluvio")]
+        registry.collect(self.fluvio.clone());
         registry.render()
     }
 
@@ -430,6 +434,11 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         ));
     }
 
+    // Scores and segment changes → Fluvio.
+    if !opts.api_only && !config.fluvio_sink.is_empty() {
+        tasks.push(fluvio_sink(config, &redis, &shared, stop_rx.clone())?);
+    }
+
     // HTTP API.
     let app = router(config, registry, redis, shared.clone(), codec)?;
     let listener = tokio::net::TcpListener::bind(&config.http)
@@ -595,4 +604,47 @@ pub(crate) async fn run(config: &Resolved, opts: RunOptions) -> anyhow::Result<(
         }
     }
     running.shutdown().await
+}
+
+/// The Fluvio sink's task (`--fluvio-sink fluvio://HOST:PORT/TOPIC`).
+#[cfg(feature = "fluvio")]
+fn fluvio_sink(
+    config: &Resolved,
+    redis: &Redis,
+    shared: &Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    use custflow_connectors::fluvio_sink::{self, FluvioSinkConfig, Target};
+    let group_id = format!("{}custflow-fluvio-sink", config.topics().name(""));
+    let progress = Arc::new(Progress::new(group_id.clone()));
+    shared.watch(progress.clone());
+    let cfg = FluvioSinkConfig {
+        brokers: config.brokers.clone(),
+        scores_topic: config.topics().name(topics::CUSTOMER_SCORES),
+        changes_topic: config.topics().name(topics::SEGMENT_CHANGES),
+        group_id,
+        member: Member::new(
+            redis.clone(),
+            &config.topics().name(""),
+            "fluvio-sink",
+            None,
+        ),
+        progress,
+        target: Target::parse(&config.fluvio_sink)?,
+    };
+    let metrics = shared.fluvio.clone();
+    Ok((
+        "fluvio sink",
+        tokio::spawn(async move { Ok(fluvio_sink::run(cfg, metrics, stop).await?) }),
+    ))
+}
+
+#[cfg(not(feature = "fluvio"))]
+fn fluvio_sink(
+    _: &Resolved,
+    _: &Redis,
+    _: &Arc<Shared>,
+    _: watch::Receiver<bool>,
+) -> anyhow::Result<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    anyhow::bail!("--fluvio-sink needs custflow built with the `fluvio` feature (the default)")
 }

@@ -44,13 +44,14 @@ pub(crate) enum Key {
     Clock,
     AlertWebhook,
     AlertRule,
+    FluvioSink,
     DenyAttributes,
     OtlpEndpoint,
     TraceSample,
 }
 
 impl Key {
-    const ALL: [Key; 15] = [
+    const ALL: [Key; 16] = [
         Key::Brokers,
         Key::ReplicationFactor,
         Key::TopicPrefix,
@@ -63,6 +64,7 @@ impl Key {
         Key::Clock,
         Key::AlertWebhook,
         Key::AlertRule,
+        Key::FluvioSink,
         Key::DenyAttributes,
         Key::OtlpEndpoint,
         Key::TraceSample,
@@ -83,6 +85,7 @@ impl Key {
             Key::Clock => "clock",
             Key::AlertWebhook => "alert_webhook",
             Key::AlertRule => "alert_rule",
+            Key::FluvioSink => "fluvio_sink",
             Key::DenyAttributes => "deny_attributes",
             Key::OtlpEndpoint => "otlp_endpoint",
             Key::TraceSample => "trace_sample",
@@ -115,6 +118,7 @@ impl Key {
             Key::TopicPrefix
             | Key::ApiKeys
             | Key::AlertWebhook
+            | Key::FluvioSink
             | Key::DenyAttributes
             | Key::OtlpEndpoint => String::new(),
         }
@@ -148,6 +152,10 @@ impl Key {
             }
             Key::Clock => "Processor clock: `wall` or `event`",
             Key::AlertWebhook => "Webhook for segment-change alerts; off when empty",
+            Key::FluvioSink => {
+                "Also publish scores and segment changes to a Fluvio topic, \
+                 fluvio://HOST:PORT/TOPIC (keyed by customer id, JSON); off when empty"
+            }
             Key::AlertRule => {
                 "Which changes alert: `field=value,…` (fields dimension, previous, current, \
                  value_tier), several rules separated by `;`"
@@ -205,6 +213,7 @@ pub(crate) mod group {
     pub(crate) const KEYS: &[Key] = &[Key::ApiKeys, Key::RateLimit, Key::MaxStreams];
     pub(crate) const CLOCK: &[Key] = &[Key::Clock];
     pub(crate) const ALERTS: &[Key] = &[Key::AlertWebhook, Key::AlertRule];
+    pub(crate) const OUTPUTS: &[Key] = &[Key::FluvioSink];
     pub(crate) const PRIVACY: &[Key] = &[Key::DenyAttributes];
     pub(crate) const TRACING: &[Key] = &[Key::OtlpEndpoint, Key::TraceSample];
 }
@@ -232,6 +241,7 @@ pub(crate) struct Resolved {
     pub(crate) limits: custflow_http::auth::Limits,
     pub(crate) alert_webhook: String,
     pub(crate) alert_rule: String,
+    pub(crate) fluvio_sink: String,
     pub(crate) deny: custflow_schemas::DenyList,
     pub(crate) replication_factor: i32,
     pub(crate) otlp_endpoint: String,
@@ -303,6 +313,7 @@ impl Resolved {
             },
             alert_webhook: get(Key::AlertWebhook),
             alert_rule: get(Key::AlertRule),
+            fluvio_sink: get(Key::FluvioSink),
             deny: custflow_schemas::DenyList::parse(&get(Key::DenyAttributes)),
             replication_factor: i32::try_from(number(Key::ReplicationFactor)?)
                 .ok()

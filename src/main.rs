@@ -100,7 +100,7 @@ fn settings_of(command: &str) -> &'static [&'static [Key]] {
         "connect" => &[KAFKA, DEPLOYMENT, KEYS, PRIVACY, TRACING],
         "process" => &[KAFKA, DEPLOYMENT, REDIS, CLOCK, HTTP, TRACING],
         "run" | "demo" => &[
-            KAFKA, DEPLOYMENT, REDIS, SINK, HTTP, KEYS, CLOCK, ALERTS, PRIVACY, TRACING,
+            KAFKA, DEPLOYMENT, REDIS, SINK, HTTP, KEYS, CLOCK, ALERTS, OUTPUTS, PRIVACY, TRACING,
         ],
         // fit reads files only.
         _ => &[],

@@ -44,7 +44,9 @@ pub(crate) struct SynthArgs {
     pub(crate) duration_secs: Option<f64>,
     #[arg(long, value_enum, default_value_t = WireFormat::Avro)]
     pub(crate) format: WireFormat,
-    /// `kafka` (default), `-` for NDJSON on stdout, or a file path for NDJSON.
+    /// `kafka` (default), `fluvio://HOST:PORT/TOPIC` (tagged JSON keyed by customer id,
+    /// for a FluvioSource with `event.type=tagged`), `-` for NDJSON on stdout, or a file
+    /// path for NDJSON.
     #[arg(long, default_value = "kafka")]
     pub(crate) output: String,
     /// Send to custflow's REST endpoint instead (`http://127.0.0.1:8080`): the load test.
@@ -104,6 +106,8 @@ fn parse_end(s: &str) -> Result<i64, String> {
 /// Where events go.
 enum Sink {
     Kafka(Box<EventProducer>),
+    #[cfg(feature = "fluvio")]
+    Fluvio(Box<custflow_connectors::fluvio_sink::Publisher>, u64),
     Ndjson(Box<dyn Write + Send>),
     Http(Box<HttpLoad>),
 }
@@ -113,6 +117,18 @@ impl Sink {
         match self {
             Sink::Kafka(p) => Ok(p.send(e)?),
             Sink::Http(h) => Ok(h.send(e).await?),
+            #[cfg(feature = "fluvio")]
+            Sink::Fluvio(p, queued) => {
+                let value = json::encode_tagged(e).to_string();
+                let len = value.len();
+                p.send(e.customer_id(), value).await?;
+                *queued += 1;
+                // Acknowledged in rounds, so what waits for an acknowledgement stays bounded.
+                if *queued % 50_000 == 0 {
+                    p.flush().await?;
+                }
+                Ok(len)
+            }
             Sink::Ndjson(w) => {
                 let mut line = serde_json::to_vec(&json::encode_tagged(e))?;
                 line.push(b'\n');
@@ -239,6 +255,17 @@ pub(crate) async fn generate(
                 format,
             )?))
         }
+        #[cfg(feature = "fluvio")]
+        (None, url) if url.starts_with("fluvio://") => {
+            let target = custflow_connectors::fluvio_sink::Target::parse(url)?;
+            Sink::Fluvio(Box::new(target.connect().await?), 0)
+        }
+        #[cfg(not(feature = "fluvio"))]
+        (None, url) if url.starts_with("fluvio://") => {
+            anyhow::bail!(
+                "--output fluvio:// needs custflow built with the `fluvio` feature (the default)"
+            )
+        }
         (None, "-") => Sink::Ndjson(Box::new(std::io::BufWriter::new(std::io::stdout()))),
         (None, path) => {
             let f = std::fs::File::create(PathBuf::from(path))
@@ -315,6 +342,8 @@ pub(crate) async fn generate(
             totals.failed = p.deliveries().failed.load(Ordering::Relaxed);
         }
         Sink::Ndjson(mut w) => w.flush()?,
+        #[cfg(feature = "fluvio")]
+        Sink::Fluvio(mut p, _) => p.flush().await?,
         Sink::Http(h) => {
             let report = h.finish().await?;
             totals.failed = report.events_failed + report.events_rejected;

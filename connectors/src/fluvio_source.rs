@@ -44,7 +44,9 @@ struct Settings {
     /// Partitions to read; `None` is all of the topic's.
     partitions: Option<Vec<u32>>,
     format: Format,
-    kind: EventKind,
+    /// The kind of every record; `None` with `event.type=tagged` (JSON records name
+    /// their kind in `type`, and each kind goes to its own topic).
+    kind: Option<EventKind>,
     start_at_end: bool,
     poll_interval: Duration,
     max_bytes: i32,
@@ -83,13 +85,21 @@ impl Settings {
                 ))
             }
         };
-        let kind_name = c.get("event.type").unwrap_or("order");
-        let kind = EventKind::parse(kind_name).ok_or_else(|| {
-            Error::invalid(
+        let kind = match c.get("event.type").unwrap_or("order") {
+            "tagged" => None,
+            name => Some(EventKind::parse(name).ok_or_else(|| {
+                Error::invalid(
+                    "config.event.type",
+                    format!("{name:?} is not customer, order, activity or tagged"),
+                )
+            })?),
+        };
+        if kind.is_none() && format == Format::Avro {
+            return Err(Error::invalid(
                 "config.event.type",
-                format!("{kind_name:?} is not customer, order or activity"),
-            )
-        })?;
+                "tagged needs fluvio.value.format=json (an Avro record does not name its kind)",
+            ));
+        }
         let start_at_end = match c.get("fluvio.offset.start").unwrap_or("beginning") {
             "beginning" => false,
             "end" => true,
@@ -120,6 +130,8 @@ enum RecordError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Event(#[from] custflow_schemas::Error),
+    #[error("type is missing or not customer, order or activity")]
+    Untagged,
 }
 
 type Records =
@@ -290,10 +302,21 @@ impl FluvioTask {
 
     fn convert(&self, value: &[u8]) -> Result<Event, RecordError> {
         Ok(match self.s.format {
-            Format::Json => json::read(self.s.kind, &serde_json::from_slice::<Value>(value)?)?,
+            Format::Json => {
+                let v = serde_json::from_slice::<Value>(value)?;
+                let kind = match self.s.kind {
+                    Some(k) => k,
+                    None => v
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .and_then(EventKind::parse)
+                        .ok_or(RecordError::Untagged)?,
+                };
+                json::read(kind, &v)?
+            }
             Format::Avro => {
                 let (_, datum) = avro::unframe(value)?;
-                avro::decode_datum(self.s.kind, datum)?
+                avro::decode_datum(self.s.kind.unwrap_or(EventKind::Order), datum)?
             }
         })
     }

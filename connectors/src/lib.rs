@@ -5,6 +5,8 @@
 
 pub mod connect;
 #[cfg(feature = "fluvio")]
+pub mod fluvio_sink;
+#[cfg(feature = "fluvio")]
 pub mod fluvio_source;
 pub mod pg_source;
 pub mod sales_sink;

@@ -291,3 +291,120 @@ fn fluvio_orders_reach_the_topic_once_across_a_sigkill_and_a_cluster_outage() {
     drop(w);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The demo's pipeline on Fluvio: `synth --output fluvio://…` writes a history into a
+/// Fluvio topic, a FluvioSource with `event.type=tagged` puts each event on its Kafka
+/// topic once, and `run --fluvio-sink` publishes the scores to another Fluvio topic,
+/// keyed by customer id.
+#[test]
+fn a_history_from_fluvio_is_scored_and_the_scores_reach_fluvio() {
+    let Some(home) = custflow_tests::optional_tool(
+        "CUSTFLOW_FLUVIO_HOME",
+        "fluvio::a_history_from_fluvio_is_scored_and_the_scores_reach_fluvio",
+        "a local Fluvio cluster",
+    ) else {
+        return;
+    };
+    let _ = custflow_tests::ensure_stack();
+    let prefix = custflow_tests::unique("flvrun-");
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cluster = Cluster::start(&home, &dir.join("fluvio"));
+    for (topic, partitions) in [("shop-events", "2"), ("scores", "1")] {
+        let out = cluster
+            .cli()
+            .args(["topic", "create", topic, "-p", partitions])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let summary = crate::json_summary(
+        Command::new(env!("CARGO_BIN_EXE_custflow"))
+            .args(["synth", "--customers", "200", "--days", "120", "--json"])
+            .args(["--output", &format!("fluvio://{}/shop-events", cluster.sc)]),
+    );
+    let events = summary["events"].as_u64().unwrap();
+    assert!(events > 200, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+
+    let config = dir.join("fluvio.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({"name": "fluvio-orders", "config": {
+            "connector.class": "FluvioSource",
+            "fluvio.endpoint": cluster.sc,
+            "fluvio.topic": "shop-events",
+            "event.type": "tagged",
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut w = connect(&prefix, &addr, Some(&config), &dir.join("connect.log"), &[]);
+    wait_status(&mut w, &addr, "every event read", |t| {
+        t["progress"]["records"].as_u64() == Some(events)
+    });
+    // Each kind on its topic, every event once.
+    let mut ids = std::collections::HashSet::new();
+    let mut total = 0;
+    for kind in [EventKind::Customer, EventKind::Order, EventKind::Activity] {
+        let msgs = custflow_tests::read_topic(&format!("{prefix}{}", kind.topic()), 1);
+        let codec = AvroCodec::builtin();
+        for (_, _, v) in &msgs {
+            let e = codec.decode_unchecked(kind, v).unwrap();
+            ids.insert(e.event_id().to_owned());
+        }
+        total += msgs.len() as u64;
+    }
+    assert_eq!(total, events);
+    assert_eq!(ids.len() as u64, events);
+    drop(w);
+
+    let sink = format!("sqlite://{}/sink.db", dir.display());
+    let http = format!("127.0.0.1:{}", free_port());
+    let target = format!("fluvio://{}/scores", cluster.sc);
+    let _run = crate::Server::start(
+        &[
+            "run",
+            "--topic-prefix",
+            &prefix,
+            "--sink",
+            &sink,
+            "--fluvio-sink",
+            &target,
+        ],
+        &http,
+        "/readyz",
+    );
+    let scored = custflow_tests::eventually(120, "scores on the Fluvio topic", || {
+        let out = cluster
+            .cli()
+            .args(["consume", "scores", "-B", "-d", "-F", "{{key}}\t{{value}}"])
+            .output()
+            .ok()?;
+        let lines: Vec<(String, serde_json::Value)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once('\t')?;
+                Some((k.to_owned(), serde_json::from_str(v).ok()?))
+            })
+            .collect();
+        (lines.len() >= 50).then_some(lines)
+    });
+    for (key, v) in &scored {
+        assert_eq!(v["customer_id"].as_str(), Some(key.as_str()), "{v}");
+        assert!(v["type"] == "score" || v["type"] == "segment_change", "{v}");
+    }
+    assert!(
+        scored
+            .iter()
+            .any(|(_, v)| v["type"] == "score" && v["clv_12m"].is_number()),
+        "{:?}",
+        &scored[..3]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

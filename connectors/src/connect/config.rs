@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use custflow_schemas::topics::{self, Topics};
+use custflow_schemas::EventKind;
 use serde::{Deserialize, Serialize};
 
 use super::Error;
@@ -69,11 +70,34 @@ pub struct Common {
     pub tasks_max: usize,
     /// Literal topic the events go to.
     pub topic: String,
+    /// With `event.type=tagged` (each record names its kind in `type`): the topic of each
+    /// kind, the deployment's `customers`, `orders` and `activity`; `topic` is unused.
+    pub by_kind: Option<[String; 3]>,
     pub format: ValueFormat,
     pub tolerance: Tolerance,
     /// Literal dead-letter topic.
     pub dlq_topic: String,
     pub dlq_context_headers: bool,
+}
+
+impl Common {
+    /// The topic of an event of `kind`.
+    pub fn topic_of(&self, kind: EventKind) -> &str {
+        match &self.by_kind {
+            Some(topics) => &topics[EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)],
+            None => &self.topic,
+        }
+    }
+
+    /// Every topic this connector writes to: where its events go, and the dead letters.
+    pub fn destinations(&self) -> Vec<String> {
+        let mut out = match &self.by_kind {
+            Some(topics) => topics.to_vec(),
+            None => vec![self.topic.clone()],
+        };
+        out.push(self.dlq_topic.clone());
+        out
+    }
 }
 
 impl ConnectorConfig {
@@ -185,6 +209,8 @@ impl ConnectorConfig {
             topic: self
                 .get("topic")
                 .map_or_else(|| names.name(topics::ORDERS), str::to_owned),
+            by_kind: (self.get("event.type") == Some("tagged"))
+                .then(|| EventKind::ALL.map(|k| names.name(k.topic()))),
             format,
             tolerance,
             dlq_topic: self

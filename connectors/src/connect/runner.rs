@@ -91,8 +91,10 @@ impl Runner {
     /// and starts the task.
     async fn prepare(&self) -> Result<TaskState, Error> {
         let brokers = self.inner.cfg.brokers.clone();
-        offsets::ensure_topic(&brokers, &self.common.topic, 8, false).await?;
-        offsets::ensure_topic(&brokers, &self.common.dlq_topic, 1, false).await?;
+        for topic in self.common.destinations() {
+            let partitions = if topic == self.common.dlq_topic { 1 } else { 8 };
+            offsets::ensure_topic(&brokers, &topic, partitions, false).await?;
+        }
         let name = &self.common.name;
         let prefix = {
             let k = partition_key(name, &Value::Null);
@@ -129,10 +131,9 @@ impl Runner {
                 }
             }
         }
-        let dests = [self.common.topic.as_str(), self.common.dlq_topic.as_str()];
         let (delivered, positions) = {
             let (brokers, name) = (brokers.clone(), name.clone());
-            let dests: Vec<String> = dests.iter().map(|s| (*s).to_owned()).collect();
+            let dests = self.common.destinations();
             tokio::task::spawn_blocking(move || -> Result<(Delivered, Positions), Error> {
                 let refs: Vec<&str> = dests.iter().map(String::as_str).collect();
                 let high = offsets::high_watermarks(&brokers, &refs)?;

@@ -147,8 +147,12 @@ impl TaskContext {
         id: String,
     ) -> Result<SourceRecord, String> {
         let value = self.encoder.encode(event)?;
+        let topic = match &self.common.by_kind {
+            Some(_) => self.common.topic_of(event.kind()).into(),
+            None => self.topic.clone(),
+        };
         Ok(SourceRecord {
-            topic: self.topic.clone(),
+            topic,
             key: Some(event.customer_id().as_bytes().to_vec()),
             value,
             headers: None,
