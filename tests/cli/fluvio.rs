@@ -93,6 +93,36 @@ impl Cluster {
     }
 }
 
+/// What a Fluvio test starts with: a cluster of its own, a fresh deployment prefix and a
+/// scratch folder; `None` (the test is skipped and says why) without the Fluvio tools.
+fn set_up(test: &str, label: &str) -> Option<(Cluster, String, PathBuf)> {
+    let home = custflow_tests::optional_tool(
+        "CUSTFLOW_FLUVIO_HOME",
+        &format!("fluvio::{test}"),
+        "a local Fluvio cluster",
+    )?;
+    let _ = custflow_tests::ensure_stack();
+    let prefix = custflow_tests::unique(label);
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).unwrap();
+    Some((Cluster::start(&home, &dir.join("fluvio")), prefix, dir))
+}
+
+impl Cluster {
+    fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = self
+            .cli()
+            .args(["topic", "create", topic, "-p", &partitions.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new(self.home.join("stop-local.sh"))
@@ -156,28 +186,13 @@ fn wait_status(w: &mut Worker, addr: &str, what: &str, check: impl Fn(&serde_jso
 
 #[test]
 fn fluvio_orders_reach_the_topic_once_across_a_sigkill_and_a_cluster_outage() {
-    let Some(home) = custflow_tests::optional_tool(
-        "CUSTFLOW_FLUVIO_HOME",
-        "fluvio::fluvio_orders_reach_the_topic_once_across_a_sigkill_and_a_cluster_outage",
-        "a local Fluvio cluster",
+    let Some((mut cluster, prefix, dir)) = set_up(
+        "fluvio_orders_reach_the_topic_once_across_a_sigkill_and_a_cluster_outage",
+        "flv-",
     ) else {
         return;
     };
-    let _ = custflow_tests::ensure_stack();
-    let prefix = custflow_tests::unique("flv-");
-    let dir = std::env::temp_dir().join(&prefix);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut cluster = Cluster::start(&home, &dir.join("fluvio"));
-    let out = cluster
-        .cli()
-        .args(["topic", "create", "shop-orders", "-p", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.create_topic("shop-orders", 2);
     let at = custflow_schemas::time::format_rfc3339(custflow_schemas::time::now_ms() - 60_000);
     let half = ORDERS / 2;
     let first: String = (0..half).map(|i| order_line(i, &at)).collect();
@@ -298,30 +313,14 @@ fn fluvio_orders_reach_the_topic_once_across_a_sigkill_and_a_cluster_outage() {
 /// keyed by customer id.
 #[test]
 fn a_history_from_fluvio_is_scored_and_the_scores_reach_fluvio() {
-    let Some(home) = custflow_tests::optional_tool(
-        "CUSTFLOW_FLUVIO_HOME",
-        "fluvio::a_history_from_fluvio_is_scored_and_the_scores_reach_fluvio",
-        "a local Fluvio cluster",
+    let Some((cluster, prefix, dir)) = set_up(
+        "a_history_from_fluvio_is_scored_and_the_scores_reach_fluvio",
+        "flvrun-",
     ) else {
         return;
     };
-    let _ = custflow_tests::ensure_stack();
-    let prefix = custflow_tests::unique("flvrun-");
-    let dir = std::env::temp_dir().join(&prefix);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cluster = Cluster::start(&home, &dir.join("fluvio"));
-    for (topic, partitions) in [("shop-events", "2"), ("scores", "1")] {
-        let out = cluster
-            .cli()
-            .args(["topic", "create", topic, "-p", partitions])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    cluster.create_topic("shop-events", 2);
+    cluster.create_topic("scores", 1);
     let summary = crate::json_summary(
         Command::new(env!("CARGO_BIN_EXE_custflow"))
             .args(["synth", "--customers", "200", "--days", "120", "--json"])
