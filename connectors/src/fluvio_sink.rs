@@ -24,6 +24,19 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+/// Connects to the Fluvio SC at `endpoint` (`HOST:PORT`), waiting at most 10 s; the
+/// error names the endpoint. The source and the sink both connect through here.
+pub async fn connect_cluster(endpoint: &str) -> Result<Fluvio, String> {
+    let config = FluvioClusterConfig::new(endpoint.to_owned());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        Fluvio::connect_with_config(&config),
+    )
+    .await
+    .map_err(|_| format!("connecting to {endpoint}: no answer within 10 s"))?
+    .map_err(|e| format!("connecting to {endpoint}: {e}"))
+}
+
 /// A Fluvio topic on a cluster: `fluvio://HOST:PORT/TOPIC`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -48,14 +61,9 @@ impl Target {
 
     /// Connects and opens a producer of the topic.
     pub async fn connect(&self) -> Result<Publisher, FluvioSinkError> {
-        let config = FluvioClusterConfig::new(self.endpoint.clone());
-        let fluvio = tokio::time::timeout(
-            Duration::from_secs(10),
-            Fluvio::connect_with_config(&config),
-        )
-        .await
-        .map_err(|_| FluvioSinkError::Fluvio(format!("{}: no answer within 10 s", self.endpoint)))?
-        .map_err(|e| FluvioSinkError::Fluvio(format!("{}: {e}", self.endpoint)))?;
+        let fluvio = connect_cluster(&self.endpoint)
+            .await
+            .map_err(FluvioSinkError::Fluvio)?;
         let producer = fluvio
             .topic_producer(self.topic.clone())
             .await

@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 use custflow_schemas::{avro, json, Event, EventKind};
 use fluvio::consumer::{ConsumerConfigExtBuilder, Record, RetryMode};
 use fluvio::metadata::topic::TopicSpec;
-use fluvio::{Fluvio, FluvioClusterConfig, Offset};
+use fluvio::{Fluvio, Offset};
 use futures::stream::{select_all, SelectAll};
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
 
 use crate::connect::task::{SourceTask, TaskContext, TaskFuture};
 use crate::connect::{partition_key, Batch, ConnectorConfig, Error, PartitionKey, Tolerance};
+use crate::fluvio_sink::connect_cluster;
 
 /// How the Fluvio records' values are written (`fluvio.value.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,19 +199,9 @@ impl FluvioTask {
     /// Connects, learns the topic's partitions (first time) and opens one stream per
     /// partition at its next offset.
     async fn connect(&mut self) -> Result<(), Error> {
-        let config = FluvioClusterConfig::new(self.s.endpoint.clone());
-        let fluvio = tokio::time::timeout(
-            Duration::from_secs(10),
-            Fluvio::connect_with_config(&config),
-        )
-        .await
-        .map_err(|_| {
-            Self::fluvio_error(
-                &format!("connecting to {}", self.s.endpoint),
-                "no answer within 10 s",
-            )
-        })?
-        .map_err(|e| Self::fluvio_error(&format!("connecting to {}", self.s.endpoint), e))?;
+        let fluvio = connect_cluster(&self.s.endpoint)
+            .await
+            .map_err(|e| Error::Source(format!("fluvio: {e}")))?;
         if self.parts.is_empty() {
             let topics = fluvio
                 .admin()
