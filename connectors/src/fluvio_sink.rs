@@ -176,17 +176,20 @@ fn to_json(msg: &BorrowedMessage<'_>, scores_topic: &str) -> Option<(String, Val
         ));
     };
     let (_, datum) = avro::unframe(bytes).ok()?;
-    let (customer, mut v) = if msg.topic() == scores_topic {
+    let (kind, customer, mut v) = if msg.topic() == scores_topic {
         let s: CustomerScore = avro::decode_record("CustomerScore", datum).ok()?;
-        (s.customer_id.clone(), serde_json::to_value(s).ok()?)
+        (
+            "score",
+            s.customer_id.clone(),
+            serde_json::to_value(s).ok()?,
+        )
     } else {
         let c: SegmentChange = avro::decode_record("SegmentChange", datum).ok()?;
-        (c.customer_id.clone(), serde_json::to_value(c).ok()?)
-    };
-    let kind = if msg.topic() == scores_topic {
-        "score"
-    } else {
-        "segment_change"
+        (
+            "segment_change",
+            c.customer_id.clone(),
+            serde_json::to_value(c).ok()?,
+        )
     };
     if let Value::Object(m) = &mut v {
         m.insert("type".into(), json!(kind));
