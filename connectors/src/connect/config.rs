@@ -2,6 +2,7 @@
 //! settings every source shares: class, tasks, topic, value format, error handling.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use custflow_schemas::topics::{self, Topics};
 use custflow_schemas::EventKind;
@@ -72,7 +73,7 @@ pub struct Common {
     pub topic: String,
     /// With `event.type=tagged` (each record names its kind in `type`): the topic of each
     /// kind, the deployment's `customers`, `orders` and `activity`; `topic` is unused.
-    pub by_kind: Option<[String; 3]>,
+    pub by_kind: Option<[Arc<str>; 3]>,
     pub format: ValueFormat,
     pub tolerance: Tolerance,
     /// Literal dead-letter topic.
@@ -81,18 +82,18 @@ pub struct Common {
 }
 
 impl Common {
-    /// The topic of an event of `kind`.
-    pub fn topic_of(&self, kind: EventKind) -> &str {
-        match &self.by_kind {
-            Some(topics) => &topics[EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)],
-            None => &self.topic,
-        }
+    /// With `event.type=tagged`, the topic of an event of `kind` (shared, so routing a
+    /// record allocates nothing); `None` when every event goes to `topic`.
+    pub fn routed(&self, kind: EventKind) -> Option<Arc<str>> {
+        let topics = self.by_kind.as_ref()?;
+        let i = EventKind::ALL.iter().position(|k| *k == kind)?;
+        topics.get(i).cloned()
     }
 
     /// Every topic this connector writes to: where its events go, and the dead letters.
     pub fn destinations(&self) -> Vec<String> {
         let mut out = match &self.by_kind {
-            Some(topics) => topics.to_vec(),
+            Some(topics) => topics.iter().map(|t| t.to_string()).collect(),
             None => vec![self.topic.clone()],
         };
         out.push(self.dlq_topic.clone());
@@ -210,7 +211,7 @@ impl ConnectorConfig {
                 .get("topic")
                 .map_or_else(|| names.name(topics::ORDERS), str::to_owned),
             by_kind: (self.get("event.type") == Some("tagged"))
-                .then(|| EventKind::ALL.map(|k| names.name(k.topic()))),
+                .then(|| EventKind::ALL.map(|k| names.name(k.topic()).into())),
             format,
             tolerance,
             dlq_topic: self

@@ -147,10 +147,10 @@ impl TaskContext {
         id: String,
     ) -> Result<SourceRecord, String> {
         let value = self.encoder.encode(event)?;
-        let topic = match &self.common.by_kind {
-            Some(_) => self.common.topic_of(event.kind()).into(),
-            None => self.topic.clone(),
-        };
+        let topic = self
+            .common
+            .routed(event.kind())
+            .unwrap_or_else(|| self.topic.clone());
         Ok(SourceRecord {
             topic,
             key: Some(event.customer_id().as_bytes().to_vec()),
