@@ -101,6 +101,14 @@ impl RowError {
             expected,
         }
     }
+
+    fn unusable(column: &'static str, value: impl ToString, problem: &'static str) -> Self {
+        Self::Unusable {
+            column,
+            value: value.to_string(),
+            problem,
+        }
+    }
 }
 
 /// Why a file's header does not fit the connector's columns: the task fails with it.
@@ -136,18 +144,13 @@ pub fn cdnow_order(
     else {
         return Ok(None);
     };
-    let unusable = |column, value: String, problem| RowError::Unusable {
-        column,
-        value,
-        problem,
-    };
     if value < 0.0 {
-        return Err(unusable("value", value.to_string(), "negative"));
+        return Err(RowError::unusable("value", value, "negative"));
     }
     let quantity = i32::try_from(quantity)
-        .map_err(|_| unusable("quantity", quantity.to_string(), "out of range"))?;
+        .map_err(|_| RowError::unusable("quantity", quantity, "out of range"))?;
     if quantity < 0 {
-        return Err(unusable("quantity", quantity.to_string(), "negative"));
+        return Err(RowError::unusable("quantity", quantity, "negative"));
     }
     let occurred_at = day * DAY_MS;
     let items = if quantity > 0 {
@@ -297,18 +300,11 @@ pub fn retail_row_problem(row: &RetailRow, invoice_customer: Option<&str>) -> Op
             invoice: if cancel { "a cancellation" } else { "a sales" },
         });
     }
-    let unusable = |column, value: String, problem| {
-        Some(RowError::Unusable {
-            column,
-            value,
-            problem,
-        })
-    };
     if row.price < 0.0 {
-        return unusable("Price", row.price.to_string(), "negative");
+        return Some(RowError::unusable("Price", row.price, "negative"));
     }
     if i32::try_from(row.quantity.unsigned_abs()).is_err() {
-        return unusable("Quantity", row.quantity.to_string(), "out of range");
+        return Some(RowError::unusable("Quantity", row.quantity, "out of range"));
     }
     None
 }
