@@ -282,8 +282,7 @@ impl FluvioTask {
     /// Drops the connection; the next poll reconnects after a backoff (1 s doubling to 30 s).
     fn lost(&mut self, why: String) {
         let attempts = self.down.as_ref().map_or(0, |(_, a, _)| *a) + 1;
-        let wait = Duration::from_secs(1 << attempts.min(5).saturating_sub(1))
-            .min(Duration::from_secs(30));
+        let wait = Duration::from_secs(1 << (attempts - 1).min(5)).min(Duration::from_secs(30));
         if attempts == 1 {
             tracing::warn!(connector = %self.ctx.common.name, reason = %why, "Fluvio connection lost; reconnecting");
         }
