@@ -109,6 +109,26 @@ fn set_up(test: &str, label: &str) -> Option<(Cluster, String, PathBuf)> {
 }
 
 impl Cluster {
+    /// Writes `dir/fluvio.json`: the `fluvio-orders` FluvioSource reading `topic` of this
+    /// cluster, with the settings in `more`.
+    fn source_config(&self, dir: &Path, topic: &str, more: serde_json::Value) -> PathBuf {
+        let mut config = serde_json::json!({
+            "connector.class": "FluvioSource",
+            "fluvio.endpoint": self.sc,
+            "fluvio.topic": topic,
+        });
+        for (k, v) in more.as_object().into_iter().flatten() {
+            config[k] = v.clone();
+        }
+        let path = dir.join("fluvio.json");
+        std::fs::write(
+            &path,
+            serde_json::json!({"name": "fluvio-orders", "config": config}).to_string(),
+        )
+        .unwrap();
+        path
+    }
+
     fn create_topic(&self, topic: &str, partitions: u32) {
         let out = self
             .cli()
@@ -199,22 +219,17 @@ fn fluvio_orders_reach_the_topic_once_across_a_sigkill_and_a_cluster_outage() {
     cluster.produce("shop-orders", &first);
 
     let topic = format!("{prefix}orders");
-    let config = dir.join("fluvio.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({"name": "fluvio-orders", "config": {
-            "connector.class": "FluvioSource",
-            "fluvio.endpoint": cluster.sc,
-            "fluvio.topic": "shop-orders",
+    let config = cluster.source_config(
+        &dir,
+        "shop-orders",
+        serde_json::json!({
             "topic": topic,
             "errors.tolerance": "all",
             // Small fetches: Fluvio 0.50's consumer skips the record cut off at the end
             // of a fetch, and the source must read every such gap again.
             "fluvio.fetch.max.bytes": "65536",
-        }})
-        .to_string(),
-    )
-    .unwrap();
+        }),
+    );
 
     // First run: no periodic offset commit, so what it delivers before the SIGKILL is
     // past the committed offsets; small batches so the kill lands mid-stream.
@@ -330,18 +345,11 @@ fn a_history_from_fluvio_is_scored_and_the_scores_reach_fluvio() {
     assert!(events > 200, "{summary}");
     assert_eq!(summary["failed"], 0, "{summary}");
 
-    let config = dir.join("fluvio.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({"name": "fluvio-orders", "config": {
-            "connector.class": "FluvioSource",
-            "fluvio.endpoint": cluster.sc,
-            "fluvio.topic": "shop-events",
-            "event.type": "tagged",
-        }})
-        .to_string(),
-    )
-    .unwrap();
+    let config = cluster.source_config(
+        &dir,
+        "shop-events",
+        serde_json::json!({"event.type": "tagged"}),
+    );
     let addr = format!("127.0.0.1:{}", free_port());
     let mut w = connect(&prefix, &addr, Some(&config), &dir.join("connect.log"), &[]);
     wait_status(&mut w, &addr, "every event read", |t| {
