@@ -124,17 +124,6 @@ impl Settings {
     }
 }
 
-/// Why a Fluvio record is not an event: its dead-letter reason.
-#[derive(Debug, thiserror::Error)]
-enum RecordError {
-    #[error("value is not JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error(transparent)]
-    Event(#[from] custflow_schemas::Error),
-    #[error("type is missing or not customer, order or activity")]
-    Untagged,
-}
-
 type Records =
     Pin<Box<dyn Stream<Item = Result<Record, fluvio::dataplane::link::ErrorCode>> + Send>>;
 
@@ -290,20 +279,9 @@ impl FluvioTask {
         self.down = Some((why, attempts, Instant::now() + wait));
     }
 
-    fn convert(&self, value: &[u8]) -> Result<Event, RecordError> {
+    fn convert(&self, value: &[u8]) -> custflow_schemas::Result<Event> {
         Ok(match self.s.format {
-            Format::Json => {
-                let v = serde_json::from_slice::<Value>(value)?;
-                let kind = match self.s.kind {
-                    Some(k) => k,
-                    None => v
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .and_then(EventKind::parse)
-                        .ok_or(RecordError::Untagged)?,
-                };
-                json::read(kind, &v)?
-            }
+            Format::Json => json::read_slice(self.s.kind, value)?,
             Format::Avro => {
                 let (_, datum) = avro::unframe(value)?;
                 avro::decode_datum(self.s.kind.unwrap_or(EventKind::Order), datum)?
@@ -330,11 +308,11 @@ impl FluvioTask {
             }
             _ => {}
         }
-        let id = format!("{p}:{}", r.offset());
+        let id = || format!("{p}:{}", r.offset());
         let record = self
             .convert(r.value())
             .map_err(|e| e.to_string())
-            .and_then(|event| self.ctx.event_record(&event, &key, id.clone()));
+            .and_then(|event| self.ctx.event_record(&event, &key, id()));
         match record {
             Ok(rec) => batch.records.push(rec),
             Err(reason) => {
@@ -349,7 +327,7 @@ impl FluvioTask {
                         r.key().and_then(|k| std::str::from_utf8(k).ok()),
                         &reason,
                         &location,
-                        (key.clone(), id),
+                        (key.clone(), id()),
                     )),
                 }
             }
@@ -359,10 +337,6 @@ impl FluvioTask {
         let after = r.offset() + 1;
         if let Some(entry) = self.parts.get_mut(&p) {
             entry.1 = Some(after);
-        }
-        match batch.offsets.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, o)) => *o = json!({"offset": after}),
-            None => batch.offsets.push((key, json!({"offset": after}))),
         }
         Taken::Done
     }
@@ -390,6 +364,7 @@ impl FluvioTask {
             Ok(item) => item,
         };
         let mut failure = None;
+        let before: Vec<Option<i64>> = self.parts.values().map(|(_, n)| *n).collect();
         loop {
             match next {
                 Some(Ok(r)) => {
@@ -429,6 +404,12 @@ impl FluvioTask {
             match futures::FutureExt::now_or_never(open.streams.next()) {
                 Some(item) => next = item,
                 None => break,
+            }
+        }
+        // The next offset of each partition read from, once per batch.
+        for ((key, next), was) in self.parts.values().zip(before) {
+            if let Some(n) = next.filter(|n| Some(*n) != was) {
+                batch.offsets.push((key.clone(), json!({ "offset": n })));
             }
         }
         if let Some(why) = failure {

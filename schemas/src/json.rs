@@ -14,10 +14,32 @@ use crate::event::{
 };
 use crate::validate::{validate_into, ValidationContext};
 
+mod typed;
+
 /// Decodes JSON bytes of a known kind (the kind of the topic they arrived on).
 pub fn decode(kind: EventKind, bytes: &[u8], ctx: &ValidationContext) -> Result<Event> {
+    if let Some(event) = typed::read(Some(kind), bytes) {
+        return finish(Some(event), Vec::new(), ctx);
+    }
     let v: Value = serde_json::from_slice(bytes)?;
     decode_value(kind, &v, ctx)
+}
+
+/// Reads JSON bytes checking only their structure, as [`read`] does: of `kind`, or of
+/// the kind named by the `type` field when `kind` is `None`.
+///
+/// A record in the common shape (fields of their usual JSON types, no envelope) is read
+/// in one pass straight into the event; anything else takes the path through
+/// [`Value`], which accepts the same lenient forms as [`read`] and names every problem.
+pub fn read_slice(kind: Option<EventKind>, bytes: &[u8]) -> Result<Event> {
+    if let Some(event) = typed::read(kind, bytes) {
+        return Ok(event);
+    }
+    let v: Value = serde_json::from_slice(bytes)?;
+    match kind {
+        Some(kind) => read(kind, &v),
+        None => read(tag(unwrap_envelope(&v))?, &v),
+    }
 }
 
 /// Decodes a JSON value of a known kind, unwrapping a Connect envelope if present.
@@ -42,30 +64,30 @@ pub fn read(kind: EventKind, v: &Value) -> Result<Event> {
 /// `activity`): the form used by `POST /v1/events` and NDJSON files.
 pub fn decode_tagged(v: &Value, ctx: &ValidationContext) -> Result<Event> {
     let v = unwrap_envelope(v);
-    let kind = match v.get("type") {
-        None | Some(Value::Null) => {
-            return Err(Error::Invalid(vec![FieldError::new(
-                "type",
-                "missing",
-                "required: one of customer, order, activity",
-            )]))
-        }
+    decode_value(tag(v)?, v, ctx)
+}
+
+/// The kind named by a JSON object's `type` field.
+fn tag(v: &Value) -> Result<EventKind> {
+    match v.get("type") {
+        None | Some(Value::Null) => Err(Error::Invalid(vec![FieldError::new(
+            "type",
+            "missing",
+            "required: one of customer, order, activity",
+        )])),
         Some(Value::String(s)) => EventKind::parse(s).ok_or_else(|| {
             Error::Invalid(vec![FieldError::new(
                 "type",
                 "enum",
                 format!("{s:?} is not one of customer, order, activity"),
             )])
-        })?,
-        Some(_) => {
-            return Err(Error::Invalid(vec![FieldError::new(
-                "type",
-                "type",
-                "must be a string",
-            )]))
-        }
-    };
-    decode_value(kind, v, ctx)
+        }),
+        Some(_) => Err(Error::Invalid(vec![FieldError::new(
+            "type",
+            "type",
+            "must be a string",
+        )])),
+    }
 }
 
 /// Encodes an event as a plain JSON object.
