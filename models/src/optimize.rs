@@ -1,4 +1,7 @@
-//! Derivative-free minimisation (Nelder–Mead with restarts) for the likelihood fits.
+//! Minimisation for the likelihood fits: BFGS on log parameters with analytic or
+//! central-difference gradients, and Nelder–Mead with restarts as its safety net.
+
+use std::cell::Cell;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +27,65 @@ pub fn fit_positive<P>(
 ) -> Result<Fitted<P>> {
     let exp = |p: &[f64]| of(&p.iter().map(|v| v.exp()).collect::<Vec<_>>());
     let m = nelder_mead(|p| -ll(&exp(p)), &vec![0.0; n], Options::default());
-    if !m.f.is_finite() {
+    finish(m, exp, model)
+}
+
+/// Maximum-likelihood fit over positive parameters by BFGS on their logarithms, from
+/// `start` (natural parameters). `ll` answers the log-likelihood of a model and its
+/// gradient in the natural parameters (`None`: take central differences of the
+/// log-likelihood instead, 2n extra evaluations per point). Where BFGS stops short of a
+/// stationary point inside e^±15, Nelder–Mead carries on from the best point it found;
+/// a fit is never NaN.
+pub fn fit_positive_bfgs<P>(
+    start: &[f64],
+    of: impl Fn(&[f64]) -> P,
+    ll: impl Fn(&P) -> (f64, Option<Vec<f64>>),
+    model: &str,
+) -> Result<Fitted<P>> {
+    let exp = |p: &[f64]| of(&p.iter().map(|v| v.exp()).collect::<Vec<_>>());
+    let calls = Cell::new(0);
+    let ll = |p: &P| {
+        calls.set(calls.get() + 1);
+        ll(p)
+    };
+    let value = |x: &[f64]| -ll(&exp(x)).0;
+    // The objective −ll and its gradient in log parameters: ∂/∂ln p = p ∂/∂p.
+    let fg = |x: &[f64]| -> (f64, Vec<f64>) {
+        let (l, grad) = ll(&exp(x));
+        let g = match grad {
+            Some(g) => g.iter().zip(x).map(|(g, x)| -g * x.exp()).collect(),
+            None => central_differences(&value, x),
+        };
+        (-l, g)
+    };
+    let x0: Vec<f64> = start.iter().map(|v| v.max(1e-300).ln()).collect();
+    let q = bfgs(fg, &x0, QuasiNewton::default());
+    // A parameter beyond e^±15 means the likelihood keeps rising towards an edge of the
+    // parameter space (nobody came back, every spend identical, …): there is no interior
+    // maximum to polish, and the point reached is as good as any further out.
+    let at_edge = q.f.is_finite() && q.x.iter().any(|v| v.abs() >= 15.0);
+    let m = if q.converged || at_edge {
+        Minimum {
+            x: q.x,
+            f: q.f,
+            evals: 0,
+        }
+    } else {
+        let start = if q.f.is_finite() { q.x } else { x0 };
+        nelder_mead(value, &start, Options::default())
+    };
+    finish(
+        Minimum {
+            evals: calls.get(),
+            ..m
+        },
+        exp,
+        model,
+    )
+}
+
+fn finish<P>(m: Minimum, exp: impl Fn(&[f64]) -> P, model: &str) -> Result<Fitted<P>> {
+    if !m.f.is_finite() || m.x.iter().any(|v| !v.is_finite()) {
         return Err(Error::NoConvergence(format!(
             "{model} likelihood is not finite"
         )));
@@ -34,6 +95,163 @@ pub fn fit_positive<P>(
         log_likelihood: -m.f,
         evaluations: m.evals,
     })
+}
+
+/// Central differences of `f` at `x` with a step of 1e-4 in each coordinate.
+fn central_differences(f: &impl Fn(&[f64]) -> f64, x: &[f64]) -> Vec<f64> {
+    const H: f64 = 1e-4;
+    let mut p = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            p[i] = x[i] + H;
+            let up = f(&p);
+            p[i] = x[i] - H;
+            let down = f(&p);
+            p[i] = x[i];
+            (up - down) / (2.0 * H)
+        })
+        .collect()
+}
+
+/// Options of [`bfgs`].
+#[derive(Debug, Clone, Copy)]
+pub struct QuasiNewton {
+    pub max_iter: usize,
+    /// Converged when the largest gradient component is at most this times max(1, |f|).
+    pub g_tol: f64,
+    /// When the line search can no longer make progress, the point still counts as
+    /// converged with the gradient at most this times max(1, |f|).
+    pub g_tol_stalled: f64,
+}
+
+impl Default for QuasiNewton {
+    fn default() -> Self {
+        Self {
+            max_iter: 500,
+            g_tol: 1e-10,
+            g_tol_stalled: 1e-7,
+        }
+    }
+}
+
+/// Result of [`bfgs`].
+#[derive(Debug, Clone)]
+pub struct QuasiNewtonMinimum {
+    pub x: Vec<f64>,
+    pub f: f64,
+    /// Calls of the objective.
+    pub evals: usize,
+    pub converged: bool,
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+fn norm_inf(v: &[f64]) -> f64 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+/// Minimises `fg` (value and gradient) from `x0` by BFGS with a backtracking Armijo line
+/// search; steps are at most 5 in any coordinate. Non-finite values count as +∞, so the
+/// search backs away from them; a non-finite start is reported as not converged.
+pub fn bfgs(
+    mut fg: impl FnMut(&[f64]) -> (f64, Vec<f64>),
+    x0: &[f64],
+    opts: QuasiNewton,
+) -> QuasiNewtonMinimum {
+    let n = x0.len();
+    let finite = |f: f64, g: &[f64]| f.is_finite() && g.iter().all(|v| v.is_finite());
+    let mut evals = 1;
+    let mut x = x0.to_vec();
+    let (mut f, mut g) = fg(&x);
+    if !finite(f, &g) {
+        return QuasiNewtonMinimum {
+            x,
+            f: f64::INFINITY,
+            evals,
+            converged: false,
+        };
+    }
+    let identity = |scale: f64| -> Vec<Vec<f64>> {
+        (0..n)
+            .map(|i| (0..n).map(|j| if i == j { scale } else { 0.0 }).collect())
+            .collect()
+    };
+    // Inverse Hessian approximation.
+    let mut h = identity(1.0);
+    let tol = |f: f64, t: f64| t * f.abs().max(1.0);
+    for iter in 0..opts.max_iter {
+        if norm_inf(&g) <= tol(f, opts.g_tol) {
+            return QuasiNewtonMinimum {
+                x,
+                f,
+                evals,
+                converged: true,
+            };
+        }
+        let mut d: Vec<f64> = h.iter().map(|row| -dot(row, &g)).collect();
+        let mut slope = dot(&g, &d);
+        if slope.is_nan() || slope >= 0.0 {
+            h = identity(1.0);
+            d = g.iter().map(|v| -v).collect();
+            slope = -dot(&g, &g);
+        }
+        let mut t = (5.0 / norm_inf(&d)).min(1.0);
+        let mut next = None;
+        for _ in 0..60 {
+            let xn: Vec<f64> = x.iter().zip(&d).map(|(x, d)| x + t * d).collect();
+            let (fnew, gnew) = fg(&xn);
+            evals += 1;
+            if finite(fnew, &gnew) && fnew <= f + 1e-4 * t * slope {
+                next = Some((xn, fnew, gnew));
+                break;
+            }
+            // The minimum of the quadratic through f, the slope and fnew, kept within
+            // [0.1, 0.5] of the step; halve when fnew is not finite.
+            let shrink = if fnew.is_finite() {
+                (-slope * t / (2.0 * (fnew - f - slope * t))).clamp(0.1, 0.5)
+            } else {
+                0.5
+            };
+            t *= shrink;
+        }
+        let Some((xn, fnew, gnew)) = next else {
+            break;
+        };
+        let s: Vec<f64> = xn.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let y: Vec<f64> = gnew.iter().zip(&g).map(|(a, b)| a - b).collect();
+        let sy = dot(&s, &y);
+        if sy > 1e-12 * dot(&s, &s).sqrt() * dot(&y, &y).sqrt() {
+            if iter == 0 {
+                h = identity(sy / dot(&y, &y));
+            }
+            // H ← (I − ρsyᵀ) H (I − ρysᵀ) + ρssᵀ
+            let rho = 1.0 / sy;
+            let hy: Vec<f64> = h.iter().map(|row| dot(row, &y)).collect();
+            let yhy = dot(&y, &hy);
+            for i in 0..n {
+                for j in 0..n {
+                    h[i][j] +=
+                        rho * ((1.0 + rho * yhy) * s[i] * s[j] - hy[i] * s[j] - s[i] * hy[j]);
+                }
+            }
+        }
+        let progress = f - fnew;
+        x = xn;
+        f = fnew;
+        g = gnew;
+        if progress <= 1e-16 * f.abs().max(1.0) && norm_inf(&s) <= 1e-14 {
+            break;
+        }
+    }
+    let converged = norm_inf(&g) <= tol(f, opts.g_tol_stalled);
+    QuasiNewtonMinimum {
+        x,
+        f,
+        evals,
+        converged,
+    }
 }
 
 /// Options of [`nelder_mead`].
@@ -186,6 +404,65 @@ fn run(eval: &mut impl FnMut(&[f64]) -> f64, x0: &[f64], opts: Options) -> (Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bfgs_finds_the_rosenbrock_minimum_and_backs_away_from_infinity() {
+        let rosen = |x: &[f64]| {
+            let f = (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
+            let g = vec![
+                -2.0 * (1.0 - x[0]) - 400.0 * x[0] * (x[1] - x[0] * x[0]),
+                200.0 * (x[1] - x[0] * x[0]),
+            ];
+            (f, g)
+        };
+        let m = bfgs(rosen, &[-1.2, 1.0], QuasiNewton::default());
+        assert!(m.converged, "{m:?}");
+        assert!(
+            (m.x[0] - 1.0).abs() < 1e-6 && (m.x[1] - 1.0).abs() < 1e-6,
+            "{m:?}"
+        );
+        // A wall of +∞ beyond x = 0.5: the minimum of (x − 1)² inside it is at the wall.
+        let walled = |x: &[f64]| {
+            if x[0] > 0.5 {
+                (f64::NAN, vec![f64::NAN])
+            } else {
+                ((x[0] - 1.0).powi(2), vec![2.0 * (x[0] - 1.0)])
+            }
+        };
+        let m = bfgs(walled, &[-3.0], QuasiNewton::default());
+        assert!(m.f.is_finite() && m.x[0] <= 0.5 && m.x[0] > 0.49, "{m:?}");
+        assert!(
+            !m.converged,
+            "a point with a large gradient is not a minimum"
+        );
+    }
+
+    #[test]
+    fn bfgs_fits_fall_back_to_nelder_mead_and_are_never_nan() {
+        // A likelihood whose gradient lies (always zero): BFGS stops at once without a
+        // stationary point of the real function, Nelder–Mead still finds p = 2.
+        let fit = fit_positive_bfgs(
+            &[1.0],
+            |p| p[0],
+            |&p| (-(p.ln() - 2f64.ln()).powi(2), Some(vec![1.0])),
+            "lying",
+        )
+        .unwrap();
+        assert!((fit.params - 2.0).abs() < 1e-4, "{fit:?}");
+        // Central differences when no gradient is given.
+        let fit = fit_positive_bfgs(
+            &[1.0, 1.0],
+            |p| (p[0], p[1]),
+            |&(a, b)| (-(a - 3.0).powi(2) - (b.ln() + 1.0).powi(2), None),
+            "numeric",
+        )
+        .unwrap();
+        assert!((fit.params.0 - 3.0).abs() < 1e-5, "{fit:?}");
+        assert!((fit.params.1 - (-1f64).exp()).abs() < 1e-5, "{fit:?}");
+        // Nowhere finite: an error, not NaN parameters.
+        let err = fit_positive_bfgs(&[1.0], |p| p[0], |_| (f64::NAN, None), "void");
+        assert!(err.is_err());
+    }
 
     #[test]
     fn finds_the_rosenbrock_minimum() {
