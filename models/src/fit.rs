@@ -71,13 +71,40 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
     }
     let rows: Vec<SummaryRow> = summary.values().copied().collect();
     let weighted = compress(&rows);
-    let bgnbd = BgNbd::fit(&weighted)?;
-    let pareto = if opts.pareto {
-        ParetoNbd::fit(&weighted).ok()
-    } else {
-        None
-    };
-    let gg = GammaGamma::fit(&rows.iter().map(|r| (r.x, r.m)).collect::<Vec<_>>())?;
+    // Population cut-points from the customers as of the calibration end.
+    let stats: Vec<CustomerStats> = rows
+        .iter()
+        .map(|r| CustomerStats {
+            frequency: r.x,
+            recency_days: r.t_x * u,
+            age_days: r.t * u,
+            monetary_value: r.m,
+            orders_total: r.x + 1.0,
+            spend_total: r.spend,
+        })
+        .collect();
+    let (rfm, points) = population_cuts(stats.iter());
+    // The fits are independent of each other: one task each.
+    let xm: Vec<(f64, f64)> = rows.iter().map(|r| (r.x, r.m)).collect();
+    let ((bgnbd, pareto), (gg, kmeans)) = rayon::join(
+        || {
+            rayon::join(
+                || BgNbd::fit(&weighted),
+                || {
+                    opts.pareto
+                        .then(|| ParetoNbd::fit(&weighted).ok())
+                        .flatten()
+                },
+            )
+        },
+        || {
+            rayon::join(
+                || GammaGamma::fit(&xm),
+                || KMeansModel::fit(&points, opts.seed, 1500).ok(),
+            )
+        },
+    );
+    let (bgnbd, gg) = (bgnbd?, gg?);
 
     let mut metrics = BTreeMap::new();
     metrics.insert("log_likelihood.bgnbd".to_owned(), bgnbd.log_likelihood);
@@ -113,20 +140,6 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
         _ => Champion::Bgnbd,
     };
 
-    // Population cut-points from the customers as of the calibration end.
-    let stats: Vec<CustomerStats> = rows
-        .iter()
-        .map(|r| CustomerStats {
-            frequency: r.x,
-            recency_days: r.t_x * u,
-            age_days: r.t * u,
-            monetary_value: r.m,
-            orders_total: r.x + 1.0,
-            spend_total: r.spend,
-        })
-        .collect();
-    let (rfm, points) = population_cuts(stats.iter());
-    let kmeans = KMeansModel::fit(&points, opts.seed, 1500).ok();
     let first_day = tx.iter().map(|t| t.1).min().unwrap_or(cal_end);
     let mut artefact = ModelArtefact {
         version: opts.version.clone(),
@@ -178,9 +191,18 @@ pub fn fit_population(
         )));
     }
     let rows: Vec<SummaryRow> = buyers.iter().map(|s| summary_row(s)).collect();
-    let bgnbd = BgNbd::fit(&compress(&rows))?;
-    let gg = GammaGamma::fit(&rows.iter().map(|r| (r.x, r.m)).collect::<Vec<_>>())?;
     let (rfm, points) = population_cuts(buyers.iter().map(|s| &**s));
+    let xm: Vec<(f64, f64)> = rows.iter().map(|r| (r.x, r.m)).collect();
+    let (bgnbd, (gg, kmeans)) = rayon::join(
+        || BgNbd::fit(&compress(&rows)),
+        || {
+            rayon::join(
+                || GammaGamma::fit(&xm),
+                || KMeansModel::fit(&points, seed, 1500).ok(),
+            )
+        },
+    );
+    let (bgnbd, gg) = (bgnbd?, gg?);
     let mut metrics = BTreeMap::new();
     metrics.insert("log_likelihood.bgnbd".to_owned(), bgnbd.log_likelihood);
     metrics.insert(
@@ -205,7 +227,7 @@ pub fn fit_population(
         clv: ClvSettings::DAYS,
         rfm,
         tiers: TierCuts { p20: 0.0, p80: 0.0 },
-        kmeans: KMeansModel::fit(&points, seed, 1500).ok(),
+        kmeans,
         metrics,
         drift_reference: crate::drift::references(&buyers.iter().map(|s| **s).collect::<Vec<_>>()),
         churn: None,

@@ -1,6 +1,10 @@
 //! k-means on standardised (log recency, log frequency, log monetary), k picked by the
 //! silhouette score in 2..=8, deterministic for a seed; clusters named by value rank.
+//! The values of k are fitted in parallel, each from its own seeded k-means++ start.
+//! Lloyd's iterations are our own: linfa-clustering's `KMeans` gave the same inertia at
+//! 2–4× the time (BENCHMARKS.md, `cargo bench -p custflow-models --bench kmeans`).
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -27,6 +31,16 @@ pub fn point(days_since_last: f64, frequency: f64, monetary: f64) -> [f64; 3] {
     ]
 }
 
+fn dist2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    (0..3).map(|i| (a[i] - b[i]).powi(2)).sum()
+}
+
+fn nearest(p: &[f64; 3], centroids: &[[f64; 3]]) -> usize {
+    (0..centroids.len())
+        .min_by(|&a, &b| dist2(p, &centroids[a]).total_cmp(&dist2(p, &centroids[b])))
+        .unwrap_or(0)
+}
+
 /// SplitMix64: a small deterministic generator, so results do not depend on a crate's RNG.
 struct SplitMix(u64);
 
@@ -43,18 +57,9 @@ impl SplitMix {
     }
 }
 
-fn dist2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
-    (0..3).map(|i| (a[i] - b[i]).powi(2)).sum()
-}
-
-fn nearest(p: &[f64; 3], centroids: &[[f64; 3]]) -> usize {
-    (0..centroids.len())
-        .min_by(|&a, &b| dist2(p, &centroids[a]).total_cmp(&dist2(p, &centroids[b])))
-        .unwrap_or(0)
-}
-
-/// Lloyd's algorithm from a k-means++ start.
-fn lloyd(points: &[[f64; 3]], k: usize, rng: &mut SplitMix) -> Vec<[f64; 3]> {
+/// Lloyd's algorithm from a k-means++ start seeded by (seed, k), at most 100 rounds.
+pub fn lloyd(points: &[[f64; 3]], k: usize, seed: u64) -> Vec<[f64; 3]> {
+    let mut rng = SplitMix(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut centroids = vec![points[(rng.next() % points.len() as u64) as usize]];
     while centroids.len() < k {
         let d: Vec<f64> = points
@@ -103,33 +108,58 @@ fn lloyd(points: &[[f64; 3]], k: usize, rng: &mut SplitMix) -> Vec<[f64; 3]> {
     centroids
 }
 
-/// Mean silhouette of a labelled sample.
-fn silhouette(points: &[[f64; 3]], labels: &[usize], k: usize) -> f64 {
-    let mut total = 0.0;
-    for (i, p) in points.iter().enumerate() {
-        let mut sum = vec![0.0; k];
-        let mut n = vec![0usize; k];
-        for (j, q) in points.iter().enumerate() {
-            if i != j {
-                sum[labels[j]] += dist2(p, q).sqrt();
-                n[labels[j]] += 1;
+/// Mean silhouette of one sample under several labellings at once (`labels[i]` gives
+/// k_i clusters): each distance is computed once and counted for every labelling.
+fn silhouettes(points: &[[f64; 3]], labels: &[(usize, Vec<usize>)]) -> Vec<f64> {
+    let n = points.len();
+    // Per point and labelling: (mean distance to its own cluster, to the nearest other).
+    let per_point: Vec<Vec<f64>> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut sums: Vec<Vec<(f64, usize)>> =
+                labels.iter().map(|(k, _)| vec![(0.0, 0); *k]).collect();
+            let p = &points[i];
+            for (j, q) in points.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let d = dist2(p, q).sqrt();
+                for (acc, (_, l)) in sums.iter_mut().zip(labels) {
+                    let e = &mut acc[l[j]];
+                    e.0 += d;
+                    e.1 += 1;
+                }
             }
-        }
-        let own = labels[i];
-        if n[own] == 0 {
-            continue;
-        }
-        let a = sum[own] / n[own] as f64;
-        let b = (0..k)
-            .filter(|c| *c != own && n[*c] > 0)
-            .map(|c| sum[c] / n[c] as f64)
-            .fold(f64::INFINITY, f64::min);
-        if b.is_finite() && a.max(b) > 0.0 {
-            total += (b - a) / a.max(b);
-        }
-    }
-    total / points.len() as f64
+            sums.iter()
+                .zip(labels)
+                .map(|(acc, (_, l))| {
+                    let own = l[i];
+                    let mean = |(s, c): (f64, usize)| s / c as f64;
+                    if acc[own].1 == 0 {
+                        return 0.0;
+                    }
+                    let a = mean(acc[own]);
+                    let b = (0..acc.len())
+                        .filter(|c| *c != own && acc[*c].1 > 0)
+                        .map(|c| mean(acc[c]))
+                        .fold(f64::INFINITY, f64::min);
+                    if b.is_finite() && a.max(b) > 0.0 {
+                        (b - a) / a.max(b)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (0..labels.len())
+        .map(|t| per_point.iter().map(|v| v[t]).sum::<f64>() / n as f64)
+        .collect()
 }
+
+/// At most this many points go into Lloyd's iterations (an even stride through the
+/// population): centroids of 3-D points are settled long before.
+const LLOYD_POINTS: usize = 100_000;
 
 impl KMeansModel {
     /// Fits on raw (log-scale) points; the silhouette is computed on a sample of at most
@@ -154,14 +184,29 @@ impl KMeansModel {
             .iter()
             .map(|p| std::array::from_fn(|i| (p[i] - mean[i]) / sd[i]))
             .collect();
-        let mut rng = SplitMix(seed);
-        let step = (points.len() / sample.max(2)).max(1);
-        let probe: Vec<[f64; 3]> = points.iter().step_by(step).copied().collect();
+        let probe: Vec<[f64; 3]> = points
+            .iter()
+            .step_by(points.len().div_ceil(sample.max(2)).max(1))
+            .copied()
+            .collect();
+        let fit_on: Vec<[f64; 3]> = points
+            .iter()
+            .step_by(points.len().div_ceil(LLOYD_POINTS).max(1))
+            .copied()
+            .collect();
+        // Every k on its own (in parallel), then the best silhouette, the smallest k on
+        // ties: the same answer whatever the number of threads.
+        let fitted: Vec<Vec<[f64; 3]>> = (2..=8usize.min(probe.len() - 1))
+            .into_par_iter()
+            .map(|k| lloyd(&fit_on, k, seed))
+            .collect();
+        let labels: Vec<(usize, Vec<usize>)> = fitted
+            .iter()
+            .map(|c| (c.len(), probe.iter().map(|p| nearest(p, c)).collect()))
+            .collect();
+        let sil = silhouettes(&probe, &labels);
         let mut best: Option<(f64, Vec<[f64; 3]>)> = None;
-        for k in 2..=8usize.min(probe.len() - 1) {
-            let centroids = lloyd(&points, k, &mut rng);
-            let labels: Vec<usize> = probe.iter().map(|p| nearest(p, &centroids)).collect();
-            let s = silhouette(&probe, &labels, k);
+        for (s, centroids) in sil.into_iter().zip(fitted) {
             if best.as_ref().is_none_or(|(bs, _)| s > *bs) {
                 best = Some((s, centroids));
             }
