@@ -30,12 +30,16 @@ pub fn fit_positive<P>(
     finish(m, exp, model)
 }
 
+/// Bound of the log parameters of [`fit_positive_bfgs`]: parameters stay within
+/// e^±18 (about 1.5e-8 to 6.6e7).
+pub const LOG_BOX: f64 = 18.0;
+
 /// Maximum-likelihood fit over positive parameters by BFGS on their logarithms, from
 /// `start` (natural parameters). `ll` answers the log-likelihood of a model and its
 /// gradient in the natural parameters (`None`: take central differences of the
 /// log-likelihood instead, 2n extra evaluations per point). Where BFGS stops short of a
 /// stationary point inside e^±15, Nelder–Mead carries on from the best point it found;
-/// a fit is never NaN.
+/// parameters stay within e^±[`LOG_BOX`]; a fit is never NaN.
 pub fn fit_positive_bfgs<P>(
     start: &[f64],
     of: impl Fn(&[f64]) -> P,
@@ -44,21 +48,32 @@ pub fn fit_positive_bfgs<P>(
 ) -> Result<Fitted<P>> {
     let exp = |p: &[f64]| of(&p.iter().map(|v| v.exp()).collect::<Vec<_>>());
     let calls = Cell::new(0);
-    let ll = |p: &P| {
+    // Outside e^±LOG_BOX the likelihood is not evaluated (it is −∞ there): differences
+    // of ln Γ at such sizes are rounding noise that an optimiser would chase.
+    let ll = |x: &[f64]| {
+        if x.iter().any(|v| v.abs() > LOG_BOX) {
+            return (f64::NEG_INFINITY, None);
+        }
         calls.set(calls.get() + 1);
-        ll(p)
+        ll(&exp(x))
     };
-    let value = |x: &[f64]| -ll(&exp(x)).0;
+    let value = |x: &[f64]| -ll(x).0;
     // The objective −ll and its gradient in log parameters: ∂/∂ln p = p ∂/∂p.
     let fg = |x: &[f64]| -> (f64, Vec<f64>) {
-        let (l, grad) = ll(&exp(x));
+        let (l, grad) = ll(x);
+        if !l.is_finite() {
+            return (f64::INFINITY, vec![f64::NAN; x.len()]);
+        }
         let g = match grad {
             Some(g) => g.iter().zip(x).map(|(g, x)| -g * x.exp()).collect(),
             None => central_differences(&value, x),
         };
         (-l, g)
     };
-    let x0: Vec<f64> = start.iter().map(|v| v.max(1e-300).ln()).collect();
+    let x0: Vec<f64> = start
+        .iter()
+        .map(|v| v.max(1e-300).ln().clamp(-LOG_BOX, LOG_BOX))
+        .collect();
     let q = bfgs(fg, &x0, QuasiNewton::default());
     // A parameter beyond e^±15 means the likelihood keeps rising towards an edge of the
     // parameter space (nobody came back, every spend identical, …): there is no interior

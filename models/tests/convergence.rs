@@ -250,3 +250,38 @@ proptest! {
         );
     }
 }
+
+/// Customers who buy exactly every 20 days (the model job's drift test population): the
+/// likelihood rises towards an edge where ln Γ differences of huge parameters are
+/// rounding noise. The fit must stay where the likelihood is computed faithfully: inside
+/// e^±18, and with a log-likelihood per customer below zero (no purchase-time density
+/// here exceeds one per day).
+#[test]
+fn regular_buyers_do_not_send_the_fit_into_rounding_noise() {
+    let rows: Vec<SummaryRow> = (0..400)
+        .map(|c| {
+            let x = (c % 5) as f64;
+            let since_last = (c % 60) as f64 * 2.0;
+            let t_x = x * 20.0;
+            SummaryRow {
+                x,
+                t_x,
+                t: t_x + since_last,
+                m: 10.0,
+                spend: 10.0 * (x + 1.0),
+            }
+        })
+        .collect();
+    let w = compress(&rows);
+    let fit = BgNbd::fit(&w).unwrap();
+    assert!(
+        bg(&fit.params).iter().all(|p| p.ln().abs() <= 18.0 + 1e-9),
+        "{fit:?}"
+    );
+    assert!(fit.log_likelihood < 0.0, "{fit:?}");
+    let again = fit.params.log_likelihood(&w);
+    assert!(
+        (again - fit.log_likelihood).abs() <= 1e-9 * again.abs(),
+        "{again} vs {fit:?}"
+    );
+}
