@@ -35,10 +35,16 @@ fn dist2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
     (0..3).map(|i| (a[i] - b[i]).powi(2)).sum()
 }
 
+/// The index of the centroid nearest to `p` (the first on ties), each distance computed once.
 fn nearest(p: &[f64; 3], centroids: &[[f64; 3]]) -> usize {
-    (0..centroids.len())
-        .min_by(|&a, &b| dist2(p, &centroids[a]).total_cmp(&dist2(p, &centroids[b])))
-        .unwrap_or(0)
+    let mut best = (0, f64::INFINITY);
+    for (i, c) in centroids.iter().enumerate() {
+        let d = dist2(p, c);
+        if d < best.1 {
+            best = (i, d);
+        }
+    }
+    best.0
 }
 
 /// SplitMix64: a small deterministic generator, so results do not depend on a crate's RNG.
