@@ -42,6 +42,9 @@ pub struct Metrics {
     pub churn_realised: Mutex<BTreeMap<&'static str, f64>>,
     /// Churn classifier refits started by a low realised AUC.
     pub churn_refits: AtomicU64,
+    /// The newest population refit of the model job: `customers`, `read_seconds`
+    /// (their states from Redis), `fit_seconds` (every model, cut-points, k-means).
+    pub model_refit: Mutex<BTreeMap<&'static str, f64>>,
     /// Batches retried after Redis or the broker failed.
     pub retries: AtomicU64,
     /// Partitions replayed from the start because Redis lost their state.
@@ -174,6 +177,29 @@ impl Collector for Metrics {
                 drift.iter().map(|(input, v)| ([("input", input.as_str())], *v)),
             )?;
         }
+        if let Ok(refit) = self.model_refit.lock() {
+            for (key, name, help) in [
+                (
+                    "customers",
+                    "custflow_model_refit_customers",
+                    "Customers the newest population refit was fitted on",
+                ),
+                (
+                    "read_seconds",
+                    "custflow_model_refit_read_seconds",
+                    "Seconds the newest population refit spent reading customer states",
+                ),
+                (
+                    "fit_seconds",
+                    "custflow_model_refit_fit_seconds",
+                    "Seconds the newest population refit spent fitting",
+                ),
+            ] {
+                if let Some(v) = refit.get(key) {
+                    f.gauge(name, help, *v)?;
+                }
+            }
+        }
         if let Ok(churn) = self.churn_realised.lock() {
             for (name, help) in [
                 (
@@ -227,8 +253,18 @@ mod tests {
         assert!(text.contains("custflow_events_applied_total 3"));
         assert!(text.contains("custflow_freshness_seconds_count 0"));
         m.set_drift(&[("recency".to_owned(), 0.31)].into_iter().collect());
-        assert!(custflow_metrics::Registry::of(m)
-            .render()
-            .contains("custflow_model_input_psi{input=\"recency\"} 0.31"));
+        assert!(
+            !text.contains("custflow_model_refit_fit_seconds"),
+            "no refit yet"
+        );
+        if let Ok(mut r) = m.model_refit.lock() {
+            r.insert("fit_seconds", 0.25);
+        }
+        let text = custflow_metrics::Registry::of(m).render();
+        assert!(text.contains("custflow_model_input_psi{input=\"recency\"} 0.31"));
+        assert!(
+            text.contains("custflow_model_refit_fit_seconds 0.25"),
+            "{text}"
+        );
     }
 }

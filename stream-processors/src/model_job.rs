@@ -210,7 +210,9 @@ impl ModelJob {
         if !ready {
             return Ok(Outcome::FeaturesNotReady);
         }
+        let started = std::time::Instant::now();
         let members = self.population(as_of).await?;
+        let read_seconds = started.elapsed().as_secs_f64();
         match self.monitor_churn(as_of, &members).await {
             Ok(Some(c)) => tracing::info!(
                 day = c.day,
@@ -236,6 +238,7 @@ impl ModelJob {
         }
         let version = format!("m{}", custflow_schemas::time::now_ms());
         let (seed, v) = (self.seed, version.clone());
+        let fit_started = std::time::Instant::now();
         let (fitted, stats) = tokio::task::spawn_blocking(move || {
             let r = fit_population(
                 &stats,
@@ -248,6 +251,18 @@ impl ModelJob {
         })
         .await
         .map_err(|e| Error::Config(format!("model fit panicked: {e}")))?;
+        let fit_seconds = fit_started.elapsed().as_secs_f64();
+        tracing::info!(
+            customers = stats.len(),
+            read_seconds,
+            fit_seconds,
+            "population refit"
+        );
+        if let Ok(mut r) = self.metrics.model_refit.lock() {
+            r.insert("customers", stats.len() as f64);
+            r.insert("read_seconds", read_seconds);
+            r.insert("fit_seconds", fit_seconds);
+        }
         let mut artefact = match fitted {
             Ok(a) => a,
             Err(custflow_models::Error::NotEnoughData(_)) => {
