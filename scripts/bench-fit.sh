@@ -3,8 +3,11 @@
 # RFM cut-points, k-means, artefact written) against Python `lifetimes` loading the same
 # file, building the summary and fitting BG/NBD and Gamma-Gamma (issue 33), side by side:
 # RUNS fresh processes each, medians. Needs no services.
-# Usage: scripts/bench-fit.sh [file] [calibration-end] [runs]
-#   (default: testdata/cdnow/CDNOW_sample.txt 1997-09-30 7)
+# Usage: scripts/bench-fit.sh [file | synthetic:N] [calibration-end] [runs]
+#   (default: testdata/cdnow/CDNOW_sample.txt 1997-09-30 7). `synthetic:N` writes a
+#   CDNOW-format file of N customers drawn from BG/NBD and Gamma-Gamma with the published
+#   CDNOW parameters (weeks; first purchases over Q1 1997, history to 1998-06-30), e.g.
+#   synthetic:23570 for the size of the full CDNOW file.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 FILE="${1:-testdata/cdnow/CDNOW_sample.txt}"
@@ -15,6 +18,34 @@ BIN="$(custflow_bin)"
 PY="$(peer_python lifetimes "lifetimes, pandas" lifetimes)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
+if [[ "$FILE" == synthetic:* ]]; then
+  python3 - "${FILE#synthetic:}" "$WORK/synthetic.txt" <<'PY'
+import datetime, random, sys
+n, path = int(sys.argv[1]), sys.argv[2]
+rnd = random.Random(33)
+r, alpha, a, b = 0.243, 4.414, 0.793, 2.426          # BG/NBD, weeks
+p, q, gamma = 6.25, 3.74, 15.44                      # Gamma-Gamma
+start, weeks = datetime.date(1997, 1, 1), 78
+with open(path, "w") as f:
+    for c in range(1, n + 1):
+        first = rnd.randrange(84)                    # first purchase in Q1 1997 (day)
+        lam = rnd.gammavariate(r, 1 / alpha)         # purchases per week while alive
+        drop = rnd.betavariate(a, b)
+        nu = rnd.gammavariate(q, 1 / gamma)
+        t, horizon = 0.0, weeks - first / 7
+        # The first purchase, then repeat purchases at rate lam; after each repeat the
+        # customer drops out with probability drop.
+        while True:
+            day = start + datetime.timedelta(days=first + int(t * 7))
+            f.write(f" {c:05d} {c:05d} {day:%Y%m%d}  1   {rnd.gammavariate(p, 1 / nu):.2f}\n")
+            if t > 0 and rnd.random() < drop:
+                break
+            t += rnd.expovariate(lam) if lam > 0 else horizon
+            if t >= horizon:
+                break
+PY
+  FILE="$WORK/synthetic.txt"
+fi
 for _ in $(seq "$RUNS"); do
   "$PY" scripts/peers/lifetimes_fit.py "$FILE" "$CAL_END" >> "$WORK/lifetimes.jsonl"
 done
