@@ -57,6 +57,20 @@ fn population(n: usize, seed: u64) -> Vec<SummaryRow> {
         .collect()
 }
 
+/// The live statistics of summary rows (time in days), as the model job reads them.
+fn stats_of(rows: &[SummaryRow]) -> Vec<CustomerStats> {
+    rows.iter()
+        .map(|r| CustomerStats {
+            frequency: r.x,
+            recency_days: r.t_x,
+            age_days: r.t,
+            monetary_value: r.m,
+            orders_total: r.x + 1.0,
+            spend_total: r.spend,
+        })
+        .collect()
+}
+
 /// The published CDNOW summary (weeks), for the side-by-side with lifetimes.
 fn cdnow() -> Vec<SummaryRow> {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata");
@@ -119,17 +133,7 @@ fn bench(c: &mut Criterion) {
             black_box((bg, gg))
         })
     });
-    let population: Vec<CustomerStats> = rows
-        .iter()
-        .map(|r| CustomerStats {
-            frequency: r.x,
-            recency_days: r.t_x,
-            age_days: r.t,
-            monetary_value: r.m,
-            orders_total: r.x + 1.0,
-            spend_total: r.spend,
-        })
-        .collect();
+    let population = stats_of(&rows);
     g.bench_function("fit_population", |b| {
         b.iter(|| black_box(fit_population(&population, "bench", 0, 365, 1).unwrap()))
     });
@@ -156,18 +160,7 @@ fn bench(c: &mut Criterion) {
         churn_horizon_days: 90.0,
     };
     let artefact = fit_transactions(&tx, &opts).unwrap().artefact;
-    let stats: Vec<CustomerStats> = rows
-        .iter()
-        .take(100_000)
-        .map(|r| CustomerStats {
-            frequency: r.x,
-            recency_days: r.t_x,
-            age_days: r.t,
-            monetary_value: r.m,
-            orders_total: r.x + 1.0,
-            spend_total: r.spend,
-        })
-        .collect();
+    let stats = stats_of(&rows[..100_000]);
     let mut g = c.benchmark_group("score");
     g.throughput(Throughput::Elements(stats.len() as u64));
     g.bench_function("value_p_alive_e90_aov_clv12m", |b| {

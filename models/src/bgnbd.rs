@@ -208,6 +208,7 @@ impl BgNbd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optimize::assert_gradient;
 
     const CDNOW: BgNbd = BgNbd {
         r: 0.242_593,
@@ -246,27 +247,15 @@ mod tests {
         ] {
             let (ll, g) = m.ll_gradient(&rows);
             assert!((ll - m.log_likelihood(&rows)).abs() < 1e-9 * ll.abs());
-            let p = [m.r, m.alpha, m.a, m.b];
-            for i in 0..4 {
-                let h = 1e-6 * p[i];
-                let at = |d: f64| {
-                    let mut q = p;
-                    q[i] += d;
-                    BgNbd {
-                        r: q[0],
-                        alpha: q[1],
-                        a: q[2],
-                        b: q[3],
-                    }
-                    .log_likelihood(&rows)
-                };
-                let numeric = (at(h) - at(-h)) / (2.0 * h);
-                assert!(
-                    (g[i] - numeric).abs() <= 1e-5 * numeric.abs().max(1.0),
-                    "∂{i}: {} vs {numeric}",
-                    g[i]
-                );
-            }
+            assert_gradient(&[m.r, m.alpha, m.a, m.b], &g, |q| {
+                BgNbd {
+                    r: q[0],
+                    alpha: q[1],
+                    a: q[2],
+                    b: q[3],
+                }
+                .log_likelihood(&rows)
+            });
         }
     }
 }

@@ -99,6 +99,26 @@ pub fn fit_positive_bfgs<P>(
     )
 }
 
+/// Checks `gradient` against central differences of `ll` at `params` (steps of 1e-6
+/// relative, agreement to 1e-5 relative): the gradient tests of every model use it.
+#[cfg(test)]
+pub(crate) fn assert_gradient(params: &[f64], gradient: &[f64], ll: impl Fn(&[f64]) -> f64) {
+    for i in 0..params.len() {
+        let h = 1e-6 * params[i];
+        let at = |d: f64| {
+            let mut q = params.to_vec();
+            q[i] += d;
+            ll(&q)
+        };
+        let numeric = (at(h) - at(-h)) / (2.0 * h);
+        assert!(
+            (gradient[i] - numeric).abs() <= 1e-5 * numeric.abs().max(1.0),
+            "∂{i} at {params:?}: {} vs {numeric}",
+            gradient[i]
+        );
+    }
+}
+
 fn finish<P>(m: Minimum, exp: impl Fn(&[f64]) -> P, model: &str) -> Result<Fitted<P>> {
     if !m.f.is_finite() || m.x.iter().any(|v| !v.is_finite()) {
         return Err(Error::NoConvergence(format!(

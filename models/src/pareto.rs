@@ -265,6 +265,7 @@ impl ParetoNbd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optimize::assert_gradient;
 
     #[test]
     fn the_gradient_is_the_derivative_of_the_likelihood() {
@@ -301,27 +302,15 @@ mod tests {
                 (ll - m.log_likelihood(&rows)).abs() < 1e-9 * ll.abs(),
                 "{ll}"
             );
-            let p = [m.r, m.alpha, m.s, m.beta];
-            for i in 0..4 {
-                let h = 1e-6 * p[i];
-                let at = |d: f64| {
-                    let mut q = p;
-                    q[i] += d;
-                    ParetoNbd {
-                        r: q[0],
-                        alpha: q[1],
-                        s: q[2],
-                        beta: q[3],
-                    }
-                    .log_likelihood(&rows)
-                };
-                let numeric = (at(h) - at(-h)) / (2.0 * h);
-                assert!(
-                    (g[i] - numeric).abs() <= 1e-5 * numeric.abs().max(1.0),
-                    "{m:?} ∂{i}: {} vs {numeric}",
-                    g[i]
-                );
-            }
+            assert_gradient(&[m.r, m.alpha, m.s, m.beta], &g, |q| {
+                ParetoNbd {
+                    r: q[0],
+                    alpha: q[1],
+                    s: q[2],
+                    beta: q[3],
+                }
+                .log_likelihood(&rows)
+            });
         }
     }
 }
