@@ -400,18 +400,17 @@ fn a_history_from_fluvio_is_scored_and_the_scores_reach_fluvio() {
                 Some((k.to_owned(), serde_json::from_str(v).ok()?))
             })
             .collect();
-        (lines.len() >= 50).then_some(lines)
+        // Scores and segment changes come from two topics in no set order: wait for
+        // both kinds, not for a count that segment changes alone can reach.
+        let has_score = lines
+            .iter()
+            .any(|(_, v)| v["type"] == "score" && v["clv_12m"].is_number());
+        (lines.len() >= 50 && has_score).then_some(lines)
     });
     for (key, v) in &scored {
         assert_eq!(v["customer_id"].as_str(), Some(key.as_str()), "{v}");
         assert!(v["type"] == "score" || v["type"] == "segment_change", "{v}");
     }
-    assert!(
-        scored
-            .iter()
-            .any(|(_, v)| v["type"] == "score" && v["clv_12m"].is_number()),
-        "{:?}",
-        &scored[..3]
-    );
+
     std::fs::remove_dir_all(&dir).ok();
 }
