@@ -2,7 +2,7 @@
 //! silhouette score in 2..=8, deterministic for a seed; clusters named by value rank.
 //! The values of k are fitted in parallel, each from its own seeded k-means++ start.
 //! Lloyd's iterations are our own: linfa-clustering's `KMeans` gave the same inertia at
-//! 2–4× the time (BENCHMARKS.md, `cargo bench -p custflow-models --bench kmeans`).
+//! 1.4–2.5× the time (BENCHMARKS.md, `cargo bench -p custflow-models --bench kmeans`).
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -190,16 +190,15 @@ impl KMeansModel {
             .iter()
             .map(|p| std::array::from_fn(|i| (p[i] - mean[i]) / sd[i]))
             .collect();
-        let probe: Vec<[f64; 3]> = points
-            .iter()
-            .step_by(points.len().div_ceil(sample.max(2)).max(1))
-            .copied()
-            .collect();
-        let fit_on: Vec<[f64; 3]> = points
-            .iter()
-            .step_by(points.len().div_ceil(LLOYD_POINTS).max(1))
-            .copied()
-            .collect();
+        // At most `n` points, an even stride through the population.
+        let stride = |n: usize| -> Vec<[f64; 3]> {
+            points
+                .iter()
+                .step_by(points.len().div_ceil(n.max(2)).max(1))
+                .copied()
+                .collect()
+        };
+        let (probe, fit_on) = (stride(sample), stride(LLOYD_POINTS));
         // Every k on its own (in parallel), then the best silhouette, the smallest k on
         // ties: the same answer whatever the number of threads.
         let fitted: Vec<Vec<[f64; 3]>> = (2..=8usize.min(probe.len() - 1))
