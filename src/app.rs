@@ -24,6 +24,7 @@ use custflow_http::sales::SalesState;
 use custflow_http::stream::StreamHub;
 use custflow_http::AppState;
 use custflow_kafka::progress::{Groups, Progress};
+use custflow_models::promotion::PromotionRule;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::{ChurnMonitoring, ModelJob, Outcome};
 use custflow_processors::runtime::{BoxFuture, Tick};
@@ -215,6 +216,13 @@ pub(crate) struct Running {
     pub(crate) clock: Arc<Clock>,
 }
 
+/// The model job's default period: six hours. Each refit is cheap (seconds at a million
+/// customers) but a promotion rescores every customer, and customers' behaviour does not
+/// change by the minute.
+pub(crate) const MODEL_EVERY_SECS: u64 = 6 * 3600;
+/// The model job's period while no model is in use.
+const NO_MODEL_RETRY: Duration = Duration::from_secs(30);
+
 /// Options of `run` that the demo tunes.
 #[derive(Debug, Clone)]
 pub(crate) struct RunOptions {
@@ -226,17 +234,20 @@ pub(crate) struct RunOptions {
     pub(crate) churn: ChurnMonitoring,
     /// Customers rescored between two live batches during a pass (all partitions).
     pub(crate) rescore_slice: usize,
+    /// When a refit replaces the model in use.
+    pub(crate) promotion: PromotionRule,
 }
 
 impl RunOptions {
     /// `serve`'s: the API alone.
     pub(crate) fn serve() -> Self {
         Self {
-            model_every: Duration::from_secs(60),
+            model_every: Duration::from_secs(MODEL_EVERY_SECS),
             rebuild: false,
             api_only: true,
             churn: ChurnMonitoring::default(),
             rescore_slice: custflow_processors::runtime::RESCORE_SLICE,
+            promotion: PromotionRule::default(),
         }
     }
 }
@@ -351,7 +362,7 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
         at_risk_days: DEFAULT_AT_RISK_DAYS,
         sample_max: 200_000,
         seed: 42,
-        min_gain: custflow_processors::model_job::MIN_GAIN_PER_CUSTOMER,
+        rule: opts.promotion,
         drift_threshold: custflow_processors::model_job::DRIFT_THRESHOLD,
         metrics: shared.processor.clone(),
         churn: opts.churn,
@@ -368,8 +379,15 @@ pub(crate) async fn start(config: &Resolved, opts: RunOptions) -> anyhow::Result
             "model job",
             tokio::spawn(async move {
                 loop {
+                    // Without a model (features still building, too few customers) the
+                    // next try comes sooner than a deployment's period of hours.
+                    let wait = if job.model.current().is_some() {
+                        every
+                    } else {
+                        every.min(NO_MODEL_RETRY)
+                    };
                     tokio::select! {
-                        () = tokio::time::sleep(every) => {}
+                        () = tokio::time::sleep(wait) => {}
                         _ = rx.changed() => return Ok(()),
                     }
                     refit(&job, &sink, &clock).await;
@@ -485,7 +503,20 @@ pub(crate) async fn refit(job: &ModelJob, sink: &SqlSink, clock: &Clock) -> Opti
                     tracing::warn!(error = %e, "recording the model in the sink failed");
                 }
             }
-            tracing::info!(outcome = ?o, "model job");
+            match &o {
+                Outcome::Promoted { decision, .. } | Outcome::Kept { decision } => {
+                    if let Err(e) = sink.record_decision(decision).await {
+                        tracing::warn!(error = %e, "recording the model decision in the sink failed");
+                    }
+                    tracing::info!(
+                        version = %decision.version,
+                        promoted = decision.promoted,
+                        reason = %decision.reason,
+                        "model job"
+                    );
+                }
+                other => tracing::info!(outcome = ?other, "model job"),
+            }
             Some(o)
         }
         Err(e) => {
@@ -535,9 +566,23 @@ impl Running {
 /// Options of `custflow run`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
-    /// Seconds between model refits (the first one runs at start).
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds between model refits (the first one runs at start; while there is no
+    /// model yet, every 30 s at most). A refit is promoted only when the rule below says
+    /// so (docs/models.md).
+    #[arg(long, default_value_t = MODEL_EVERY_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) model_every_secs: u64,
+    /// Level of the likelihood-ratio test a refit must pass (or the inputs must have
+    /// drifted) to be promoted.
+    #[arg(long, default_value_t = PromotionRule::default().level)]
+    pub(crate) promote_level: f64,
+    /// Share of customers whose value tier, RFM segment or retention target must change
+    /// for a promotion (or the CLV shift below).
+    #[arg(long, default_value_t = PromotionRule::default().min_changed_share)]
+    pub(crate) promote_min_changed: f64,
+    /// Median relative change of the customers' CLV that is enough for a promotion (or
+    /// the share above).
+    #[arg(long, default_value_t = PromotionRule::default().min_clv_shift)]
+    pub(crate) promote_min_clv_shift: f64,
     /// Refit the churn classifier when the realised AUC of matured predictions falls
     /// below this.
     #[arg(long, default_value_t = ChurnMonitoring::default().min_auc)]
@@ -570,6 +615,11 @@ impl RunArgs {
                 ..ChurnMonitoring::default()
             },
             rescore_slice: self.rescore_slice,
+            promotion: PromotionRule {
+                level: self.promote_level,
+                min_changed_share: self.promote_min_changed,
+                min_clv_shift: self.promote_min_clv_shift,
+            },
         }
     }
 }

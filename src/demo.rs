@@ -42,7 +42,8 @@ pub(crate) struct DemoArgs {
     /// Stop after this many seconds of live events (default: until Ctrl-C).
     #[arg(long)]
     duration_secs: Option<f64>,
-    /// Seconds between model refits.
+    /// Seconds between model refits: faster than `run`'s six hours so that the demo shows
+    /// the model job's decisions; a refit is still promoted only under `run`'s rule.
     #[arg(long, default_value_t = 30)]
     model_every_secs: u64,
 }
@@ -277,6 +278,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
             api_only: false,
             churn: Default::default(),
             rescore_slice: custflow_processors::runtime::RESCORE_SLICE,
+            promotion: Default::default(),
         },
     )
     .await?;
@@ -364,7 +366,9 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
     }
     if shared.model.current().is_none() && !*stop_rx.borrow() {
         match app::refit(&running.model_job, &running.sink, &running.clock).await {
-            Some(Outcome::Promoted { version, customers }) => {
+            Some(Outcome::Promoted {
+                version, customers, ..
+            }) => {
                 eprintln!("model {version} fitted on {customers} customers")
             }
             other => eprintln!(
@@ -448,7 +452,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
     let summary = format!(
         "custflow demo ran {:.0} s: {} events produced, {} applied to customer state ({} dead-lettered), {} scores emitted \
          and {} rows in the sink ({} customers in customer_scores, {} history rows, {} models, {} sales_rollups rows); \
-         model in use: {}. \
+         model in use: {} ({} refits promoted, {} kept: GET /v1/models says why). \
          Offsets are committed; run the same command to continue, or add --fresh to start over.",
         started.elapsed().as_secs_f64(),
         g(&shared.generated),
@@ -461,6 +465,8 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
         models,
         sales,
         shared.model.current().map_or("none".into(), |m| m.version.clone()),
+        Metrics::get(&shared.processor.model_promotions),
+        Metrics::get(&shared.processor.model_kept),
     );
     running.shutdown().await?;
     if let Err(e) = live_totals {
@@ -478,6 +484,8 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
                 "sink_rows": rows,
                 "history_rows": history,
                 "models": models,
+                "promotions": Metrics::get(&shared.processor.model_promotions),
+                "refits_kept": Metrics::get(&shared.processor.model_kept),
                 "sales_rows": sales,
             })
         );

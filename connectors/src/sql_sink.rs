@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use custflow_feature_store::model::ModelDecision;
 use custflow_feature_store::sales::RollupRow;
 use custflow_models::artefact::ModelArtefact;
 use custflow_schemas::CustomerScore;
@@ -60,6 +61,12 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS models (
         version TEXT PRIMARY KEY, created_at BIGINT NOT NULL, champion TEXT NOT NULL,
         status TEXT NOT NULL, customers BIGINT NOT NULL, metrics TEXT NOT NULL, artefact TEXT NOT NULL)",
+    // Every decision of the model job, promoted or kept, with its reason and what the
+    // comparison with the model in use found (JSON).
+    "CREATE TABLE IF NOT EXISTS model_decisions (
+        version TEXT PRIMARY KEY, decided_at BIGINT NOT NULL, promoted INTEGER NOT NULL,
+        reason TEXT NOT NULL, previous TEXT, customers BIGINT NOT NULL, metrics TEXT NOT NULL,
+        comparison TEXT)",
     "CREATE TABLE IF NOT EXISTS sales_rollups (
         grain TEXT NOT NULL, period TEXT NOT NULL, dimension TEXT NOT NULL, value TEXT NOT NULL,
         period_start BIGINT NOT NULL, revenue DOUBLE PRECISION NOT NULL, orders BIGINT NOT NULL,
@@ -424,6 +431,44 @@ impl SqlSink {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Records a decision of the model job (a known version is left as it is).
+    pub async fn record_decision(&self, d: &ModelDecision) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO model_decisions
+               (version, decided_at, promoted, reason, previous, customers, metrics, comparison)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(&d.version)
+        .bind(d.decided_at_ms)
+        .bind(i32::from(d.promoted))
+        .bind(&d.reason)
+        .bind(d.previous.clone())
+        .bind(d.customers as i64)
+        .bind(serde_json::to_string(&d.metrics).unwrap_or_default())
+        .bind(
+            d.comparison
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok()),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` decisions recorded, newest first: (version, promoted, reason).
+    pub async fn decisions(&self, limit: i64) -> Result<Vec<(String, bool, String)>> {
+        let rows = sqlx::query(
+            "SELECT version, promoted, reason FROM model_decisions ORDER BY decided_at DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<i32, _>(1) != 0, r.get(2)))
+            .collect())
     }
 
     /// The artefact of the model recorded as champion last, if any: what was in use

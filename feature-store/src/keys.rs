@@ -49,7 +49,8 @@ impl Keys {
         format!("{}cf:{{{customer_id}}}:p", self.prefix)
     }
 
-    /// Cluster layout: the number of input partitions (which shards to sum).
+    /// The number of input partitions (which shards to sum on a cluster, which rescoring
+    /// passes to read for a rollout's progress).
     pub fn partition_count(&self) -> String {
         format!("{}cf:partitions", self.prefix)
     }
@@ -82,6 +83,13 @@ impl Keys {
     /// One stored model artefact version.
     pub fn model(&self, version: &str) -> String {
         format!("{}cf:model:{version}", self.prefix)
+    }
+
+    /// List of the model job's decisions (JSON, newest first, the last
+    /// [`crate::model::DECISIONS_KEPT`]): what each refit was found to change and whether
+    /// it was promoted.
+    pub fn model_decisions(&self) -> String {
+        format!("{}cf:models:decisions", self.prefix)
     }
 
     /// Sorted set of customers by last purchase time, one per input partition, so each

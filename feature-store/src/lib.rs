@@ -8,5 +8,6 @@ pub mod features;
 pub mod keys;
 pub mod members;
 pub mod model;
+pub mod pass;
 pub mod sales;
 pub mod state;

@@ -43,7 +43,11 @@ pub fn routes() -> Routes<FeatureState> {
         .post("/v1/features:batch", read, batch)
         .get("/v1/segments", read, segments)
         .get("/v1/models/current", read, current_model)
+        .get("/v1/models", read, list_models)
 }
+
+/// Most decisions `GET /v1/models` returns.
+pub const MAX_DECISIONS: usize = custflow_feature_store::model::DECISIONS_KEPT as usize;
 
 #[derive(Debug, Deserialize)]
 struct LookupQuery {
@@ -427,12 +431,76 @@ async fn segments(State(st): State<FeatureState>) -> Result<Json<Value>, ApiErro
 }
 
 async fn current_model(State(st): State<FeatureState>) -> Result<Json<Value>, ApiError> {
-    match refresh_model(&st).await {
-        Some(m) => Ok(Json(serde_json::to_value(&*m).map_err(ApiError::internal)?)),
-        None => Err(ApiError::new(
+    let Some(m) = refresh_model(&st).await else {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no_model",
             "no model has been fitted yet; the model job fits one once customers have orders",
-        )),
+        ));
+    };
+    let mut body = serde_json::to_value(&*m).map_err(ApiError::internal)?;
+    let rollout = rollout(&st, &m.version).await?;
+    if let Some(o) = body.as_object_mut() {
+        o.insert("rollout".into(), rollout);
     }
+    Ok(Json(body))
+}
+
+/// How far the rollout of `version` to every customer has got (`null` before the
+/// processors recorded their partitions).
+async fn rollout(st: &FeatureState, version: &str) -> Result<Value, ApiError> {
+    let r = custflow_feature_store::model::rollout(&mut st.redis.clone(), &st.keys, version)
+        .await
+        .map_err(ApiError::internal)?;
+    serde_json::to_value(r).map_err(ApiError::internal)
+}
+
+#[derive(Debug, Deserialize)]
+struct ModelsQuery {
+    limit: Option<String>,
+}
+
+/// The model in use, its rollout, and the model job's newest decisions (each refit,
+/// promoted or kept, with why and what the comparison found), newest first.
+async fn list_models(
+    State(st): State<FeatureState>,
+    q: Result<Query<ModelsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
+    let limit = match q.limit.as_deref() {
+        None => 50,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_DECISIONS).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid query",
+                    &[FieldError::new(
+                        "limit",
+                        "range",
+                        format!("{v:?} is not a whole number from 1 to {MAX_DECISIONS}"),
+                    )],
+                ))
+            }
+        },
+    };
+    let current = refresh_model(&st).await;
+    let decisions =
+        custflow_feature_store::model::decisions(&mut st.redis.clone(), &st.keys, limit)
+            .await
+            .map_err(ApiError::internal)?;
+    let rollout = match &current {
+        Some(m) => rollout(&st, &m.version).await?,
+        None => Value::Null,
+    };
+    Ok(Json(json!({
+        "current": current.as_ref().map(|m| json!({
+            "version": m.version,
+            "created_at_ms": m.created_at_ms,
+            "champion": m.champion.as_str(),
+            "customers": m.training.customers,
+            "metrics": m.metrics,
+        })),
+        "rollout": rollout,
+        "decisions": decisions,
+    })))
 }

@@ -59,7 +59,8 @@ pub fn document() -> Value {
                     "features": {"type": "array", "items": {"type": "string"}}, "as_of": {"type": "string"}}}}}},
                 "responses": {"200": {"description": "features per customer"}, "400": error_response("bad request")}}},
             "/v1/segments": {"get": {"summary": "Customers per tier, RFM segment, cluster", "responses": {"200": {"description": "counts"}}}},
-            "/v1/models/current": {"get": {"summary": "The model artefact in use", "responses": {"200": {"description": "artefact"}, "404": error_response("no model yet")}}},
+            "/v1/models/current": {"get": {"summary": "The model artefact in use, with its rollout (customers rescored with it so far)", "responses": {"200": {"description": "artefact and rollout"}, "404": error_response("no model yet")}}},
+            "/v1/models": {"get": {"summary": "The model in use, its rollout and the model job's newest decisions (promoted or kept, and why), newest first", "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}], "responses": {"200": {"description": "model history"}, "400": error_response("bad limit")}}},
             "/v1/stream/{topic}": {"get": {"summary": "Server-sent events from customer-scores or segment-changes. The first event, `ready`, \
                     carries the start position as its id; every update's id is the broker position after it; `lagged` says how many updates a slow \
                     subscriber missed (reconnect with Last-Event-ID to replay them)",

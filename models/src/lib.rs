@@ -18,6 +18,7 @@ pub mod input;
 pub mod kmeans;
 pub mod optimize;
 pub mod pareto;
+pub mod promotion;
 pub mod rfm;
 pub mod special;
 pub mod summary;

@@ -10,7 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod metrics;
 pub mod model_job;
-pub mod pass;
+pub use custflow_feature_store::pass;
 pub mod replay;
 pub mod runtime;
 pub mod scoring;

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub churn_realised: Mutex<BTreeMap<&'static str, f64>>,
     /// Churn classifier refits started by a low realised AUC.
     pub churn_refits: AtomicU64,
+    /// Population refits the model job promoted, and refits it kept out (the rule of
+    /// `model_job`).
+    pub model_promotions: AtomicU64,
+    pub model_kept: AtomicU64,
     /// The newest population refit of the model job: `customers`, `read_seconds`
     /// (their states from Redis), `fit_seconds` (every model, cut-points, k-means).
     pub model_refit: Mutex<BTreeMap<&'static str, f64>>,
@@ -132,6 +136,16 @@ impl Collector for Metrics {
                 "custflow_model_rescored_total",
                 "Customers rescored by those passes",
                 &self.model_rescored,
+            ),
+            (
+                "custflow_model_promotions_total",
+                "Population refits promoted to the model in use",
+                &self.model_promotions,
+            ),
+            (
+                "custflow_model_kept_total",
+                "Population refits not promoted (no evidence of change, or no material change)",
+                &self.model_kept,
             ),
             (
                 "custflow_clock_rescored_total",

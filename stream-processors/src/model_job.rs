@@ -1,15 +1,19 @@
 //! The population model job: refits BG/NBD, Gamma-Gamma, cut-points and k-means on the
 //! current feature population (sampled above a size) and stores a new artefact version
-//! in Redis when it is champion.
+//! in Redis when it is promoted.
 //!
-//! Champion rule: the new fit replaces the model in use only when its log-likelihood per
-//! customer on the same population beats it by a margin (a failed or degenerate fit never
-//! takes over); the first model always does. Every score names the version that made it.
+//! Promotion ([`PromotionRule`], docs/models.md): the refit replaces the model in use
+//! only with evidence that the population changed — a likelihood-ratio test against the
+//! model in use at a stated level, or drift of the inputs (PSI above the threshold) —
+//! AND a change in what customers are told above a tolerance (the share whose value
+//! tier, RFM segment or retention target changes, or the median relative change of CLV).
+//! A failed or worse fit never takes over; the first model always does. Every decision,
+//! kept or promoted, is recorded with its reason (`GET /v1/models`). Every score names
+//! the version that made it.
 //!
 //! Drift: every run also computes the population stability index (PSI) of recency,
 //! frequency and monetary value between the model in use's training population and the
-//! live one, exported as metrics. When one exceeds the threshold, the refit takes over
-//! without the margin (it still must not be worse).
+//! live one, exported as metrics.
 //!
 //! Churn monitoring: every `every_days` of the clock the job records the churn
 //! probability it serves for a sample of customers, with their inputs. Once a record is
@@ -22,13 +26,14 @@
 use custflow_feature_store::conn::{Redis, Scan};
 use custflow_feature_store::features::{compute, last_purchase_at};
 use custflow_feature_store::keys::Keys;
-use custflow_feature_store::model::ModelError;
+use custflow_feature_store::model::{record_decision, ModelDecision, ModelError};
 use custflow_feature_store::state::{day_of, CustomerState};
 use custflow_models::artefact::{CustomerStats, ModelArtefact};
 use custflow_models::churn::metrics as churn_metrics;
 use custflow_models::churn::train::{calibration_half, train, Dataset, TrainOptions};
 use custflow_models::churn::{Btyd, ChurnInput};
-use custflow_models::fit::{bgnbd_ll_per_customer, fit_population};
+use custflow_models::fit::fit_population;
+use custflow_models::promotion::{compare, Decision, PromotionRule};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -45,14 +50,14 @@ pub enum Outcome {
     FeaturesNotReady,
     /// Too few customers with orders to fit.
     NotEnoughData(usize),
-    /// A new champion was stored.
-    Promoted { version: String, customers: usize },
-    /// The new fit was worse than the model in use.
-    Kept {
+    /// A new model was stored and is in use.
+    Promoted {
         version: String,
-        new_ll: f64,
-        current_ll: f64,
+        customers: usize,
+        decision: Box<ModelDecision>,
     },
+    /// The refit was not promoted (`decision.reason` says why).
+    Kept { decision: Box<ModelDecision> },
 }
 
 /// Settings and handles of the job.
@@ -64,13 +69,11 @@ pub struct ModelJob {
     /// Most customers read per fit.
     pub sample_max: usize,
     pub seed: u64,
-    /// A refit takes over only when its BG/NBD log-likelihood per customer beats the
-    /// current model's on the same sample by at least this many nats. Every promotion
-    /// makes the processors rescore every customer, and the fresh fit is the maximum on
-    /// its own sample, so without a margin each refit would win on sampling noise alone
-    /// (about parameters / (2 × sample) ≈ 1e-5 here).
-    pub min_gain: f64,
-    /// A PSI of any model input above this lets a refit take over without `min_gain`.
+    /// When a refit replaces the model in use. Every promotion makes the processors
+    /// rescore every customer, so it must change what customers are told.
+    pub rule: PromotionRule,
+    /// A PSI of any model input above this counts as evidence of change (the refit must
+    /// still change the scores materially).
     pub drift_threshold: f64,
     /// Where the PSI of each input is exported.
     pub metrics: std::sync::Arc<Metrics>,
@@ -153,8 +156,6 @@ fn model_error(e: ModelError) -> Error {
     }
 }
 
-/// The default [`ModelJob::min_gain`].
-pub const MIN_GAIN_PER_CUSTOMER: f64 = 1e-4;
 /// The default [`ModelJob::drift_threshold`]: the usual reading of a large shift.
 pub const DRIFT_THRESHOLD: f64 = 0.25;
 
@@ -210,6 +211,11 @@ impl ModelJob {
         if !ready {
             return Ok(Outcome::FeaturesNotReady);
         }
+        // What is in use now (a `train-churn --install` may have replaced it since).
+        self.model
+            .refresh(&mut conn, &self.keys)
+            .await
+            .map_err(model_error)?;
         let started = std::time::Instant::now();
         let members = self.population(as_of).await?;
         let read_seconds = started.elapsed().as_secs_f64();
@@ -225,10 +231,11 @@ impl ModelJob {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "churn monitoring failed"),
         }
-        let stats: Vec<CustomerStats> = members.iter().map(|m| m.input.stats()).collect();
-        let drift = self
-            .model
-            .current()
+        let inputs: Vec<ChurnInput> = members.iter().map(|m| m.input).collect();
+        let stats: Vec<CustomerStats> = inputs.iter().map(ChurnInput::stats).collect();
+        let current = self.model.current();
+        let drift = current
+            .as_ref()
             .map(|m| custflow_models::drift::psi(&m.drift_reference, &stats))
             .unwrap_or_default();
         self.metrics.set_drift(&drift);
@@ -237,75 +244,106 @@ impl ModelJob {
             return Ok(Outcome::NotEnoughData(stats.len()));
         }
         let version = format!("m{}", custflow_schemas::time::now_ms());
-        let (seed, v) = (self.seed, version.clone());
+        let (seed, v, rule, cur) = (self.seed, version.clone(), self.rule, current.clone());
+        let customers = stats.len();
         let fit_started = std::time::Instant::now();
-        let (fitted, stats) = tokio::task::spawn_blocking(move || {
-            let r = fit_population(
+        let judged = tokio::task::spawn_blocking(move || {
+            let fitted = fit_population(
                 &stats,
                 &v,
                 custflow_schemas::time::now_ms(),
                 i64::from(day_of(as_of)),
                 seed,
-            );
-            (r, stats)
+            )?;
+            // The refit against the model in use, on the same customers as of now.
+            let judged = cur.map(|c| {
+                let comparison = compare(&c, &fitted, &inputs, drifted);
+                (rule.decide(&comparison), comparison)
+            });
+            Ok::<_, custflow_models::Error>((fitted, judged))
         })
         .await
         .map_err(|e| Error::Config(format!("model fit panicked: {e}")))?;
         let fit_seconds = fit_started.elapsed().as_secs_f64();
-        tracing::info!(
-            customers = stats.len(),
-            read_seconds,
-            fit_seconds,
-            "population refit"
-        );
+        tracing::info!(customers, read_seconds, fit_seconds, "population refit");
         if let Ok(mut r) = self.metrics.model_refit.lock() {
-            r.insert("customers", stats.len() as f64);
+            r.insert("customers", customers as f64);
             r.insert("read_seconds", read_seconds);
             r.insert("fit_seconds", fit_seconds);
         }
-        let mut artefact = match fitted {
+        let (mut artefact, judged) = match judged {
             Ok(a) => a,
             Err(custflow_models::Error::NotEnoughData(_)) => {
-                return Ok(Outcome::NotEnoughData(stats.len()))
+                return Ok(Outcome::NotEnoughData(customers))
             }
             Err(e) => return Err(Error::Config(format!("model fit failed: {e}"))),
         };
-        let new_ll = bgnbd_ll_per_customer(&artefact.bgnbd.params, &stats);
-        if let Some(current) = self.model.current() {
-            let current_ll = bgnbd_ll_per_customer(&current.bgnbd.params, &stats);
-            // NaN (a failed fit) is never better; drift waives the margin only.
-            let needed = if drifted { 0.0 } else { self.min_gain };
-            if new_ll.is_nan() || new_ll < current_ll + needed {
-                return Ok(Outcome::Kept {
-                    version,
-                    new_ll,
-                    current_ll,
-                });
+        let (decision, comparison) = match judged {
+            Some((d, c)) => (d, Some(c)),
+            None => (
+                Decision {
+                    promote: true,
+                    reason: "the deployment's first model".into(),
+                },
+                None,
+            ),
+        };
+        if let Some(c) = &comparison {
+            for (name, value) in [
+                ("previous_ll_per_customer", c.ll_current),
+                ("promotion.lr_statistic", c.lr_statistic),
+                ("promotion.p_value", c.p_value),
+                ("promotion.changed_share", c.changed),
+                ("promotion.clv_shift", c.clv_shift),
+            ] {
+                artefact.metrics.insert(name.into(), value);
             }
-            artefact
-                .metrics
-                .insert("previous_ll_per_customer".into(), current_ll);
             for (input, psi) in &drift {
                 artefact
                     .metrics
                     .insert(format!("psi_at_promotion.{input}"), *psi);
             }
         }
-        // Keep the churn model of the artefact in use, as stored now (a `train-churn
-        // --install` may have replaced it since this job last looked).
-        self.model
-            .refresh(&mut conn, &self.keys)
-            .await
-            .map_err(model_error)?;
-        artefact.churn = self.model.current().and_then(|m| m.churn.clone());
+        let record = ModelDecision {
+            version: version.clone(),
+            decided_at_ms: custflow_schemas::time::now_ms(),
+            promoted: decision.promote,
+            reason: decision.reason.clone(),
+            previous: current.as_ref().map(|m| m.version.clone()),
+            customers,
+            metrics: artefact.metrics.clone(),
+            comparison,
+        };
+        Metrics::add(
+            if decision.promote {
+                &self.metrics.model_promotions
+            } else {
+                &self.metrics.model_kept
+            },
+            1,
+        );
+        if !decision.promote {
+            record_decision(&mut conn, &self.keys, &record)
+                .await
+                .map_err(model_error)?;
+            return Ok(Outcome::Kept {
+                decision: Box::new(record),
+            });
+        }
+        // Keep the churn model of the artefact in use.
+        artefact.churn = current.as_ref().and_then(|m| m.churn.clone());
         artefact.churn_horizon_days = artefact
             .churn
             .as_ref()
             .map_or(self.churn.horizon_days as f64, |c| c.horizon_days);
         self.promote(&artefact).await?;
+        record_decision(&mut conn, &self.keys, &record)
+            .await
+            .map_err(model_error)?;
         Ok(Outcome::Promoted {
             version,
-            customers: stats.len(),
+            customers,
+            decision: Box::new(record),
         })
     }
 
@@ -409,7 +447,7 @@ impl ModelJob {
         let mut refit = None;
         if auc.is_some_and(|a| a < self.churn.min_auc) {
             Metrics::add(&self.metrics.churn_refits, 1);
-            match self.refit_churn(log, &rows, model).await {
+            match self.refit_churn(log, &rows, model, auc).await {
                 Ok(v) => refit = Some(v),
                 Err(e) => tracing::warn!(error = %e, "churn refit failed"),
             }
@@ -430,6 +468,7 @@ impl ModelJob {
         log: &PredictionLog,
         rows: &[(&Prediction, bool)],
         model: &ModelArtefact,
+        auc: Option<f64>,
     ) -> Result<String> {
         let (mut fit, mut calibrate, mut select) =
             (Dataset::default(), Dataset::default(), Dataset::default());
@@ -460,6 +499,24 @@ impl ModelJob {
             .map_err(|e| Error::Config(format!("churn training: {e}")))?;
         let next = model.with_churn(report.model, custflow_schemas::time::now_ms());
         self.promote(&next).await?;
+        let record = ModelDecision {
+            version: next.version.clone(),
+            decided_at_ms: custflow_schemas::time::now_ms(),
+            promoted: true,
+            reason: format!(
+                "churn classifier refitted: realised AUC {} of the predictions of day {} below {}",
+                auc.map_or("n/a".into(), |a| format!("{a:.3}")),
+                log.day,
+                self.churn.min_auc
+            ),
+            previous: Some(model.version.clone()),
+            customers: rows.len(),
+            metrics: next.metrics.clone(),
+            comparison: None,
+        };
+        record_decision(&mut self.conn.clone(), &self.keys, &record)
+            .await
+            .map_err(model_error)?;
         Ok(next.version)
     }
 

@@ -447,7 +447,14 @@ impl Store {
 
     /// Sets or clears the deployment's ready key from the markers of all `partitions`
     /// input partitions; true when ready.
+    /// Also records the partition count (the readers of sharded keys and of a rollout's
+    /// progress need it).
     pub async fn publish_ready(&self, partitions: i32) -> Result<bool> {
+        let () = self
+            .conn
+            .clone()
+            .set(self.keys.partition_count(), partitions)
+            .await?;
         if self.keys.is_cluster() {
             return self.publish_ready_cluster(partitions).await;
         }
@@ -464,11 +471,10 @@ impl Store {
     /// sets the ready key when every marker says ready, then reads the markers again and
     /// takes it back if one changed meanwhile (an instance that marks a partition
     /// rebuilding removes the key after its marker, so the key cannot outlive a
-    /// rebuilding marker). Also records the partition count the readers sum shards over.
+    /// rebuilding marker).
     async fn publish_ready_cluster(&self, partitions: i32) -> Result<bool> {
         let all: Vec<i32> = (0..partitions).collect();
         let mut conn = self.conn.clone();
-        let () = conn.set(self.keys.partition_count(), partitions).await?;
         let ready = |s: &[PartitionState]| s.iter().all(|s| *s == PartitionState::Ready);
         if ready(&self.partition_states(&all).await?) {
             let () = conn.set(self.keys.state_ready(), "1").await?;

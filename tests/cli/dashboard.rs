@@ -116,12 +116,14 @@ impl Drop for Driver {
 }
 
 /// What the page shows: status, customers scored, CLV scores seen, rows of the latest
-/// scores table, tier bars.
+/// scores table, tier bars, the model in use, its rollout and the last decision.
 fn read_page(driver: &Driver, session: &str) -> Value {
     let script = "const t = (id) => document.getElementById(id).textContent;
         return {status: t('status'), customers: t('k-customers'), clv_n: t('clv-n'),
                 score_rows: document.getElementById('scores').rows.length,
-                tiers: document.getElementById('tiers').children.length};";
+                tiers: document.getElementById('tiers').children.length,
+                model: t('m-version'), rollout: t('m-rollout'), decision: t('m-decision'),
+                reason: t('m-reason')};";
     driver.call(
         "POST",
         &format!("/session/{session}/execute/sync"),
@@ -203,6 +205,9 @@ fn dashboard_numbers_change_in_chromium_when_events_arrive() {
             && number(&page["clv_n"]) > 0
             && page["score_rows"].as_u64() > Some(0)
             && page["tiers"].as_u64() > Some(0)
+            && page["decision"]
+                .as_str()
+                .is_some_and(|d| d.contains("promoted"))
         {
             break page;
         }
@@ -213,6 +218,18 @@ fn dashboard_numbers_change_in_chromium_when_events_arrive() {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(number(&after["customers"]) <= 300, "{after}");
+    // The model panel: the version in use, its rollout, and why it was taken.
+    let model = after["model"].as_str().unwrap();
+    assert!(model.starts_with('m'), "{after}");
+    assert!(
+        after["decision"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{model} promoted")),
+        "{after}"
+    );
+    assert!(after["rollout"] != "–", "{after}");
+    assert!(!after["reason"].as_str().unwrap().is_empty(), "{after}");
     driver.call("DELETE", &format!("/session/{session}"), None);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -408,12 +408,11 @@ pub fn state_with_orders(
     state
 }
 
-/// A model job under a fresh key prefix with its own metrics, on the real Redis: no
-/// refit takes over on likelihood unless `min_gain` lets it, none on drift unless
-/// `drift_threshold` does.
+/// A model job under a fresh key prefix with its own metrics, on the real Redis, with
+/// the promotion `rule` and drift threshold given.
 pub async fn model_job(
     prefix: &str,
-    min_gain: f64,
+    rule: custflow_models::promotion::PromotionRule,
     drift_threshold: f64,
     churn: custflow_processors::model_job::ChurnMonitoring,
 ) -> custflow_processors::model_job::ModelJob {
@@ -433,10 +432,28 @@ pub async fn model_job(
         at_risk_days: 45.0,
         sample_max: 10_000,
         seed: 7,
-        min_gain,
+        rule,
         drift_threshold,
         metrics: std::sync::Arc::default(),
         churn,
+    }
+}
+
+/// A promotion rule no likelihood-ratio test passes: only drift (and the first model)
+/// promote.
+pub fn drift_only() -> custflow_models::promotion::PromotionRule {
+    custflow_models::promotion::PromotionRule {
+        level: 0.0,
+        ..Default::default()
+    }
+}
+
+/// A promotion rule every refit that fits no worse passes.
+pub fn always_promote() -> custflow_models::promotion::PromotionRule {
+    custflow_models::promotion::PromotionRule {
+        level: 1.0,
+        min_changed_share: 0.0,
+        min_clv_shift: 0.0,
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use custflow_feature_store::keys::Keys;
-use custflow_feature_store::model::ModelHandle;
+use custflow_feature_store::model::{rollout, ModelHandle};
 use custflow_kafka::admin::client_config;
 use custflow_kafka::client as kafka;
 use custflow_models::artefact::ModelArtefact;
@@ -313,6 +313,82 @@ async fn a_new_champion_mid_stream_rescores_every_customer() {
         without_event_time >= Metrics::get(&metrics.model_rescored),
         "{without_event_time} scores without an event time, {} rescored by the passes",
         Metrics::get(&metrics.model_rescored)
+    );
+}
+
+/// A newer model promoted while a rollout is under way: the pass goes on with the newest
+/// model instead of starting a second full pass, every customer's latest score names the
+/// newest, and no customer is rescored more than once per promotion. The rollout's
+/// progress, as `GET /v1/models/current` reads it from Redis, follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_during_a_rollout_continues_it_with_the_newest_model() {
+    let (brokers, names, registry) = deployment("champ-newest-").await;
+    let keys = Keys::new(names.name(""));
+    let mut conn = custflow_tests::redis_conn().await;
+    let switch = switch("model-a");
+    let p = Running::start(&brokers, &names, &registry, &switch, 40).await;
+    let producer: FutureProducer = client_config(&brokers).create().unwrap();
+    send_orders(&producer, &names.name(topics::ORDERS), 0..400, 0).await;
+    p.wait("400 scores and model-a's pass", |m| {
+        Metrics::get(&m.applied) >= 400 && Metrics::get(&m.model_passes_done) == 1
+    })
+    .await;
+    let a = rollout(&mut conn, &keys, "model-a").await.unwrap().unwrap();
+    assert!(a.done && a.rescored == 400 && a.customers == 400, "{a:?}");
+    let before = Metrics::get(&p.metrics.model_rescored);
+
+    // model-b's rollout gets one slice of 40 customers, then model-c is promoted.
+    p.slices.store(1, Ordering::SeqCst);
+    *switch.next.lock().unwrap() = Some(artefact("model-b"));
+    p.wait("the first slice with model-b", |m| {
+        Metrics::get(&m.model_rescored) > before
+    })
+    .await;
+    let b = rollout(&mut conn, &keys, "model-b").await.unwrap().unwrap();
+    assert!(!b.done && b.rescored > 0 && b.rescored < 400, "{b:?}");
+    assert!(b.progress > 0.0 && b.progress < 1.0, "{b:?}");
+    *switch.next.lock().unwrap() = Some(artefact("model-c"));
+    p.slices.store(u64::MAX, Ordering::SeqCst);
+    p.wait("model-c's pass", |m| {
+        Metrics::get(&m.model_passes_done) == 2
+    })
+    .await;
+    let c = rollout(&mut conn, &keys, "model-c").await.unwrap().unwrap();
+    assert!(c.done && c.rescored == 400 && c.progress == 1.0, "{c:?}");
+    assert_eq!(c.partitions, c.partitions_done);
+    let m = p.stop().await;
+    let rescored = Metrics::get(&m.model_rescored) - before;
+    // One slice of model-b, then model-c once over everyone: not two full passes.
+    assert!(
+        (400..=400 + 40).contains(&rescored),
+        "{rescored} customers rescored after model-a's pass"
+    );
+
+    let all = scores(&brokers, &names, Metrics::get(&m.scores_emitted)).await;
+    let latest = latest(&all);
+    assert_eq!(latest.len(), 400);
+    let stale = stale(&latest, "model-c");
+    assert!(
+        stale.is_empty(),
+        "not scored by the newest model: {stale:?}"
+    );
+    let mut per: HashMap<(&str, &str), usize> = HashMap::new();
+    for (s, _, _) in &all {
+        *per.entry((s.customer_id.as_str(), s.model_version.as_str()))
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = per
+        .iter()
+        .filter(|((_, model), n)| *model != "model-a" && **n > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "rescored twice by one promotion: {twice:?}"
+    );
+    let by_b = per.keys().filter(|(_, model)| *model == "model-b").count();
+    assert!(
+        (1..=40).contains(&by_b),
+        "{by_b} customers scored by model-b"
     );
 }
 

@@ -51,7 +51,13 @@ async fn matured_predictions_are_judged_and_a_low_auc_refits_the_classifier() {
         min_auc: 1.01,
         horizon_days: HORIZON,
     };
-    let job = custflow_tests::model_job("churnmon-", f64::NEG_INFINITY, f64::INFINITY, churn).await;
+    let job = custflow_tests::model_job(
+        "churnmon-",
+        custflow_tests::always_promote(),
+        f64::INFINITY,
+        churn,
+    )
+    .await;
     let (keys, metrics, mut conn) = (job.keys.clone(), job.metrics.clone(), job.conn.clone());
     let at = |day: i64| day * DAY_MS + 12 * 3_600_000;
     let recorded = |conn: &mut Redis| {

@@ -35,9 +35,13 @@ async fn write_population(conn: &mut Redis, keys: &Keys, gap: i64, spread: i64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_of_the_inputs_is_exported_and_lets_a_refit_take_over() {
     // No refit wins on likelihood alone: only the first model and drift promote.
-    let job =
-        custflow_tests::model_job("drift-", f64::INFINITY, DRIFT_THRESHOLD, Default::default())
-            .await;
+    let job = custflow_tests::model_job(
+        "drift-",
+        custflow_tests::drift_only(),
+        DRIFT_THRESHOLD,
+        Default::default(),
+    )
+    .await;
     let (keys, metrics, mut conn) = (job.keys.clone(), job.metrics.clone(), job.conn.clone());
     let as_of = AS_OF_DAY * DAY_MS + 20 * 3_600_000;
     let psi = |m: &Metrics| m.drift.lock().unwrap().clone();
@@ -82,7 +86,13 @@ async fn drift_of_the_inputs_is_exported_and_lets_a_refit_take_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_lost_the_model_it_is_stored_again_and_no_refit_runs_on_a_partial_rebuild() {
-    let job = custflow_tests::model_job("restore-", 0.0, DRIFT_THRESHOLD, Default::default()).await;
+    let job = custflow_tests::model_job(
+        "restore-",
+        custflow_tests::always_promote(),
+        DRIFT_THRESHOLD,
+        Default::default(),
+    )
+    .await;
     let (keys, mut conn) = (job.keys.clone(), job.conn.clone());
     let as_of = AS_OF_DAY * DAY_MS + 20 * 3_600_000;
     write_population(&mut conn, &keys, 20, 2).await;

@@ -1,6 +1,7 @@
 //! The rescoring pass that follows a model change, per input partition: a cursor over
 //! the partition's last-order index, saved in Redis with the states each slice rescored,
 //! so a restart or a rebalance resumes the pass where it stood instead of dropping it.
+//! The processors move it; [`crate::model::rollout`] reads how far it got.
 
 use serde::{Deserialize, Serialize};
 
