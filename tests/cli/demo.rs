@@ -128,6 +128,12 @@ fn demo_runs_end_to_end() {
     let summary: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
     assert!(summary["sink_rows"].as_i64().unwrap() > 0, "{summary}");
     assert!(summary["models"].as_i64().unwrap() >= 1, "{summary}");
+    // Refits every 5 s over 25 s of live events; each one decided, the first promoted.
+    let (promoted, kept) = (
+        summary["promotions"].as_u64().unwrap(),
+        summary["refits_kept"].as_u64().unwrap(),
+    );
+    assert!(promoted >= 1 && promoted + kept >= 2, "{summary}");
     assert!(summary["sales_rows"].as_i64().unwrap() > 0, "{summary}");
     assert_eq!(summary["applied"], summary["events"], "{summary}");
     std::fs::remove_dir_all(dir).ok();
