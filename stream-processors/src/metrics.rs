@@ -27,6 +27,9 @@ pub struct Metrics {
     /// they rescored.
     pub model_passes: AtomicU64,
     pub model_passes_done: AtomicU64,
+    /// Owned input partitions whose rescoring pass (a model's rollout) is still running
+    /// (a gauge).
+    pub rollout_running: AtomicU64,
     pub model_rescored: AtomicU64,
     /// Customers rescored by the clock sweep (at-risk crossings and the rotation).
     pub clock_rescored: AtomicU64,
@@ -184,6 +187,11 @@ impl Collector for Metrics {
                 }),
             )?;
         }
+        f.gauge(
+            "custflow_model_rollout_partitions_running",
+            "Input partitions of this instance still rolling the model in use out to their customers (0: every customer's latest score names it)",
+            Self::get(&self.rollout_running) as f64,
+        )?;
         if let Ok(drift) = self.drift.lock() {
             f.gauges(
                 "custflow_model_input_psi",

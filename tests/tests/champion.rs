@@ -347,6 +347,7 @@ async fn a_promotion_during_a_rollout_continues_it_with_the_newest_model() {
     let b = rollout(&mut conn, &keys, "model-b").await.unwrap().unwrap();
     assert!(!b.done && b.rescored > 0 && b.rescored < 400, "{b:?}");
     assert!(b.progress > 0.0 && b.progress < 1.0, "{b:?}");
+    assert!(Metrics::get(&p.metrics.rollout_running) > 0);
     *switch.next.lock().unwrap() = Some(artefact("model-c"));
     p.slices.store(u64::MAX, Ordering::SeqCst);
     p.wait("model-c's pass", |m| {
@@ -356,6 +357,7 @@ async fn a_promotion_during_a_rollout_continues_it_with_the_newest_model() {
     let c = rollout(&mut conn, &keys, "model-c").await.unwrap().unwrap();
     assert!(c.done && c.rescored == 400 && c.progress == 1.0, "{c:?}");
     assert_eq!(c.partitions, c.partitions_done);
+    assert_eq!(Metrics::get(&p.metrics.rollout_running), 0);
     let m = p.stop().await;
     let rescored = Metrics::get(&m.model_rescored) - before;
     // One slice of model-b, then model-c once over everyone: not two full passes.

@@ -385,6 +385,7 @@ impl Processor {
                             Metrics::add(&self.metrics.model_passes, 1);
                         }
                         passing |= passes.values().any(|c| !c.done);
+                        self.count_rollouts(&passes);
                     }
                 }
                 // A sweep still under way (a busy stream) finishes before the next starts.
@@ -419,6 +420,7 @@ impl Processor {
                     tolerate(self.sweep_partition(p, rotate).await, "sweeping")?.is_some()
                 } else {
                     let slice = tolerate(self.rescore_slice(&mut passes).await, "rescoring")?;
+                    self.count_rollouts(&passes);
                     if slice == Some(true) {
                         passing = false;
                         Metrics::add(&self.metrics.model_passes_done, 1);

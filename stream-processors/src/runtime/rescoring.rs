@@ -97,6 +97,14 @@ impl Processor {
         Ok(passes.values().all(|c| c.done))
     }
 
+    /// Exports how many owned partitions are still rolling a model out.
+    pub(super) fn count_rollouts(&self, passes: &HashMap<i32, PassCursor>) {
+        let running = passes.values().filter(|c| !c.done).count() as u64;
+        self.metrics
+            .rollout_running
+            .store(running, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The partitions of the orders topic this instance owns.
     pub(super) fn owned_order_partitions(&self) -> Result<Vec<i32>> {
         let orders = self.cfg.topics.name(EventKind::Order.topic());
