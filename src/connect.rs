@@ -105,8 +105,12 @@ pub(crate) async fn run(config: &Resolved, args: &ConnectArgs) -> anyhow::Result
     }
     let metrics = worker.metrics();
     let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // The record count is sampled every 20 ms (the active time's resolution); the
+    // worker's idleness every 200 ms.
+    const SAMPLE: Duration = Duration::from_millis(20);
+    let mut tick = tokio::time::interval(SAMPLE);
     let mut last_report = Instant::now();
+    let mut last_idle_check = Instant::now();
     let mut idle_seen = 0;
     // From the first record on: the rate excludes start-up and the idle end.
     let mut first_record: Option<Instant> = None;
@@ -123,7 +127,8 @@ pub(crate) async fn run(config: &Resolved, args: &ConnectArgs) -> anyhow::Result
             last_record = Instant::now();
             last_count = count;
         }
-        if args.exit_when_idle {
+        if args.exit_when_idle && last_idle_check.elapsed() >= Duration::from_millis(200) {
+            last_idle_check = Instant::now();
             // Twice in a row, so a task between two files does not count as done.
             if worker.all_idle().await {
                 idle_seen += 1;
@@ -150,7 +155,11 @@ pub(crate) async fn run(config: &Resolved, args: &ConnectArgs) -> anyhow::Result
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
     let secs = started.elapsed().as_secs_f64();
     let records = metrics.total(|t| &t.records);
-    let active = first_record.map_or(0.0, |f| last_record.duration_since(f).as_secs_f64() + 0.2);
+    // Records before the first sample that saw them count from that sample: one sample
+    // period is added, so the active time is never short.
+    let active = first_record.map_or(0.0, |f| {
+        (last_record.duration_since(f) + SAMPLE).as_secs_f64()
+    });
     let mut failed = Vec::new();
     for n in worker.names().await {
         if let Ok(s) = worker.status(&n).await {
