@@ -15,6 +15,7 @@ mod flags;
 mod fluvio;
 mod layout;
 mod load;
+mod models;
 mod openapi;
 mod redis_cluster;
 mod redis_restart;
