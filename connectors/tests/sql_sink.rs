@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use custflow_connectors::sql_sink::SqlSink;
+use custflow_feature_store::model::ModelDecision;
 use custflow_feature_store::sales::RollupRow;
 use custflow_schemas::CustomerScore;
 use sqlx::Row;
@@ -212,6 +213,40 @@ async fn scenario(url: &str, reference: &str) {
             ("m2".into(), "champion".into())
         ]
     );
+
+    // Decisions of the model job: each recorded once, newest first, kept ones too.
+    let decision = |version: &str, at: i64, promoted: bool| ModelDecision {
+        version: version.into(),
+        decided_at_ms: at,
+        promoted,
+        reason: format!("{version}: because, with a ' quote"),
+        previous: (at > 1).then(|| "m1".into()),
+        customers: 10,
+        metrics: [("promotion.p_value".to_owned(), 0.5)].into(),
+        comparison: promoted.then(Default::default),
+    };
+    sink.record_decision(&decision("m1", 1, true))
+        .await
+        .unwrap();
+    sink.record_decision(&decision("m1b", 2, false))
+        .await
+        .unwrap();
+    sink.record_decision(&decision("m1b", 2, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.decisions(10).await.unwrap(),
+        vec![
+            ("m1b".into(), false, "m1b: because, with a ' quote".into()),
+            ("m1".into(), true, "m1: because, with a ' quote".into())
+        ]
+    );
+    let (comparison, previous): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT comparison, previous FROM model_decisions WHERE version = 'm1b'")
+            .fetch_one(sink.pool())
+            .await
+            .unwrap();
+    assert_eq!((comparison, previous.as_deref()), (None, Some("m1")));
 
     // Erasure: the customer's current row and whole history go, nobody else's; a second
     // erasure deletes nothing; a score after it starts the customer afresh.
