@@ -22,6 +22,14 @@ pub enum ModelError {
     Unreadable { version: String, reason: String },
 }
 
+/// The stored JSON of something about model `version` (an artefact, a decision).
+fn to_json(version: &str, value: &impl serde::Serialize) -> Result<String, ModelError> {
+    serde_json::to_string(value).map_err(|e| ModelError::Unreadable {
+        version: version.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 impl ModelHandle {
     pub fn current(&self) -> Option<Arc<ModelArtefact>> {
         self.0.read().ok().and_then(|m| m.clone())
@@ -60,10 +68,7 @@ impl ModelHandle {
         keys: &Keys,
         artefact: &ModelArtefact,
     ) -> Result<(), ModelError> {
-        let json = serde_json::to_string(artefact).map_err(|e| ModelError::Unreadable {
-            version: artefact.version.clone(),
-            reason: e.to_string(),
-        })?;
+        let json = to_json(&artefact.version, artefact)?;
         // The version first, then the pointer to it: a reader that finds the pointer
         // finds the version (on a cluster the two keys live in different slots, where
         // no transaction spans them).
@@ -111,10 +116,7 @@ pub async fn record_decision(
     keys: &Keys,
     d: &ModelDecision,
 ) -> Result<(), ModelError> {
-    let json = serde_json::to_string(d).map_err(|e| ModelError::Unreadable {
-        version: d.version.clone(),
-        reason: e.to_string(),
-    })?;
+    let json = to_json(&d.version, d)?;
     let () = redis::pipe()
         .lpush(keys.model_decisions(), json)
         .ignore()

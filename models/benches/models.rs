@@ -59,16 +59,7 @@ fn population(n: usize, seed: u64) -> Vec<SummaryRow> {
 
 /// The live statistics of summary rows (time in days), as the model job reads them.
 fn stats_of(rows: &[SummaryRow]) -> Vec<CustomerStats> {
-    rows.iter()
-        .map(|r| CustomerStats {
-            frequency: r.x,
-            recency_days: r.t_x,
-            age_days: r.t,
-            monetary_value: r.m,
-            orders_total: r.x + 1.0,
-            spend_total: r.spend,
-        })
-        .collect()
+    rows.iter().map(|r| r.stats(1.0)).collect()
 }
 
 /// The published CDNOW summary (weeks), for the side-by-side with lifetimes.

@@ -72,17 +72,7 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
     let rows: Vec<SummaryRow> = summary.values().copied().collect();
     let weighted = compress(&rows);
     // Population cut-points from the customers as of the calibration end.
-    let stats: Vec<CustomerStats> = rows
-        .iter()
-        .map(|r| CustomerStats {
-            frequency: r.x,
-            recency_days: r.t_x * u,
-            age_days: r.t * u,
-            monetary_value: r.m,
-            orders_total: r.x + 1.0,
-            spend_total: r.spend,
-        })
-        .collect();
+    let stats: Vec<CustomerStats> = rows.iter().map(|r| r.stats(u)).collect();
     let (rfm, points) = population_cuts(stats.iter());
     // The fits are independent of each other: one task each.
     let xm: Vec<(f64, f64)> = rows.iter().map(|r| (r.x, r.m)).collect();
@@ -190,7 +180,10 @@ pub fn fit_population(
             buyers.len()
         )));
     }
-    let rows: Vec<SummaryRow> = buyers.iter().map(|s| summary_row(s)).collect();
+    let rows: Vec<SummaryRow> = buyers
+        .iter()
+        .map(|s| SummaryRow::of_stats(s, 1.0))
+        .collect();
     let (rfm, points) = population_cuts(buyers.iter().map(|s| &**s));
     let xm: Vec<(f64, f64)> = rows.iter().map(|r| (r.x, r.m)).collect();
     let (bgnbd, (gg, kmeans)) = rayon::join(
@@ -235,30 +228,6 @@ pub fn fit_population(
     };
     artefact.tiers = TierCuts::from_population(buyers.iter().map(|s| artefact.value(s).3));
     Ok(artefact)
-}
-
-/// The BTYD summary of a customer's statistics (time in days).
-fn summary_row(s: &CustomerStats) -> SummaryRow {
-    SummaryRow {
-        x: s.frequency,
-        t_x: s.recency_days,
-        t: s.age_days,
-        m: s.monetary_value,
-        spend: s.spend_total,
-    }
-}
-
-/// Log-likelihood per customer of a BG/NBD model on a population (for champion checks).
-pub fn bgnbd_ll_per_customer(model: &BgNbd, stats: &[CustomerStats]) -> f64 {
-    let rows: Vec<SummaryRow> = stats
-        .iter()
-        .filter(|s| s.orders_total > 0.0)
-        .map(summary_row)
-        .collect();
-    if rows.is_empty() {
-        return f64::NEG_INFINITY;
-    }
-    model.log_likelihood(&compress(&rows)) / rows.len() as f64
 }
 
 /// RFM percentiles and k-means points of a population.

@@ -82,16 +82,7 @@ pub struct Decision {
 /// density carries a factor 1/unit).
 fn log_likelihood(m: &ModelArtefact, buyers: &[&CustomerStats]) -> f64 {
     let u = m.unit_days;
-    let rows: Vec<SummaryRow> = buyers
-        .iter()
-        .map(|s| SummaryRow {
-            x: s.frequency,
-            t_x: s.recency_days / u,
-            t: s.age_days / u,
-            m: s.monetary_value,
-            spend: s.spend_total,
-        })
-        .collect();
+    let rows: Vec<SummaryRow> = buyers.iter().map(|s| SummaryRow::of_stats(s, u)).collect();
     let purchases: f64 = rows.iter().map(|r| r.x).sum();
     let xm: Vec<(f64, f64)> = rows.iter().map(|r| (r.x, r.m)).collect();
     m.bgnbd.params.log_likelihood(&compress(&rows)) - purchases * u.ln()

@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::artefact::CustomerStats;
+
 /// One customer's summary, in the caller's time unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SummaryRow {
@@ -22,6 +24,31 @@ pub struct SummaryRow {
     pub m: f64,
     /// Net value of all purchase days, the first included.
     pub spend: f64,
+}
+
+impl SummaryRow {
+    /// The live statistics of this row, in days (`unit_days`: the row's time unit).
+    pub fn stats(&self, unit_days: f64) -> CustomerStats {
+        CustomerStats {
+            frequency: self.x,
+            recency_days: self.t_x * unit_days,
+            age_days: self.t * unit_days,
+            monetary_value: self.m,
+            orders_total: self.x + 1.0,
+            spend_total: self.spend,
+        }
+    }
+
+    /// The BTYD summary of a customer's statistics (in days), in a unit of `unit_days`.
+    pub fn of_stats(s: &CustomerStats, unit_days: f64) -> Self {
+        Self {
+            x: s.frequency,
+            t_x: s.recency_days / unit_days,
+            t: s.age_days / unit_days,
+            m: s.monetary_value,
+            spend: s.spend_total,
+        }
+    }
 }
 
 /// A summary row shared by `weight` customers (fits run on distinct rows).

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 
-use custflow_models::artefact::CustomerStats;
 use custflow_models::bgnbd::BgNbd;
 use custflow_models::churn::metrics::auc;
 use custflow_models::fit::{fit_transactions, holdout_purchases, FitOptions};
@@ -258,14 +257,7 @@ fn on_cdnow_no_purchase_ranks_the_quiet_customers_and_one_minus_p_alive_does_not
     let bought = holdout_purchases(&tx, cal_end, cal_end + 90);
     let (mut quiet, mut dead, mut churned) = (Vec::new(), Vec::new(), Vec::new());
     for (id, r) in &out.summary {
-        let s = CustomerStats {
-            frequency: r.x,
-            recency_days: r.t_x,
-            age_days: r.t,
-            monetary_value: r.m,
-            orders_total: r.x + 1.0,
-            spend_total: r.spend,
-        };
+        let s = r.stats(opts.unit_days);
         let b = out.artefact.btyd(&s, 90.0);
         quiet.push(b.no_purchase);
         dead.push(1.0 - b.p_alive);
