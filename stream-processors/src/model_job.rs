@@ -330,8 +330,13 @@ impl ModelJob {
                 decision: Box::new(record),
             });
         }
-        // Keep the churn model of the artefact in use.
-        artefact.churn = current.as_ref().and_then(|m| m.churn.clone());
+        // Keep the churn model of the artefact in use, as stored now (a `train-churn
+        // --install` may have replaced it while this refit ran).
+        self.model
+            .refresh(&mut conn, &self.keys)
+            .await
+            .map_err(model_error)?;
+        artefact.churn = self.model.current().and_then(|m| m.churn.clone());
         artefact.churn_horizon_days = artefact
             .churn
             .as_ref()
