@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::artefact::{Champion, CustomerStats, ModelArtefact, TrainingWindow};
@@ -155,12 +156,23 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
         churn: None,
         churn_horizon_days: opts.churn_horizon_days,
     };
-    artefact.tiers = TierCuts::from_population(stats.iter().map(|s| artefact.value(s).3));
+    artefact.tiers = tier_cuts(&artefact, &stats);
     Ok(FitOutcome {
         artefact,
         holdout,
         summary,
     })
+}
+
+/// Value-tier cut-points of a population scored by the artefact (in parallel: scoring
+/// every customer is a tenth of a whole fit).
+fn tier_cuts(artefact: &ModelArtefact, stats: &[CustomerStats]) -> TierCuts {
+    let clv: Vec<f64> = stats
+        .par_iter()
+        .with_min_len(1024)
+        .map(|s| artefact.value(s).3)
+        .collect();
+    TierCuts::from_population(clv)
 }
 
 /// Fits on a live population (features of every customer as of now, time in days):
@@ -202,6 +214,7 @@ pub fn fit_population(
         "log_likelihood_per_customer.bgnbd".to_owned(),
         bgnbd.log_likelihood / rows.len() as f64,
     );
+    let owned: Vec<CustomerStats> = buyers.iter().map(|s| **s).collect();
     let mut artefact = ModelArtefact {
         version: version.to_owned(),
         created_at_ms,
@@ -222,11 +235,11 @@ pub fn fit_population(
         tiers: TierCuts { p20: 0.0, p80: 0.0 },
         kmeans,
         metrics,
-        drift_reference: crate::drift::references(&buyers.iter().map(|s| **s).collect::<Vec<_>>()),
+        drift_reference: crate::drift::references(&owned),
         churn: None,
         churn_horizon_days: crate::artefact::DEFAULT_CHURN_HORIZON_DAYS,
     };
-    artefact.tiers = TierCuts::from_population(buyers.iter().map(|s| artefact.value(s).3));
+    artefact.tiers = tier_cuts(&artefact, &owned);
     Ok(artefact)
 }
 

@@ -1,6 +1,8 @@
 //! Pareto/NBD (Schmittlein, Morrison & Colombo 1987): purchases at rate λ ~ Gamma(r, α)
 //! during an exponential lifetime with rate μ ~ Gamma(s, β).
 
+use std::collections::HashMap;
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +14,45 @@ use crate::special::{
     log_sub_exp,
 };
 use crate::summary::WeightedRow;
+
+/// One ₂F₁ term of A₀ (see [`ParetoNbd::hyp`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Hyp {
+    f: f64,
+    df: [f64; 4],
+    ln_q: f64,
+}
+
+/// Summary rows prepared for the likelihood: each row's ₂F₁ at T depends only on (x, T),
+/// which many rows share (customers who joined on the same day and bought as often), so
+/// it is computed once per distinct pair; the one at t_x is shared along the rows'
+/// (x, t_x) order.
+struct ParetoRows<'a> {
+    rows: &'a [WeightedRow],
+    /// Distinct (x, T) of the rows.
+    pairs: Vec<(f64, f64)>,
+    /// Each row's index into `pairs`.
+    pair: Vec<u32>,
+}
+
+impl<'a> ParetoRows<'a> {
+    fn new(rows: &'a [WeightedRow]) -> Self {
+        let mut index: HashMap<(u64, u64), u32> = HashMap::new();
+        let mut pairs = Vec::new();
+        let pair = rows
+            .iter()
+            .map(|r| {
+                *index
+                    .entry((r.x.to_bits(), r.t.to_bits()))
+                    .or_insert_with(|| {
+                        pairs.push((r.x, r.t));
+                        (pairs.len() - 1) as u32
+                    })
+            })
+            .collect();
+        Self { rows, pairs, pair }
+    }
+}
 
 /// Pareto/NBD parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -70,26 +111,78 @@ impl ParetoNbd {
 
     /// Total log-likelihood of weighted summary rows and its gradient in (r, α, s, β),
     /// the derivative of [`ParetoNbd::ln_l`] term by term (₂F₁ differentiated through its
-    /// series). Chunks of 512 rows are summed in parallel, then in order, so the result
-    /// does not depend on the number of threads.
+    /// series). See [`ParetoRows`] for how the work is shared out.
     pub fn ll_gradient(&self, rows: &[WeightedRow]) -> (f64, [f64; 4]) {
-        let parts: Vec<(f64, [f64; 4])> = rows
+        self.ll_gradient_of(&ParetoRows::new(rows))
+    }
+
+    /// [`ParetoNbd::ll_gradient`] of prepared rows: the ₂F₁ at T once per distinct
+    /// (x, T), then the rows, each in parallel chunks summed in order, so the result
+    /// does not depend on the number of threads.
+    fn ll_gradient_of(&self, prepared: &ParetoRows<'_>) -> (f64, [f64; 4]) {
+        let ParetoNbd { r, alpha, s, beta } = *self;
+        if !(r > 0.0 && alpha > 0.0 && s > 0.0 && beta > 0.0) {
+            return (f64::NEG_INFINITY, [f64::NAN; 4]);
+        }
+        let at_t: Vec<Hyp> = prepared
+            .pairs
+            .par_chunks(256)
+            .flat_map_iter(|chunk| chunk.iter().map(|&(x, t)| self.hyp(x, t)))
+            .collect();
+        let parts: Vec<(f64, [f64; 4])> = prepared
+            .rows
             .par_chunks(512)
-            .map(|chunk| self.ll_gradient_serial(chunk))
+            .zip(prepared.pair.par_chunks(512))
+            .map(|(chunk, pairs)| self.ll_gradient_serial(chunk, pairs, &at_t))
             .collect();
         parts.iter().fold((0.0, [0.0; 4]), |(ll, g), (l, h)| {
             (ll + l, std::array::from_fn(|j| g[j] + h[j]))
         })
     }
 
-    /// [`ParetoNbd::ll_gradient`] of one run of rows. Rows sorted by (x, t_x) have the
-    /// terms of x, and the ₂F₁ of (x, t_x), computed once per value.
-    fn ll_gradient_serial(&self, rows: &[WeightedRow]) -> (f64, [f64; 4]) {
+    /// ln ₂F₁(r+s+x, second; r+s+x+1; z) of A₀ at q = max(α, β) + t, with its gradient
+    /// in the parameters and ln q.
+    fn hyp(&self, x: f64, t: f64) -> Hyp {
         let ParetoNbd { r, alpha, s, beta } = *self;
-        if !(r > 0.0 && alpha > 0.0 && s > 0.0 && beta > 0.0) {
-            return (f64::NEG_INFINITY, [f64::NAN; 4]);
+        let (lo, hi, i_lo, i_hi) = if alpha < beta {
+            (alpha, beta, 1, 3)
+        } else {
+            (beta, alpha, 3, 1)
+        };
+        // The second argument is r + x when α < β, else s + 1.
+        let (second, i_second) = if alpha < beta {
+            (r + x, 0)
+        } else {
+            (s + 1.0, 2)
+        };
+        let k = r + s + x;
+        let q = hi + t;
+        let z = (hi - lo) / q;
+        let (f, g) = ln_hyp2f1_gradient(k, second, k + 1.0, z);
+        let mut df = [0.0; 4];
+        // ∂k = ∂r + ∂s, and the third argument k + 1 moves with it.
+        df[0] += g[0] + g[2];
+        df[2] += g[0] + g[2];
+        df[i_second] += g[1];
+        df[i_hi] += g[3] * (lo + t) / (q * q);
+        df[i_lo] -= g[3] / q;
+        Hyp {
+            f,
+            df,
+            ln_q: q.ln(),
         }
-        let unit = |i: usize| std::array::from_fn::<f64, 4, _>(|j| if i == j { 1.0 } else { 0.0 });
+    }
+
+    /// [`ParetoNbd::ll_gradient_of`] of one run of rows (`pairs`: each row's index into
+    /// `at_t`). Rows sorted by (x, t_x) have the terms of x, and the ₂F₁ of (x, t_x),
+    /// computed once per value.
+    fn ll_gradient_serial(
+        &self,
+        rows: &[WeightedRow],
+        pairs: &[u32],
+        at_t: &[Hyp],
+    ) -> (f64, [f64; 4]) {
+        let ParetoNbd { r, alpha, s, beta } = *self;
         let add = |acc: &mut [f64; 4], w: f64, v: &[f64; 4]| {
             for (a, v) in acc.iter_mut().zip(v) {
                 *a += w * v;
@@ -97,32 +190,14 @@ impl ParetoNbd {
         };
         let (ln_alpha, ln_beta, ln_s) = (alpha.ln(), beta.ln(), s.ln());
         let (lg_r, dg_r) = (ln_gamma(r), digamma(r));
-        // Which of α, β is the larger decides the form of A₀ (indices into the params).
-        let (lo, hi, i_lo, i_hi) = if alpha < beta {
-            (alpha, beta, 1, 3)
-        } else {
-            (beta, alpha, 3, 1)
-        };
+        let (hi, i_hi) = if alpha < beta { (beta, 3) } else { (alpha, 1) };
         let dk = [1.0, 0.0, 1.0, 0.0];
-        // ln ₂F₁(k, second; k+1; z) at q = hi + t and its gradient in the parameters.
-        let f_of = |k: f64, second: f64, d_second: &[f64; 4], t: f64| {
-            let q = hi + t;
-            let z = (hi - lo) / q;
-            let (f, g) = ln_hyp2f1_gradient(k, second, k + 1.0, z);
-            let mut dz = [0.0; 4];
-            dz[i_hi] = (lo + t) / (q * q);
-            dz[i_lo] = -1.0 / q;
-            let df: [f64; 4] =
-                std::array::from_fn(|j| (g[0] + g[2]) * dk[j] + g[1] * d_second[j] + g[3] * dz[j]);
-            (f, df, q.ln())
-        };
         let (mut total, mut grad) = (0.0, [0.0; 4]);
         let (mut cur_x, mut cur_tx) = (f64::NAN, f64::NAN);
-        // Per x: a1, ∂a1, k, ln k, second and ∂second; per (x, t_x): F₁, ∂F₁, ln q₁.
+        // Per x: a1, ∂a1, k and ln k; per (x, t_x): the ₂F₁ at t_x.
         let (mut a1, mut da1, mut k, mut ln_k) = (0.0, [0.0; 4], 0.0, 0.0);
-        let (mut second, mut d_second) = (0.0, [0.0; 4]);
-        let (mut f1, mut df1, mut ln_q1) = (0.0, [0.0; 4], 0.0);
-        for row in rows {
+        let mut h1 = Hyp::default();
+        for (row, &pair) in rows.iter().zip(pairs) {
             let (x, t_x, t) = (row.x, row.t_x, row.t);
             if x != cur_x {
                 cur_x = x;
@@ -136,17 +211,16 @@ impl ParetoNbd {
                 ];
                 k = r + s + x;
                 ln_k = k.ln();
-                (second, d_second) = if alpha < beta {
-                    (r + x, unit(0))
-                } else {
-                    (s + 1.0, unit(2))
-                };
             }
             if t_x != cur_tx {
                 cur_tx = t_x;
-                (f1, df1, ln_q1) = f_of(k, second, &d_second, t_x);
+                h1 = self.hyp(x, t_x);
             }
-            let (f2, df2, ln_q2) = f_of(k, second, &d_second, t);
+            let Some(h2) = at_t.get(pair as usize) else {
+                continue;
+            };
+            let (f1, df1, ln_q1) = (h1.f, &h1.df, h1.ln_q);
+            let (f2, df2, ln_q2) = (h2.f, &h2.df, h2.ln_q);
             let (ln_at, ln_bt) = ((alpha + t).ln(), (beta + t).ln());
             // ln L = a1 + ln(e^B + e^C), C = ln s + ln A₀ − ln k.
             let b_term = -(r + x) * ln_at - s * ln_bt;
@@ -185,6 +259,7 @@ impl ParetoNbd {
                 "Pareto/NBD needs at least 2 customers".into(),
             ));
         }
+        let prepared = ParetoRows::new(rows);
         fit_positive_bfgs(
             &[1.0; 4],
             |p| ParetoNbd {
@@ -194,7 +269,7 @@ impl ParetoNbd {
                 beta: p[3],
             },
             |m| {
-                let (ll, g) = m.ll_gradient(rows);
+                let (ll, g) = m.ll_gradient_of(&prepared);
                 (ll, Some(g.to_vec()))
             },
             "Pareto/NBD",
