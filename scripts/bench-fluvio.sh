@@ -2,10 +2,11 @@
 # FluvioSource into the broker against `fluvio consume` reading the same topic (issue 32).
 # Starts a private Fluvio cluster from CUSTFLOW_FLUVIO_HOME (README, "Optional external
 # tools"), writes a synthetic history into one Fluvio topic with
-# `custflow synth --output fluvio://…`, then reads it back twice: the Fluvio CLI to
-# /dev/null, and `custflow connect --exit-when-idle` (FluvioSource, event.type=tagged)
-# into the local broker. Prints one JSON line with both rates.
-# Usage: scripts/bench-fluvio.sh [customers]   (default 40000: about 1.2 M events)
+# `custflow synth --output fluvio://…`, then reads it back with the Fluvio CLI to
+# /dev/null and with `custflow connect --exit-when-idle` (FluvioSource,
+# event.type=tagged) into the local broker, ROUNDS times in turn. Prints one JSON line
+# with every rate and the ratios of the medians.
+# Usage: [ROUNDS=3] scripts/bench-fluvio.sh [customers]   (default 40000: about 1.2 M events)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 FLUVIO="${CUSTFLOW_FLUVIO_HOME:-}"
@@ -22,29 +23,44 @@ CLI=("$FLUVIO/bin/fluvio" -c "$SC")
 SYNTH=$("$BIN" synth --customers "$CUSTOMERS" --days 365 --seed 11 --json --output "fluvio://$SC/bench-events" | tail -1)
 EVENTS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$SYNTH")
 
-# The Fluvio CLI, all partitions, from the beginning, to the end (16 MiB fetches, as the source).
-START=$(date +%s.%N)
-CLI_RECORDS=$("${CLI[@]}" consume bench-events -A -B -d -b 16777216 -F '{{offset}}' 2>/dev/null | wc -l)
-CLI_SECS=$(python3 -c "import sys,time; print(time.time()-float(sys.argv[1]))" "$START")
-
-PREFIX="bench-fluvio-$(date +%s)."
+# Each reader goes ROUNDS times, alternating, so a slow moment of the shared machine
+# does not land on one side only: the Fluvio CLI (all partitions, from the beginning, to
+# the end, 16 MiB fetches as the source) printing only each record's offset, the CLI
+# printing each record's value (its default output), and `custflow connect`.
+ROUNDS="${ROUNDS:-3}"
 cat > "$WORK/fluvio.json" <<JSON
 {"name": "bench-fluvio", "config": {"connector.class": "FluvioSource", "fluvio.endpoint": "$SC",
  "fluvio.topic": "bench-events", "event.type": "tagged"}}
 JSON
-OUT=$("$BIN" connect --topic-prefix "$PREFIX" --exit-when-idle --json --connect-http 127.0.0.1:0 "$WORK/fluvio.json" | tail -1)
-python3 - "$OUT" "$EVENTS" "$CLI_RECORDS" "$CLI_SECS" <<'PY'
-import json, sys
-s = json.loads(sys.argv[1])
-events, cli_records, cli_secs = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-cli_rate = cli_records / cli_secs
+cli_rate() {
+  local start records
+  start=$(date +%s.%N)
+  records=$("${CLI[@]}" consume bench-events -A -B -d -b 16777216 "$@" 2>/dev/null | wc -l)
+  python3 -c "import sys,time; print(int(sys.argv[1]) / (time.time()-float(sys.argv[2])))" "$records" "$start"
+}
+for round in $(seq "$ROUNDS"); do
+  cli_rate -F '{{offset}}' >> "$WORK/cli-offset"
+  cli_rate >> "$WORK/cli-value"
+  "$BIN" connect --topic-prefix "bench-fluvio-$(date +%s%N)." --exit-when-idle --json \
+    --connect-http 127.0.0.1:0 "$WORK/fluvio.json" | tail -1 >> "$WORK/custflow.jsonl"
+done
+python3 - "$WORK" "$EVENTS" <<'PY'
+import json, statistics, sys
+work, events = sys.argv[1], int(sys.argv[2])
+runs = [json.loads(l) for l in open(f"{work}/custflow.jsonl")]
+rates = [r["records_per_sec"] for r in runs]
+offset = [float(l) for l in open(f"{work}/cli-offset")]
+value = [float(l) for l in open(f"{work}/cli-value")]
+med = statistics.median
 print(json.dumps({
-    "bench": "fluvio-source", "events": events,
-    "custflow_records": s["records"], "custflow_records_per_sec": s["records_per_sec"],
-    "custflow_active_seconds": s["active_seconds"], "max_rss_mb": s["max_rss_mb"],
-    "fluvio_cli_records": cli_records, "fluvio_cli_seconds": round(cli_secs, 3),
-    "fluvio_cli_records_per_sec": round(cli_rate),
-    "ratio": round(s["records_per_sec"] / cli_rate, 2),
-    "failed": s["failed"],
+    "bench": "fluvio-source", "events": events, "rounds": len(runs),
+    "custflow_records": [r["records"] for r in runs],
+    "custflow_records_per_sec": [round(x) for x in rates],
+    "max_rss_mb": max(r["max_rss_mb"] for r in runs),
+    "fluvio_cli_offsets_records_per_sec": [round(x) for x in offset],
+    "fluvio_cli_values_records_per_sec": [round(x) for x in value],
+    "ratio_to_cli_offsets": round(med(rates) / med(offset), 2),
+    "ratio_to_cli_values": round(med(rates) / med(value), 2),
+    "failed": [f for r in runs for f in r["failed"]],
 }))
 PY
