@@ -17,7 +17,8 @@ cargo build --release --locked -q --bin custflow
 BIN="$(custflow_bin)"
 WORK="$(mktemp -d)"
 trap '"$FLUVIO/stop-local.sh" "$WORK/fluvio" --purge >/dev/null 2>&1; rm -rf "$WORK"' EXIT
-SC="$("$FLUVIO/start-local.sh" "$WORK/fluvio" 29003 29004 29010 29011 2>/dev/null | tail -1)"
+SC="$("$FLUVIO/start-local.sh" "$WORK/fluvio" 29003 29004 29010 29011 2>"$WORK/fluvio-start.log" | tail -1)" \
+  || die "the Fluvio cluster did not start (ports 29003/29004/29010/29011 still held by an earlier one?): $(tail -3 "$WORK/fluvio-start.log")"
 CLI=("$FLUVIO/bin/fluvio" -c "$SC")
 "${CLI[@]}" topic create bench-events -p 2 >/dev/null
 SYNTH=$("$BIN" synth --customers "$CUSTOMERS" --days 365 --seed 11 --json --output "fluvio://$SC/bench-events" | tail -1)

@@ -64,7 +64,7 @@ impl SplitMix {
 }
 
 /// Lloyd's algorithm from a k-means++ start seeded by (seed, k), at most 100 rounds,
-/// until the centroids together move less than [`LLOYD_TOL`] (squared).
+/// until the centroids' squared moves sum to at most [`LLOYD_TOL`].
 pub fn lloyd(points: &[[f64; 3]], k: usize, seed: u64) -> Vec<[f64; 3]> {
     let mut rng = SplitMix(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut centroids = vec![points[(rng.next() % points.len() as u64) as usize]];

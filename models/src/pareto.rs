@@ -216,9 +216,8 @@ impl ParetoNbd {
                 cur_tx = t_x;
                 h1 = self.hyp(x, t_x);
             }
-            let Some(h2) = at_t.get(pair as usize) else {
-                continue;
-            };
+            // `pair` indexes `at_t` by construction (ParetoRows::new).
+            let h2 = &at_t[pair as usize];
             let (f1, df1, ln_q1) = (h1.f, &h1.df, h1.ln_q);
             let (f2, df2, ln_q2) = (h2.f, &h2.df, h2.ln_q);
             let (ln_at, ln_bt) = ((alpha + t).ln(), (beta + t).ln());
