@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bgnbd::{BgNbd, Fitted};
 use crate::churn::{Btyd, ChurnInput, ChurnModel, Offer};
-use crate::clv::{clv, ClvSettings, PurchaseModel};
+use crate::clv::{clv_of, discounted_if_alive, ClvSettings, PurchaseModel};
 use crate::gamma_gamma::GammaGamma;
 use crate::kmeans::{self, KMeansModel};
 use crate::pareto::ParetoNbd;
@@ -141,34 +141,55 @@ impl ModelArtefact {
     /// The purchase model's churn view of a customer: P(alive) and the probability of no
     /// purchase in the next `horizon_days`.
     pub fn btyd(&self, s: &CustomerStats, horizon_days: f64) -> Btyd {
-        let u = self.unit_days;
-        let (x, t_x, t) = (s.frequency, s.recency_days / u, s.age_days / u);
+        let (x, t_x, t) = self.btyd_inputs(s);
         let model = self.purchase_model();
         Btyd {
             p_alive: model.p_alive_dyn(x, t_x, t),
-            no_purchase: model.no_purchase_dyn(horizon_days / u, x, t_x, t),
+            no_purchase: model.no_purchase_dyn(horizon_days / self.unit_days, x, t_x, t),
         }
     }
 
     /// P(alive), expected purchases and CLV without the population-relative parts.
     pub fn value(&self, s: &CustomerStats) -> (f64, f64, f64, f64) {
-        let u = self.unit_days;
-        let (x, t_x, t) = (s.frequency, s.recency_days / u, s.age_days / u);
+        let (x, t_x, t) = self.btyd_inputs(s);
         let model = self.purchase_model();
         let p_alive = model.p_alive_dyn(x, t_x, t);
-        let expected_90d = model.expected_dyn(90.0 / u, x, t_x, t);
-        let aov = self.gamma_gamma.params.expected_aov(x, s.monetary_value);
-        let clv = model.clv_dyn(
-            aov,
+        let expected_90d = model.expected_dyn(90.0 / self.unit_days, x, t_x, t);
+        let aov = self.expected_aov(s);
+        let clv = clv_of(aov, p_alive * self.discounted_if_alive(x, t));
+        (p_alive, expected_90d, aov, clv)
+    }
+
+    /// The purchase model's inputs of a customer: (x, t_x, T) in the model's time unit.
+    pub fn btyd_inputs(&self, s: &CustomerStats) -> (f64, f64, f64) {
+        let u = self.unit_days;
+        (s.frequency, s.recency_days / u, s.age_days / u)
+    }
+
+    /// Gamma-Gamma's expected order value of a customer.
+    pub fn expected_aov(&self, s: &CustomerStats) -> f64 {
+        self.gamma_gamma
+            .params
+            .expected_aov(s.frequency, s.monetary_value)
+    }
+
+    /// P(alive) of a customer with these [`Self::btyd_inputs`].
+    pub fn p_alive(&self, (x, t_x, t): (f64, f64, f64)) -> f64 {
+        self.purchase_model().p_alive_dyn(x, t_x, t)
+    }
+
+    /// The discounted purchases of the CLV horizon of a customer alive at T after x
+    /// repeat purchases ([`crate::clv::discounted_if_alive`]): a customer's CLV is
+    /// `clv_of(expected_aov, p_alive · this)`.
+    pub fn discounted_if_alive(&self, x: f64, t: f64) -> f64 {
+        self.purchase_model().discounted_if_alive_dyn(
             x,
-            t_x,
             t,
             ClvSettings {
-                month_length: self.clv.month_length / u,
+                month_length: self.clv.month_length / self.unit_days,
                 ..self.clv
             },
-        );
-        (p_alive, expected_90d, aov, clv)
+        )
     }
 
     /// Every score of one customer. With a churn model, it serves `churn_probability`
@@ -234,7 +255,7 @@ trait PurchaseModelDyn {
     fn p_alive_dyn(&self, x: f64, t_x: f64, t: f64) -> f64;
     fn no_purchase_dyn(&self, h: f64, x: f64, t_x: f64, t: f64) -> f64;
     fn expected_dyn(&self, h: f64, x: f64, t_x: f64, t: f64) -> f64;
-    fn clv_dyn(&self, aov: f64, x: f64, t_x: f64, t: f64, s: ClvSettings) -> f64;
+    fn discounted_if_alive_dyn(&self, x: f64, t: f64, s: ClvSettings) -> f64;
 }
 
 impl<M: PurchaseModel> PurchaseModelDyn for M {
@@ -247,7 +268,7 @@ impl<M: PurchaseModel> PurchaseModelDyn for M {
     fn expected_dyn(&self, h: f64, x: f64, t_x: f64, t: f64) -> f64 {
         self.expected(h, x, t_x, t)
     }
-    fn clv_dyn(&self, aov: f64, x: f64, t_x: f64, t: f64, s: ClvSettings) -> f64 {
-        clv(self, aov, x, t_x, t, s)
+    fn discounted_if_alive_dyn(&self, x: f64, t: f64, s: ClvSettings) -> f64 {
+        discounted_if_alive(self, x, t, s)
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::optimize::fit_positive_bfgs;
-use crate::special::{digamma, ln_gamma, ln_hyp2f1, log_add_exp};
+use crate::special::{digamma, ln_gamma, ln_hyp2f1, log_add_exp, log_add_exp_weights};
 use crate::summary::WeightedRow;
 
 /// BG/NBD parameters.
@@ -88,9 +88,7 @@ impl BgNbd {
             let a3 = -(r + x) * ln_t;
             // The weights of the two terms of ln(e^A3 + e^A4): w3 + w4 = 1.
             let (ll, w3, w4) = if x > 0.0 {
-                let a4 = ln_a - xt[4] - (r + x) * ln_tx;
-                let d = log_add_exp(a3, a4);
-                (d, (a3 - d).exp(), (a4 - d).exp())
+                log_add_exp_weights(a3, ln_a - xt[4] - (r + x) * ln_tx)
             } else {
                 (a3, 1.0, 0.0)
             };
@@ -173,6 +171,18 @@ impl BgNbd {
 
     /// Expected repeat purchases in the next `horizon`, given (x, t_x, T).
     pub fn expected_conditional(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        let v = self.expected_if_alive(horizon, x, t) * self.p_alive(x, t_x, t);
+        if v.is_finite() {
+            v.max(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Expected purchases in the next `horizon` of a customer alive at age T after x
+    /// repeat purchases: the conditional expectation is P(alive) times it, so customers
+    /// with the same (x, T) share it whatever their t_x.
+    pub fn expected_if_alive(&self, horizon: f64, x: f64, t: f64) -> f64 {
         if horizon <= 0.0 {
             return 0.0;
         }
@@ -182,18 +192,7 @@ impl BgNbd {
         // ((α+T)/(α+T+t))^(r+x) = (1−z)^(r+x)
         let ln_tail = ln_hyp2f1(ha, hb, hc, z) + (r + x) * (-z).ln_1p();
         // (1 − e^ln_tail) / (a − 1), both factors negative when a < 1.
-        let numerator = (a + b + x - 1.0) * (-ln_tail.exp_m1()) / (a - 1.0);
-        let o = self.ln_death_odds(x, t_x, t);
-        let v = if o == f64::NEG_INFINITY {
-            numerator
-        } else {
-            numerator / (1.0 + o.exp())
-        };
-        if v.is_finite() {
-            v.max(0.0)
-        } else {
-            0.0
-        }
+        (a + b + x - 1.0) * (-ln_tail.exp_m1()) / (a - 1.0)
     }
 
     /// Expected purchases of a new customer in a period of length `t`.

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::artefact::{Champion, CustomerStats, ModelArtefact, TrainingWindow};
 use crate::bgnbd::BgNbd;
-use crate::clv::{ClvSettings, PurchaseModel};
+use crate::clv::{clv_of, ClvSettings, PurchaseModel};
 use crate::error::{Error, Result};
 use crate::gamma_gamma::GammaGamma;
 use crate::kmeans::{self, KMeansModel};
@@ -164,13 +164,38 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
     })
 }
 
-/// Value-tier cut-points of a population scored by the artefact (in parallel: scoring
-/// every customer is a tenth of a whole fit).
+/// Value-tier cut-points of a population scored by the artefact. A customer's CLV is its
+/// expected order value times P(alive) times the discounted purchases if alive, which
+/// depend on (x, T) alone (13 ₂F₁ evaluations under BG/NBD, a fifth of a whole fit when
+/// done per customer): each distinct pair's is computed once, and the rest per customer,
+/// in parallel.
 fn tier_cuts(artefact: &ModelArtefact, stats: &[CustomerStats]) -> TierCuts {
-    let clv: Vec<f64> = stats
+    let inputs: Vec<(f64, f64, f64)> = stats.iter().map(|s| artefact.btyd_inputs(s)).collect();
+    let mut index: HashMap<[u64; 2], usize> = HashMap::new();
+    let mut pairs: Vec<(f64, f64)> = Vec::new();
+    let pair_of: Vec<usize> = inputs
+        .iter()
+        .map(|&(x, _, t)| {
+            *index.entry([x.to_bits(), t.to_bits()]).or_insert_with(|| {
+                pairs.push((x, t));
+                pairs.len() - 1
+            })
+        })
+        .collect();
+    let if_alive: Vec<f64> = pairs
         .par_iter()
+        .with_min_len(64)
+        .map(|&(x, t)| artefact.discounted_if_alive(x, t))
+        .collect();
+    let clv: Vec<f64> = (stats, inputs, pair_of)
+        .into_par_iter()
         .with_min_len(1024)
-        .map(|s| artefact.value(s).3)
+        .map(|(s, inputs, pair)| {
+            clv_of(
+                artefact.expected_aov(s),
+                artefact.p_alive(inputs) * if_alive[pair],
+            )
+        })
         .collect();
     TierCuts::from_population(clv)
 }

@@ -115,36 +115,49 @@ pub fn lloyd(points: &[[f64; 3]], k: usize, seed: u64) -> Vec<[f64; 3]> {
 /// k_i clusters): each distance is computed once and counted for every labelling.
 fn silhouettes(points: &[[f64; 3]], labels: &[(usize, Vec<usize>)]) -> Vec<f64> {
     let n = points.len();
-    // Per point and labelling: (mean distance to its own cluster, to the nearest other).
+    let t = labels.len();
+    // Every labelling's clusters side by side in one row of sums: labelling `s`'s
+    // cluster `c` at `offset[s] + c`; `slot[j * t + s]` is point j's under labelling s.
+    let mut offset = Vec::with_capacity(t);
+    let mut width = 0;
+    for (k, _) in labels {
+        offset.push(width);
+        width += k;
+    }
+    let slot: Vec<usize> = (0..n)
+        .flat_map(|j| labels.iter().zip(&offset).map(move |((_, l), o)| o + l[j]))
+        .collect();
+    // Cluster sizes (a point's own cluster holds it too: its mean is over size − 1).
+    let mut size = vec![0usize; width];
+    for s in &slot {
+        size[*s] += 1;
+    }
+    // Per point and labelling: (b − a) / max(a, b) from the mean distances to its own
+    // cluster (a) and to the nearest other (b).
     let per_point: Vec<Vec<f64>> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let mut sums: Vec<Vec<(f64, usize)>> =
-                labels.iter().map(|(k, _)| vec![(0.0, 0); *k]).collect();
+            let mut sums = vec![0.0; width];
             let p = &points[i];
             for (j, q) in points.iter().enumerate() {
-                if i == j {
-                    continue;
-                }
-                let d = dist2(p, q).sqrt();
-                for (acc, (_, l)) in sums.iter_mut().zip(labels) {
-                    let e = &mut acc[l[j]];
-                    e.0 += d;
-                    e.1 += 1;
+                let d = dist2(p, q).sqrt(); // 0 for j = i
+                for s in &slot[j * t..(j + 1) * t] {
+                    sums[*s] += d;
                 }
             }
-            sums.iter()
-                .zip(labels)
-                .map(|(acc, (_, l))| {
-                    let own = l[i];
-                    let mean = |(s, c): (f64, usize)| s / c as f64;
-                    if acc[own].1 == 0 {
+            labels
+                .iter()
+                .enumerate()
+                .map(|(s, (k, _))| {
+                    let own = slot[i * t + s];
+                    let others = size[own] - 1;
+                    if others == 0 {
                         return 0.0;
                     }
-                    let a = mean(acc[own]);
-                    let b = (0..acc.len())
-                        .filter(|c| *c != own && acc[*c].1 > 0)
-                        .map(|c| mean(acc[c]))
+                    let a = sums[own] / others as f64;
+                    let b = (offset[s]..offset[s] + k)
+                        .filter(|c| *c != own && size[*c] > 0)
+                        .map(|c| sums[c] / size[c] as f64)
                         .fold(f64::INFINITY, f64::min);
                     if b.is_finite() && a.max(b) > 0.0 {
                         (b - a) / a.max(b)
@@ -155,8 +168,8 @@ fn silhouettes(points: &[[f64; 3]], labels: &[(usize, Vec<usize>)]) -> Vec<f64> 
                 .collect()
         })
         .collect();
-    (0..labels.len())
-        .map(|t| per_point.iter().map(|v| v[t]).sum::<f64>() / n as f64)
+    (0..t)
+        .map(|s| per_point.iter().map(|v| v[s]).sum::<f64>() / n as f64)
         .collect()
 }
 
@@ -267,5 +280,58 @@ mod tests {
         assert_ne!(m.assign(&pts[0]), m.assign(&pts[60]));
         // (0, 8, 1): recent, frequent → highest value rank.
         assert_eq!(m.assign(&pts[120]), "v1");
+    }
+
+    /// The textbook silhouette of one labelling, pair by pair.
+    fn silhouette_naive(points: &[[f64; 3]], k: usize, l: &[usize]) -> f64 {
+        let n = points.len();
+        let mut total = 0.0;
+        for i in 0..n {
+            let mean_to = |c: usize| {
+                let d: Vec<f64> = (0..n)
+                    .filter(|j| *j != i && l[*j] == c)
+                    .map(|j| dist2(&points[i], &points[j]).sqrt())
+                    .collect();
+                (!d.is_empty()).then(|| d.iter().sum::<f64>() / d.len() as f64)
+            };
+            let Some(a) = mean_to(l[i]) else { continue };
+            let b = (0..k)
+                .filter(|c| *c != l[i])
+                .filter_map(mean_to)
+                .fold(f64::INFINITY, f64::min);
+            if b.is_finite() && a.max(b) > 0.0 {
+                total += (b - a) / a.max(b);
+            }
+        }
+        total / n as f64
+    }
+
+    #[test]
+    fn silhouettes_of_several_labellings_match_the_textbook_one_by_one() {
+        let mut rng = SplitMix(3);
+        let pts: Vec<[f64; 3]> = (0..120)
+            .map(|_| [rng.unit() * 4.0, rng.unit(), rng.unit() * 2.0])
+            .collect();
+        // Labellings of 2, 3 and 5 clusters, one with an empty cluster and a singleton.
+        let mut labels: Vec<(usize, Vec<usize>)> = [2usize, 3, 5]
+            .iter()
+            .map(|k| {
+                (
+                    *k,
+                    pts.iter()
+                        .map(|p| nearest(p, &lloyd(&pts, *k, 9)))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut odd: Vec<usize> = (0..pts.len()).map(|i| i % 2).collect();
+        odd[7] = 3;
+        labels.push((4, odd));
+        let got = silhouettes(&pts, &labels);
+        assert_eq!(got.len(), labels.len());
+        for ((k, l), g) in labels.iter().zip(&got) {
+            let want = silhouette_naive(&pts, *k, l);
+            assert!((g - want).abs() < 1e-12, "k={k}: {g} vs {want}");
+        }
     }
 }

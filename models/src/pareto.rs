@@ -318,6 +318,18 @@ impl ParetoNbd {
 
     /// Expected repeat purchases in the next `horizon`, given (x, t_x, T).
     pub fn expected_conditional(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
+        let v = self.p_alive(x, t_x, t) * self.expected_if_alive(horizon, x, t);
+        if v.is_finite() {
+            v.max(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Expected purchases in the next `horizon` of a customer alive at age T after x
+    /// repeat purchases: the conditional expectation is P(alive) times it, so customers
+    /// with the same (x, T) share it whatever their t_x.
+    pub fn expected_if_alive(&self, horizon: f64, x: f64, t: f64) -> f64 {
         if horizon <= 0.0 {
             return 0.0;
         }
@@ -327,12 +339,7 @@ impl ParetoNbd {
         } else {
             (1.0 - ((beta + t) / (beta + t + horizon)).powf(s - 1.0)) / (s - 1.0)
         };
-        let v = self.p_alive(x, t_x, t) * (r + x) * (beta + t) / (alpha + t) * decay;
-        if v.is_finite() {
-            v.max(0.0)
-        } else {
-            0.0
-        }
+        (r + x) * (beta + t) / (alpha + t) * decay
     }
 }
 

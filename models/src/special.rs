@@ -92,6 +92,28 @@ pub fn log_add_exp(a: f64, b: f64) -> f64 {
     m + ((a - m).exp() + (b - m).exp()).ln()
 }
 
+/// ln(e^a + e^b) and the shares e^a/(e^a + e^b) and e^b/(e^a + e^b), with one `exp` and
+/// one `ln_1p` (the likelihoods' inner loops spend most of their time in these).
+pub fn log_add_exp_weights(a: f64, b: f64) -> (f64, f64, f64) {
+    if a == f64::NEG_INFINITY {
+        return (b, 0.0, 1.0);
+    }
+    if b == f64::NEG_INFINITY {
+        return (a, 1.0, 0.0);
+    }
+    let a_first = a >= b;
+    let (hi, lo) = if a_first { (a, b) } else { (b, a) };
+    // e^(lo − hi) ≤ 1 (NaN stays NaN).
+    let e = (lo - hi).exp();
+    let ln = hi + e.ln_1p();
+    let (w_hi, w_lo) = (1.0 / (1.0 + e), e / (1.0 + e));
+    if a_first {
+        (ln, w_hi, w_lo)
+    } else {
+        (ln, w_lo, w_hi)
+    }
+}
+
 /// ln(e^a − e^b) for a ≥ b.
 pub fn log_sub_exp(a: f64, b: f64) -> f64 {
     if b == f64::NEG_INFINITY {
@@ -422,5 +444,25 @@ mod tests {
         ));
         assert_eq!(log_add_exp(f64::NEG_INFINITY, 0.5), 0.5);
         assert!(close(ln_gamma(5.0), 24.0f64.ln(), 1e-14));
+    }
+
+    #[test]
+    fn log_sum_shares_match_the_direct_formula_either_way_round() {
+        for (a, b) in [
+            (0.3, -1.7),
+            (-1.7, 0.3),
+            (2.0, 2.0),
+            (-700.0, 5.0),
+            (40.0, -3.0),
+        ] {
+            let (ln, wa, wb) = log_add_exp_weights(a, b);
+            let (ea, eb) = ((a - 5.0f64).exp(), (b - 5.0f64).exp());
+            assert!(close(ln, 5.0 + (ea + eb).ln(), 1e-14), "{a} {b}: {ln}");
+            assert!(close(wa, ea / (ea + eb), 1e-14), "{a} {b}: {wa}");
+            assert!(close(wb, eb / (ea + eb), 1e-14), "{a} {b}: {wb}");
+        }
+        assert_eq!(log_add_exp_weights(f64::NEG_INFINITY, 0.5), (0.5, 0.0, 1.0));
+        assert_eq!(log_add_exp_weights(0.5, f64::NEG_INFINITY), (0.5, 1.0, 0.0));
+        assert!(log_add_exp_weights(f64::NAN, 0.5).0.is_nan());
     }
 }

@@ -92,26 +92,25 @@ pub fn summarise<'a>(
     as_of_day: i64,
     unit_days: f64,
 ) -> Summary {
-    // Per day: net value and whether a refund touched it.
-    let mut days: HashMap<&str, BTreeMap<i64, (f64, bool)>> = HashMap::new();
-    for (customer, day, value) in transactions {
-        if day <= as_of_day {
-            let d = days
-                .entry(customer)
-                .or_default()
-                .entry(day)
-                .or_insert((0.0, false));
-            d.0 += value;
-            d.1 |= value < 0.0;
+    // Sorted by customer and day (stable: a day's values add up in input order), then
+    // one pass: no map per customer, and the summary is built from sorted keys.
+    let mut tx: Vec<(&str, i64, f64)> = transactions
+        .into_iter()
+        .filter(|t| t.1 <= as_of_day)
+        .collect();
+    tx.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+    let mut rows: Vec<(String, SummaryRow)> = Vec::new();
+    // The purchase days of the customer at hand: (day, net value).
+    let mut purchase: Vec<(i64, f64)> = Vec::new();
+    for same in tx.chunk_by(|a, b| a.0 == b.0) {
+        purchase.clear();
+        for day in same.chunk_by(|a, b| a.1 == b.1) {
+            // Net value of the day and whether a refund touched it.
+            let net: f64 = day.iter().map(|t| t.2).sum();
+            if is_purchase_day(net, day.iter().any(|t| t.2 < 0.0)) {
+                purchase.push((day[0].1, net));
+            }
         }
-    }
-    let mut out = Summary::new();
-    for (customer, by_day) in days {
-        let purchase: Vec<(i64, f64)> = by_day
-            .into_iter()
-            .filter(|(_, (net, refunded))| is_purchase_day(*net, *refunded))
-            .map(|(day, (net, _))| (day, net))
-            .collect();
         let (Some(first), Some(last)) = (purchase.first(), purchase.last()) else {
             continue;
         };
@@ -121,8 +120,8 @@ pub fn summarise<'a>(
         } else {
             purchase[1..].iter().map(|(_, v)| v).sum::<f64>() / x as f64
         };
-        out.insert(
-            customer.to_owned(),
+        rows.push((
+            same[0].0.to_owned(),
             SummaryRow {
                 x: x as f64,
                 t_x: (last.0 - first.0) as f64 / unit_days,
@@ -130,9 +129,9 @@ pub fn summarise<'a>(
                 m,
                 spend: purchase.iter().map(|(_, v)| v).sum(),
             },
-        );
+        ));
     }
-    out
+    rows.into_iter().collect()
 }
 
 /// Whether a day with this net value is a purchase day (see the module docs).

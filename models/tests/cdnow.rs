@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 
 use custflow_models::bgnbd::BgNbd;
+use custflow_models::fit::{fit_transactions, FitOptions};
 use custflow_models::gamma_gamma::GammaGamma;
 use custflow_models::pareto::ParetoNbd;
+use custflow_models::rfm::TierCuts;
 use custflow_models::summary::{self, compress, SummaryRow};
 
 fn data_dir() -> PathBuf {
@@ -38,11 +40,10 @@ fn published() -> Vec<(String, SummaryRow)> {
         .collect()
 }
 
-#[test]
-fn summary_from_transactions_reproduces_the_published_file() {
+/// The sample's transactions: (customer, day, value).
+fn sample_transactions() -> Vec<(String, i64, f64)> {
     let text = std::fs::read_to_string(data_dir().join("CDNOW_sample.txt")).unwrap();
-    let tx: Vec<(String, i64, f64)> = text
-        .lines()
+    text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -54,7 +55,12 @@ fn summary_from_transactions_reproduces_the_published_file() {
                 f[4].parse().unwrap(),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn summary_from_transactions_reproduces_the_published_file() {
+    let tx = sample_transactions();
     let as_of = summary::parse_yyyymmdd("19970930").unwrap();
     let ours = summary::summarise(tx.iter().map(|(c, d, v)| (c.as_str(), *d, *v)), as_of, 7.0);
     let want = published();
@@ -143,4 +149,33 @@ fn gamma_gamma_fit_matches_the_published_parameters() {
             "{name} = {got}, want {want} ± 0.01"
         );
     }
+}
+
+#[test]
+fn value_tiers_of_a_fit_are_the_percentiles_of_every_customers_clv() {
+    // The fit scores each distinct (x, t_x, T) once; the cut-points must be those of
+    // scoring every customer on its own.
+    let tx = sample_transactions();
+    let opts = FitOptions {
+        calibration_end_day: summary::parse_yyyymmdd("19970930").unwrap(),
+        holdout_end_day: None,
+        unit_days: 7.0,
+        version: "t".into(),
+        created_at_ms: 0,
+        seed: 7,
+        pareto: false,
+        churn_horizon_days: 90.0,
+    };
+    let fit = fit_transactions(&tx, &opts).unwrap();
+    let a = &fit.artefact;
+    let each = fit.summary.values().map(|r| a.value(&r.stats(7.0)).3);
+    let want = TierCuts::from_population(each);
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * y.abs().max(1.0);
+    assert!(
+        a.tiers.p80 > a.tiers.p20 && a.tiers.p20 >= 0.0,
+        "{:?}",
+        a.tiers
+    );
+    assert!(close(a.tiers.p20, want.p20), "{:?} vs {want:?}", a.tiers);
+    assert!(close(a.tiers.p80, want.p80), "{:?} vs {want:?}", a.tiers);
 }
