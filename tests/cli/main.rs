@@ -88,7 +88,7 @@ impl Server {
         addr: &str,
         ready_path: &str,
     ) -> Self {
-        let server = Self(
+        let mut server = Self(
             Command::new(env!("CARGO_BIN_EXE_custflow"))
                 .args(args)
                 .envs(env.iter().copied())
@@ -100,6 +100,9 @@ impl Server {
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(addr).is_err() || get(addr, ready_path).0 != 200 {
+            if let Some(status) = server.0.try_wait().unwrap() {
+                panic!("custflow {args:?} exited ({status}) before answering {ready_path}");
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "custflow {args:?} did not answer {ready_path} within 60 s"

@@ -311,7 +311,22 @@ pub fn http(
     body: &[u8],
 ) -> (u16, String, String) {
     use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    // A refused connection is tried again for a few seconds: a probe that found the port
+    // open can have met itself (a loopback connect from an ephemeral port equal to the
+    // target port, before the server bound it), and the server is then still starting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("connecting to {addr}: {e}"),
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let mut req = format!(
         "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
