@@ -177,14 +177,14 @@ fn to_json(msg: &BorrowedMessage<'_>, scores_topic: &str) -> Option<(String, Val
     };
     let (_, datum) = avro::unframe(bytes).ok()?;
     let (kind, customer, mut v) = if msg.topic() == scores_topic {
-        let s: CustomerScore = avro::decode_record("CustomerScore", datum).ok()?;
+        let s: CustomerScore = avro::decode_score(datum).ok()?;
         (
             "score",
             s.customer_id.clone(),
             serde_json::to_value(s).ok()?,
         )
     } else {
-        let c: SegmentChange = avro::decode_record("SegmentChange", datum).ok()?;
+        let c: SegmentChange = avro::decode_change(datum).ok()?;
         (
             "segment_change",
             c.customer_id.clone(),

@@ -181,13 +181,9 @@ pub async fn run(
                 }
                 continue;
             };
-            let decoded =
-                avro::unframe(payload)
-                    .map_err(|e| e.to_string())
-                    .and_then(|(_, datum)| {
-                        avro::decode_record::<CustomerScore>("CustomerScore", datum)
-                            .map_err(|e| e.to_string())
-                    });
+            let decoded = avro::unframe(payload)
+                .map_err(|e| e.to_string())
+                .and_then(|(_, datum)| avro::decode_score(datum).map_err(|e| e.to_string()));
             match decoded {
                 Ok(s) => {
                     produced_at.extend(m.timestamp().to_millis());

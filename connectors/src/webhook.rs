@@ -272,7 +272,7 @@ enum DecodeError {
 fn decode(msg: &BorrowedMessage<'_>) -> Result<SegmentChange, DecodeError> {
     let bytes = msg.payload().ok_or(DecodeError::Empty)?;
     let (_, datum) = avro::unframe(bytes)?;
-    Ok(avro::decode_record("SegmentChange", datum)?)
+    Ok(avro::decode_change(datum)?)
 }
 
 /// POSTs one alert with retries; `Some((reason, message))` when it must be dead-lettered.

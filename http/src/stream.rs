@@ -17,7 +17,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use custflow_kafka::client::{client_config, Tune};
 use custflow_schemas::topics::{self, Topics};
-use custflow_schemas::{avro, CustomerScore, FieldError, SegmentChange};
+use custflow_schemas::{avro, FieldError};
 use futures::{Stream, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -335,13 +335,13 @@ impl StreamHub {
 fn decode(base: &str, payload: Option<&[u8]>, cursor: &Cursor) -> Option<Update> {
     let (_, datum) = avro::unframe(payload?).ok()?;
     let (customer_id, segments, json) = if base == topics::CUSTOMER_SCORES {
-        let s = avro::decode_record::<CustomerScore>("CustomerScore", datum).ok()?;
+        let s = avro::decode_score(datum).ok()?;
         let mut segments = vec![s.value_tier.clone(), s.rfm_segment.clone()];
         segments.extend(s.cluster.clone());
         let json = serde_json::to_string(&s).ok()?;
         (s.customer_id, segments, json)
     } else {
-        let c = avro::decode_record::<SegmentChange>("SegmentChange", datum).ok()?;
+        let c = avro::decode_change(datum).ok()?;
         let json = serde_json::to_string(&c).ok()?;
         (c.customer_id, vec![c.current], json)
     };

@@ -229,8 +229,7 @@ impl Scorer {
                     current,
                     value_tier: Some(memo.value_tier.clone()),
                 };
-                let bytes = avro::encode_record("SegmentChange", &ch)
-                    .map_err(|e| Error::Config(e.to_string()))?;
+                let bytes = avro::encode_change(&ch);
                 changes.push((
                     c.customer.to_owned(),
                     avro::frame(self.change_id, &bytes),
@@ -240,8 +239,7 @@ impl Scorer {
             let deltas = count_deltas(state.segments.as_ref(), Some(&memo));
             counts.extend(deltas.into_iter().map(|(k, d)| (c.partition, k, d)));
             state.segments = Some(memo);
-            let bytes = avro::encode_record("CustomerScore", &rec)
-                .map_err(|e| Error::Config(e.to_string()))?;
+            let bytes = avro::encode_score(&rec);
             scores.push((
                 c.customer.to_owned(),
                 avro::frame(self.score_id, &bytes),
