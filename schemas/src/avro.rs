@@ -546,17 +546,7 @@ pub fn encode_score(s: &CustomerScore) -> Vec<u8> {
     w.long(s.version);
     w.long(s.as_of);
     w.str(&s.model_version);
-    for v in [
-        s.frequency,
-        s.recency,
-        s.age,
-        s.monetary_value,
-        s.p_alive,
-        s.churn_probability,
-        s.expected_orders_90d,
-        s.expected_aov,
-        s.clv_12m,
-    ] {
+    for v in s.measures() {
         w.double(v);
     }
     w.str(&s.value_tier);

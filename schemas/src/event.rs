@@ -253,6 +253,24 @@ pub struct CustomerScore {
     pub expected_retention_profit: f64,
 }
 
+impl CustomerScore {
+    /// The nine measures from `frequency` to `clv_12m`, in the order of the schema's
+    /// fields (and of the sink table's columns).
+    pub fn measures(&self) -> [f64; 9] {
+        [
+            self.frequency,
+            self.recency,
+            self.age,
+            self.monetary_value,
+            self.p_alive,
+            self.churn_probability,
+            self.expected_orders_90d,
+            self.expected_aov,
+            self.clv_12m,
+        ]
+    }
+}
+
 /// Which segmentation changed in a [`SegmentChange`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

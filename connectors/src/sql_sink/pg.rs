@@ -156,17 +156,7 @@ fn row(
     opt_int(out, closes);
     out.push(b',');
     text(out, &s.model_version);
-    for v in [
-        s.frequency,
-        s.recency,
-        s.age,
-        s.monetary_value,
-        s.p_alive,
-        s.churn_probability,
-        s.expected_orders_90d,
-        s.expected_aov,
-        s.clv_12m,
-    ] {
+    for v in s.measures() {
         out.push(b',');
         float(out, v);
     }
