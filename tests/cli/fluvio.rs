@@ -25,29 +25,49 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Starts a cluster on four free ports. A port found free can be taken before the
+    /// SC or SPU binds it (by another test's outgoing connection, from the same range), so
+    /// a start that fails is cleaned up and tried again on new ports, three times at most.
     fn start(home: &Path, data: &Path) -> Self {
-        let ports = [free_port(), free_port(), free_port(), free_port()];
-        let mut c = Self {
-            home: home.to_owned(),
-            data: data.to_owned(),
-            ports,
-            sc: format!("127.0.0.1:{}", ports[0]),
-        };
-        c.up();
-        c
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let ports = [free_port(), free_port(), free_port(), free_port()];
+            let c = Self {
+                home: home.to_owned(),
+                data: data.to_owned(),
+                ports,
+                sc: format!("127.0.0.1:{}", ports[0]),
+            };
+            // A failed start is stopped and purged when `c` drops, before the next try.
+            match c.try_up() {
+                Ok(()) => return c,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!(
+            "start-local.sh failed three times:\n{}",
+            failures.join("\n---\n")
+        );
     }
 
+    /// Starts the cluster again on its ports (after [`Cluster::down`]).
     fn up(&mut self) {
+        if let Err(e) = self.try_up() {
+            panic!("start-local.sh: {e}");
+        }
+    }
+
+    fn try_up(&self) -> Result<(), String> {
         let out = Command::new(self.home.join("start-local.sh"))
             .arg(&self.data)
             .args(self.ports.map(|p| p.to_string()))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "start-local.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     fn down(&self) {
