@@ -235,6 +235,25 @@ fn extreme_populations_never_give_nan() {
     );
 }
 
+/// A start the property below once drew: BFGS slid to a → 0, b → ∞ (nobody drops out),
+/// a plateau with a worse likelihood than the optimum (−9763.7 against −9582.4).
+#[test]
+fn bgnbd_from_a_start_that_slides_to_the_no_dropout_edge_reaches_the_optimum() {
+    let w: Vec<WeightedRow> = compress(&cdnow());
+    let start = [
+        5.860891625833344,
+        5.923288147858385,
+        1.9192589004280785,
+        0.0,
+    ];
+    let fit = BgNbd::fit_from(&w, start.map(f64::exp)).unwrap();
+    let reference = BgNbd::fit(&w).unwrap();
+    assert!(
+        close(&bg(&fit.params), &bg(&reference.params), 1e-4),
+        "{fit:?} against {reference:?}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
