@@ -171,12 +171,7 @@ impl BgNbd {
 
     /// Expected repeat purchases in the next `horizon`, given (x, t_x, T).
     pub fn expected_conditional(&self, horizon: f64, x: f64, t_x: f64, t: f64) -> f64 {
-        let v = self.expected_if_alive(horizon, x, t) * self.p_alive(x, t_x, t);
-        if v.is_finite() {
-            v.max(0.0)
-        } else {
-            0.0
-        }
+        crate::clv::non_negative(self.expected_if_alive(horizon, x, t) * self.p_alive(x, t_x, t))
     }
 
     /// Expected purchases in the next `horizon` of a customer alive at age T after x

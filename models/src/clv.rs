@@ -97,13 +97,11 @@ pub fn discounted_purchases(
 /// [`discounted_purchases`] of a customer known to be alive at T after x repeat
 /// purchases: it depends on (x, T) alone, so customers sharing them share it.
 pub fn discounted_if_alive(model: &impl PurchaseModel, x: f64, t: f64, s: ClvSettings) -> f64 {
-    // The same floor as the conditional expectation: never negative, 0 if not finite.
-    let floor = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
     let mut total = 0.0;
     let mut prev = 0.0;
     let mut discount = 1.0;
     for i in 1..=s.months {
-        let e = floor(model.expected_if_alive(f64::from(i) * s.month_length, x, t));
+        let e = non_negative(model.expected_if_alive(f64::from(i) * s.month_length, x, t));
         discount /= 1.0 + s.monthly_discount;
         total += (e - prev) * discount;
         prev = e;
@@ -114,9 +112,14 @@ pub fn discounted_if_alive(model: &impl PurchaseModel, x: f64, t: f64, s: ClvSet
 /// CLV from the expected order value and the [`discounted_purchases`]: never negative,
 /// 0 where the model gives no finite value.
 pub fn clv_of(expected_aov: f64, discounted_purchases: f64) -> f64 {
-    let total = expected_aov * discounted_purchases;
-    if total.is_finite() {
-        total.max(0.0)
+    non_negative(expected_aov * discounted_purchases)
+}
+
+/// The floor of every expectation the models give out: never negative, 0 where the
+/// value is not finite.
+pub fn non_negative(v: f64) -> f64 {
+    if v.is_finite() {
+        v.max(0.0)
     } else {
         0.0
     }

@@ -530,10 +530,7 @@ pub fn decode_datum(kind: EventKind, datum: &[u8]) -> Result<Event> {
             properties: r.map()?,
         }),
     };
-    if !r.b.is_empty() {
-        return Err(Error::Avro(format!("{} trailing bytes", r.b.len())));
-    }
-    Ok(event)
+    r.finish(event)
 }
 
 /// The Avro binary datum of a [`CustomerScore`] with its shipped schema, field by field:
@@ -611,11 +608,7 @@ pub fn decode_score(datum: &[u8]) -> Result<CustomerScore> {
             retention_target: r.boolean()?,
             expected_retention_profit: r.double()?,
         };
-        if r.b.is_empty() {
-            Ok(s)
-        } else {
-            Err(Error::Avro("bytes left after the datum".into()))
-        }
+        r.finish(s)
     })();
     fast.or_else(|_| decode_record("CustomerScore", datum))
 }
@@ -640,11 +633,7 @@ pub fn decode_change(datum: &[u8]) -> Result<SegmentChange> {
             current: r.str()?,
             value_tier: r.opt(R::str)?,
         };
-        if r.b.is_empty() {
-            Ok(c)
-        } else {
-            Err(Error::Avro("bytes left after the datum".into()))
-        }
+        r.finish(c)
     })();
     fast.or_else(|_| decode_record("SegmentChange", datum))
 }
@@ -703,6 +692,18 @@ const MAX_BLOCK: i64 = 1 << 20;
 impl R<'_> {
     fn eof() -> Error {
         Error::Avro("unexpected end of datum".into())
+    }
+
+    /// `value` when the whole datum was read, else an error naming the bytes left.
+    fn finish<T>(&self, value: T) -> Result<T> {
+        if self.b.is_empty() {
+            Ok(value)
+        } else {
+            Err(Error::Avro(format!(
+                "{} bytes left after the datum",
+                self.b.len()
+            )))
+        }
     }
 
     fn long(&mut self) -> Result<i64> {
