@@ -182,6 +182,13 @@ impl Keys {
         }
     }
 
+    /// The pattern of every key of this deployment, the model's too: a rebuild's wipe
+    /// scans the keyspace once with it and deletes what matches one of [`Keys::patterns`]
+    /// (a scan per pattern walked a shared Redis's whole keyspace seven times).
+    pub fn deployment_pattern(&self) -> String {
+        format!("{}cf:*", self.prefix)
+    }
+
     /// Patterns of every key of this deployment (for wiping on rebuild) but the model's.
     pub fn patterns(&self) -> Vec<String> {
         let p = &self.prefix;
@@ -212,6 +219,30 @@ impl Keys {
             rest.strip_prefix("cf:{")?.strip_suffix("}:f")
         }
     }
+}
+
+/// Whether `key` matches a Redis glob `pattern` whose only wildcard is `*` (what
+/// [`Keys::patterns`] use; braces are literal, as in Redis).
+pub fn glob_match(pattern: &str, key: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return key.is_empty();
+    };
+    let Some(mut rest) = key.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*`: the whole key is the literal.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// Adds to `pipe` the read that finds customer `id`'s state: the state itself on a
@@ -312,6 +343,54 @@ pub async fn partitions<C: redis::aio::ConnectionLike + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs_match_as_redis_does_for_star_patterns() {
+        assert!(glob_match("cf:{*}:f", "cf:{c-1}:f"));
+        assert!(glob_match("cf:{*}:f", "cf:{a}:b}:f"));
+        assert!(!glob_match("cf:{*}:f", "cf:{c-1}:p"));
+        assert!(!glob_match("cf:{*}:f", "x.cf:{c-1}:f"));
+        assert!(glob_match("cf:{p*}:*:f", "cf:{p3}:c-9:f"));
+        assert!(!glob_match("cf:{p*}:*:f", "cf:{p3}:f"));
+        assert!(glob_match("cf:segments*", "cf:segments"));
+        assert!(glob_match("cf:segments*", "cf:segments:{p2}"));
+        assert!(glob_match("a*a", "aa"));
+        assert!(!glob_match("a*a", "a"));
+        assert!(glob_match("cf:state:ready", "cf:state:ready"));
+        assert!(!glob_match("cf:state:ready", "cf:state:ready2"));
+    }
+
+    /// A rebuild's wipe: every key of the deployment's state under the one scan pattern
+    /// and one of the wipe's patterns; the model's keys and other deployments' not.
+    #[test]
+    fn the_wipe_takes_the_deployments_state_and_leaves_its_models_and_neighbours() {
+        for k in [Keys::new("s."), Keys::new("s.").in_cluster(true)] {
+            let wiped = |key: &str| {
+                glob_match(&k.deployment_pattern(), key)
+                    && k.patterns().iter().any(|p| glob_match(p, key))
+            };
+            for key in [
+                k.features("c-17", 3),
+                k.last_order_index(3),
+                k.segment_counts(3),
+                k.sales('d', "2026-11-25", 3),
+                k.sales_dirty(3),
+                k.model_pass(3),
+                k.partition_state(3),
+                k.state_ready(),
+                format!("{}:{{p3}}", k.sweep_prefix()),
+            ] {
+                assert!(wiped(&key), "{key}");
+            }
+            for key in [k.model_current(), k.model("v3")] {
+                assert!(glob_match(&k.deployment_pattern(), &key));
+                assert!(!wiped(&key), "{key}");
+            }
+            let other = Keys::new("t.").in_cluster(k.is_cluster());
+            assert!(!wiped(&other.features("c-17", 3)));
+            assert!(!wiped(&Keys::default().features("c-17", 3)));
+        }
+    }
 
     #[test]
     fn keys_are_hash_tagged_and_prefixed() {

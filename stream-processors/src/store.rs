@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use custflow_feature_store::conn::{Redis, Scan, Timeouts};
-use custflow_feature_store::keys::Keys;
+use custflow_feature_store::keys::{glob_match, Keys};
 use custflow_feature_store::sales::Rollups;
 use custflow_feature_store::state::CustomerState;
 use redis::AsyncCommands;
@@ -618,17 +618,26 @@ impl Store {
     /// every primary of a cluster.
     pub async fn wipe(&self) -> Result<u64> {
         let mut conn = self.conn.clone();
-        let mut deleted = 0u64;
-        for pattern in self.keys.patterns() {
-            let mut scan = Scan::new(&mut conn, &pattern, 1000).await?;
-            while let Some(batch) = scan.next_page(&mut conn).await? {
-                if !batch.is_empty() {
-                    let n: u64 = redis::cmd("UNLINK")
-                        .arg(&batch)
-                        .query_async(&mut conn)
-                        .await?;
-                    deleted += n;
-                }
+        let patterns = self.keys.patterns();
+        let (mut deleted, mut seen) = (0u64, 0u64);
+        let mut said = Instant::now();
+        let mut scan = Scan::new(&mut conn, &self.keys.deployment_pattern(), 10_000).await?;
+        while let Some(page) = scan.next_page(&mut conn).await? {
+            seen += page.len() as u64;
+            let batch: Vec<&String> = page
+                .iter()
+                .filter(|k| patterns.iter().any(|p| glob_match(p, k)))
+                .collect();
+            if !batch.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&batch)
+                    .query_async(&mut conn)
+                    .await?;
+                deleted += n;
+            }
+            if said.elapsed() >= Duration::from_secs(5) {
+                tracing::info!(deleted, seen, "rebuild: wiping the deployment's Redis state");
+                said = Instant::now();
             }
         }
         Ok(deleted)
