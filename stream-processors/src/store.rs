@@ -636,7 +636,11 @@ impl Store {
                 deleted += n;
             }
             if said.elapsed() >= Duration::from_secs(5) {
-                tracing::info!(deleted, seen, "rebuild: wiping the deployment's Redis state");
+                tracing::info!(
+                    deleted,
+                    seen,
+                    "rebuild: wiping the deployment's Redis state"
+                );
                 said = Instant::now();
             }
         }
