@@ -6,7 +6,7 @@
 # between live batches and emits a score for each. Reports the pass's time and rate, when
 # the sink had written every row, and the live events' freshness meanwhile.
 # Usage: scripts/bench-rescore.sh [customers] [rate] [run flags…], e.g.
-# `1000000 2000 --rescore-slice 2000`.
+# `1000000 2000 --rescore-slice 5000`.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 CUSTOMERS="${1:-1000000}"

@@ -515,9 +515,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// Customers rescored between two live batches during a pass, unless configured
-/// ([`ProcessorConfig::rescore_slice`]): about a quarter of a second of this machine's
-/// work, the wait it adds to the events that arrive meanwhile.
-pub const RESCORE_SLICE: usize = 2000;
+/// ([`ProcessorConfig::rescore_slice`]): about a quarter of a second of a 2-core machine's
+/// work, the wait it adds to the events that arrive meanwhile. 5,000 rolled 1 M customers
+/// out in 47.8–56.3 s against 2,000's 62.7–87.8 s, live freshness p99 ≤ 1 s in both
+/// (BENCHMARKS.md, `scripts/bench-rescore.sh`).
+pub const RESCORE_SLICE: usize = 5000;
 
 /// How fresh the live stream must be for background rescoring to take a turn while
 /// events wait, unless configured ([`ProcessorConfig::live_budget`]): the processor's
