@@ -344,6 +344,20 @@ pub async fn partitions<C: redis::aio::ConnectionLike + Send>(
 mod tests {
     use super::*;
 
+    /// The keys a processor's batch writes for input partition `p`.
+    fn partition_keys(k: &Keys, p: i32) -> Vec<String> {
+        vec![
+            k.features("c-17", p),
+            k.last_order_index(p),
+            k.segment_counts(p),
+            k.sales('d', "2026-11-25", p),
+            k.sales_dirty(p),
+            k.sales_cohorts(p),
+            k.model_pass(p),
+            k.partition_state(p),
+        ]
+    }
+
     #[test]
     fn globs_match_as_redis_does_for_star_patterns() {
         assert!(glob_match("cf:{*}:f", "cf:{c-1}:f"));
@@ -369,17 +383,8 @@ mod tests {
                 glob_match(&k.deployment_pattern(), key)
                     && k.patterns().iter().any(|p| glob_match(p, key))
             };
-            for key in [
-                k.features("c-17", 3),
-                k.last_order_index(3),
-                k.segment_counts(3),
-                k.sales('d', "2026-11-25", 3),
-                k.sales_dirty(3),
-                k.model_pass(3),
-                k.partition_state(3),
-                k.state_ready(),
-                format!("{}:{{p3}}", k.sweep_prefix()),
-            ] {
+            let others = [k.state_ready(), format!("{}:{{p3}}", k.sweep_prefix())];
+            for key in partition_keys(&k, 3).into_iter().chain(others) {
                 assert!(wiped(&key), "{key}");
             }
             for key in [k.model_current(), k.model("v3")] {
@@ -410,17 +415,7 @@ mod tests {
     fn cluster_keys_of_one_partition_share_its_hash_tag() {
         use crate::conn::hash_tag;
         let k = Keys::new("s.").in_cluster(true);
-        let batch = [
-            k.features("c-17", 3),
-            k.last_order_index(3),
-            k.segment_counts(3),
-            k.sales('d', "2026-11-25", 3),
-            k.sales_dirty(3),
-            k.sales_cohorts(3),
-            k.model_pass(3),
-            k.partition_state(3),
-        ];
-        for key in &batch {
+        for key in &partition_keys(&k, 3) {
             assert_eq!(hash_tag(key.as_bytes()), b"p3", "{key}");
         }
         assert_eq!(k.features("c-17", 3), "s.cf:{p3}:c-17:f");
