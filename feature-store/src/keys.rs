@@ -224,15 +224,15 @@ impl Keys {
 /// Whether `key` matches a Redis glob `pattern` whose only wildcard is `*` (what
 /// [`Keys::patterns`] use; braces are literal, as in Redis).
 pub fn glob_match(pattern: &str, key: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else {
-        return key.is_empty();
+    // `split` gives the text before the first `*` first, then the text after each `*`.
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let Some((first, stars)) = parts.split_first() else {
+        return false;
     };
     let Some(mut rest) = key.strip_prefix(first) else {
         return false;
     };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
+    let Some((last, middle)) = stars.split_last() else {
         // No `*`: the whole key is the literal.
         return rest.is_empty();
     };
