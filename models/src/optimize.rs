@@ -77,20 +77,21 @@ pub fn fit_positive_bfgs<P>(
     // A parameter beyond e^±15 means the likelihood keeps rising towards an edge of the
     // parameter space (nobody came back, every spend identical, …): there is no interior
     // maximum to polish, and the point reached is as good as any further out.
-    let at_edge = |q: &QuasiNewtonMinimum| q.f.is_finite() && q.x.iter().any(|v| v.abs() >= 15.0);
+    let reached_edge =
+        |q: &QuasiNewtonMinimum| q.f.is_finite() && q.x.iter().any(|v| v.abs() >= 15.0);
     let mut q = bfgs(&fg, &x0, QuasiNewton::default());
     // From a far start BFGS can also drift onto a plateau towards an edge with a worse
     // likelihood than the interior optimum (BG/NBD from r = 350, α = 373, a = 6.8, b = 1
     // slid to a → 0, b → ∞, where nobody drops out: −9763.7 against −9582.4 on the
     // CDNOW sample). So an edge reached from elsewhere is checked against a fit from
     // the neutral start (all parameters 1), and the better of the two is kept.
-    if at_edge(&q) && x0.iter().any(|v| *v != 0.0) {
+    if reached_edge(&q) && x0.iter().any(|v| *v != 0.0) {
         let neutral = bfgs(&fg, &vec![0.0; x0.len()], QuasiNewton::default());
         if neutral.f < q.f {
             q = neutral;
         }
     }
-    let at_edge = at_edge(&q);
+    let at_edge = reached_edge(&q);
     let m = if q.converged || at_edge {
         Minimum {
             x: q.x,
