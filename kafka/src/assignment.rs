@@ -84,6 +84,11 @@ impl Assignment {
         }
     }
 
+    /// Whether this member's share changed since it was last applied or waited for.
+    pub fn has_changed(&self) -> bool {
+        self.share.has_changed().unwrap_or(false)
+    }
+
     /// Whether the membership ended with an error (another process took the id over).
     /// Reports that error once.
     pub async fn failed(&mut self) -> Option<Error> {

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub tombstones: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub batches: AtomicU64,
+    /// Batches applied while the batch before them was being saved (a backlog).
+    pub pipelined: AtomicU64,
     pub scores_emitted: AtomicU64,
     pub segment_changes: AtomicU64,
     /// Rescoring passes started by a model change, passes finished, and customers
@@ -115,6 +117,11 @@ impl Collector for Metrics {
                 &self.dead_lettered,
             ),
             ("custflow_batches_total", "Batches processed", &self.batches),
+            (
+                "custflow_batches_pipelined_total",
+                "Batches applied while the batch before them was being saved",
+                &self.pipelined,
+            ),
             (
                 "custflow_scores_emitted_total",
                 "CustomerScore records produced",

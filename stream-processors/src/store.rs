@@ -98,6 +98,53 @@ pub struct Guard {
     fresh: HashSet<String>,
 }
 
+/// A batch's writes, encoded ([`Store::plan_save`]): on a cluster the locators and
+/// distinct-customer counts first, then one guarded script per partition (a single one
+/// on a standalone Redis), each with the markers it is guarded by and the token it
+/// gives them.
+#[derive(Default)]
+pub struct SavePlan {
+    first: redis::Pipeline,
+    scripts: Vec<Script>,
+}
+
+/// One guarded script of a [`SavePlan`].
+struct Script {
+    pipe: redis::Pipeline,
+    markers: Vec<(i32, String)>,
+    token: String,
+}
+
+impl SavePlan {
+    /// The markers of the plan's partitions once it is saved (what [`GUARDED`] sets:
+    /// the state word of the marker it found, then the new token).
+    pub fn markers_after(&self) -> impl Iterator<Item = (i32, String)> + '_ {
+        self.scripts.iter().flat_map(|s| {
+            s.markers.iter().map(|(p, marker)| {
+                let word: String = marker
+                    .chars()
+                    .take_while(char::is_ascii_alphabetic)
+                    .collect();
+                let word = if word.is_empty() { "ready" } else { &word };
+                (*p, format!("{word}:{}", s.token))
+            })
+        })
+    }
+}
+
+impl Guard {
+    /// Expects the markers `plan` leaves where it writes: a load that may have run
+    /// before that plan's save (the next batch, read while this one is saved) guards
+    /// its own save by them.
+    pub fn follow(&mut self, plan: &SavePlan) {
+        for (p, after) in plan.markers_after() {
+            if let Some((_, marker)) = self.markers.iter_mut().find(|(q, _)| *q == p) {
+                *marker = after;
+            }
+        }
+    }
+}
+
 /// Segment count changes of a batch: (input partition, field, delta).
 pub type Counts = [(i32, String, i64)];
 
@@ -231,8 +278,23 @@ impl Store {
         guard: &Guard,
         passes: &[(i32, &PassCursor)],
     ) -> Result<()> {
+        self.run_save(&self.plan_save(writes, counts, rollups, guard, passes))
+            .await
+    }
+
+    /// The commands of [`Store::save`], encoded and owned: the batch's borrowed data can
+    /// go (and the next batch be prepared) while [`Store::run_save`] writes them.
+    pub fn plan_save(
+        &self,
+        writes: &[Write<'_>],
+        counts: &Counts,
+        rollups: &BTreeMap<i32, Rollups<'_>>,
+        guard: &Guard,
+        passes: &[(i32, &PassCursor)],
+    ) -> SavePlan {
+        let mut plan = SavePlan::default();
         if writes.is_empty() && passes.is_empty() {
-            return Ok(());
+            return plan;
         }
         if !self.keys.is_cluster() {
             let mut pipe = redis::pipe();
@@ -240,7 +302,12 @@ impl Store {
             for r in rollups.values() {
                 r.write_customers(&mut pipe, &self.keys);
             }
-            return self.guarded(&pipe, &guard.markers).await;
+            plan.scripts.push(Script {
+                pipe,
+                markers: guard.markers.clone(),
+                token: self.token(),
+            });
+            return plan;
         }
         let mut first = redis::pipe();
         for w in writes.iter().filter(|w| guard.fresh.contains(w.customer)) {
@@ -251,15 +318,28 @@ impl Store {
         for r in rollups.values() {
             r.write_customers(&mut first, &self.keys);
         }
-        if !first.is_empty() {
-            let () = first.query_async(&mut self.conn.clone()).await?;
-        }
-        let scripts = guard.markers.iter().map(|(p, marker)| {
+        plan.first = first;
+        for (p, marker) in &guard.markers {
             let mut pipe = redis::pipe();
             self.batch_writes(&mut pipe, Some(*p), writes, counts, rollups, passes);
-            let markers = [(*p, marker.clone())];
-            async move { self.guarded(&pipe, &markers).await }
-        });
+            plan.scripts.push(Script {
+                pipe,
+                markers: vec![(*p, marker.clone())],
+                token: self.token(),
+            });
+        }
+        plan
+    }
+
+    /// Writes a [`SavePlan`]; returns once Redis confirmed.
+    pub async fn run_save(&self, plan: &SavePlan) -> Result<()> {
+        if !plan.first.is_empty() {
+            let () = plan.first.query_async(&mut self.conn.clone()).await?;
+        }
+        let scripts = plan
+            .scripts
+            .iter()
+            .map(|s| self.guarded(&s.pipe, &s.markers, &s.token));
         let (mut lost, mut conflict) = (Vec::new(), Vec::new());
         for r in futures::future::join_all(scripts).await {
             match r {
@@ -344,7 +424,12 @@ impl Store {
     }
 
     /// Runs `pipe`'s commands in the [`GUARDED`] script.
-    async fn guarded(&self, pipe: &redis::Pipeline, markers: &[(i32, String)]) -> Result<()> {
+    async fn guarded(
+        &self,
+        pipe: &redis::Pipeline,
+        markers: &[(i32, String)],
+        token: &str,
+    ) -> Result<()> {
         let mut inv = GUARDED.prepare_invoke();
         for (p, _) in markers {
             inv.key(self.keys.partition_state(*p));
@@ -352,7 +437,7 @@ impl Store {
         for (_, marker) in markers {
             inv.arg(marker);
         }
-        inv.arg(self.token());
+        inv.arg(token);
         for cmd in pipe.cmd_iter() {
             let args: Vec<&[u8]> = cmd
                 .args_iter()
@@ -645,5 +730,56 @@ impl Store {
             }
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(markers: &[(i32, &str)], token: &str) -> Script {
+        Script {
+            pipe: redis::pipe(),
+            markers: markers.iter().map(|(p, m)| (*p, (*m).to_owned())).collect(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// The markers a save leaves are the ones GUARDED writes (its state word, else
+    /// `ready`, then the plan's token), and a guard that follows the plan expects them
+    /// where the plan writes and keeps its own elsewhere.
+    #[test]
+    fn a_guard_following_a_plan_expects_the_markers_its_save_leaves() {
+        let plan = SavePlan {
+            first: redis::pipe(),
+            scripts: vec![
+                script(&[(0, "ready:a-1"), (1, "rebuilding:a-1")], "b-7"),
+                script(&[(2, "odd")], "b-8"),
+            ],
+        };
+        let after: Vec<(i32, String)> = plan.markers_after().collect();
+        assert_eq!(
+            after,
+            vec![
+                (0, "ready:b-7".to_owned()),
+                (1, "rebuilding:b-7".to_owned()),
+                (2, "odd:b-8".to_owned()),
+            ]
+        );
+        let mut guard = Guard {
+            markers: vec![(1, "rebuilding:a-1".into()), (5, "ready:c-2".into())],
+            fresh: HashSet::new(),
+        };
+        guard.follow(&plan);
+        assert_eq!(
+            guard.markers,
+            vec![(1, "rebuilding:b-7".into()), (5, "ready:c-2".into())]
+        );
+        let none = script(&[(3, ":x")], "t");
+        let plan = SavePlan {
+            first: redis::pipe(),
+            scripts: vec![none],
+        };
+        assert_eq!(plan.markers_after().next(), Some((3, "ready:t".into())));
     }
 }

@@ -43,6 +43,36 @@ pub(super) fn traced(msg: &OwnedMessage) -> Option<trace::Context> {
     ))
 }
 
+/// A batch applied and scored, its writes encoded ([`Processor::prepare_batch`]):
+/// what is left is to save, dead-letter and commit.
+pub(super) struct Prepared {
+    /// The states of the batch's customers after it (saved by `plan`).
+    pub(super) states: HashMap<String, CustomerState>,
+    pub(super) plan: SavePlan,
+    dead: Vec<DeadLetter>,
+    next_offsets: HashMap<(String, i32), i64>,
+    /// When each event was produced, for the freshness it is applied with.
+    produced: Vec<i64>,
+    /// The processing spans of the traced messages, ended once the batch is saved.
+    traces: Vec<trace::Context>,
+    /// Events applied, duplicates, erasures, events skipped as erased.
+    counts: [u64; 4],
+}
+
+/// A batch decoded ([`Processor::decode_batch`]), not applied yet.
+pub(super) struct Decoded {
+    inputs: Vec<Input>,
+    dead: Vec<DeadLetter>,
+    next_offsets: HashMap<(String, i32), i64>,
+}
+
+/// What a batch prepared while the one before it is being saved takes from that one:
+/// the states it leaves (taken out) and its writes, whose markers it will find.
+pub(super) struct Carry<'a> {
+    pub(super) states: &'a mut HashMap<String, CustomerState>,
+    pub(super) plan: &'a SavePlan,
+}
+
 /// A message for the dead-letter topic.
 pub(super) struct DeadLetter {
     msg: OwnedMessage,
@@ -103,6 +133,114 @@ impl Processor {
         }
     }
 
+    /// Processes `batch` and, while the next batch is already waiting (a backlog) and
+    /// until `until`, a shutdown or a change of this instance's partitions, the batches
+    /// after it, in a pipeline that keeps this process and Redis busy at once: while
+    /// Redis saves batch N, batch N+1 (read before that save, except the customers of
+    /// batch N, whose states it takes from N) is applied and scored, and batch N+2 is
+    /// taken from the consumer and decoded. A batch is saved only once the one before
+    /// it is confirmed. A batch whose save or commit failed is processed again from
+    /// Redis ([`Processor::process_until_done`]: retries, recovery) and the next one's
+    /// preparation dropped. False when shutdown came first.
+    pub(super) async fn process_backlog(
+        &self,
+        batch: Vec<OwnedMessage>,
+        shutdown: &mut watch::Receiver<bool>,
+        assignment: &Assignment,
+        until: Instant,
+    ) -> Result<bool> {
+        let more = |shutdown: &watch::Receiver<bool>| {
+            Instant::now() < until && !*shutdown.borrow() && !assignment.has_changed()
+        };
+        let mut cur = batch;
+        let mut ready: Option<Prepared> = None;
+        let mut queued: Option<(Vec<OwnedMessage>, Decoded)> = None;
+        loop {
+            let mut prepared = match ready.take() {
+                Some(p) => {
+                    Metrics::add(&self.metrics.pipelined, 1);
+                    p
+                }
+                None => match self.prepare_batch(&cur, None).await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        if !self.process_until_done(cur, shutdown).await? {
+                            return Ok(false);
+                        }
+                        match queued.take() {
+                            Some((batch, _)) => {
+                                cur = batch;
+                                continue;
+                            }
+                            None => return Ok(true),
+                        }
+                    }
+                },
+            };
+            let go_on = more(shutdown);
+            if queued.is_none() && go_on {
+                queued = self.waiting_batch().await?;
+            }
+            let (saved, next) = {
+                let (plan, states) = (&prepared.plan, &mut prepared.states);
+                let next = async {
+                    let (batch, decoded) = queued.take()?;
+                    let prepared = self
+                        .apply_batch(decoded, Some(Carry { states, plan }))
+                        .await
+                        .ok();
+                    let after = if go_on {
+                        self.waiting_batch().await
+                    } else {
+                        Ok(None)
+                    };
+                    Some((batch, prepared, after))
+                };
+                // The next batch's load goes to Redis before this batch's save (it
+                // reads none of the keys the save writes), so it is applied while Redis
+                // saves.
+                let mut next = std::pin::pin!(next);
+                let early = futures::poll!(next.as_mut());
+                let save = self.save(plan);
+                match early {
+                    std::task::Poll::Ready(n) => (save.await, n),
+                    std::task::Poll::Pending => tokio::join!(save, next),
+                }
+            };
+            let done = match saved {
+                Ok(()) => self.finish_batch(prepared).await,
+                Err(e) => Err(e),
+            };
+            if done.is_err() && !self.process_until_done(cur, shutdown).await? {
+                return Ok(false);
+            }
+            let Some((batch, prepared, after)) = next else {
+                return Ok(true);
+            };
+            cur = batch;
+            ready = prepared.filter(|_| done.is_ok());
+            queued = after?;
+        }
+    }
+
+    /// The next batch, decoded, when a message is waiting in the consumer.
+    async fn waiting_batch(&self) -> Result<Option<(Vec<OwnedMessage>, Decoded)>> {
+        let first = match self.consumer.recv().now_or_never() {
+            None => return Ok(None),
+            Some(Ok(m)) => m.detach(),
+            Some(Err(e)) => {
+                consumer_error(e)?;
+                return Ok(None);
+            }
+        };
+        let batch = self.fill_batch(first).await?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let decoded = self.decode_batch(&batch).await?;
+        Ok(Some((batch, decoded)))
+    }
+
     /// The event kind of an input topic's messages.
     pub(super) fn kind_of(&self, msg: &OwnedMessage) -> Option<EventKind> {
         self.cfg
@@ -137,7 +275,27 @@ impl Processor {
         })
     }
 
+    /// Processes `batch` from start to end: prepared, saved, committed.
     pub(super) async fn process_batch(&self, batch: &[OwnedMessage]) -> Result<()> {
+        let prepared = self.prepare_batch(batch, None).await?;
+        self.save(&prepared.plan).await?;
+        self.finish_batch(prepared).await
+    }
+
+    /// Decodes `batch`, applies it to the states of its customers, scores them and
+    /// encodes the writes: everything but saving, dead-lettering and committing.
+    pub(super) async fn prepare_batch(
+        &self,
+        batch: &[OwnedMessage],
+        carry: Option<Carry<'_>>,
+    ) -> Result<Prepared> {
+        let decoded = self.decode_batch(batch).await?;
+        self.apply_batch(decoded, carry).await
+    }
+
+    /// Decodes `batch`: its events and erasures, its invalid messages, the offsets it
+    /// moves each partition to.
+    pub(super) async fn decode_batch(&self, batch: &[OwnedMessage]) -> Result<Decoded> {
         let ctx = ValidationContext::now();
         let mut inputs: Vec<Input> = Vec::with_capacity(batch.len());
         let mut dead: Vec<DeadLetter> = Vec::new();
@@ -202,6 +360,26 @@ impl Processor {
             }
         }
 
+        Ok(Decoded {
+            inputs,
+            dead,
+            next_offsets,
+        })
+    }
+
+    /// Applies a decoded batch to the states of its customers, scores them and encodes
+    /// the writes. The states come from Redis, except those in `carry` (the states the
+    /// batch before left, while it is still being saved), which are taken from it.
+    pub(super) async fn apply_batch(
+        &self,
+        decoded: Decoded,
+        carry: Option<Carry<'_>>,
+    ) -> Result<Prepared> {
+        let Decoded {
+            inputs,
+            mut dead,
+            next_offsets,
+        } = decoded;
         // Group by customer, keeping each customer's events in arrival order.
         let mut order: Vec<&str> = Vec::new();
         let mut by_customer: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -224,7 +402,23 @@ impl Processor {
                 .map_or(0, |&i| inputs[i].pos.partition)
         };
         let located: Vec<(&str, i32)> = order.iter().map(|c| (*c, home(c))).collect();
-        let (mut states, guard) = self.store.load(&located, &parts).await?;
+        let (mut states, guard) = match carry {
+            None => self.store.load(&located, &parts).await?,
+            Some(Carry { states: from, plan }) => {
+                let (carried, rest): (Vec<_>, Vec<_>) =
+                    located.iter().partition(|(c, _)| from.contains_key(*c));
+                let (mut states, mut guard) = self.store.load(&rest, &parts).await?;
+                for (c, _) in carried {
+                    if let Some(state) = from.remove(c) {
+                        states.insert(c.to_owned(), state);
+                    }
+                }
+                // The markers the batch before leaves, whether this load ran before
+                // or after its save.
+                guard.follow(plan);
+                (states, guard)
+            }
+        };
         let cluster = self.store.keys().is_cluster();
         let mut changed: Vec<Touched<'_>> = Vec::new();
         let (mut applied, mut dups, mut erased, mut skipped_erased) = (0u64, 0u64, 0u64, 0u64);
@@ -324,19 +518,42 @@ impl Processor {
             .clock
             .now()
             .unwrap_or_else(custflow_schemas::time::now_ms);
-        self.score_and_save(
-            &mut states,
-            &changed,
-            Scoring {
-                as_of,
-                cause: Rescore::Event,
-                passes: &[],
-            },
-            &rollups,
-            &guard,
-        )
-        .await?;
-        for cx in inputs.iter().filter_map(|i| i.trace.as_ref()) {
+        let plan = self
+            .score_and_plan(
+                &mut states,
+                &changed,
+                Scoring {
+                    as_of,
+                    cause: Rescore::Event,
+                    passes: &[],
+                },
+                &rollups,
+                &guard,
+            )
+            .await?;
+        Ok(Prepared {
+            plan,
+            dead,
+            next_offsets,
+            produced: inputs.iter().filter_map(|i| i.produced_ms).collect(),
+            traces: inputs.into_iter().filter_map(|i| i.trace).collect(),
+            counts: [applied, dups, erased, skipped_erased],
+            states,
+        })
+    }
+
+    /// What follows a prepared batch's save: ends its spans, dead-letters its invalid
+    /// messages, records its freshness and commits its offsets.
+    pub(super) async fn finish_batch(&self, prepared: Prepared) -> Result<()> {
+        let Prepared {
+            dead,
+            next_offsets,
+            produced,
+            traces,
+            counts: [applied, dups, erased, skipped_erased],
+            ..
+        } = prepared;
+        for cx in &traces {
             cx.span().end();
         }
         // After the states are saved, so a batch retried after a failed save does not
@@ -344,12 +561,10 @@ impl Processor {
         self.dead_letter(&dead).await?;
         let visible = custflow_schemas::time::now_ms();
         let mut oldest = 0;
-        for inp in &inputs {
-            if let Some(p) = inp.produced_ms {
-                let age = (visible - p).max(0);
-                oldest = oldest.max(age);
-                self.metrics.freshness.observe(age as f64 / 1000.0);
-            }
+        for p in produced {
+            let age = (visible - p).max(0);
+            oldest = oldest.max(age);
+            self.metrics.freshness.observe(age as f64 / 1000.0);
         }
         self.live_age_ms
             .store(u64::try_from(oldest).unwrap_or(0), Ordering::Relaxed);
@@ -368,10 +583,35 @@ impl Processor {
         Ok(())
     }
 
-    /// Runs the hook (scoring) on the changed customers, then writes their states, index
-    /// entries, the batch's sales rollups and the pass cursors it moves in one
-    /// transaction.
+    /// Writes a batch's encoded writes, timed.
+    pub(super) async fn save(&self, plan: &SavePlan) -> Result<()> {
+        let started = Instant::now();
+        self.store.run_save(plan).await?;
+        self.metrics
+            .redis_write
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Scores the changed customers and saves them ([`Processor::score_and_plan`]).
     pub(super) async fn score_and_save(
+        &self,
+        states: &mut HashMap<String, CustomerState>,
+        changed: &[Touched<'_>],
+        scoring: Scoring<'_>,
+        rollups: &BTreeMap<i32, Rollups<'_>>,
+        guard: &Guard,
+    ) -> Result<()> {
+        let plan = self
+            .score_and_plan(states, changed, scoring, rollups, guard)
+            .await?;
+        self.save(&plan).await
+    }
+
+    /// Runs the hook (scoring) on the changed customers, then encodes the writes of
+    /// their states, index entries, the batch's sales rollups and the pass cursors it
+    /// moves, saved in one transaction.
+    pub(super) async fn score_and_plan(
         &self,
         states: &mut HashMap<String, CustomerState>,
         changed: &[Touched<'_>],
@@ -382,7 +622,7 @@ impl Processor {
         }: Scoring<'_>,
         rollups: &BTreeMap<i32, Rollups<'_>>,
         guard: &Guard,
-    ) -> Result<()> {
+    ) -> Result<SavePlan> {
         let mut counts = Vec::new();
         if let Some(hook) = &self.hook {
             let touched: HashMap<&str, &Touched<'_>> =
@@ -414,14 +654,9 @@ impl Processor {
                 })
             })
             .collect();
-        let started = Instant::now();
-        self.store
-            .save(&writes, &counts, rollups, guard, passes)
-            .await?;
-        self.metrics
-            .redis_write
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
+        Ok(self
+            .store
+            .plan_save(&writes, &counts, rollups, guard, passes))
     }
 
     /// Produces dead letters and waits for the broker's acknowledgement of each.

@@ -36,7 +36,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::pass::PassCursor;
-use crate::store::{Guard, PartitionState, Store, Write};
+use crate::store::{Guard, PartitionState, SavePlan, Store, Write};
 
 mod apply;
 mod recovery;
@@ -450,36 +450,27 @@ impl Processor {
             };
             // Broker errors (a restarting broker, a lost connection) are reported here
             // while librdkafka reconnects by itself: only a fatal one stops the processor.
-            let mut batch = match first {
-                Ok(m) => vec![m.detach()],
+            let batch = match first {
+                Ok(m) => self.fill_batch(m.detach()).await?,
                 Err(e) => {
                     consumer_error(e)?;
                     continue;
                 }
             };
-            let deadline = tokio::time::Instant::now() + self.cfg.batch_wait;
-            while batch.len() < self.cfg.batch_max {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(m)) => batch.push(m.detach()),
-                    Ok(Err(e)) => {
-                        consumer_error(e)?;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            // Messages of partitions this instance gave up while they were prefetched
-            // belong to their new owner; what comes before a partition's committed offset
-            // (it started earlier, `Rewind`) was handled.
-            let owned = self.consumer.assignment()?;
-            batch.retain(|m| {
-                owned.find_partition(m.topic(), m.partition()).is_some()
-                    && self.consumer.context().keep(m)
-            });
             if batch.is_empty() {
                 continue;
             }
-            if !self.process_until_done(batch, &mut shutdown).await? {
+            // A backlog is worked through batch after batch until the next sweep or
+            // state check is due; background work takes its turns batch by batch.
+            let until = if background {
+                Instant::now()
+            } else {
+                (last_check + STATE_CHECK_EVERY).min(last_sweep + self.cfg.sweep_every)
+            };
+            if !self
+                .process_backlog(batch, &mut shutdown, &assignment, until)
+                .await?
+            {
                 break;
             }
             tolerate(self.check_rebuilt().await, "checking the rebuild")?;
@@ -491,6 +482,31 @@ impl Processor {
         }
         assignment.finish().await;
         Ok(())
+    }
+
+    /// A batch: `first` and the messages that follow it within the batch wait, up to the
+    /// batch size. Messages of partitions this instance gave up while they were
+    /// prefetched belong to their new owner, and what comes before a partition's
+    /// committed offset (it started earlier, `Rewind`) was handled: both are left out.
+    async fn fill_batch(&self, first: OwnedMessage) -> Result<Vec<OwnedMessage>> {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.cfg.batch_wait;
+        while batch.len() < self.cfg.batch_max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    consumer_error(e)?;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let owned = self.consumer.assignment()?;
+        batch.retain(|m| {
+            owned.find_partition(m.topic(), m.partition()).is_some()
+                && self.consumer.context().keep(m)
+        });
+        Ok(batch)
     }
 
     /// Copies the lag of every input partition (owned here or not) from the group's
