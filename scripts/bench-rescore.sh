@@ -4,7 +4,8 @@
 # `custflow run` (PostgreSQL sink) beside a live stream of RATE events/s. The model job's
 # first model is a new model for the processor, which rescores every customer in slices
 # between live batches and emits a score for each. Reports the pass's time and rate, when
-# the sink had written every row, and the live events' freshness meanwhile.
+# the sink had written every row, the live events' freshness meanwhile, and the `run`
+# process's peak RSS.
 # Usage: scripts/bench-rescore.sh [customers] [rate] [run flags…], e.g.
 # `1000000 2000 --rescore-slice 5000`.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -58,8 +59,9 @@ sink_caught_up() {
 }
 wait_for 1800 "the sink" sink_caught_up
 ROWS=$(date +%s.%N)
+PEAK=$(awk '/VmHWM/{print $2}' "/proc/$RUN/status")
 kill "$LIVE" 2>/dev/null || true
-PYTHONPATH="$ROOT/scripts" python3 - "$START" "$DONE" "$ROWS" "$RESCORED" "$MAX_LAG" "$DATA/bench-rescore-before.txt" "$DATA/bench-rescore-after.txt" <<'PY'
+PYTHONPATH="$ROOT/scripts" python3 - "$START" "$DONE" "$ROWS" "$RESCORED" "$MAX_LAG" "$DATA/bench-rescore-before.txt" "$DATA/bench-rescore-after.txt" "$PEAK" <<'PY'
 import json, sys
 from histogram import quantiles
 start, done, rows, rescored = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(float(sys.argv[4]))
@@ -69,5 +71,6 @@ print(json.dumps({"bench": "rescore", "customers_rescored": rescored,
   "pass_seconds": round(done - start, 1), "customers_per_sec": round(rescored / (done - start)),
   "rows_written_seconds": round(rows - start, 1),
   "live_events_during_pass": live["count"], "live_max_lag_messages": max_lag,
-  "live_freshness_p50_le_s": live["p50_le_s"], "live_freshness_p99_le_s": live["p99_le_s"]}))
+  "live_freshness_p50_le_s": live["p50_le_s"], "live_freshness_p99_le_s": live["p99_le_s"],
+  "run_peak_rss_mib": round(int(sys.argv[8]) / 1024, 1)}))
 PY

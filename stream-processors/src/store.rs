@@ -255,11 +255,11 @@ impl Store {
         Ok((out, guard))
     }
 
-    /// Writes states, index entries, counter changes and sales rollups in one script
-    /// (all or nothing, so a crash mid-write cannot half-apply a batch, and a replayed
+    /// The save of a batch: writes states, index entries, counter changes and sales
+    /// rollups in one script (all or nothing, so a crash mid-write cannot half-apply a batch, and a replayed
     /// batch finds its events applied), only if the markers of the partitions exist and are
     /// ([`Error::StateLost`] otherwise) unchanged ([`Error::Conflict`] otherwise) since
-    /// the load that gave `guard`; returns once Redis confirmed.
+    /// the load that gave `guard`.
     ///
     /// On a Redis Cluster it is one such script per partition, each on the node of its
     /// partition's slot: a partition's writes are all or nothing, and a batch whose
@@ -270,20 +270,9 @@ impl Store {
     /// `rollups` are the sales rollups by input partition (all under one, any, on a
     /// standalone Redis); `passes` are the rescoring pass cursors the writes move (saved
     /// with them, so a restarted pass neither repeats nor skips a slice).
-    pub async fn save(
-        &self,
-        writes: &[Write<'_>],
-        counts: &Counts,
-        rollups: &BTreeMap<i32, Rollups<'_>>,
-        guard: &Guard,
-        passes: &[(i32, &PassCursor)],
-    ) -> Result<()> {
-        self.run_save(&self.plan_save(writes, counts, rollups, guard, passes))
-            .await
-    }
-
-    /// The commands of [`Store::save`], encoded and owned: the batch's borrowed data can
-    /// go (and the next batch be prepared) while [`Store::run_save`] writes them.
+    ///
+    /// The commands are encoded and owned here and written by [`Store::run_save`]: the
+    /// batch's borrowed data can go (and the next batch be prepared) meanwhile.
     pub fn plan_save(
         &self,
         writes: &[Write<'_>],
