@@ -18,8 +18,7 @@ PREFIX="$TAG."
 PORT=18394
 SINK="$(scratch_db "$TAG")"
 say "backfill: $CUSTOMERS customers over 365 days into ${PREFIX}*"
-SYNTH=$("$BIN" synth --customers "$CUSTOMERS" --days 365 --topic-prefix "$PREFIX" --json | tail -1)
-EVENTS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$SYNTH")
+EVENTS=$(backfill_year "$BIN" "$PREFIX" "$CUSTOMERS")
 say "catching up on $EVENTS events with \`custflow run\`"
 START=$(date +%s.%N)
 "$BIN" run --topic-prefix "$PREFIX" --sink "$SINK" --http "127.0.0.1:$PORT" "$@" \

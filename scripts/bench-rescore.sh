@@ -20,8 +20,7 @@ PREFIX="$TAG."
 PORT=18393
 SINK="$(scratch_db "$TAG")"
 say "backfill: $CUSTOMERS customers over 365 days into ${PREFIX}*"
-SYNTH=$("$BIN" synth --customers "$CUSTOMERS" --days 365 --topic-prefix "$PREFIX" --json | tail -1)
-EVENTS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$SYNTH")
+EVENTS=$(backfill_year "$BIN" "$PREFIX" "$CUSTOMERS")
 say "applying $EVENTS events (no scoring yet)"
 "$BIN" process --topic-prefix "$PREFIX" --until-events "$EVENTS" --json >/dev/null 2>&1
 # One model for the whole pass: a refit promoted mid-pass would restart its count.

@@ -53,6 +53,15 @@ wait_for() {
 
 custflow_bin() { echo "$CARGO_TARGET_DIR/release/custflow"; }
 
+# backfill_year BIN PREFIX CUSTOMERS: synthesises a year of events of CUSTOMERS customers
+# into the topics of PREFIX and prints how many events it wrote.
+backfill_year() {
+  local synth
+  synth=$("$1" synth --customers "$3" --days 365 --topic-prefix "$2" --json | tail -1) ||
+    die "custflow synth failed"
+  python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$synth"
+}
+
 # scratch_db NAME: creates the PostgreSQL database NAME for a benchmark's sink and prints
 # its URL.
 scratch_db() {

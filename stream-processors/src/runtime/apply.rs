@@ -149,9 +149,6 @@ impl Processor {
         assignment: &Assignment,
         until: Instant,
     ) -> Result<bool> {
-        let more = |shutdown: &watch::Receiver<bool>| {
-            Instant::now() < until && !*shutdown.borrow() && !assignment.has_changed()
-        };
         let mut cur = batch;
         let mut ready: Option<Prepared> = None;
         let mut queued: Option<(Vec<OwnedMessage>, Decoded)> = None;
@@ -177,7 +174,7 @@ impl Processor {
                     }
                 },
             };
-            let go_on = more(shutdown);
+            let go_on = Instant::now() < until && !*shutdown.borrow() && !assignment.has_changed();
             if queued.is_none() && go_on {
                 queued = self.waiting_batch().await?;
             }

@@ -531,9 +531,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// Customers rescored between two live batches during a pass, unless configured
-/// ([`ProcessorConfig::rescore_slice`]): about a quarter of a second of a 2-core machine's
-/// work, the wait it adds to the events that arrive meanwhile. 5,000 rolled 1 M customers
-/// out in 47.8–56.3 s against 2,000's 62.7–87.8 s, live freshness p99 ≤ 1 s in both
+/// ([`ProcessorConfig::rescore_slice`]): the wait it adds to the events that arrive
+/// meanwhile, about a quarter of a second on the 2-core machine where 5,000 rolled 1 M
+/// customers out in 47.8–56.3 s against 2,000's 62.7–87.8 s, live freshness p99 ≤ 1 s in
+/// both; on a machine half as fast about half a second, and p99 ≤ 2.5 s
 /// (BENCHMARKS.md, `scripts/bench-rescore.sh`).
 pub const RESCORE_SLICE: usize = 5000;
 
