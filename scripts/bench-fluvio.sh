@@ -6,7 +6,7 @@
 # /dev/null and with `custflow connect --exit-when-idle` (FluvioSource,
 # event.type=tagged) into the local broker, ROUNDS times in turn. Prints one JSON line
 # with every rate and the ratios of the medians.
-# Usage: [ROUNDS=3] scripts/bench-fluvio.sh [customers]   (default 40000: about 1.2 M events)
+# Usage: [ROUNDS=3] [TASKS=2] scripts/bench-fluvio.sh [customers]   (default 40000: about 1.2 M events)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 FLUVIO="${CUSTFLOW_FLUVIO_HOME:-}"
@@ -27,11 +27,13 @@ EVENTS=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" 
 # Each reader goes ROUNDS times, alternating, so a slow moment of the shared machine
 # does not land on one side only: the Fluvio CLI (all partitions, from the beginning, to
 # the end, 16 MiB fetches as the source) printing only each record's offset, the CLI
-# printing each record's value (its default output), and `custflow connect`.
+# printing each record's value (its default output), and `custflow connect` with one task
+# per partition of the topic (`tasks.max`, TASKS: 2), as the CLI reads both at once.
 ROUNDS="${ROUNDS:-3}"
+TASKS="${TASKS:-2}"
 cat > "$WORK/fluvio.json" <<JSON
 {"name": "bench-fluvio", "config": {"connector.class": "FluvioSource", "fluvio.endpoint": "$SC",
- "fluvio.topic": "bench-events", "event.type": "tagged"}}
+ "fluvio.topic": "bench-events", "event.type": "tagged", "tasks.max": "$TASKS"}}
 JSON
 cli_rate() {
   local start records
@@ -45,7 +47,7 @@ for round in $(seq "$ROUNDS"); do
   "$BIN" connect --topic-prefix "bench-fluvio-$(date +%s%N)." --exit-when-idle --json \
     --connect-http 127.0.0.1:0 "$WORK/fluvio.json" | tail -1 >> "$WORK/custflow.jsonl"
 done
-python3 - "$WORK" "$EVENTS" <<'PY'
+python3 - "$WORK" "$EVENTS" "$TASKS" <<'PY'
 import json, statistics, sys
 work, events = sys.argv[1], int(sys.argv[2])
 runs = [json.loads(l) for l in open(f"{work}/custflow.jsonl")]
@@ -54,7 +56,7 @@ offset = [float(l) for l in open(f"{work}/cli-offset")]
 value = [float(l) for l in open(f"{work}/cli-value")]
 med = statistics.median
 print(json.dumps({
-    "bench": "fluvio-source", "events": events, "rounds": len(runs),
+    "bench": "fluvio-source", "events": events, "rounds": len(runs), "tasks": int(sys.argv[3]),
     "custflow_records": [r["records"] for r in runs],
     "custflow_records_per_sec": [round(x) for x in rates],
     "max_rss_mb": max(r["max_rss_mb"] for r in runs),

@@ -14,12 +14,13 @@
 //! task re-opens its streams at the expected offsets and reads the gap again. A large
 //! fetch size (`fluvio.fetch.max.bytes`, 16 MiB) makes that rare.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use custflow_schemas::{avro, json, Event, EventKind};
-use fluvio::consumer::{ConsumerConfigExtBuilder, Record, RetryMode};
+use fluvio::consumer::{ConsumerConfig, Record};
+use fluvio::dataplane::record::Batch as FluvioBatch;
 use fluvio::metadata::topic::TopicSpec;
 use fluvio::{Fluvio, Offset};
 use futures::stream::{select_all, SelectAll};
@@ -124,14 +125,18 @@ impl Settings {
     }
 }
 
-type Records =
-    Pin<Box<dyn Stream<Item = Result<Record, fluvio::dataplane::link::ErrorCode>> + Send>>;
+/// One partition's record batches, each with its partition number.
+type Batches = Pin<
+    Box<dyn Stream<Item = (u32, Result<FluvioBatch, fluvio::dataplane::link::ErrorCode>)> + Send>,
+>;
 
 /// A connection and the merged streams of this task's partitions.
 struct Open {
     /// Kept so the streams' connection lives as long as they do.
     _fluvio: Fluvio,
-    streams: SelectAll<Records>,
+    streams: SelectAll<Batches>,
+    /// Records of the last batch received that did not fit in the last poll.
+    pending: VecDeque<Record>,
 }
 
 /// A Fluvio source task: the partitions `p` with `p mod tasks.max == task`.
@@ -244,25 +249,30 @@ impl FluvioTask {
                 None if self.s.start_at_end => Offset::end(),
                 None => Offset::beginning(),
             };
-            let config = ConsumerConfigExtBuilder::default()
-                .topic(self.s.topic.clone())
-                .partition(*p)
-                .offset_start(start)
+            let config = ConsumerConfig::builder()
                 .max_bytes(self.s.max_bytes)
-                // Failures come to this task, which reconnects from the offsets of the
-                // records it produced and says so in its status.
-                .retry_mode(RetryMode::Disabled)
                 .build()
                 .map_err(|e| Self::fluvio_error("consumer config", e))?;
-            let stream = fluvio
-                .consumer_with_config(config)
+            // Batches of one partition, not `consumer_with_config`'s records: that stream
+            // wraps every record in a retry future with a 100 ms timer of its own (the
+            // source read 13% faster without it, BENCHMARKS.md), and this task does its
+            // own reconnecting from the offsets of the records it produced anyway.
+            #[allow(deprecated)]
+            let consumer = fluvio
+                .partition_consumer(self.s.topic.clone(), *p)
                 .await
                 .map_err(|e| Self::fluvio_error(&format!("consuming partition {p}"), e))?;
-            streams.push(Box::pin(stream) as Records);
+            let stream = consumer
+                .stream_batches_with_config(start, config)
+                .await
+                .map_err(|e| Self::fluvio_error(&format!("consuming partition {p}"), e))?;
+            let p = *p;
+            streams.push(Box::pin(stream.map(move |b| (p, b))) as Batches);
         }
         self.open = Some(Open {
             _fluvio: fluvio,
             streams: select_all(streams),
+            pending: VecDeque::new(),
         });
         self.down = None;
         Ok(())
@@ -354,56 +364,56 @@ impl FluvioTask {
                 return Ok(batch);
             }
         }
-        let Some(open) = self.open.as_mut() else {
-            return Ok(batch);
-        };
-        // Wait briefly for the first record, then take what is already there.
-        let first = tokio::time::timeout(self.s.poll_interval, open.streams.next()).await;
-        let mut next = match first {
-            Err(_) => return Ok(batch),
-            Ok(item) => item,
-        };
         let mut failure = None;
         let before: Vec<Option<i64>> = self.parts.values().map(|(_, n)| *n).collect();
-        loop {
-            match next {
-                Some(Ok(r)) => {
-                    if let Taken::Gap {
-                        partition,
-                        expected,
-                        got,
-                    } = self.push(&mut batch, &r)
-                    {
-                        tracing::debug!(
-                            partition,
-                            expected,
-                            got,
-                            "Fluvio skipped records; reading them again"
-                        );
-                        self.gaps += 1;
-                        // Re-open at once (no backoff) at the expected offsets.
-                        self.open = None;
+        let mut waited = false;
+        while let Some(open) = self.open.as_mut() {
+            let Some(r) = open.pending.pop_front() else {
+                // Wait briefly for the first batch, then take what is already there.
+                let next = if waited || !batch.records.is_empty() {
+                    match futures::FutureExt::now_or_never(open.streams.next()) {
+                        Some(item) => item,
+                        None => break,
+                    }
+                } else {
+                    waited = true;
+                    match tokio::time::timeout(self.s.poll_interval, open.streams.next()).await {
+                        Err(_) => break,
+                        Ok(item) => item,
+                    }
+                };
+                match next {
+                    Some((p, Ok(b))) => open.pending.extend(b.into_consumer_records_iter(p)),
+                    Some((p, Err(code))) => {
+                        failure = Some(format!("reading partition {p}: {code}"));
                         break;
                     }
-                    if batch.fatal.is_some() || batch.records.len() >= max {
+                    None => {
+                        failure = Some("the cluster closed the stream".to_owned());
                         break;
                     }
                 }
-                Some(Err(code)) => {
-                    failure = Some(format!("reading: {code}"));
-                    break;
-                }
-                None => {
-                    failure = Some("the cluster closed the stream".to_owned());
-                    break;
-                }
-            }
-            let Some(open) = self.open.as_mut() else {
-                break;
+                continue;
             };
-            match futures::FutureExt::now_or_never(open.streams.next()) {
-                Some(item) => next = item,
-                None => break,
+            if let Taken::Gap {
+                partition,
+                expected,
+                got,
+            } = self.push(&mut batch, &r)
+            {
+                tracing::debug!(
+                    partition,
+                    expected,
+                    got,
+                    "Fluvio skipped records; reading them again"
+                );
+                self.gaps += 1;
+                // Re-open at once (no backoff) at the expected offsets.
+                self.open = None;
+                break;
+            }
+            if batch.fatal.is_some() || batch.records.len() >= max {
+                break;
             }
         }
         // The next offset of each partition read from, once per batch.
