@@ -339,6 +339,8 @@ fn fluvio_orders_reach_the_topic_once_across_a_sigkill_and_a_cluster_outage() {
         dlq[0].0
     );
     drop(w);
+    // The cluster's pid files are in `dir`: stop it before the folder goes.
+    drop(cluster);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -432,5 +434,6 @@ fn a_history_from_fluvio_is_scored_and_the_scores_reach_fluvio() {
         assert!(v["type"] == "score" || v["type"] == "segment_change", "{v}");
     }
 
+    drop(cluster);
     std::fs::remove_dir_all(&dir).ok();
 }
