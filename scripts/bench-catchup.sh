@@ -17,7 +17,6 @@ TAG="catchup$(date +%s)"
 PREFIX="$TAG."
 PORT=18394
 SINK="$(scratch_db "$TAG")"
-say "backfill: $CUSTOMERS customers over 365 days into ${PREFIX}*"
 EVENTS=$(backfill_year "$BIN" "$PREFIX" "$CUSTOMERS")
 say "catching up on $EVENTS events with \`custflow run\`"
 START=$(date +%s.%N)

@@ -19,7 +19,6 @@ TAG="rescore$(date +%s)"
 PREFIX="$TAG."
 PORT=18393
 SINK="$(scratch_db "$TAG")"
-say "backfill: $CUSTOMERS customers over 365 days into ${PREFIX}*"
 EVENTS=$(backfill_year "$BIN" "$PREFIX" "$CUSTOMERS")
 say "applying $EVENTS events (no scoring yet)"
 "$BIN" process --topic-prefix "$PREFIX" --until-events "$EVENTS" --json >/dev/null 2>&1

@@ -57,6 +57,7 @@ custflow_bin() { echo "$CARGO_TARGET_DIR/release/custflow"; }
 # into the topics of PREFIX and prints how many events it wrote.
 backfill_year() {
   local synth
+  say "backfill: $3 customers over 365 days into $2*"
   synth=$("$1" synth --customers "$3" --days 365 --topic-prefix "$2" --json | tail -1) ||
     die "custflow synth failed"
   python3 -c "import json,sys; print(json.loads(sys.argv[1])['events'])" "$synth"

@@ -39,6 +39,20 @@ async fn stored(store: &Store, customer: &str) -> bool {
     v.is_some()
 }
 
+/// Saves `customer` with `guard`, a save that must be refused: why, once it is checked
+/// that nothing was written.
+async fn refused(store: &Store, customer: &str, state: &CustomerState, guard: &Guard) -> Error {
+    let err = store
+        .run_save(&plan(store, customer, state, guard))
+        .await
+        .unwrap_err();
+    assert!(
+        !stored(store, customer).await,
+        "{customer} written by a refused save"
+    );
+    err
+}
+
 #[tokio::test]
 async fn a_save_lands_only_while_the_markers_its_load_saw_are_unchanged() {
     custflow_tests::ensure_stack();
@@ -59,12 +73,8 @@ async fn a_save_lands_only_while_the_markers_its_load_saw_are_unchanged() {
     // Another writer moved the marker after the load: a conflict, nothing written.
     let (states, guard) = store.load(&[("c2", 0)], &[0]).await.unwrap();
     store.mark_ready(0).await.unwrap();
-    let err = store
-        .run_save(&plan(&store, "c2", &states["c2"], &guard))
-        .await
-        .unwrap_err();
+    let err = refused(&store, "c2", &states["c2"], &guard).await;
     assert!(matches!(&err, Error::Conflict(p) if p == &[0]), "{err}");
-    assert!(!stored(&store, "c2").await);
 
     // The marker is gone (an emptied Redis): lost state, nothing written.
     let (states, guard) = store.load(&[("c3", 0)], &[0]).await.unwrap();
@@ -73,12 +83,8 @@ async fn a_save_lands_only_while_the_markers_its_load_saw_are_unchanged() {
         .del(store.keys().partition_state(0))
         .await
         .unwrap();
-    let err = store
-        .run_save(&plan(&store, "c3", &states["c3"], &guard))
-        .await
-        .unwrap_err();
+    let err = refused(&store, "c3", &states["c3"], &guard).await;
     assert!(matches!(&err, Error::StateLost(p) if p == &[0]), "{err}");
-    assert!(!stored(&store, "c3").await);
 
     // Two batches in a pipeline: the second is loaded before the first is saved and
     // expects the markers the first save leaves; both land, in order.
