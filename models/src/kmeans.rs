@@ -1,6 +1,8 @@
 //! k-means on standardised (log recency, log frequency, log monetary), k picked by the
 //! silhouette score in 2..=8, deterministic for a seed; clusters named by value rank.
-//! The values of k are fitted in parallel, each from its own seeded k-means++ start.
+//! The values of k are fitted in parallel on the silhouette's sample, each from its own
+//! seeded k-means++ start; the chosen k's centroids then go through Lloyd's iterations
+//! on the whole population (at most 100,000 points).
 //! Lloyd's iterations are our own: linfa-clustering's `KMeans` gave the same inertia at
 //! 1.4–2.5× the time (BENCHMARKS.md, `cargo bench -p custflow-models --bench kmeans`).
 
@@ -63,16 +65,14 @@ impl SplitMix {
     }
 }
 
-/// Lloyd's algorithm from a k-means++ start seeded by (seed, k), at most 100 rounds,
-/// until the centroids' squared moves sum to at most [`LLOYD_TOL`].
-pub fn lloyd(points: &[[f64; 3]], k: usize, seed: u64) -> Vec<[f64; 3]> {
+/// A k-means++ start seeded by (seed, k): the first centroid uniformly, each next one
+/// with probability proportional to the squared distance to the nearest chosen so far.
+fn kmeans_pp(points: &[[f64; 3]], k: usize, seed: u64) -> Vec<[f64; 3]> {
     let mut rng = SplitMix(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut centroids = vec![points[(rng.next() % points.len() as u64) as usize]];
+    // Each point's squared distance to its nearest centroid so far.
+    let mut d: Vec<f64> = points.iter().map(|p| dist2(p, &centroids[0])).collect();
     while centroids.len() < k {
-        let d: Vec<f64> = points
-            .iter()
-            .map(|p| dist2(p, &centroids[nearest(p, &centroids)]))
-            .collect();
         let total: f64 = d.iter().sum();
         let mut target = rng.unit() * total;
         let mut pick = points.len() - 1;
@@ -83,8 +83,24 @@ pub fn lloyd(points: &[[f64; 3]], k: usize, seed: u64) -> Vec<[f64; 3]> {
                 break;
             }
         }
-        centroids.push(points[pick]);
+        let c = points[pick];
+        centroids.push(c);
+        for (di, p) in d.iter_mut().zip(points) {
+            *di = di.min(dist2(p, &c));
+        }
     }
+    centroids
+}
+
+/// Lloyd's algorithm from a k-means++ start seeded by (seed, k); see [`lloyd_from`].
+pub fn lloyd(points: &[[f64; 3]], k: usize, seed: u64) -> Vec<[f64; 3]> {
+    lloyd_from(points, kmeans_pp(points, k, seed))
+}
+
+/// Lloyd's iterations from `centroids`, at most 100 rounds, until the centroids' squared
+/// moves sum to at most [`LLOYD_TOL`].
+pub fn lloyd_from(points: &[[f64; 3]], mut centroids: Vec<[f64; 3]>) -> Vec<[f64; 3]> {
+    let k = centroids.len();
     for _ in 0..100 {
         let mut sums = vec![[0.0; 3]; k];
         let mut counts = vec![0usize; k];
@@ -112,7 +128,14 @@ pub fn lloyd(points: &[[f64; 3]], k: usize, seed: u64) -> Vec<[f64; 3]> {
 }
 
 /// Mean silhouette of one sample under several labellings at once (`labels[i]` gives
-/// k_i clusters): each distance is computed once and counted for every labelling.
+/// k_i clusters).
+///
+/// A point's silhouette needs its summed distance to every cluster of every labelling.
+/// The points are ordered by their labels under all labellings together, so that runs
+/// of points ("cells") share one cluster in each: a point's distances are summed over
+/// each cell in turn and each cell's sum added once to the cell's cluster in every
+/// labelling. Each distance is computed once, and the cells are few (the labellings
+/// cut the same data), so the work is that of one labelling.
 fn silhouettes(points: &[[f64; 3]], labels: &[(usize, Vec<usize>)]) -> Vec<f64> {
     let n = points.len();
     let t = labels.len();
@@ -127,10 +150,22 @@ fn silhouettes(points: &[[f64; 3]], labels: &[(usize, Vec<usize>)]) -> Vec<f64> 
     let slot: Vec<usize> = (0..n)
         .flat_map(|j| labels.iter().zip(&offset).map(move |((_, l), o)| o + l[j]))
         .collect();
+    let slots = |j: usize| &slot[j * t..(j + 1) * t];
     // Cluster sizes (a point's own cluster holds it too: its mean is over size − 1).
     let mut size = vec![0usize; width];
     for s in &slot {
         size[*s] += 1;
+    }
+    // The points in cell order, and where each cell ends.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|a, b| slots(*a).cmp(slots(*b)));
+    let sorted: Vec<[f64; 3]> = order.iter().map(|j| points[*j]).collect();
+    let mut cells: Vec<(usize, &[usize])> = Vec::new();
+    for (at, j) in order.iter().enumerate() {
+        match cells.last_mut() {
+            Some((end, s)) if *s == slots(*j) => *end = at + 1,
+            _ => cells.push((at + 1, slots(*j))),
+        }
     }
     // Per point and labelling: (b − a) / max(a, b) from the mean distances to its own
     // cluster (a) and to the nearest other (b).
@@ -139,11 +174,14 @@ fn silhouettes(points: &[[f64; 3]], labels: &[(usize, Vec<usize>)]) -> Vec<f64> 
         .map(|i| {
             let mut sums = vec![0.0; width];
             let p = &points[i];
-            for (j, q) in points.iter().enumerate() {
-                let d = dist2(p, q).sqrt(); // 0 for j = i
-                for s in &slot[j * t..(j + 1) * t] {
+            let mut start = 0;
+            for (end, cell) in &cells {
+                // 0 for the point itself.
+                let d: f64 = sorted[start..*end].iter().map(|q| dist2(p, q).sqrt()).sum();
+                for s in *cell {
                     sums[*s] += d;
                 }
+                start = *end;
             }
             labels
                 .iter()
@@ -184,8 +222,9 @@ const LLOYD_POINTS: usize = 100_000;
 const LLOYD_TOL: f64 = 1e-4;
 
 impl KMeansModel {
-    /// Fits on raw (log-scale) points; the silhouette is computed on a sample of at most
-    /// `sample` points, which keeps it O(sample²).
+    /// Fits on raw (log-scale) points; k is chosen on a sample of at most `sample`
+    /// points (Lloyd for each k and the silhouettes, which are O(sample²)), and the
+    /// chosen clustering refined on all points.
     pub fn fit(raw: &[[f64; 3]], seed: u64, sample: usize) -> Result<Self> {
         if raw.len() < 10 {
             return Err(Error::NotEnoughData(
@@ -215,11 +254,12 @@ impl KMeansModel {
                 .collect()
         };
         let (probe, fit_on) = (stride(sample), stride(LLOYD_POINTS));
-        // Every k on its own (in parallel), then the best silhouette, the smallest k on
-        // ties: the same answer whatever the number of threads.
+        // Every k on the probe (in parallel), then the best silhouette, the smallest k on
+        // ties: the same answer whatever the number of threads. Only the chosen k's
+        // centroids are then carried to every point (at most LLOYD_POINTS).
         let fitted: Vec<Vec<[f64; 3]>> = (2..=8usize.min(probe.len() - 1))
             .into_par_iter()
-            .map(|k| lloyd(&fit_on, k, seed))
+            .map(|k| lloyd(&probe, k, seed))
             .collect();
         let labels: Vec<(usize, Vec<usize>)> = fitted
             .iter()
@@ -232,8 +272,13 @@ impl KMeansModel {
                 best = Some((s, centroids));
             }
         }
-        let (silhouette, mut centroids) =
+        let (silhouette, centroids) =
             best.ok_or_else(|| Error::NotEnoughData("no k to try".into()))?;
+        let mut centroids = if fit_on.len() > probe.len() {
+            lloyd_from(&fit_on, centroids)
+        } else {
+            centroids
+        };
         // Value: recent (low recency), frequent, high spend.
         let value = |c: &[f64; 3]| -c[0] + c[1] + c[2];
         centroids.sort_by(|a, b| value(b).total_cmp(&value(a)));
