@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::optimize::fit_positive_bfgs;
+use crate::optimize::{fit_positive_bfgs, fit_positive_bfgs_sampled};
 use crate::special::{digamma, ln_gamma, ln_hyp2f1, log_add_exp, log_add_exp_weights};
-use crate::summary::WeightedRow;
+use crate::summary::{stride_sample, WeightedRow, SAMPLE_FIT_ROWS};
 
 /// BG/NBD parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -103,32 +103,43 @@ impl BgNbd {
     }
 
     /// Maximum-likelihood fit: BFGS on log parameters with the analytic gradient,
-    /// starting from all ones (Nelder–Mead if BFGS stalls).
+    /// starting from all ones (Nelder–Mead if BFGS stalls); on many rows, from the
+    /// optimum of a sample of them.
     pub fn fit(rows: &[WeightedRow]) -> Result<Fitted<Self>> {
         if rows.iter().map(|r| r.weight).sum::<f64>() < 2.0 {
             return Err(Error::NotEnoughData(
                 "BG/NBD needs at least 2 customers".into(),
             ));
         }
-        Self::fit_from(rows, [1.0; 4])
+        match stride_sample(rows, SAMPLE_FIT_ROWS) {
+            Some(sample) => fit_positive_bfgs_sampled(
+                &[1.0; 4],
+                Self::of,
+                |m| Self::ll_of(&sample, m),
+                |m| Self::ll_of(rows, m),
+                "BG/NBD",
+            ),
+            None => Self::fit_from(rows, [1.0; 4]),
+        }
     }
 
-    /// [`BgNbd::fit`] from given starting parameters (r, α, a, b).
+    /// [`BgNbd::fit`] from given starting parameters (r, α, a, b), on all rows.
     pub fn fit_from(rows: &[WeightedRow], start: [f64; 4]) -> Result<Fitted<Self>> {
-        fit_positive_bfgs(
-            &start,
-            |p| BgNbd {
-                r: p[0],
-                alpha: p[1],
-                a: p[2],
-                b: p[3],
-            },
-            |m| {
-                let (ll, g) = m.ll_gradient(rows);
-                (ll, Some(g.to_vec()))
-            },
-            "BG/NBD",
-        )
+        fit_positive_bfgs(&start, Self::of, |m| Self::ll_of(rows, m), "BG/NBD")
+    }
+
+    fn of(p: &[f64]) -> Self {
+        BgNbd {
+            r: p[0],
+            alpha: p[1],
+            a: p[2],
+            b: p[3],
+        }
+    }
+
+    fn ll_of(rows: &[WeightedRow], m: &Self) -> (f64, Option<Vec<f64>>) {
+        let (ll, g) = m.ll_gradient(rows);
+        (ll, Some(g.to_vec()))
     }
 
     /// ln of the odds term a/(b+x−1)·((α+T)/(α+t_x))^(r+x); −∞ when x = 0.

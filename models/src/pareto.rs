@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::bgnbd::Fitted;
 use crate::error::{Error, Result};
-use crate::optimize::fit_positive_bfgs;
+use crate::optimize::{fit_positive_bfgs, fit_positive_bfgs_sampled};
 use crate::special::{
     adaptive_gauss_legendre, digamma, ln_gamma, ln_hyp2f1, ln_hyp2f1_gradient, log_add_exp,
     log_sub_exp,
 };
-use crate::summary::WeightedRow;
+use crate::summary::{stride_sample, WeightedRow, SAMPLE_FIT_ROWS};
 
 /// One ₂F₁ term of A₀ (see [`ParetoNbd::hyp`]).
 #[derive(Debug, Clone, Copy, Default)]
@@ -251,28 +251,38 @@ impl ParetoNbd {
     }
 
     /// Maximum-likelihood fit: BFGS on log parameters with the analytic gradient,
-    /// starting from all ones (Nelder–Mead if BFGS stalls).
+    /// starting from all ones (Nelder–Mead if BFGS stalls); on many rows, from the
+    /// optimum of a sample of them.
     pub fn fit(rows: &[WeightedRow]) -> Result<Fitted<Self>> {
         if rows.iter().map(|r| r.weight).sum::<f64>() < 2.0 {
             return Err(Error::NotEnoughData(
                 "Pareto/NBD needs at least 2 customers".into(),
             ));
         }
+        let of = |p: &[f64]| ParetoNbd {
+            r: p[0],
+            alpha: p[1],
+            s: p[2],
+            beta: p[3],
+        };
+        let ll = |prepared: &ParetoRows<'_>, m: &ParetoNbd| {
+            let (ll, g) = m.ll_gradient_of(prepared);
+            (ll, Some(g.to_vec()))
+        };
         let prepared = ParetoRows::new(rows);
-        fit_positive_bfgs(
-            &[1.0; 4],
-            |p| ParetoNbd {
-                r: p[0],
-                alpha: p[1],
-                s: p[2],
-                beta: p[3],
-            },
-            |m| {
-                let (ll, g) = m.ll_gradient_of(&prepared);
-                (ll, Some(g.to_vec()))
-            },
-            "Pareto/NBD",
-        )
+        match stride_sample(rows, SAMPLE_FIT_ROWS) {
+            Some(sample) => {
+                let sample = ParetoRows::new(&sample);
+                fit_positive_bfgs_sampled(
+                    &[1.0; 4],
+                    of,
+                    |m| ll(&sample, m),
+                    |m| ll(&prepared, m),
+                    "Pareto/NBD",
+                )
+            }
+            None => fit_positive_bfgs(&[1.0; 4], of, |m| ll(&prepared, m), "Pareto/NBD"),
+        }
     }
 
     /// Probability the customer is still alive at age `t`.

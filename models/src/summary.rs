@@ -165,9 +165,62 @@ pub fn compress<'a>(rows: impl IntoIterator<Item = &'a SummaryRow>) -> Vec<Weigh
     out
 }
 
+/// Rows at which a fit on a sample first pays: below this the whole is as cheap.
+pub const SAMPLE_FIT_ROWS: usize = 1000;
+
+/// Every k-th row of rows sorted as [`compress`] sorts them (so the sample spreads over
+/// x and t_x), about `n` of them, with weights scaled so the sample weighs as much as all
+/// rows: its likelihood is on the whole's scale. `None` when there are fewer than 4n
+/// rows.
+pub fn stride_sample(rows: &[WeightedRow], n: usize) -> Option<Vec<WeightedRow>> {
+    if rows.len() < 4 * n.max(1) {
+        return None;
+    }
+    let sample: Vec<WeightedRow> = rows
+        .iter()
+        .step_by(rows.len() / n.max(1))
+        .copied()
+        .collect();
+    let total: f64 = rows.iter().map(|r| r.weight).sum();
+    let scale = total / sample.iter().map(|r| r.weight).sum::<f64>();
+    Some(
+        sample
+            .into_iter()
+            .map(|r| WeightedRow {
+                weight: r.weight * scale,
+                ..r
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stride_samples_weigh_as_much_as_all_rows() {
+        let rows: Vec<WeightedRow> = (0..10_000)
+            .map(|i| WeightedRow {
+                x: (i % 7) as f64,
+                t_x: (i % 13) as f64,
+                t: 20.0,
+                weight: (1 + i % 3) as f64,
+            })
+            .collect();
+        let sample = stride_sample(&rows, 1000).unwrap();
+        assert_eq!(sample.len(), 1000);
+        let weight = |r: &[WeightedRow]| r.iter().map(|r| r.weight).sum::<f64>();
+        assert!((weight(&sample) - weight(&rows)).abs() < 1e-9 * weight(&rows));
+        // Every x is in the sample, and each row is one of the rows.
+        for x in 0..7 {
+            assert!(sample.iter().any(|r| r.x == x as f64));
+        }
+        assert!(sample
+            .iter()
+            .all(|s| rows.iter().any(|r| (r.x, r.t_x, r.t) == (s.x, s.t_x, s.t))));
+        assert_eq!(stride_sample(&rows[..3999], 1000), None);
+    }
 
     #[test]
     fn civil_days() {

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use custflow_models::bgnbd::BgNbd;
 use custflow_models::gamma_gamma::GammaGamma;
-use custflow_models::optimize::fit_positive;
+use custflow_models::optimize::{fit_positive, fit_positive_bfgs};
 use custflow_models::pareto::ParetoNbd;
-use custflow_models::summary::{compress, SummaryRow, WeightedRow};
+use custflow_models::summary::{compress, stride_sample, SummaryRow, WeightedRow, SAMPLE_FIT_ROWS};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution, Exp, Gamma};
@@ -170,6 +170,57 @@ fn quasi_newton_lands_where_nelder_mead_lands_on_cdnow() {
 #[test]
 fn quasi_newton_lands_where_nelder_mead_lands_on_a_synthetic_population() {
     same_optimum_as_nelder_mead(&synthetic(20_000, 7), false);
+}
+
+/// BG/NBD and Pareto/NBD on many rows start from the optimum of a stride sample: they
+/// land where a fit of all rows from the neutral start lands, in fewer evaluations of
+/// all rows.
+#[test]
+fn sampled_fits_land_on_the_whole_populations_optimum_in_fewer_evaluations() {
+    let w = compress(&synthetic(20_000, 11));
+    assert!(
+        stride_sample(&w, SAMPLE_FIT_ROWS).is_some(),
+        "{} rows",
+        w.len()
+    );
+    let sampled = BgNbd::fit(&w).unwrap();
+    let whole = BgNbd::fit_from(&w, [1.0; 4]).unwrap();
+    assert!(
+        close(&bg(&sampled.params), &bg(&whole.params), 1e-6),
+        "{sampled:?} vs {whole:?}"
+    );
+    assert!(sampled.log_likelihood >= whole.log_likelihood - 1e-9 * whole.log_likelihood.abs());
+    assert!(
+        sampled.evaluations < whole.evaluations,
+        "{sampled:?} vs {whole:?}"
+    );
+
+    let sampled = ParetoNbd::fit(&w).unwrap();
+    let whole = fit_positive_bfgs(
+        &[1.0; 4],
+        |p| ParetoNbd {
+            r: p[0],
+            alpha: p[1],
+            s: p[2],
+            beta: p[3],
+        },
+        |m| {
+            let (ll, g) = m.ll_gradient(&w);
+            (ll, Some(g.to_vec()))
+        },
+        "Pareto/NBD",
+    )
+    .unwrap();
+    let pn = |m: &ParetoNbd| [m.r, m.alpha, m.s, m.beta];
+    assert!(
+        close(&pn(&sampled.params), &pn(&whole.params), 1e-6),
+        "{sampled:?} vs {whole:?}"
+    );
+    assert!(sampled.log_likelihood >= whole.log_likelihood - 1e-9 * whole.log_likelihood.abs());
+    assert!(
+        sampled.evaluations < whole.evaluations,
+        "{sampled:?} vs {whole:?}"
+    );
 }
 
 /// A fit that failed is an error; a fit that answered has finite parameters and
