@@ -71,14 +71,12 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
         )));
     }
     let rows: Vec<SummaryRow> = summary.values().copied().collect();
-    let weighted = compress(&rows);
-    // Population cut-points from the customers as of the calibration end.
-    let stats: Vec<CustomerStats> = rows.iter().map(|r| r.stats(u)).collect();
-    let (rfm, points) = population_cuts(stats.iter());
-    // The fits are independent of each other: one task each.
-    let xm: Vec<(f64, f64)> = rows.iter().map(|r| (r.x, r.m)).collect();
-    let ((bgnbd, pareto), (gg, kmeans)) = rayon::join(
+    // Each fit starts as soon as its input is ready: the purchase models on the
+    // distinct rows, Gamma-Gamma on (x, m), k-means on the RFM points, beside the
+    // population's statistics and cut-points (customers as of the calibration end).
+    let ((bgnbd, pareto), ((gg, kmeans), (stats, rfm))) = rayon::join(
         || {
+            let weighted = compress(&rows);
             rayon::join(
                 || BgNbd::fit(&weighted),
                 || {
@@ -89,9 +87,15 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
             )
         },
         || {
-            rayon::join(
-                || GammaGamma::fit(&xm),
-                || KMeansModel::fit(&points, opts.seed, 1500).ok(),
+            let stats: Vec<CustomerStats> = rows.iter().map(|r| r.stats(u)).collect();
+            let (rfm, points) = population_cuts(stats.iter());
+            let xm: Vec<(f64, f64)> = rows.iter().map(|r| (r.x, r.m)).collect();
+            (
+                rayon::join(
+                    || GammaGamma::fit(&xm),
+                    || KMeansModel::fit(&points, opts.seed, 1500).ok(),
+                ),
+                (stats, rfm),
             )
         },
     );

@@ -7,7 +7,7 @@
 //! zero-value orders (free orders, as in CDNOW) is; the first purchase day is excluded
 //! from `m`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::artefact::CustomerStats;
 
@@ -139,29 +139,29 @@ pub fn is_purchase_day(net: f64, refunded: bool) -> bool {
     net > 0.0 || (net == 0.0 && !refunded)
 }
 
-/// Groups identical (x, t_x, T) rows, so likelihoods are evaluated once per distinct row.
+/// Groups identical (x, t_x, T) rows, so likelihoods are evaluated once per distinct
+/// row; the groups come sorted by (x, t_x, T), so fits are reproducible to the last bit.
 pub fn compress<'a>(rows: impl IntoIterator<Item = &'a SummaryRow>) -> Vec<WeightedRow> {
-    let mut groups: HashMap<(u64, u64, u64), f64> = HashMap::new();
-    for r in rows {
-        *groups
-            .entry((r.x.to_bits(), r.t_x.to_bits(), r.t.to_bits()))
-            .or_insert(0.0) += 1.0;
-    }
-    let mut out: Vec<WeightedRow> = groups
-        .into_iter()
-        .map(|((x, t_x, t), weight)| WeightedRow {
-            x: f64::from_bits(x),
-            t_x: f64::from_bits(t_x),
-            t: f64::from_bits(t),
-            weight,
-        })
-        .collect();
-    // Deterministic order, so fits are reproducible to the last bit.
-    out.sort_by(|a, b| {
-        a.x.total_cmp(&b.x)
-            .then(a.t_x.total_cmp(&b.t_x))
-            .then(a.t.total_cmp(&b.t))
+    let mut keys: Vec<[f64; 3]> = rows.into_iter().map(|r| [r.x, r.t_x, r.t]).collect();
+    keys.sort_unstable_by(|a, b| {
+        a[0].total_cmp(&b[0])
+            .then(a[1].total_cmp(&b[1]))
+            .then(a[2].total_cmp(&b[2]))
     });
+    let mut out: Vec<WeightedRow> = Vec::new();
+    for [x, t_x, t] in keys {
+        match out.last_mut() {
+            Some(w) if [w.x, w.t_x, w.t].map(f64::to_bits) == [x, t_x, t].map(f64::to_bits) => {
+                w.weight += 1.0
+            }
+            _ => out.push(WeightedRow {
+                x,
+                t_x,
+                t,
+                weight: 1.0,
+            }),
+        }
+    }
     out
 }
 
