@@ -111,16 +111,14 @@ impl BgNbd {
                 "BG/NBD needs at least 2 customers".into(),
             ));
         }
-        match stride_sample(rows, SAMPLE_FIT_ROWS) {
-            Some(sample) => fit_positive_bfgs_sampled(
-                &[1.0; 4],
-                Self::of,
-                |m| Self::ll_of(&sample, m),
-                |m| Self::ll_of(rows, m),
-                "BG/NBD",
-            ),
-            None => Self::fit_from(rows, [1.0; 4]),
-        }
+        let sample = stride_sample(rows, SAMPLE_FIT_ROWS);
+        fit_positive_bfgs_sampled(
+            &[1.0; 4],
+            Self::of,
+            sample.map(|sample| move |m: &Self| Self::ll_of(&sample, m)),
+            |m| Self::ll_of(rows, m),
+            "BG/NBD",
+        )
     }
 
     /// [`BgNbd::fit`] from given starting parameters (r, α, a, b), on all rows.

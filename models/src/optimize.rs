@@ -54,20 +54,23 @@ pub fn fit_positive_bfgs<P>(
 /// is near the whole's and its curvature about the same. BFGS on the whole data then
 /// starts from the sample's optimum with the sample's inverse Hessian and needs a few
 /// evaluations instead of tens (the sample's are cheap). The optimum is the whole's,
-/// with the same guarantees; `evaluations` counts the whole data's.
+/// with the same guarantees; `evaluations` counts the whole data's. Without a sample
+/// (`None`: the data is small) it is [`fit_positive_bfgs`].
 pub fn fit_positive_bfgs_sampled<P>(
     start: &[f64],
     of: impl Fn(&[f64]) -> P,
-    sample_ll: impl Fn(&P) -> (f64, Option<Vec<f64>>),
+    sample_ll: Option<impl Fn(&P) -> (f64, Option<Vec<f64>>)>,
     ll: impl Fn(&P) -> (f64, Option<Vec<f64>>),
     model: &str,
 ) -> Result<Fitted<P>> {
-    match fit_positive_bfgs_from(start, None, &of, sample_ll, model) {
-        Ok((_, Some(warm))) => {
+    let warm =
+        sample_ll.map(|sample_ll| fit_positive_bfgs_from(start, None, &of, sample_ll, model));
+    match warm {
+        Some(Ok((_, Some(warm)))) => {
             fit_positive_bfgs_from(&warm.params, Some(warm.inverse_hessian), of, ll, model)
                 .map(|(fit, _)| fit)
         }
-        // The sample gave no interior optimum: the whole data from the usual start.
+        // No sample, or it gave no interior optimum: the whole data from the usual start.
         _ => fit_positive_bfgs(start, of, ll, model),
     }
 }
@@ -270,11 +273,13 @@ pub fn bfgs_from(
     opts: QuasiNewton,
 ) -> QuasiNewtonMinimum {
     let n = x0.len();
-    let given = h0.as_ref().is_some_and(|h| {
+    // A malformed approximation is not trusted.
+    let h0 = h0.filter(|h| {
         h.len() == n
             && h.iter()
                 .all(|row| row.len() == n && row.iter().all(|v| v.is_finite()))
     });
+    let given = h0.is_some();
     let finite = |f: f64, g: &[f64]| f.is_finite() && g.iter().all(|v| v.is_finite());
     let mut evals = 1;
     let mut x = x0.to_vec();
@@ -294,10 +299,7 @@ pub fn bfgs_from(
             .collect()
     };
     // Inverse Hessian approximation.
-    let mut h = match h0 {
-        Some(h) if given => h,
-        _ => identity(1.0),
-    };
+    let mut h = h0.unwrap_or_else(|| identity(1.0));
     let tol = |f: f64, t: f64| t * f.abs().max(1.0);
     for iter in 0..opts.max_iter {
         if norm_inf(&g) <= tol(f, opts.g_tol) {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bgnbd::Fitted;
 use crate::error::{Error, Result};
-use crate::optimize::{fit_positive_bfgs, fit_positive_bfgs_sampled};
+use crate::optimize::fit_positive_bfgs_sampled;
 use crate::special::{
     adaptive_gauss_legendre, digamma, ln_gamma, ln_hyp2f1, ln_hyp2f1_gradient, log_add_exp,
     log_sub_exp,
@@ -270,19 +270,15 @@ impl ParetoNbd {
             (ll, Some(g.to_vec()))
         };
         let prepared = ParetoRows::new(rows);
-        match stride_sample(rows, SAMPLE_FIT_ROWS) {
-            Some(sample) => {
-                let sample = ParetoRows::new(&sample);
-                fit_positive_bfgs_sampled(
-                    &[1.0; 4],
-                    of,
-                    |m| ll(&sample, m),
-                    |m| ll(&prepared, m),
-                    "Pareto/NBD",
-                )
-            }
-            None => fit_positive_bfgs(&[1.0; 4], of, |m| ll(&prepared, m), "Pareto/NBD"),
-        }
+        let sample = stride_sample(rows, SAMPLE_FIT_ROWS);
+        let sample = sample.as_deref().map(ParetoRows::new);
+        fit_positive_bfgs_sampled(
+            &[1.0; 4],
+            of,
+            sample.as_ref().map(|sample| |m: &ParetoNbd| ll(sample, m)),
+            |m| ll(&prepared, m),
+            "Pareto/NBD",
+        )
     }
 
     /// Probability the customer is still alive at age `t`.

@@ -165,7 +165,8 @@ pub fn compress<'a>(rows: impl IntoIterator<Item = &'a SummaryRow>) -> Vec<Weigh
     out
 }
 
-/// Rows at which a fit on a sample first pays: below this the whole is as cheap.
+/// Rows of the sample a fit starts from ([`stride_sample`]); below four times as many
+/// rows the whole is as cheap to fit from the start.
 pub const SAMPLE_FIT_ROWS: usize = 1000;
 
 /// Every k-th row of rows sorted as [`compress`] sorts them (so the sample spreads over
