@@ -288,6 +288,13 @@ impl CustomerState {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
+    /// Encodes the state as [`CustomerState::encode`] does, straight into `out` (the
+    /// buffer of a Redis command being built): no buffer of its own to grow and copy.
+    pub fn encode_to(&self, out: impl std::io::Write) {
+        // Every state serializes; `out` is memory.
+        let _ = postcard::to_io(self, out);
+    }
+
     /// Decodes a stored state. States written before the trailing fields were added
     /// (the sales fields `first_order`, `sales_seen`, `unattributed`, then `erased_at`,
     /// then `pending`) lack their bytes; they decode as if those were empty (each encodes
@@ -784,6 +791,11 @@ mod tests {
         ));
         assert!(e.to_string().contains("--history-days"), "{e}");
         assert_eq!(CustomerState::decode(&s.encode()).unwrap(), s);
+        // Encoded into a buffer that holds something already, the same bytes follow it.
+        let mut buf = b"MSET k".to_vec();
+        s.encode_to(&mut buf);
+        assert_eq!(&buf[..6], b"MSET k");
+        assert_eq!(buf[6..], s.encode()[..]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 
-use crate::client::{client_config, Rewind, Tune, FETCH_WAIT_MS};
+use crate::client::{client_config, Rewind, Tune, FETCH_QUEUE_BACKOFF_MS, FETCH_WAIT_MS};
 use crate::progress::Progress;
 
 /// A consumer for a membership's partitions: no group protocol (the [`Assignment`]
@@ -25,6 +25,7 @@ pub fn member_consumer(brokers: &str, group: &str) -> Result<StreamConsumer<Rewi
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .tune("fetch.wait.max.ms", FETCH_WAIT_MS)
+        .tune("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
         .create_with_context(Rewind::default())
 }
 

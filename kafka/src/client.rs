@@ -41,6 +41,15 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 /// core. Override with `CUSTFLOW_KAFKA_FETCH_WAIT_MAX_MS`.
 pub const FETCH_WAIT_MS: &str = "200";
 
+/// How long a long-lived consumer's partitions wait to fetch again once its local queue
+/// reached `queued.min.messages` (100,000) (`fetch.queue.backoff.ms`). librdkafka's
+/// default, 1 s, is how long a processor applying 100,000 events/s takes to empty that
+/// queue: behind a backlog the queue ran dry about once a second and the processor
+/// waited for the next fetch (and tansu's `fetch.wait.max.ms`), 97k events/s at a
+/// million customers against 116–128k without the waits (BENCHMARKS.md, "Processing").
+/// Override with `CUSTFLOW_KAFKA_FETCH_QUEUE_BACKOFF_MS`.
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "100";
+
 /// Settings of a producer for bulk input (generator backfill, connectors): idempotent
 /// with `acks=all`, lz4-compressed, large batches after a short linger.
 pub fn bulk_producer_config(brokers: &str) -> ClientConfig {

@@ -72,6 +72,19 @@ return 1
 /// Lua's limit on the values one `unpack` may return (8,000).
 const PAIRS_PER_COMMAND: usize = 1000;
 
+/// Room reserved per state in a save's `MSET` (most states are smaller: 366 B on
+/// average at a million customers, BENCHMARKS.md), so its buffer rarely grows.
+const STATE_BYTES: usize = 512;
+
+/// A customer state as a command argument, encoded straight into the command's buffer.
+struct Encoded<'a>(&'a CustomerState);
+
+impl redis::ToRedisArgs for Encoded<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        self.0.encode_to(out.writer_for_next_arg());
+    }
+}
+
 /// Most customers per partition one sweep rescores for crossing the at-risk threshold;
 /// more (after an outage) wait for the following sweeps.
 pub const CROSSINGS_PER_SWEEP: usize = 1000;
@@ -102,34 +115,41 @@ pub struct Guard {
 /// distinct-customer counts first, then one guarded script per partition (a single one
 /// on a standalone Redis), each with the markers it is guarded by and the token it
 /// gives them.
-#[derive(Default)]
+/// Cloned cheaply: the encoded commands are shared.
+#[derive(Default, Clone)]
 pub struct SavePlan {
-    first: redis::Pipeline,
+    first: Arc<redis::Pipeline>,
     scripts: Vec<Script>,
 }
 
 /// One guarded script of a [`SavePlan`].
+#[derive(Clone)]
 struct Script {
-    pipe: redis::Pipeline,
+    pipe: Arc<redis::Pipeline>,
     markers: Vec<(i32, String)>,
     token: String,
 }
 
 impl SavePlan {
-    /// The markers of the plan's partitions once it is saved (what [`GUARDED`] sets:
-    /// the state word of the marker it found, then the new token).
+    /// The markers of the plan's partitions once it is saved ([`marker_after`]).
     pub fn markers_after(&self) -> impl Iterator<Item = (i32, String)> + '_ {
         self.scripts.iter().flat_map(|s| {
-            s.markers.iter().map(|(p, marker)| {
-                let word: String = marker
-                    .chars()
-                    .take_while(char::is_ascii_alphabetic)
-                    .collect();
-                let word = if word.is_empty() { "ready" } else { &word };
-                (*p, format!("{word}:{}", s.token))
-            })
+            s.markers
+                .iter()
+                .map(|(p, marker)| (*p, marker_after(marker, &s.token)))
         })
     }
+}
+
+/// What a save leaves in a partition's marker that was `marker`: its state word (`ready`
+/// when it has none), then the save's token — as [`GUARDED`] does on a cluster.
+fn marker_after(marker: &str, token: &str) -> String {
+    let word: String = marker
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect();
+    let word = if word.is_empty() { "ready" } else { &word };
+    format!("{word}:{token}")
 }
 
 impl Guard {
@@ -156,6 +176,16 @@ pub struct Store {
     /// Makes this process's marker tokens unique among all processes.
     nonce: String,
     tokens: Arc<AtomicU64>,
+    /// On a standalone Redis, the connection saves run their `WATCH`ed transactions on
+    /// (a `WATCH` belongs to its connection, so no other command shares it), made when
+    /// first needed and dropped after a failure; `None` on a cluster.
+    saver: Option<Arc<tokio::sync::Mutex<Saver>>>,
+}
+
+/// The connection of a standalone Redis's saves ([`Store::saver`]).
+struct Saver {
+    client: redis::Client,
+    conn: Option<redis::aio::MultiplexedConnection>,
 }
 
 /// One customer's write: the state and, when it has one, its last order time for the
@@ -177,6 +207,10 @@ impl Store {
         };
         let conn = Redis::connect(url, timeouts).await?;
         let keys = keys.in_cluster(conn.is_cluster());
+        let saver = (!conn.is_cluster())
+            .then(|| redis::Client::open(url))
+            .transpose()?
+            .map(|client| Arc::new(tokio::sync::Mutex::new(Saver { client, conn: None })));
         let nonce = format!(
             "{:x}{:x}",
             custflow_schemas::time::now_ms(),
@@ -187,6 +221,7 @@ impl Store {
             keys,
             nonce,
             tokens: Arc::new(AtomicU64::new(0)),
+            saver,
         })
     }
 
@@ -292,7 +327,7 @@ impl Store {
                 r.write_customers(&mut pipe, &self.keys);
             }
             plan.scripts.push(Script {
-                pipe,
+                pipe: Arc::new(pipe),
                 markers: guard.markers.clone(),
                 token: self.token(),
             });
@@ -307,12 +342,12 @@ impl Store {
         for r in rollups.values() {
             r.write_customers(&mut first, &self.keys);
         }
-        plan.first = first;
+        plan.first = Arc::new(first);
         for (p, marker) in &guard.markers {
             let mut pipe = redis::pipe();
             self.batch_writes(&mut pipe, Some(*p), writes, counts, rollups, passes);
             plan.scripts.push(Script {
-                pipe,
+                pipe: Arc::new(pipe),
                 markers: vec![(*p, marker.clone())],
                 token: self.token(),
             });
@@ -320,8 +355,18 @@ impl Store {
         plan
     }
 
-    /// Writes a [`SavePlan`]; returns once Redis confirmed.
+    /// Writes a [`SavePlan`]; returns once Redis confirmed. The save runs on a task of
+    /// its own: a standalone Redis's transaction takes several round trips, which go on
+    /// while the caller's task applies the next batch (`join`ed in one task, each round
+    /// trip waited for the whole application).
     pub async fn run_save(&self, plan: &SavePlan) -> Result<()> {
+        let (store, plan) = (self.clone(), plan.clone());
+        tokio::spawn(async move { store.write_plan(&plan).await })
+            .await
+            .map_err(|e| Error::Config(format!("the save's task failed: {e}")))?
+    }
+
+    async fn write_plan(&self, plan: &SavePlan) -> Result<()> {
         if !plan.first.is_empty() {
             let () = plan.first.query_async(&mut self.conn.clone()).await?;
         }
@@ -377,10 +422,12 @@ impl Store {
         let mut index_adds: BTreeMap<i32, Vec<(i64, &str)>> = BTreeMap::new();
         let mut index_removes: BTreeMap<i32, Vec<&str>> = BTreeMap::new();
         for chunk in mine_writes.chunks(PAIRS_PER_COMMAND) {
-            let mut mset = redis::cmd("MSET");
+            let mut mset =
+                redis::Cmd::with_capacity(1 + 2 * chunk.len(), STATE_BYTES * chunk.len());
+            mset.arg("MSET");
             for w in chunk {
                 mset.arg(self.keys.features(w.customer, w.partition))
-                    .arg(w.state.encode());
+                    .arg(Encoded(w.state));
                 match w.last_order_at {
                     Some(at) => index_adds
                         .entry(w.partition)
@@ -412,8 +459,110 @@ impl Store {
         }
     }
 
-    /// Runs `pipe`'s commands in the [`GUARDED`] script.
+    /// Runs `pipe`'s commands if the markers are as expected, giving them `token`: in a
+    /// `WATCH`ed transaction on a standalone Redis, in the [`GUARDED`] script on a
+    /// cluster. Both write all or nothing, and nothing when a marker is missing or moved.
     async fn guarded(
+        &self,
+        pipe: &redis::Pipeline,
+        markers: &[(i32, String)],
+        token: &str,
+    ) -> Result<()> {
+        match &self.saver {
+            Some(saver) => {
+                let mut saver = saver.lock().await;
+                let result = self.watched(&mut saver, pipe, markers, token).await;
+                if matches!(result, Err(Error::Redis(_))) {
+                    // A connection that failed mid-transaction may still hold its WATCH
+                    // or MULTI: the next save starts on a new one.
+                    saver.conn = None;
+                }
+                result
+            }
+            None => self.scripted(pipe, markers, token).await,
+        }
+    }
+
+    /// [`Store::guarded`] on a standalone Redis: `WATCH` the markers and read them, then
+    /// `MULTI`, the new markers, `pipe`'s commands and `EXEC`, which writes nothing if a
+    /// marker changed after the `WATCH`. A Lua script did this before, and spent more of
+    /// Redis's time copying the arguments in and out of Lua than on the writes
+    /// (BENCHMARKS.md, "Processing").
+    async fn watched(
+        &self,
+        saver: &mut Saver,
+        pipe: &redis::Pipeline,
+        markers: &[(i32, String)],
+        token: &str,
+    ) -> Result<()> {
+        let conn = match &mut saver.conn {
+            Some(c) => c,
+            None => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Duration::from_secs(5))
+                    .set_response_timeout(RESPONSE_TIMEOUT);
+                let c = saver
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                saver.conn.insert(c)
+            }
+        };
+        let keys: Vec<String> = markers
+            .iter()
+            .map(|(p, _)| self.keys.partition_state(*p))
+            .collect();
+        let ((), found): ((), Vec<Option<String>>) = redis::pipe()
+            .cmd("WATCH")
+            .arg(&keys)
+            .cmd("MGET")
+            .arg(&keys)
+            .query_async(conn)
+            .await?;
+        let (mut lost, mut moved) = (Vec::new(), Vec::new());
+        for ((p, expected), now) in markers.iter().zip(&found) {
+            match now {
+                None => lost.push(*p),
+                Some(now) if now != expected => moved.push(*p),
+                Some(_) => {}
+            }
+        }
+        if !lost.is_empty() || !moved.is_empty() {
+            let () = redis::cmd("UNWATCH").query_async(conn).await?;
+            return Err(if lost.is_empty() {
+                Error::Conflict(moved)
+            } else {
+                Error::StateLost(lost)
+            });
+        }
+        let mut open = redis::pipe();
+        open.cmd("MULTI").ignore();
+        for (key, (_, marker)) in keys.iter().zip(markers) {
+            open.set(key, marker_after(marker, token)).ignore();
+        }
+        let () = open.query_async(conn).await?;
+        if !pipe.is_empty() {
+            let () = pipe.query_async(conn).await?;
+        }
+        match redis::cmd("EXEC").query_async::<redis::Value>(conn).await? {
+            redis::Value::Nil => Err(Error::Conflict(markers.iter().map(|(p, _)| *p).collect())),
+            redis::Value::Array(replies) => {
+                match replies.into_iter().find_map(|r| r.extract_error().err()) {
+                    Some(e) => Err(e.into()),
+                    None => Ok(()),
+                }
+            }
+            other => Err(Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::ResponseError,
+                "EXEC answered neither nil nor an array",
+                format!("{other:?}"),
+            )))),
+        }
+    }
+
+    /// [`Store::guarded`] on a cluster: the [`GUARDED`] script, on the node of the
+    /// markers' slot.
+    async fn scripted(
         &self,
         pipe: &redis::Pipeline,
         markers: &[(i32, String)],
@@ -728,7 +877,7 @@ mod tests {
 
     fn script(markers: &[(i32, &str)], token: &str) -> Script {
         Script {
-            pipe: redis::pipe(),
+            pipe: Arc::default(),
             markers: markers.iter().map(|(p, m)| (*p, (*m).to_owned())).collect(),
             token: token.to_owned(),
         }
@@ -740,7 +889,7 @@ mod tests {
     #[test]
     fn a_guard_following_a_plan_expects_the_markers_its_save_leaves() {
         let plan = SavePlan {
-            first: redis::pipe(),
+            first: Arc::default(),
             scripts: vec![
                 script(&[(0, "ready:a-1"), (1, "rebuilding:a-1")], "b-7"),
                 script(&[(2, "odd")], "b-8"),
@@ -766,7 +915,7 @@ mod tests {
         );
         let none = script(&[(3, ":x")], "t");
         let plan = SavePlan {
-            first: redis::pipe(),
+            first: Arc::default(),
             scripts: vec![none],
         };
         assert_eq!(plan.markers_after().next(), Some((3, "ready:t".into())));

@@ -465,7 +465,7 @@ impl Processor {
             let until = if background {
                 Instant::now()
             } else {
-                (last_check + STATE_CHECK_EVERY).min(last_sweep + self.cfg.sweep_every)
+                (last_check + BACKLOG_CHECK_EVERY).min(last_sweep + self.cfg.sweep_every)
             };
             if !self
                 .process_backlog(batch, &mut shutdown, &assignment, until)
@@ -490,6 +490,18 @@ impl Processor {
     /// committed offset (it started earlier, `Rewind`) was handled: both are left out.
     async fn fill_batch(&self, first: OwnedMessage) -> Result<Vec<OwnedMessage>> {
         let mut batch = vec![first];
+        // What the consumer holds already is taken without a timer per message; the
+        // batch wait starts once it is empty.
+        while batch.len() < self.cfg.batch_max {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(m.detach()),
+                Some(Err(e)) => {
+                    consumer_error(e)?;
+                    break;
+                }
+                None => break,
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.cfg.batch_wait;
         while batch.len() < self.cfg.batch_max {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
@@ -545,6 +557,11 @@ pub const LIVE_BUDGET: Duration = Duration::from_millis(500);
 
 /// How often the state markers of the owned partitions are checked.
 const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often they are checked while a backlog is worked through: each check ends the
+/// pipeline of batches (its last save and the next first batch are not overlapped;
+/// checking every second cost about 6% at 140,000 events/s), and meanwhile every save
+/// checks the markers of its partitions anyway (lost state stops it at once).
+const BACKLOG_CHECK_EVERY: Duration = Duration::from_secs(5);
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keeps going through errors that trying again later can fix (Redis or the broker
