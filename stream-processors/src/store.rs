@@ -23,7 +23,8 @@ use crate::pass::{IndexPos, PassCursor};
 /// of the changed markers. A script is atomic: nothing can wipe Redis between the check
 /// and the writes, a restarted Redis cannot receive half a batch, and a write that was
 /// delayed (a stuck connection, a retried batch, an instance that lost its partitions)
-/// cannot land after a newer one.
+/// cannot land after a newer one. Used on a Redis Cluster; a standalone Redis gets the
+/// same guarantees from a `WATCH`ed transaction ([`Store::guarded`]), at half the cost.
 static GUARDED: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -291,8 +292,9 @@ impl Store {
     }
 
     /// The save of a batch: writes states, index entries, counter changes and sales
-    /// rollups in one script (all or nothing, so a crash mid-write cannot half-apply a
-    /// batch, and a replayed batch finds its events applied), only if the markers of the
+    /// rollups in one guarded step ([`Store::guarded`]: all or nothing, so a crash
+    /// mid-write cannot half-apply a batch, and a replayed batch finds its events
+    /// applied), only if the markers of the
     /// partitions exist and are ([`Error::StateLost`] otherwise) unchanged
     /// ([`Error::Conflict`] otherwise) since the load that gave `guard`.
     ///

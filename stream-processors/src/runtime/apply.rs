@@ -1,5 +1,5 @@
 //! Applying a batch: decode the input events, apply them to the customer states, score
-//! what changed, save everything in one guarded Redis script, dead-letter what is
+//! what changed, save everything in one guarded Redis write, dead-letter what is
 //! invalid, and retry a batch that failed on Redis or the broker.
 
 use super::*;
