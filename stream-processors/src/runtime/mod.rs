@@ -490,21 +490,14 @@ impl Processor {
     /// committed offset (it started earlier, `Rewind`) was handled: both are left out.
     async fn fill_batch(&self, first: OwnedMessage) -> Result<Vec<OwnedMessage>> {
         let mut batch = vec![first];
-        // What the consumer holds already is taken without a timer per message; the
-        // batch wait starts once it is empty.
-        while batch.len() < self.cfg.batch_max {
-            match self.consumer.recv().now_or_never() {
-                Some(Ok(m)) => batch.push(m.detach()),
-                Some(Err(e)) => {
-                    consumer_error(e)?;
-                    break;
-                }
-                None => break,
-            }
-        }
         let deadline = tokio::time::Instant::now() + self.cfg.batch_wait;
         while batch.len() < self.cfg.batch_max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+            // What the consumer holds already is taken without arming a timer for it.
+            let next = match self.consumer.recv().now_or_never() {
+                Some(m) => Ok(m),
+                None => tokio::time::timeout_at(deadline, self.consumer.recv()).await,
+            };
+            match next {
                 Ok(Ok(m)) => batch.push(m.detach()),
                 Ok(Err(e)) => {
                     consumer_error(e)?;
