@@ -514,13 +514,20 @@ impl Store {
             .iter()
             .map(|(p, _)| self.keys.partition_state(*p))
             .collect();
-        let ((), found): ((), Vec<Option<String>>) = redis::pipe()
-            .cmd("WATCH")
-            .arg(&keys)
-            .cmd("MGET")
-            .arg(&keys)
-            .query_async(conn)
-            .await?;
+        // A save guarded by no partition (none does so today) watches nothing: `WATCH`
+        // with no key is an error, and the script wrote such a save unguarded too.
+        let found: Vec<Option<String>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            let ((), found) = redis::pipe()
+                .cmd("WATCH")
+                .arg(&keys)
+                .cmd("MGET")
+                .arg(&keys)
+                .query_async(conn)
+                .await?;
+            found
+        };
         let (mut lost, mut moved) = (Vec::new(), Vec::new());
         for ((p, expected), now) in markers.iter().zip(&found) {
             match now {

@@ -2,7 +2,8 @@
 //! the partition markers its load saw are unchanged. A marker moved by another writer
 //! (another owner, a delayed write) refuses the batch with a conflict, a missing marker
 //! (an emptied Redis) with lost state, and a refused batch writes nothing. A batch loaded
-//! while the one before it was being saved expects the markers that save leaves.
+//! while the one before it was being saved expects the markers that save leaves, and a
+//! load that named no partition saves unguarded.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -100,6 +101,15 @@ async fn a_save_lands_only_while_the_markers_its_load_saw_are_unchanged() {
     // Saved twice, a plan finds the markers moved by its own first save.
     let err = store.run_save(&second_plan).await.unwrap_err();
     assert!(matches!(&err, Error::Conflict(p) if p == &[0]), "{err}");
+
+    // A load that named no partition guards nothing: its save lands unguarded (a `WATCH`
+    // of no key would be a Redis error, retried for ever).
+    let (states, guard) = store.load(&[("c6", 0)], &[]).await.unwrap();
+    store
+        .run_save(&plan(&store, "c6", &states["c6"], &guard))
+        .await
+        .unwrap();
+    assert!(stored(&store, "c6").await);
 
     let _ = store.wipe().await;
 }
