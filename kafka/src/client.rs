@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
@@ -93,6 +95,49 @@ pub fn is_fenced(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::Fatal
         )
     )
+}
+
+/// Queues every record at once and waits for each acknowledgement, in order: one
+/// oneshot per record, where a `join_all` of [`FutureProducer::send`] futures polled each
+/// of them in a set on every wake-up (a rescoring slice produces 5,000). A full local
+/// queue waits for room, as `send` does, for up to `queue_timeout` per record; the first
+/// error (queueing or delivery) is returned.
+pub async fn produce_all<'a, K, P>(
+    producer: &FutureProducer,
+    records: impl IntoIterator<Item = FutureRecord<'a, K, P>>,
+    queue_timeout: Duration,
+) -> Result<(), KafkaError>
+where
+    K: ToBytes + ?Sized + 'a,
+    P: ToBytes + ?Sized + 'a,
+{
+    let mut acks = Vec::new();
+    for mut record in records {
+        let deadline = Instant::now() + queue_timeout;
+        loop {
+            match producer.send_result(record) {
+                Ok(ack) => {
+                    acks.push(ack);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if Instant::now() < deadline =>
+                {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+    for ack in acks {
+        match ack.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e),
+            Err(_) => return Err(KafkaError::Canceled),
+        }
+    }
+    Ok(())
 }
 
 /// The headers of a dead letter on `custflow-dlq`: where the message came from and why

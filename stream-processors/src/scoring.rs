@@ -255,25 +255,25 @@ impl Scorer {
                 None => r,
             }
         };
-        let sends = scores
+        // Collected first: an iterator's closures held across the await would make the
+        // future's lifetimes too specific for the hook's boxed future.
+        let records: Vec<FutureRecord<'_, String, Vec<u8>>> = scores
             .iter()
-            .map(|(k, v, h)| {
-                self.producer
-                    .send(record(&score_topic, k, v, h), Duration::from_secs(30))
-            })
-            .chain(changes.iter().map(|(k, v, h)| {
-                self.producer
-                    .send(record(&change_topic, k, v, h), Duration::from_secs(30))
-            }))
-            .chain(tombstones.iter().map(|k| {
-                self.producer.send(
-                    FutureRecord::<String, Vec<u8>>::to(&score_topic).key(k),
-                    Duration::from_secs(30),
-                )
-            }));
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| Error::Kafka(e))?;
-        }
+            .map(|(k, v, h)| record(&score_topic, k, v, h))
+            .chain(
+                changes
+                    .iter()
+                    .map(|(k, v, h)| record(&change_topic, k, v, h)),
+            )
+            .chain(
+                tombstones
+                    .iter()
+                    .map(|k| FutureRecord::<String, Vec<u8>>::to(&score_topic).key(k)),
+            )
+            .collect();
+        kafka::produce_all(&self.producer, records, Duration::from_secs(30))
+            .await
+            .map_err(Error::Kafka)?;
         Metrics::add(&self.metrics.scores_emitted, scores.len() as u64);
         Metrics::add(&self.metrics.segment_changes, changes.len() as u64);
         Metrics::add(&self.metrics.tombstones, tombstones.len() as u64);

@@ -662,25 +662,28 @@ impl Processor {
             return Ok(());
         }
         let topic = self.cfg.topics.name(topics::DLQ);
-        let sends = dead.iter().map(|d| {
-            let headers = custflow_kafka::client::dead_letter_headers(
-                d.msg.topic(),
-                d.msg.partition(),
-                d.msg.offset(),
-                &d.reason,
-                &d.message,
-            );
-            let mut rec = FutureRecord::to(&topic)
-                .payload(d.msg.payload().unwrap_or_default())
-                .headers(headers);
-            if let Some(k) = d.msg.key() {
-                rec = rec.key(k);
-            }
-            self.producer.send(rec, Duration::from_secs(30))
-        });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| Error::Kafka(e))?;
-        }
+        let records: Vec<FutureRecord<'_, [u8], [u8]>> = dead
+            .iter()
+            .map(|d| {
+                let headers = custflow_kafka::client::dead_letter_headers(
+                    d.msg.topic(),
+                    d.msg.partition(),
+                    d.msg.offset(),
+                    &d.reason,
+                    &d.message,
+                );
+                let mut rec = FutureRecord::to(&topic)
+                    .payload(d.msg.payload().unwrap_or_default())
+                    .headers(headers);
+                if let Some(k) = d.msg.key() {
+                    rec = rec.key(k);
+                }
+                rec
+            })
+            .collect();
+        custflow_kafka::client::produce_all(&self.producer, records, Duration::from_secs(30))
+            .await
+            .map_err(Error::Kafka)?;
         Ok(())
     }
 }

@@ -48,28 +48,27 @@ impl Processor {
         // Every owned partition's next slice, then one load, score and save for all:
         // round trips per slice, not per partition. The cursors move in copies, kept
         // once the save succeeded.
+        let due: Vec<(i32, PassCursor)> = self
+            .owned_order_partitions()?
+            .into_iter()
+            .filter_map(|p| Some((p, passes.get(&p).filter(|c| !c.done)?.clone())))
+            .collect();
+        if due.is_empty() {
+            return Ok(passes.values().all(|c| c.done));
+        }
+        let take = self.cfg.rescore_slice.div_ceil(due.len()).max(1);
+        // The partitions' index pages are read at once: one round trip's wait, not one
+        // per partition.
+        let pages = futures::future::try_join_all(
+            due.iter()
+                .map(|(p, c)| self.store.index_after(*p, c.after.as_ref(), None, take)),
+        )
+        .await?;
         let mut slice: Vec<(String, i32)> = Vec::new();
         let mut moved: Vec<(i32, PassCursor)> = Vec::new();
-        let owned = self.owned_order_partitions()?;
-        let running = owned
-            .iter()
-            .filter(|p| passes.get(p).is_some_and(|c| !c.done))
-            .count();
-        let take = self.cfg.rescore_slice.div_ceil(running.max(1)).max(1);
-        for p in owned {
-            let Some(cursor) = passes.get(&p).filter(|c| !c.done) else {
-                continue;
-            };
-            let mut cursor = cursor.clone();
-            let page = self
-                .store
-                .index_after(p, cursor.after.as_ref(), None, take)
-                .await?;
+        for ((p, mut cursor), page) in due.into_iter().zip(pages) {
             slice.extend(cursor.advance(page, take).into_iter().map(|(_, c)| (c, p)));
             moved.push((p, cursor));
-        }
-        if moved.is_empty() {
-            return Ok(passes.values().all(|c| c.done));
         }
         let ids: Vec<(&str, i32)> = slice.iter().map(|(c, p)| (c.as_str(), *p)).collect();
         let parts: Vec<i32> = moved.iter().map(|(p, _)| *p).collect();
