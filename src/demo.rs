@@ -12,6 +12,7 @@ use clap::Args;
 use custflow_feature_store::conn::Scan;
 use custflow_feature_store::keys::Keys;
 use custflow_http::features::segment_counts;
+use custflow_metrics::Counts;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::model_job::Outcome;
 use custflow_schemas::avro::{self, AvroCodec};
@@ -105,14 +106,35 @@ async fn fresh_start(config: &Resolved) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn line(s: &app::Shared, prev: &mut (u64, u64, Instant), segments: &serde_json::Value) -> String {
-    let now = Instant::now();
-    let dt = now.duration_since(prev.2).as_secs_f64().max(1e-3);
-    let produced = s.generated.load(Ordering::Relaxed) + s.ingest.accepted.load(Ordering::Relaxed);
-    let applied = Metrics::get(&s.processor.applied);
-    let rate_in = (produced - prev.0) as f64 / dt;
-    let rate_applied = (applied - prev.1) as f64 / dt;
-    *prev = (produced, applied, now);
+/// What the previous status line saw, for the rates and the freshness since it.
+struct LastLine {
+    produced: u64,
+    applied: u64,
+    at: Instant,
+    freshness: Counts,
+}
+
+impl LastLine {
+    fn now(s: &app::Shared) -> Self {
+        LastLine {
+            produced: s.generated.load(Ordering::Relaxed)
+                + s.ingest.accepted.load(Ordering::Relaxed),
+            applied: Metrics::get(&s.processor.applied),
+            at: Instant::now(),
+            freshness: s.processor.freshness.counts(),
+        }
+    }
+}
+
+/// The status line: rates and freshness p99 since the previous line (a backlog worked
+/// off minutes ago does not stay in it), customers, lag, model, tiers and segments.
+fn line(s: &app::Shared, prev: &mut LastLine, segments: &serde_json::Value) -> String {
+    let last = LastLine::now(s);
+    let dt = last.at.duration_since(prev.at).as_secs_f64().max(1e-3);
+    let rate_in = last.produced.saturating_sub(prev.produced) as f64 / dt;
+    let rate_applied = last.applied.saturating_sub(prev.applied) as f64 / dt;
+    let p99 = last.freshness.quantile_since(&prev.freshness, 0.99);
+    *prev = last;
     let counts = |dim: &str| -> String {
         segments["counts"][dim]
             .as_object()
@@ -133,7 +155,7 @@ fn line(s: &app::Shared, prev: &mut (u64, u64, Instant), segments: &serde_json::
         "in {rate_in:>5.0}/s  applied {rate_applied:>5.0}/s  customers {}  lag {}  freshness p99 {}  model {}\n  tiers: {}\n  segments: {}{stalled}",
         segments["customers_scored"],
         s.processor.total_lag(),
-        s.processor.freshness.quantile(0.99).map_or("-".into(), |v| format!("≤{:.0} ms", v * 1000.0)),
+        p99.map_or("-".into(), |v| format!("≤{:.0} ms", v * 1000.0)),
         s.model.current().map_or("none yet".into(), |m| m.version.clone()),
         counts("value_tier"),
         counts("rfm_segment"),
@@ -420,11 +442,7 @@ pub(crate) async fn run(config: &Resolved, args: &DemoArgs) -> anyhow::Result<()
             crate::synth::generate(&config, &live, rx, false, Some(counter)).await
         })
     };
-    let mut prev = (
-        shared.generated.load(Ordering::Relaxed) + shared.ingest.accepted.load(Ordering::Relaxed),
-        Metrics::get(&shared.processor.applied),
-        Instant::now(),
-    );
+    let mut prev = LastLine::now(&shared);
     let mut tick = tokio::time::interval(Duration::from_secs(3));
     let mut stopping = stop_rx.clone();
     loop {

@@ -8,6 +8,7 @@ use clap::Args;
 use custflow_feature_store::state::DEFAULT_HISTORY_DAYS;
 use custflow_kafka::progress::{Groups, Progress};
 use custflow_kafka::registry_store::KafkaRegistryStore;
+use custflow_metrics::Counts;
 use custflow_processors::metrics::Metrics;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
 use custflow_schemas::registry::Registry;
@@ -98,17 +99,27 @@ pub(crate) fn processor_config(
 }
 
 /// A progress line on stderr every few seconds; it says so when the processors' group is
-/// stalled (input waits and no offset moves) and why.
-pub(crate) fn progress(metrics: &Metrics, group: &Progress, started: Instant) -> String {
-    let p99 = metrics
-        .freshness
-        .quantile(0.99)
-        .map_or("-".into(), |s| format!("{:.0} ms", s * 1000.0));
+/// stalled (input waits and no offset moves) and why. Its freshness p99 is that of the
+/// events applied since `since` (the previous line's counts, moved to now), else of the
+/// whole run.
+pub(crate) fn progress(
+    metrics: &Metrics,
+    group: &Progress,
+    started: Instant,
+    since: Option<&mut Counts>,
+) -> String {
+    let now = metrics.freshness.counts();
+    let over = if since.is_some() { "" } else { " over the run" };
+    let p99 = match since {
+        Some(last) => now.quantile_since(&std::mem::replace(last, now), 0.99),
+        None => now.quantile_since(&Counts::default(), 0.99),
+    }
+    .map_or("-".into(), |s| format!("{:.0} ms", s * 1000.0));
     let stalled = group
         .stalled()
         .map_or(String::new(), |why| format!("\n  STALLED: {why}"));
     format!(
-        "{:>6.0}s  applied {}  duplicates {}  dead-lettered {}  lag {}  freshness p99 ≤ {}{stalled}",
+        "{:>6.0}s  applied {}  duplicates {}  dead-lettered {}  lag {}  freshness p99 ≤ {}{over}{stalled}",
         started.elapsed().as_secs_f64(),
         Metrics::get(&metrics.applied),
         Metrics::get(&metrics.duplicates),
@@ -181,9 +192,10 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
     let reporter = {
         let (metrics, group) = (metrics.clone(), group.clone());
         tokio::spawn(async move {
+            let mut last = metrics.freshness.counts();
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                eprintln!("{}", progress(&metrics, &group, started));
+                eprintln!("{}", progress(&metrics, &group, started, Some(&mut last)));
             }
         })
     };
@@ -219,7 +231,7 @@ pub(crate) async fn run(config: &Resolved, args: &ProcessArgs) -> anyhow::Result
         server.abort();
     }
     result?;
-    eprintln!("{}", progress(&metrics, &group, started));
+    eprintln!("{}", progress(&metrics, &group, started, None));
     if config.json {
         let seconds = started.elapsed().as_secs_f64();
         let applied = Metrics::get(&metrics.applied);

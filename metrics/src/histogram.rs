@@ -39,19 +39,17 @@ impl Histogram {
 
     /// The bucket bound below which a fraction `q` of observations fall.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let n = self.count();
-        if n == 0 {
-            return None;
-        }
-        let target = (q * n as f64).ceil() as u64;
-        let mut seen = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            seen += b.load(Ordering::Relaxed);
-            if seen >= target {
-                return Some(BOUNDS.get(i).copied().unwrap_or(f64::INFINITY));
-            }
-        }
-        Some(f64::INFINITY)
+        self.counts().quantile_since(&Counts::default(), q)
+    }
+
+    /// Each bucket's count so far: two of them give the quantiles of what was observed
+    /// in between ([`Counts::quantile_since`]), as a status line printed every few
+    /// seconds wants, where the quantile since the start keeps showing a backlog long
+    /// worked off.
+    pub fn counts(&self) -> Counts {
+        Counts(std::array::from_fn(|i| {
+            self.buckets[i].load(Ordering::Relaxed)
+        }))
     }
 
     /// Writes the buckets (each bucket's own count; the encoder accumulates), sum and count.
@@ -67,5 +65,60 @@ impl Histogram {
             .collect();
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         e.encode_histogram::<NoLabelSet>(sum, self.count(), &buckets, None)
+    }
+}
+
+/// The bucket counts of a [`Histogram`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts([u64; 15]);
+
+impl Counts {
+    /// The bucket bound below which a fraction `q` of the observations made between
+    /// `earlier` and these counts fall; None when there were none.
+    pub fn quantile_since(&self, earlier: &Counts, q: f64) -> Option<f64> {
+        let delta: Vec<u64> = self
+            .0
+            .iter()
+            .zip(&earlier.0)
+            .map(|(now, then)| now.saturating_sub(*then))
+            .collect();
+        let n: u64 = delta.iter().sum();
+        if n == 0 {
+            return None;
+        }
+        let target = (q * n as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in delta.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return Some(BOUNDS.get(i).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_since_earlier_counts_leave_out_what_came_before() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile(0.99), None);
+        // A backlog worked off slowly, then fresh events.
+        for _ in 0..1000 {
+            h.observe(2.0);
+        }
+        let then = h.counts();
+        assert_eq!(h.counts().quantile_since(&then, 0.99), None);
+        for _ in 0..10 {
+            h.observe(0.08);
+        }
+        assert_eq!(h.counts().quantile_since(&then, 0.99), Some(0.1));
+        assert_eq!(h.quantile(0.99), Some(2.5));
+        assert_eq!(h.quantile(0.001), Some(0.1));
+        h.observe(60.0);
+        assert_eq!(h.counts().quantile_since(&then, 1.0), Some(f64::INFINITY));
     }
 }
