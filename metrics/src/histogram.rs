@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{MetricEncoder, NoLabelSet};
 
@@ -98,6 +100,36 @@ impl Counts {
     }
 }
 
+/// The quantiles of a [`Histogram`]'s recent observations for a status that is polled
+/// now and then (the dashboard's `/v1/stats`), not of everything since the start: those
+/// since a mark between one and two `span`s old, moved forward as polls come.
+#[derive(Debug, Default)]
+pub struct Recent {
+    /// The window's start and the next one, with the counts at each.
+    marks: Mutex<Option<[(Instant, Counts); 2]>>,
+}
+
+impl Recent {
+    /// The bucket bound below which a fraction `q` of `h`'s recent observations fall;
+    /// None when there were none.
+    pub fn quantile(&self, h: &Histogram, q: f64, span: Duration) -> Option<f64> {
+        self.quantile_at(h, q, span, Instant::now())
+    }
+
+    fn quantile_at(&self, h: &Histogram, q: f64, span: Duration, at: Instant) -> Option<f64> {
+        let now = (at, h.counts());
+        let Ok(mut marks) = self.marks.lock() else {
+            return h.quantile(q);
+        };
+        let [start, next] = marks.get_or_insert([now, now]);
+        if now.0.duration_since(next.0) >= span {
+            *start = *next;
+            *next = now;
+        }
+        now.1.quantile_since(&start.1, q)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +152,29 @@ mod tests {
         assert_eq!(h.quantile(0.001), Some(0.1));
         h.observe(60.0);
         assert_eq!(h.counts().quantile_since(&then, 1.0), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn recent_quantiles_move_on_with_the_polls() {
+        let h = Histogram::default();
+        let recent = Recent::default();
+        let span = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        for _ in 0..100 {
+            h.observe(4.0); // a backlog, before the first poll
+        }
+        assert_eq!(recent.quantile_at(&h, 0.99, span, at(0)), None);
+        h.observe(0.2);
+        assert_eq!(recent.quantile_at(&h, 0.99, span, at(0)), Some(0.25));
+        // Polled on: after a span the window starts at the first poll, after two at the
+        // poll one span later, and what came before it leaves the window.
+        assert_eq!(recent.quantile_at(&h, 0.99, span, at(10)), Some(0.25));
+        h.observe(3.0);
+        assert_eq!(recent.quantile_at(&h, 0.99, span, at(10)), Some(5.0));
+        h.observe(0.04);
+        assert_eq!(recent.quantile_at(&h, 0.99, span, at(20)), Some(5.0));
+        assert_eq!(recent.quantile_at(&h, 0.01, span, at(20)), Some(0.05));
+        assert_eq!(recent.quantile_at(&h, 0.99, span, at(30)), None);
     }
 }

@@ -6,4 +6,4 @@ pub mod exposition;
 pub mod histogram;
 
 pub use exposition::{Collector, DescriptorEncoder, Families, Registry, CONTENT_TYPE};
-pub use histogram::{Counts, Histogram};
+pub use histogram::{Counts, Histogram, Recent};
