@@ -102,7 +102,8 @@ impl Counts {
 
 /// The quantiles of a [`Histogram`]'s recent observations for a status that is polled
 /// now and then (the dashboard's `/v1/stats`), not of everything since the start: those
-/// since a mark between one and two `span`s old, moved forward as polls come.
+/// since a mark between one and two `span`s old, moved forward as polls come (the first
+/// poll's window is everything before it).
 #[derive(Debug, Default)]
 pub struct Recent {
     /// The window's start and the next one, with the counts at each.
@@ -121,7 +122,8 @@ impl Recent {
         let Ok(mut marks) = self.marks.lock() else {
             return h.quantile(q);
         };
-        let [start, next] = marks.get_or_insert([now, now]);
+        // The first poll's window is everything so far: it has no earlier mark.
+        let [start, next] = marks.get_or_insert([(at, Counts::default()), now]);
         if now.0.duration_since(next.0) >= span {
             *start = *next;
             *next = now;
@@ -164,9 +166,10 @@ mod tests {
         for _ in 0..100 {
             h.observe(4.0); // a backlog, before the first poll
         }
-        assert_eq!(recent.quantile_at(&h, 0.99, span, at(0)), None);
+        // The first poll has no earlier mark: everything so far.
+        assert_eq!(recent.quantile_at(&h, 0.99, span, at(0)), Some(5.0));
         h.observe(0.2);
-        assert_eq!(recent.quantile_at(&h, 0.99, span, at(0)), Some(0.25));
+        assert_eq!(recent.quantile_at(&h, 0.99, span, at(0)), Some(5.0));
         // Polled on: after a span the window starts at the first poll, after two at the
         // poll one span later, and what came before it leaves the window.
         assert_eq!(recent.quantile_at(&h, 0.99, span, at(10)), Some(0.25));
