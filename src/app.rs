@@ -64,6 +64,11 @@ pub(crate) struct Shared {
 const STATS_WINDOW: Duration = Duration::from_secs(10);
 
 impl Shared {
+    /// Events in so far: produced by the in-process generator or accepted over REST.
+    pub(crate) fn events_in(&self) -> u64 {
+        self.generated.load(Ordering::Relaxed) + self.ingest.accepted.load(Ordering::Relaxed)
+    }
+
     /// The groups watched here.
     pub(crate) fn groups(&self) -> Vec<Arc<Progress>> {
         self.groups.lock().map(|g| g.clone()).unwrap_or_default()
@@ -177,7 +182,7 @@ pub(crate) fn stats_json(s: &Shared) -> serde_json::Value {
     let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
     json!({
         "at_ms": custflow_schemas::time::now_ms(),
-        "events_in": g(&s.generated) + g(&s.ingest.accepted),
+        "events_in": s.events_in(),
         "applied": Metrics::get(&s.processor.applied),
         "dead_lettered": Metrics::get(&s.processor.dead_lettered),
         "scores_emitted": Metrics::get(&s.processor.scores_emitted),

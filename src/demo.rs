@@ -117,8 +117,7 @@ struct LastLine {
 impl LastLine {
     fn now(s: &app::Shared) -> Self {
         LastLine {
-            produced: s.generated.load(Ordering::Relaxed)
-                + s.ingest.accepted.load(Ordering::Relaxed),
+            produced: s.events_in(),
             applied: Metrics::get(&s.processor.applied),
             at: Instant::now(),
             freshness: s.processor.freshness.counts(),

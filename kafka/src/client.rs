@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::ToBytes;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, ToBytes};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
@@ -101,17 +100,19 @@ pub fn is_fenced(e: &KafkaError) -> bool {
 /// oneshot per record, where a `join_all` of [`FutureProducer::send`] futures polled each
 /// of them in a set on every wake-up (a rescoring slice produces 5,000). A full local
 /// queue waits for room, as `send` does, for up to `queue_timeout` per record; the first
-/// error (queueing or delivery) is returned.
+/// error (queueing or delivery) is returned. The records come collected: an iterator's
+/// closures held across the waits would tie the future to their lifetimes and keep it
+/// from being sent to another task.
 pub async fn produce_all<'a, K, P>(
     producer: &FutureProducer,
-    records: impl IntoIterator<Item = FutureRecord<'a, K, P>>,
+    records: Vec<FutureRecord<'a, K, P>>,
     queue_timeout: Duration,
 ) -> Result<(), KafkaError>
 where
     K: ToBytes + ?Sized + 'a,
     P: ToBytes + ?Sized + 'a,
 {
-    let mut acks = Vec::new();
+    let mut acks = Vec::with_capacity(records.len());
     for mut record in records {
         let deadline = Instant::now() + queue_timeout;
         loop {

@@ -78,12 +78,7 @@ impl Counts {
     /// The bucket bound below which a fraction `q` of the observations made between
     /// `earlier` and these counts fall; None when there were none.
     pub fn quantile_since(&self, earlier: &Counts, q: f64) -> Option<f64> {
-        let delta: Vec<u64> = self
-            .0
-            .iter()
-            .zip(&earlier.0)
-            .map(|(now, then)| now.saturating_sub(*then))
-            .collect();
+        let delta: [u64; 15] = std::array::from_fn(|i| self.0[i].saturating_sub(earlier.0[i]));
         let n: u64 = delta.iter().sum();
         if n == 0 {
             return None;

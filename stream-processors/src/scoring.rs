@@ -255,8 +255,6 @@ impl Scorer {
                 None => r,
             }
         };
-        // Collected first: an iterator's closures held across the await would make the
-        // future's lifetimes too specific for the hook's boxed future.
         let records: Vec<FutureRecord<'_, String, Vec<u8>>> = scores
             .iter()
             .map(|(k, v, h)| record(&score_topic, k, v, h))

@@ -294,9 +294,9 @@ impl Store {
     /// The save of a batch: writes states, index entries, counter changes and sales
     /// rollups in one guarded step ([`Store::guarded`]: all or nothing, so a crash
     /// mid-write cannot half-apply a batch, and a replayed batch finds its events
-    /// applied), only if the markers of the
-    /// partitions exist and are ([`Error::StateLost`] otherwise) unchanged
-    /// ([`Error::Conflict`] otherwise) since the load that gave `guard`.
+    /// applied), only if the markers of the partitions exist and are
+    /// ([`Error::StateLost`] otherwise) unchanged ([`Error::Conflict`] otherwise) since
+    /// the load that gave `guard`.
     ///
     /// On a Redis Cluster it is one such script per partition, each on the node of its
     /// partition's slot: a partition's writes are all or nothing, and a batch whose

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use custflow_kafka::client::{client_config, read_to_end};
+use custflow_kafka::client::{client_config, produce_all, read_to_end};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -127,24 +127,26 @@ impl KvTopic {
 
     /// Writes values (`None` deletes) and waits for the broker's acknowledgements.
     pub async fn put(&self, entries: &[(String, Option<Value>)]) -> Result<(), Error> {
-        let sends = entries.iter().map(|(k, v)| {
-            let payload = v.as_ref().map(Value::to_string);
-            async move {
-                let mut rec = FutureRecord::<str, str>::to(&self.topic)
+        let payloads: Vec<Option<String>> = entries
+            .iter()
+            .map(|(_, v)| v.as_ref().map(Value::to_string))
+            .collect();
+        let records = entries
+            .iter()
+            .zip(&payloads)
+            .map(|((k, _), payload)| {
+                let rec = FutureRecord::<str, str>::to(&self.topic)
                     .key(k)
                     .partition(0);
-                if let Some(p) = payload.as_deref() {
-                    rec = rec.payload(p);
+                match payload.as_deref() {
+                    Some(p) => rec.payload(p),
+                    None => rec,
                 }
-                self.producer
-                    .send(rec, Duration::from_secs(30))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| Error::Kafka(format!("writing {}: {e}", self.topic)))
-            }
-        });
-        futures::future::try_join_all(sends).await?;
-        Ok(())
+            })
+            .collect();
+        produce_all(&self.producer, records, Duration::from_secs(30))
+            .await
+            .map_err(|e| Error::Kafka(format!("writing {}: {e}", self.topic)))
     }
 }
 
