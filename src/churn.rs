@@ -114,7 +114,7 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
             );
             (r.transactions, None)
         }
-        None => (args.transactions.read()?, None),
+        None => (args.transactions.read()?.to_vec(), None),
     };
     let last = tx.iter().map(|t| t.1).max().context("no transactions")?;
     let as_of = match &args.as_of {
@@ -160,7 +160,11 @@ pub(crate) async fn run(config: &Resolved, args: &TrainChurnArgs) -> anyhow::Res
                 until <= last,
                 "--evaluate-until is after the last transaction day"
             );
-            let bought = holdout_purchases(&tx, as_of, until);
+            let bought = holdout_purchases(
+                tx.iter().map(|(c, d, v)| (c.as_str(), *d, *v)),
+                as_of,
+                until,
+            );
             let d = evaluation_set(&tx, as_of, opts.horizon_days, args.seed, |id| {
                 Some(!bought.contains_key(id))
             })?;

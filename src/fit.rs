@@ -45,7 +45,7 @@ pub(crate) struct TransactionArgs {
 
 impl TransactionArgs {
     /// Reads and parses the file; every bad line is an error naming it.
-    pub(crate) fn read(&self) -> anyhow::Result<Vec<input::Transaction>> {
+    pub(crate) fn read(&self) -> anyhow::Result<input::Transactions> {
         let path = self.input.as_ref().context("--input FILE is required")?;
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -105,6 +105,7 @@ pub(crate) fn day(s: &str, what: &str) -> anyhow::Result<i64> {
 pub(crate) fn run(args: &FitArgs, json_out: bool) -> anyhow::Result<()> {
     let tx = args.transactions.read()?;
     let last = tx
+        .rows()
         .iter()
         .map(|t| t.1)
         .max()

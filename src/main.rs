@@ -14,6 +14,7 @@ mod synth;
 mod telemetry;
 mod topics;
 
+use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc instead of glibc's allocator: the processor's hot loop allocates and frees
@@ -66,9 +67,8 @@ enum Command {
     Process(process::ProcessArgs),
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run().await {
+fn main() -> std::process::ExitCode {
+    match start() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // A closed stdout pipe (`custflow synth --output - | head`) is a normal end.
         Err(e)
@@ -120,7 +120,10 @@ fn command() -> clap::Command {
     cli
 }
 
-async fn run() -> anyhow::Result<()> {
+/// Parses the command line and runs the command: `fit`, which reads a file and computes,
+/// on this thread (a runtime's threads would only be started and stopped around it), the
+/// others on a multi-threaded tokio runtime.
+fn start() -> anyhow::Result<()> {
     let matches = command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
@@ -131,20 +134,31 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = cli.common.resolve(&matches)?;
+    if let Command::Fit(args) = &cli.command {
+        return fit::run(args, config.json);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run(&config, cli.command))
+}
+
+async fn run(config: &config::Resolved, command: Command) -> anyhow::Result<()> {
     // Flushes the spans still buffered when the command ends.
     let _telemetry = telemetry::init(&config.otlp_endpoint, config.trace_sample)?;
-    match cli.command {
-        Command::Topics => topics::run(&config).await,
-        Command::Process(args) => process::run(&config, &args).await,
-        Command::Connect(args) => connect::run(&config, &args).await,
-        Command::Run(args) => app::run(&config, args.options()).await,
-        Command::Bench(args) => bench::run(&config, &args).await,
-        Command::Serve => app::run(&config, app::RunOptions::serve()).await,
-        Command::Features(args) => lookup::features(&config, &args).await,
-        Command::Scores(args) => lookup::scores(&config, &args).await,
-        Command::Demo(args) => demo::run(&config, &args).await,
-        Command::Synth(args) => synth::run(&config, &args).await,
+    match command {
+        Command::Topics => topics::run(config).await,
+        Command::Process(args) => process::run(config, &args).await,
+        Command::Connect(args) => connect::run(config, &args).await,
+        Command::Run(args) => app::run(config, args.options()).await,
+        Command::Bench(args) => bench::run(config, &args).await,
+        Command::Serve => app::run(config, app::RunOptions::serve()).await,
+        Command::Features(args) => lookup::features(config, &args).await,
+        Command::Scores(args) => lookup::scores(config, &args).await,
+        Command::Demo(args) => demo::run(config, &args).await,
+        Command::Synth(args) => synth::run(config, &args).await,
         Command::Fit(args) => fit::run(&args, config.json),
-        Command::TrainChurn(args) => churn::run(&config, &args).await,
+        Command::TrainChurn(args) => churn::run(config, &args).await,
     }
 }

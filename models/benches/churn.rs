@@ -88,7 +88,9 @@ fn bench(c: &mut Criterion) {
         pareto: false,
         churn_horizon_days: 90.0,
     };
-    let plain = fit_transactions(&tx, &opts).unwrap().artefact;
+    let plain = fit_transactions(&tx.iter().map(|(c, d, v)| (c, *d, *v)).collect(), &opts)
+        .unwrap()
+        .artefact;
     let mut with_trees = plain.clone();
     with_trees.churn = Some(model(trees));
     let mut with_linear = plain.clone();

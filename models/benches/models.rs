@@ -150,7 +150,9 @@ fn bench(c: &mut Criterion) {
         pareto: false,
         churn_horizon_days: 90.0,
     };
-    let artefact = fit_transactions(&tx, &opts).unwrap().artefact;
+    let artefact = fit_transactions(&tx.into_iter().collect(), &opts)
+        .unwrap()
+        .artefact;
     let stats = stats_of(&rows[..100_000]);
     let mut g = c.benchmark_group("score");
     g.throughput(Throughput::Elements(stats.len() as u64));

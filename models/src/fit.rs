@@ -17,10 +17,11 @@ use crate::bgnbd::BgNbd;
 use crate::clv::{clv_of, ClvSettings, PurchaseModel};
 use crate::error::{Error, Result};
 use crate::gamma_gamma::GammaGamma;
+use crate::input::Transactions;
 use crate::kmeans::{self, KMeansModel};
 use crate::pareto::ParetoNbd;
 use crate::rfm::{RfmCuts, TierCuts};
-use crate::summary::{compress, is_purchase_day, summarise, Summary, SummaryRow};
+use crate::summary::{compress, is_purchase_day, summarise_transactions, Summary, SummaryRow};
 
 /// What to fit on.
 #[derive(Debug, Clone)]
@@ -60,10 +61,10 @@ pub struct FitOutcome {
 
 /// Fits BG/NBD (+ Pareto/NBD), Gamma-Gamma, RFM cut-points, tiers and k-means on
 /// `(customer, day, value)` transactions.
-pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<FitOutcome> {
+pub fn fit_transactions(tx: &Transactions, opts: &FitOptions) -> Result<FitOutcome> {
     let u = opts.unit_days;
     let cal_end = opts.calibration_end_day;
-    let summary = summarise(tx.iter().map(|(c, d, v)| (c.as_str(), *d, *v)), cal_end, u);
+    let summary = summarise_transactions(tx, cal_end, u);
     if summary.len() < 10 {
         return Err(Error::NotEnoughData(format!(
             "{} customers before the calibration end",
@@ -108,7 +109,7 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
     }
     let mut holdout = BTreeMap::new();
     if let Some(end) = opts.holdout_end_day {
-        let actual = holdout_purchases(tx, cal_end, end);
+        let actual = holdout_purchases(tx.iter(), cal_end, end);
         let horizon = (end - cal_end) as f64 / u;
         holdout.insert(
             "bgnbd",
@@ -135,7 +136,7 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
         _ => Champion::Bgnbd,
     };
 
-    let first_day = tx.iter().map(|t| t.1).min().unwrap_or(cal_end);
+    let first_day = tx.rows().iter().map(|t| t.1).min().unwrap_or(cal_end);
     let mut artefact = ModelArtefact {
         version: opts.version.clone(),
         created_at_ms: opts.created_at_ms,
@@ -145,7 +146,7 @@ pub fn fit_transactions(tx: &[(String, i64, f64)], opts: &FitOptions) -> Result<
             calibration_end_day: cal_end,
             holdout_end_day: opts.holdout_end_day,
             customers: summary.len(),
-            transactions: tx.iter().filter(|t| t.1 <= cal_end).count(),
+            transactions: tx.rows().iter().filter(|t| t.1 <= cal_end).count(),
         },
         bgnbd,
         pareto_nbd: pareto,
@@ -288,12 +289,16 @@ fn population_cuts<'a>(stats: impl Iterator<Item = &'a CustomerStats>) -> (RfmCu
 }
 
 /// Purchase days per customer in (cal_end, end] (days netted, refunded days not counted).
-pub fn holdout_purchases(tx: &[(String, i64, f64)], cal_end: i64, end: i64) -> HashMap<&str, f64> {
+pub fn holdout_purchases<'a>(
+    tx: impl IntoIterator<Item = (&'a str, i64, f64)>,
+    cal_end: i64,
+    end: i64,
+) -> HashMap<&'a str, f64> {
     let mut days: HashMap<(&str, i64), (f64, bool)> = HashMap::new();
-    for (c, d, v) in tx.iter().filter(|t| t.1 > cal_end && t.1 <= end) {
-        let e = days.entry((c.as_str(), *d)).or_insert((0.0, false));
+    for (c, d, v) in tx.into_iter().filter(|t| t.1 > cal_end && t.1 <= end) {
+        let e = days.entry((c, d)).or_insert((0.0, false));
         e.0 += v;
-        e.1 |= *v < 0.0;
+        e.1 |= v < 0.0;
     }
     let mut out: HashMap<&str, f64> = HashMap::new();
     for ((c, _), (net, refunded)) in days {

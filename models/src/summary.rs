@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::artefact::CustomerStats;
+use crate::input::Transactions;
 
 /// One customer's summary, in the caller's time unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,13 +77,13 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// Parses `YYYYMMDD` into days since 1970-01-01.
 pub fn parse_yyyymmdd(s: &str) -> Option<i64> {
-    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    let b: &[u8; 8] = s.as_bytes().try_into().ok()?;
+    if !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let y: i64 = s[..4].parse().ok()?;
-    let m: u32 = s[4..6].parse().ok()?;
-    let d: u32 = s[6..8].parse().ok()?;
-    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d))
+    let n = |r: std::ops::Range<usize>| b[r].iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'));
+    let (y, m, d) = (n(0..4), n(4..6), n(6..8));
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(i64::from(y), m, d))
 }
 
 /// Summarises `(customer, day, value)` transactions up to and including `as_of_day`,
@@ -92,23 +93,66 @@ pub fn summarise<'a>(
     as_of_day: i64,
     unit_days: f64,
 ) -> Summary {
-    // Sorted by customer and day (stable: a day's values add up in input order), then
-    // one pass: no map per customer, and the summary is built from sorted keys.
-    let mut tx: Vec<(&str, i64, f64)> = transactions
-        .into_iter()
-        .filter(|t| t.1 <= as_of_day)
+    summarise_transactions(&transactions.into_iter().collect(), as_of_day, unit_days)
+}
+
+/// [`summarise`] of transactions read with their ids interned.
+pub fn summarise_transactions(tx: &Transactions, as_of_day: i64, unit_days: f64) -> Summary {
+    // Customers in the order of their ids (the summary's), each one's transactions in
+    // input order by a counting sort, then by day (stable: a day's values add up in input
+    // order): one pass, no map per customer, no string compared per transaction.
+    let ids = tx.ids();
+    // Sorted by their first 16 bytes as one big-endian integer (zero-padded: the same
+    // order as the bytes'), then by the whole id where those are equal.
+    let mut order: Vec<(u128, u32)> = ids
+        .iter()
+        .zip(0..)
+        .map(|(id, c)| {
+            let mut head = [0u8; 16];
+            let n = id.len().min(16);
+            head[..n].copy_from_slice(&id.as_bytes()[..n]);
+            (u128::from_be_bytes(head), c)
+        })
         .collect();
-    tx.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
-    let mut rows: Vec<(String, SummaryRow)> = Vec::new();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| ids[a.1 as usize].cmp(&ids[b.1 as usize]))
+    });
+    let order: Vec<u32> = order.into_iter().map(|(_, c)| c).collect();
+    let mut rank = vec![0u32; ids.len()];
+    for (r, &c) in order.iter().enumerate() {
+        rank[c as usize] = r as u32;
+    }
+    let mut start = vec![0usize; ids.len() + 1];
+    for &(c, day, _) in tx.rows() {
+        if day <= as_of_day {
+            start[rank[c as usize] as usize + 1] += 1;
+        }
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut next = start.clone();
+    let mut sorted = vec![(0i64, 0.0f64); start[ids.len()]];
+    for &(c, day, value) in tx.rows() {
+        if day <= as_of_day {
+            let at = &mut next[rank[c as usize] as usize];
+            sorted[*at] = (day, value);
+            *at += 1;
+        }
+    }
+    let mut rows: Vec<(String, SummaryRow)> = Vec::with_capacity(ids.len());
     // The purchase days of the customer at hand: (day, net value).
     let mut purchase: Vec<(i64, f64)> = Vec::new();
-    for same in tx.chunk_by(|a, b| a.0 == b.0) {
+    for (r, &c) in order.iter().enumerate() {
+        let same = &mut sorted[start[r]..start[r + 1]];
+        same.sort_by_key(|t| t.0);
         purchase.clear();
-        for day in same.chunk_by(|a, b| a.1 == b.1) {
+        for day in same.chunk_by(|a, b| a.0 == b.0) {
             // Net value of the day and whether a refund touched it.
-            let net: f64 = day.iter().map(|t| t.2).sum();
-            if is_purchase_day(net, day.iter().any(|t| t.2 < 0.0)) {
-                purchase.push((day[0].1, net));
+            let net: f64 = day.iter().map(|t| t.1).sum();
+            if is_purchase_day(net, day.iter().any(|t| t.1 < 0.0)) {
+                purchase.push((day[0].0, net));
             }
         }
         let (Some(first), Some(last)) = (purchase.first(), purchase.last()) else {
@@ -121,7 +165,7 @@ pub fn summarise<'a>(
             purchase[1..].iter().map(|(_, v)| v).sum::<f64>() / x as f64
         };
         rows.push((
-            same[0].0.to_owned(),
+            ids[c as usize].clone(),
             SummaryRow {
                 x: x as f64,
                 t_x: (last.0 - first.0) as f64 / unit_days,
@@ -281,5 +325,34 @@ mod tests {
         );
         let w = compress(s.values());
         assert_eq!(w.len(), 3);
+    }
+
+    #[test]
+    fn customers_come_in_the_order_of_their_ids_whatever_the_input_order() {
+        // Ids longer than the 16 bytes sorted as one integer, sharing them, and ids that
+        // are prefixes of others.
+        let ids = [
+            "customer-000000000002",
+            "customer-000000000001",
+            "customer-00000000000",
+            "10",
+            "1",
+            "2",
+            "customer-",
+        ];
+        let tx: Vec<(&str, i64, f64)> = ids
+            .iter()
+            .enumerate()
+            .flat_map(|(i, id)| [(*id, 5 - i as i64, 1.0), (*id, 9, 2.0)])
+            .rev()
+            .collect();
+        let s = summarise(tx.iter().copied(), 10, 1.0);
+        let mut want: Vec<&str> = ids.to_vec();
+        want.sort();
+        assert_eq!(s.keys().map(String::as_str).collect::<Vec<_>>(), want);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(s[*id].x, 1.0);
+            assert_eq!(s[*id].t, (10 - (5 - i as i64)) as f64);
+        }
     }
 }

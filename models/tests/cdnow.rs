@@ -41,7 +41,7 @@ fn published() -> Vec<(String, SummaryRow)> {
 }
 
 /// The sample's transactions: (customer, day, value).
-fn sample_transactions() -> Vec<(String, i64, f64)> {
+fn sample_transactions() -> custflow_models::input::Transactions {
     let text = std::fs::read_to_string(data_dir().join("CDNOW_sample.txt")).unwrap();
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -62,7 +62,7 @@ fn sample_transactions() -> Vec<(String, i64, f64)> {
 fn summary_from_transactions_reproduces_the_published_file() {
     let tx = sample_transactions();
     let as_of = summary::parse_yyyymmdd("19970930").unwrap();
-    let ours = summary::summarise(tx.iter().map(|(c, d, v)| (c.as_str(), *d, *v)), as_of, 7.0);
+    let ours = summary::summarise(tx.iter(), as_of, 7.0);
     let want = published();
     assert_eq!(ours.len(), 2357);
     assert_eq!(want.len(), 2357);

@@ -233,7 +233,7 @@ fn pareto_without_deaths_is_the_gamma_closed_form() {
 }
 
 /// The CDNOW sample's transactions (customer, day, value).
-fn cdnow() -> Vec<(String, i64, f64)> {
+fn cdnow() -> custflow_models::input::Transactions {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/cdnow/CDNOW_sample.txt");
     custflow_models::input::parse_cdnow(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -254,7 +254,7 @@ fn on_cdnow_no_purchase_ranks_the_quiet_customers_and_one_minus_p_alive_does_not
         churn_horizon_days: 90.0,
     };
     let out = fit_transactions(&tx, &opts).unwrap();
-    let bought = holdout_purchases(&tx, cal_end, cal_end + 90);
+    let bought = holdout_purchases(tx.iter(), cal_end, cal_end + 90);
     let (mut quiet, mut dead, mut churned) = (Vec::new(), Vec::new(), Vec::new());
     for (id, r) in &out.summary {
         let s = r.stats(opts.unit_days);

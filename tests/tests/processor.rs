@@ -33,7 +33,8 @@ fn cdnow_interleaved() -> Vec<(String, i64, f64)> {
             .unwrap();
     let rows = custflow_models::input::parse_cdnow(&text).unwrap();
     (0..5)
-        .flat_map(|k| rows.iter().skip(k).step_by(5).cloned())
+        .flat_map(|k| rows.iter().skip(k).step_by(5))
+        .map(|(c, d, v)| (c.to_owned(), d, v))
         .collect()
 }
 

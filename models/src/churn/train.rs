@@ -483,7 +483,8 @@ fn btyd_at(
         pareto: false,
         churn_horizon_days: horizon_days,
     };
-    Ok(fit_transactions(tx, &opts)?.artefact)
+    let tx = tx.iter().map(|(c, d, v)| (c, *d, *v)).collect();
+    Ok(fit_transactions(&tx, &opts)?.artefact)
 }
 
 /// Rows of snapshots labelled by `label` (a row it gives `None` is left out), with the
