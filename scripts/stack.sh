@@ -80,10 +80,15 @@ start_broker() {
   mkdir -p "$BROKER_DIR"
   index_broker_db
   say "starting the tansu broker on $BROKER_HOST:$BROKER_PORT (storage: $BROKER_STORAGE in $BROKER_DIR)"
-  # The SQLite engine resolves its file against the working folder.
+  # The SQLite engine resolves its file against the working folder. In a session of its
+  # own (like redis-server --daemonize and pg_ctlcluster's postgres): a Ctrl-C in the
+  # terminal that ran `scripts/demo.sh` goes to the demo, not to the broker the demo
+  # needs to stop cleanly (tansu handles SIGINT itself, so the shell's ignoring it for a
+  # background job did not protect it). Not a process group leader, so setsid does not
+  # fork and $! is the broker's pid.
   (
     cd "$BROKER_DIR"
-    nohup "$TANSU_BIN" broker \
+    setsid nohup "$TANSU_BIN" broker \
       --listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
       --advertised-listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
       --storage-engine "$BROKER_STORAGE" \
