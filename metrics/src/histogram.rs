@@ -13,10 +13,13 @@ const BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// One bucket per bound and one for everything above the last.
+const BUCKETS: usize = BOUNDS.len() + 1;
+
 /// A latency histogram with fixed buckets.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    buckets: [AtomicU64; 15],
+    buckets: [AtomicU64; BUCKETS],
     sum_us: AtomicU64,
     count: AtomicU64,
 }
@@ -72,13 +75,13 @@ impl Histogram {
 
 /// The bucket counts of a [`Histogram`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts([u64; 15]);
+pub struct Counts([u64; BUCKETS]);
 
 impl Counts {
     /// The bucket bound below which a fraction `q` of the observations made between
     /// `earlier` and these counts fall; None when there were none.
     pub fn quantile_since(&self, earlier: &Counts, q: f64) -> Option<f64> {
-        let delta: [u64; 15] = std::array::from_fn(|i| self.0[i].saturating_sub(earlier.0[i]));
+        let delta: [u64; BUCKETS] = std::array::from_fn(|i| self.0[i].saturating_sub(earlier.0[i]));
         let n: u64 = delta.iter().sum();
         if n == 0 {
             return None;
