@@ -77,12 +77,20 @@ const PAIRS_PER_COMMAND: usize = 1000;
 /// average at a million customers, BENCHMARKS.md), so its buffer rarely grows.
 const STATE_BYTES: usize = 512;
 
-/// A customer state as a command argument, encoded straight into the command's buffer.
+/// A customer state as a command argument: encoded into a buffer the thread reuses, then
+/// copied into the command's buffer in one piece.
 struct Encoded<'a>(&'a CustomerState);
 
 impl redis::ToRedisArgs for Encoded<'_> {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        self.0.encode_to(out.writer_for_next_arg());
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            self.0.encode_to(buf);
+            out.write_arg(buf);
+        });
     }
 }
 
@@ -268,12 +276,19 @@ impl Store {
         if !lost.is_empty() {
             return Err(Error::StateLost(lost));
         }
-        let raw: Vec<Option<Vec<u8>>> = states
-            .iter()
-            .map(redis::from_redis_value)
-            .collect::<redis::RedisResult<_>>()?;
         let mut out = HashMap::with_capacity(customers.len());
-        for ((c, _), bytes) in customers.iter().zip(raw) {
+        for ((c, _), value) in customers.iter().zip(&states) {
+            // Decoded from the reply's bytes where they lie (no copy of each state);
+            // anything but a string or nil is converted (an error reply fails the load).
+            let converted;
+            let bytes = match value {
+                redis::Value::Nil => None,
+                redis::Value::BulkString(b) => Some(b),
+                other => {
+                    converted = redis::from_redis_value::<Option<Vec<u8>>>(other)?;
+                    converted.as_ref()
+                }
+            };
             let state = match bytes {
                 None => {
                     if self.keys.is_cluster() {
@@ -281,7 +296,7 @@ impl Store {
                     }
                     CustomerState::default()
                 }
-                Some(b) => CustomerState::decode(&b).map_err(|e| Error::CorruptState {
+                Some(b) => CustomerState::decode(b).map_err(|e| Error::CorruptState {
                     customer: (*c).to_owned(),
                     reason: e.to_string(),
                 })?,
