@@ -138,7 +138,7 @@ impl Processor {
     /// after it, in a pipeline that keeps this process and Redis busy at once: while
     /// Redis saves batch N, batch N+1 (read before that save, except the customers of
     /// batch N, whose states it takes from N) is applied and scored, and batch N+2 is
-    /// taken from the consumer and decoded. A batch is saved only once the one before
+    /// taken from the consumer and decoded on a task of its own (another core). A batch is saved only once the one before
     /// it is confirmed. A batch whose save or commit failed is processed again from
     /// Redis ([`Processor::process_until_done`]: retries, recovery) and the next one's
     /// preparation dropped. False when shutdown came first.
@@ -176,20 +176,28 @@ impl Processor {
             };
             let go_on = Instant::now() < until && !*shutdown.borrow() && !assignment.has_changed();
             if queued.is_none() && go_on {
-                queued = self.waiting_batch().await?;
+                queued = self.intake.waiting_batch().await?;
             }
             let (saved, next) = {
                 let (plan, states) = (&prepared.plan, &mut prepared.states);
                 let next = async {
                     let (batch, decoded) = queued.take()?;
+                    // The batch after it is taken and decoded on another worker while
+                    // this one is applied (it needs no state; always awaited, so none
+                    // of its messages is dropped).
+                    let after = go_on.then(|| {
+                        let intake = self.intake.clone();
+                        tokio::spawn(async move { intake.waiting_batch().await })
+                    });
                     let prepared = self
                         .apply_batch(decoded, Some(Carry { states, plan }))
                         .await
                         .ok();
-                    let after = if go_on {
-                        self.waiting_batch().await
-                    } else {
-                        Ok(None)
+                    let after = match after {
+                        Some(task) => task.await.unwrap_or_else(|e| {
+                            Err(Error::Config(format!("taking the next batch failed: {e}")))
+                        }),
+                        None => Ok(None),
                     };
                     Some((batch, prepared, after))
                 };
@@ -220,58 +228,6 @@ impl Processor {
         }
     }
 
-    /// The next batch, decoded, when a message is waiting in the consumer.
-    async fn waiting_batch(&self) -> Result<Option<(Vec<OwnedMessage>, Decoded)>> {
-        let first = match self.consumer.recv().now_or_never() {
-            None => return Ok(None),
-            Some(Ok(m)) => m.detach(),
-            Some(Err(e)) => {
-                consumer_error(e)?;
-                return Ok(None);
-            }
-        };
-        let batch = self.fill_batch(first).await?;
-        if batch.is_empty() {
-            return Ok(None);
-        }
-        let decoded = self.decode_batch(&batch).await?;
-        Ok(Some((batch, decoded)))
-    }
-
-    /// The event kind of an input topic's messages.
-    pub(super) fn kind_of(&self, msg: &OwnedMessage) -> Option<EventKind> {
-        self.cfg
-            .topics
-            .base(msg.topic())
-            .and_then(EventKind::for_topic)
-    }
-
-    pub(super) fn decode(
-        &self,
-        msg: &OwnedMessage,
-        ctx: &ValidationContext,
-    ) -> std::result::Result<Event, (String, String)> {
-        let kind = self.kind_of(msg).ok_or_else(|| {
-            (
-                "unknown_topic".to_owned(),
-                format!("no event kind for topic {}", msg.topic()),
-            )
-        })?;
-        let bytes = msg.payload().unwrap_or_default();
-        let result = if avro::is_framed(bytes) {
-            self.codec.decode(kind, bytes, ctx)
-        } else {
-            json::decode(kind, bytes, ctx)
-        };
-        result.map_err(|e| {
-            let message = match e.field_errors() {
-                Some(errs) => serde_json::to_string(errs).unwrap_or_else(|_| e.to_string()),
-                None => e.to_string(),
-            };
-            (e.reason().to_owned(), message)
-        })
-    }
-
     /// Processes `batch` from start to end: prepared, saved, committed.
     pub(super) async fn process_batch(&self, batch: &[OwnedMessage]) -> Result<()> {
         let prepared = self.prepare_batch(batch, None).await?;
@@ -286,82 +242,8 @@ impl Processor {
         batch: &[OwnedMessage],
         carry: Option<Carry<'_>>,
     ) -> Result<Prepared> {
-        let decoded = self.decode_batch(batch).await?;
+        let decoded = self.intake.decode_batch(batch).await?;
         self.apply_batch(decoded, carry).await
-    }
-
-    /// Decodes `batch`: its events and erasures, its invalid messages, the offsets it
-    /// moves each partition to.
-    pub(super) async fn decode_batch(&self, batch: &[OwnedMessage]) -> Result<Decoded> {
-        let ctx = ValidationContext::now();
-        let mut inputs: Vec<Input> = Vec::with_capacity(batch.len());
-        let mut dead: Vec<DeadLetter> = Vec::new();
-        let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
-        for msg in batch {
-            let e = next_offsets
-                .entry((msg.topic().to_owned(), msg.partition()))
-                .or_insert(0);
-            *e = (*e).max(msg.offset() + 1);
-            if let Some(at) = kafka::erasure_at(msg) {
-                match (msg.key().map(std::str::from_utf8), self.kind_of(msg)) {
-                    (Some(Ok(customer)), Some(kind)) if !customer.is_empty() => {
-                        inputs.push(Input {
-                            pos: SourcePos {
-                                topic: kind_index(kind),
-                                partition: msg.partition(),
-                                offset: msg.offset(),
-                            },
-                            op: Op::Erase {
-                                customer: customer.to_owned(),
-                                at,
-                            },
-                            produced_ms: msg.timestamp().to_millis(),
-                            trace: traced(msg),
-                        });
-                    }
-                    _ => dead.push(DeadLetter {
-                        msg: msg.clone(),
-                        reason: "invalid_erasure".into(),
-                        message: "an erasure request needs a customer id as its key".into(),
-                    }),
-                }
-                continue;
-            }
-            let mut decoded = self.decode(msg, &ctx);
-            if let Err((reason, _)) = &decoded {
-                if reason == "unknown_schema" {
-                    // Another process may have registered it: catch up once and retry.
-                    self.registry.reload().await?;
-                    decoded = self.decode(msg, &ctx);
-                }
-            }
-            match decoded {
-                Ok(event) => {
-                    self.cfg.clock.observe(event.occurred_at());
-                    inputs.push(Input {
-                        pos: SourcePos {
-                            topic: kind_index(event.kind()),
-                            partition: msg.partition(),
-                            offset: msg.offset(),
-                        },
-                        op: Op::Apply(event),
-                        produced_ms: msg.timestamp().to_millis(),
-                        trace: traced(msg),
-                    });
-                }
-                Err((reason, message)) => dead.push(DeadLetter {
-                    msg: msg.clone(),
-                    reason,
-                    message,
-                }),
-            }
-        }
-
-        Ok(Decoded {
-            inputs,
-            dead,
-            next_offsets,
-        })
     }
 
     /// Applies a decoded batch to the states of its customers, scores them and encodes
@@ -685,6 +567,131 @@ impl Processor {
             .await
             .map_err(Error::Kafka)?;
         Ok(())
+    }
+}
+
+impl Intake {
+    /// The next batch, decoded, when a message is waiting in the consumer.
+    pub(super) async fn waiting_batch(&self) -> Result<Option<(Vec<OwnedMessage>, Decoded)>> {
+        let first = match self.consumer.recv().now_or_never() {
+            None => return Ok(None),
+            Some(Ok(m)) => m.detach(),
+            Some(Err(e)) => {
+                consumer_error(e)?;
+                return Ok(None);
+            }
+        };
+        let batch = self.fill_batch(first).await?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let decoded = self.decode_batch(&batch).await?;
+        Ok(Some((batch, decoded)))
+    }
+
+    /// The event kind of an input topic's messages.
+    pub(super) fn kind_of(&self, msg: &OwnedMessage) -> Option<EventKind> {
+        self.topics.base(msg.topic()).and_then(EventKind::for_topic)
+    }
+
+    pub(super) fn decode(
+        &self,
+        msg: &OwnedMessage,
+        ctx: &ValidationContext,
+    ) -> std::result::Result<Event, (String, String)> {
+        let kind = self.kind_of(msg).ok_or_else(|| {
+            (
+                "unknown_topic".to_owned(),
+                format!("no event kind for topic {}", msg.topic()),
+            )
+        })?;
+        let bytes = msg.payload().unwrap_or_default();
+        let result = if avro::is_framed(bytes) {
+            self.codec.decode(kind, bytes, ctx)
+        } else {
+            json::decode(kind, bytes, ctx)
+        };
+        result.map_err(|e| {
+            let message = match e.field_errors() {
+                Some(errs) => serde_json::to_string(errs).unwrap_or_else(|_| e.to_string()),
+                None => e.to_string(),
+            };
+            (e.reason().to_owned(), message)
+        })
+    }
+
+    /// Decodes `batch`: its events and erasures, its invalid messages, the offsets it
+    /// moves each partition to.
+    pub(super) async fn decode_batch(&self, batch: &[OwnedMessage]) -> Result<Decoded> {
+        let ctx = ValidationContext::now();
+        let mut inputs: Vec<Input> = Vec::with_capacity(batch.len());
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
+        for msg in batch {
+            let e = next_offsets
+                .entry((msg.topic().to_owned(), msg.partition()))
+                .or_insert(0);
+            *e = (*e).max(msg.offset() + 1);
+            if let Some(at) = kafka::erasure_at(msg) {
+                match (msg.key().map(std::str::from_utf8), self.kind_of(msg)) {
+                    (Some(Ok(customer)), Some(kind)) if !customer.is_empty() => {
+                        inputs.push(Input {
+                            pos: SourcePos {
+                                topic: kind_index(kind),
+                                partition: msg.partition(),
+                                offset: msg.offset(),
+                            },
+                            op: Op::Erase {
+                                customer: customer.to_owned(),
+                                at,
+                            },
+                            produced_ms: msg.timestamp().to_millis(),
+                            trace: traced(msg),
+                        });
+                    }
+                    _ => dead.push(DeadLetter {
+                        msg: msg.clone(),
+                        reason: "invalid_erasure".into(),
+                        message: "an erasure request needs a customer id as its key".into(),
+                    }),
+                }
+                continue;
+            }
+            let mut decoded = self.decode(msg, &ctx);
+            if let Err((reason, _)) = &decoded {
+                if reason == "unknown_schema" {
+                    // Another process may have registered it: catch up once and retry.
+                    self.registry.reload().await?;
+                    decoded = self.decode(msg, &ctx);
+                }
+            }
+            match decoded {
+                Ok(event) => {
+                    self.clock.observe(event.occurred_at());
+                    inputs.push(Input {
+                        pos: SourcePos {
+                            topic: kind_index(event.kind()),
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                        },
+                        op: Op::Apply(event),
+                        produced_ms: msg.timestamp().to_millis(),
+                        trace: traced(msg),
+                    });
+                }
+                Err((reason, message)) => dead.push(DeadLetter {
+                    msg: msg.clone(),
+                    reason,
+                    message,
+                }),
+            }
+        }
+
+        Ok(Decoded {
+            inputs,
+            dead,
+            next_offsets,
+        })
     }
 }
 

@@ -191,7 +191,8 @@ pub struct Processor {
     producer: FutureProducer,
     store: Store,
     registry: Arc<Registry>,
-    codec: AvroCodec,
+    /// Takes batches from `consumer` and decodes them (also on a task of its own).
+    intake: Arc<Intake>,
     metrics: Arc<Metrics>,
     hook: Option<Arc<dyn BatchHook>>,
     on_tick: Option<Arc<dyn Tick>>,
@@ -254,13 +255,22 @@ impl Processor {
             .await?
         };
         let progress = Arc::new(Progress::new(cfg.group_id.clone()));
+        let intake = Arc::new(Intake {
+            consumer: consumer.clone(),
+            codec,
+            registry: registry.clone(),
+            topics: cfg.topics.clone(),
+            clock: cfg.clock.clone(),
+            batch_max: cfg.batch_max,
+            batch_wait: cfg.batch_wait,
+        });
         let p = Self {
             cfg,
             consumer,
             producer,
             store,
             registry,
-            codec,
+            intake,
             metrics,
             hook: None,
             on_tick: None,
@@ -451,7 +461,7 @@ impl Processor {
             // Broker errors (a restarting broker, a lost connection) are reported here
             // while librdkafka reconnects by itself: only a fatal one stops the processor.
             let batch = match first {
-                Ok(m) => self.fill_batch(m.detach()).await?,
+                Ok(m) => self.intake.fill_batch(m.detach()).await?,
                 Err(e) => {
                     consumer_error(e)?;
                     continue;
@@ -484,14 +494,41 @@ impl Processor {
         Ok(())
     }
 
+    /// Copies the lag of every input partition (owned here or not) from the group's
+    /// progress watcher into the metrics.
+    fn maybe_lag(&self, last: &mut Instant) {
+        if last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        *last = Instant::now();
+        if let Ok(mut m) = self.metrics.lag.lock() {
+            *m = self.progress.lags();
+        }
+    }
+}
+
+/// Where a processor's batches come from: takes them from the consumer and decodes
+/// them. Shared with the task that takes and decodes the next batch of a backlog while
+/// the one before is applied.
+pub(super) struct Intake {
+    consumer: Arc<StreamConsumer<Rewind>>,
+    codec: AvroCodec,
+    registry: Arc<Registry>,
+    topics: Topics,
+    clock: Arc<Clock>,
+    batch_max: usize,
+    batch_wait: Duration,
+}
+
+impl Intake {
     /// A batch: `first` and the messages that follow it within the batch wait, up to the
     /// batch size. Messages of partitions this instance gave up while they were
     /// prefetched belong to their new owner, and what comes before a partition's
     /// committed offset (it started earlier, `Rewind`) was handled: both are left out.
-    async fn fill_batch(&self, first: OwnedMessage) -> Result<Vec<OwnedMessage>> {
+    pub(super) async fn fill_batch(&self, first: OwnedMessage) -> Result<Vec<OwnedMessage>> {
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + self.cfg.batch_wait;
-        while batch.len() < self.cfg.batch_max {
+        let deadline = tokio::time::Instant::now() + self.batch_wait;
+        while batch.len() < self.batch_max {
             // What the consumer holds already is taken without arming a timer for it.
             let next = match self.consumer.recv().now_or_never() {
                 Some(m) => Ok(m),
@@ -512,18 +549,6 @@ impl Processor {
                 && self.consumer.context().keep(m)
         });
         Ok(batch)
-    }
-
-    /// Copies the lag of every input partition (owned here or not) from the group's
-    /// progress watcher into the metrics.
-    fn maybe_lag(&self, last: &mut Instant) {
-        if last.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        *last = Instant::now();
-        if let Ok(mut m) = self.metrics.lag.lock() {
-            *m = self.progress.lags();
-        }
     }
 }
 
