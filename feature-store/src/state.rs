@@ -305,8 +305,11 @@ pub enum Applied {
 }
 
 impl CustomerState {
+    /// The state's stored bytes (postcard).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        let mut out = Vec::new();
+        self.encode_to(&mut out);
+        out
     }
 
     /// Encodes the state as [`CustomerState::encode`] does, appended to `out` (a buffer
@@ -814,6 +817,8 @@ mod tests {
         ));
         assert!(e.to_string().contains("--history-days"), "{e}");
         assert_eq!(CustomerState::decode(&s.encode()).unwrap(), s);
+        // The stored bytes are postcard's own encoding of the state.
+        assert_eq!(s.encode(), postcard::to_allocvec(&s).unwrap());
         // Encoded into a buffer that holds something already, the same bytes follow it.
         let mut buf = b"MSET k".to_vec();
         s.encode_to(&mut buf);

@@ -138,10 +138,10 @@ impl Processor {
     /// after it, in a pipeline that keeps this process and Redis busy at once: while
     /// Redis saves batch N, batch N+1 (read before that save, except the customers of
     /// batch N, whose states it takes from N) is applied and scored, and batch N+2 is
-    /// taken from the consumer and decoded on a task of its own (another core). A batch is saved only once the one before
-    /// it is confirmed. A batch whose save or commit failed is processed again from
-    /// Redis ([`Processor::process_until_done`]: retries, recovery) and the next one's
-    /// preparation dropped. False when shutdown came first.
+    /// taken from the consumer and decoded on a task of its own (another core). A batch
+    /// is saved only once the one before it is confirmed. A batch whose save or commit
+    /// failed is processed again from Redis ([`Processor::process_until_done`]: retries,
+    /// recovery) and the next one's preparation dropped. False when shutdown came first.
     pub(super) async fn process_backlog(
         &self,
         batch: Vec<OwnedMessage>,
@@ -590,11 +590,11 @@ impl Intake {
     }
 
     /// The event kind of an input topic's messages.
-    pub(super) fn kind_of(&self, msg: &OwnedMessage) -> Option<EventKind> {
+    fn kind_of(&self, msg: &OwnedMessage) -> Option<EventKind> {
         self.topics.base(msg.topic()).and_then(EventKind::for_topic)
     }
 
-    pub(super) fn decode(
+    fn decode(
         &self,
         msg: &OwnedMessage,
         ctx: &ValidationContext,
