@@ -6,8 +6,9 @@
 //! the topics is applied exactly once (the features equal a recomputation from the topics)
 //! and every scored customer reached the sink. Also: the broker killed mid-stream loses
 //! no acknowledged event; `scripts/stack.sh down && up` keeps records, committed offsets,
-//! schemas and connectors; `demo --fresh` after an unclean stop works; a consumer that
-//! stops moving while input waits makes `/readyz` say so.
+//! schemas and connectors; `demo --fresh` after an unclean stop works; Ctrl-C to
+//! `scripts/demo.sh`'s process group stops the demo cleanly and leaves the stack it
+//! started up; a consumer that stops moving while input waits makes `/readyz` say so.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -546,6 +547,103 @@ async fn demo_fresh_after_an_unclean_stop_works() {
     let (reference, seen) = env.recompute().await;
     assert!(seen.values().all(|n| *n == 1));
     let _processor = Running(env.command(&["process"], "process.log").spawn().unwrap());
+    env.assert_applied_exactly_once(&reference).await;
+}
+
+/// The README's demo stopped the way a terminal stops it: `bash scripts/demo.sh` as the
+/// foreground job of a shell (a process group of its own), Ctrl-C to the whole group. The
+/// script starts its own stack (a broker and Redis on free ports, as on a fresh machine);
+/// each life prints its summary with the events it applied and exits 0, the broker and
+/// Redis it started stay up (a Ctrl-C is for the demo, not for the stack), the same
+/// command again continues the pipeline, and afterwards every event on the topics is
+/// applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_to_the_readme_demo_stops_it_cleanly_and_it_continues() {
+    use std::os::unix::process::CommandExt;
+    let _turn = crate::HEAVY.lock().await;
+    let stack = PrivateStack::new();
+    let env = Env::on("restart-ctrlc-", &stack.brokers(), &stack.redis());
+    for life in 0..2 {
+        let log = env.dir.join(format!("demo-{life}.log"));
+        let mut demo = Command::new("bash");
+        demo.arg(custflow_tests::repo_root().join("scripts/demo.sh"))
+            .env("CUSTFLOW_DATA", &stack.data)
+            .env("CUSTFLOW_BROKER_PORT", stack.broker_port.to_string())
+            .env("CUSTFLOW_REDIS_PORT", stack.redis_port.to_string())
+            .env_remove("CUSTFLOW_BROKER_STORAGE")
+            .env_remove("CUSTFLOW_BROKERS")
+            .env_remove("CUSTFLOW_REDIS_URL")
+            .env("CUSTFLOW_TOPIC_PREFIX", &env.prefix)
+            .env("CUSTFLOW_HTTP_ADDR", &env.http)
+            .env("CUSTFLOW_SINK_URL", &env.sink)
+            .env("CUSTFLOW_LOG", "info,rdkafka=warn")
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut demo = Running(demo.spawn().unwrap());
+        let out = DemoOut::of(&mut demo.0);
+        assert!(
+            out.wait_for("Dashboard:", 300),
+            "life {life}: the demo did not start; see {}",
+            log.display()
+        );
+        custflow_tests::wait_until(Duration::from_secs(120), "events applied", || {
+            let moved = applied(&env.http) > 0;
+            async move { moved.then_some(()) }
+        })
+        .await;
+        // Ctrl-C: SIGINT to every process of the foreground job.
+        let group = format!("-{}", demo.pid());
+        let status = Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(exit) = demo.0.try_wait().unwrap() {
+                    break exit;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "life {life}: the demo did not stop within 60 s of Ctrl-C; see {}",
+                    log.display()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(exit.success(), "life {life}: {exit}; see {}", log.display());
+        let summary = text
+            .lines()
+            .find(|l| l.starts_with("custflow demo ran"))
+            .unwrap_or_else(|| panic!("life {life}: no summary; see {}", log.display()));
+        let applied_in_life: u64 = summary
+            .split(" applied to customer state")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no applied count in {summary:?}"));
+        assert!(applied_in_life > 0, "life {life}: {summary}");
+        if life > 0 {
+            assert!(
+                text.contains("continuing the existing pipeline"),
+                "life {life} did not continue the pipeline; see {}",
+                log.display()
+            );
+        }
+        for (what, port) in [("broker", stack.broker_port), ("Redis", stack.redis_port)] {
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                "life {life}: the {what} the script started went down with the demo's Ctrl-C"
+            );
+        }
+    }
+    // The live events of the last second are on the topics; the next start of the
+    // pipeline applies them.
+    let (reference, _) = env.recompute().await;
+    let _next = Running(env.command(&["run"], "run.log").spawn().unwrap());
     env.assert_applied_exactly_once(&reference).await;
 }
 
