@@ -94,14 +94,7 @@ impl Env {
     /// `custflow ARGS` in this deployment, its stderr to `log` in the working folder.
     fn command(&self, args: &[&str], log: &str) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_custflow"));
-        c.args(args)
-            .current_dir(&self.dir)
-            .env("CUSTFLOW_TOPIC_PREFIX", &self.prefix)
-            .env("CUSTFLOW_HTTP_ADDR", &self.http)
-            .env("CUSTFLOW_SINK_URL", &self.sink)
-            .env("CUSTFLOW_BROKERS", &self.brokers)
-            .env("CUSTFLOW_REDIS_URL", &self.redis)
-            .env("CUSTFLOW_LOG", "info,rdkafka=warn")
+        self.configure(c.args(args).current_dir(&self.dir))
             .stdout(Stdio::piped())
             .stderr(
                 std::fs::OpenOptions::new()
@@ -111,6 +104,17 @@ impl Env {
                     .unwrap(),
             );
         c
+    }
+
+    /// Gives `c` this deployment's configuration, through the environment as a user's
+    /// would be.
+    fn configure<'c>(&self, c: &'c mut Command) -> &'c mut Command {
+        c.env("CUSTFLOW_TOPIC_PREFIX", &self.prefix)
+            .env("CUSTFLOW_HTTP_ADDR", &self.http)
+            .env("CUSTFLOW_SINK_URL", &self.sink)
+            .env("CUSTFLOW_BROKERS", &self.brokers)
+            .env("CUSTFLOW_REDIS_URL", &self.redis)
+            .env("CUSTFLOW_LOG", "info,rdkafka=warn")
     }
 
     /// The deployment's topics read from the start to their ends, every input event
@@ -566,17 +570,8 @@ async fn ctrl_c_to_the_readme_demo_stops_it_cleanly_and_it_continues() {
     for life in 0..2 {
         let log = env.dir.join(format!("demo-{life}.log"));
         let mut demo = Command::new("bash");
-        demo.arg(custflow_tests::repo_root().join("scripts/demo.sh"))
-            .env("CUSTFLOW_DATA", &stack.data)
-            .env("CUSTFLOW_BROKER_PORT", stack.broker_port.to_string())
-            .env("CUSTFLOW_REDIS_PORT", stack.redis_port.to_string())
-            .env_remove("CUSTFLOW_BROKER_STORAGE")
-            .env_remove("CUSTFLOW_BROKERS")
-            .env_remove("CUSTFLOW_REDIS_URL")
-            .env("CUSTFLOW_TOPIC_PREFIX", &env.prefix)
-            .env("CUSTFLOW_HTTP_ADDR", &env.http)
-            .env("CUSTFLOW_SINK_URL", &env.sink)
-            .env("CUSTFLOW_LOG", "info,rdkafka=warn")
+        demo.arg(custflow_tests::repo_root().join("scripts/demo.sh"));
+        env.configure(stack.configure(&mut demo))
             .process_group(0)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -599,20 +594,15 @@ async fn ctrl_c_to_the_readme_demo_stops_it_cleanly_and_it_continues() {
             .status()
             .unwrap();
         assert!(status.success());
-        let exit = {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Some(exit) = demo.0.try_wait().unwrap() {
-                    break exit;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "life {life}: the demo did not stop within 60 s of Ctrl-C; see {}",
-                    log.display()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
+        let what = format!(
+            "life {life}: the demo stopping after Ctrl-C (see {})",
+            log.display()
+        );
+        let exit = custflow_tests::wait_until(Duration::from_secs(60), &what, || {
+            let exit = demo.0.try_wait().unwrap();
+            async move { exit }
+        })
+        .await;
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(exit.success(), "life {life}: {exit}; see {}", log.display());
         let summary = text
@@ -666,14 +656,20 @@ impl PrivateStack {
         }
     }
 
-    fn script(&self, what: &str) {
-        let out = Command::new("bash")
-            .arg(custflow_tests::repo_root().join("scripts/stack.sh"))
-            .arg(what)
-            .env("CUSTFLOW_DATA", &self.data)
+    /// Points a project script run by `c` at this stack (the default durable storage):
+    /// it starts or finds the stack there.
+    fn configure<'c>(&self, c: &'c mut Command) -> &'c mut Command {
+        c.env("CUSTFLOW_DATA", &self.data)
             .env("CUSTFLOW_BROKER_PORT", self.broker_port.to_string())
             .env("CUSTFLOW_REDIS_PORT", self.redis_port.to_string())
             .env_remove("CUSTFLOW_BROKER_STORAGE")
+    }
+
+    fn script(&self, what: &str) {
+        let mut c = Command::new("bash");
+        let out = self
+            .configure(c.arg(custflow_tests::repo_root().join("scripts/stack.sh")))
+            .arg(what)
             .env_remove("CUSTFLOW_TOPIC_PREFIX")
             .output()
             .unwrap();
@@ -711,12 +707,10 @@ impl PrivateStack {
 
 impl Drop for PrivateStack {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(custflow_tests::repo_root().join("scripts/stack.sh"))
+        let mut c = Command::new("bash");
+        let _ = self
+            .configure(c.arg(custflow_tests::repo_root().join("scripts/stack.sh")))
             .arg("down")
-            .env("CUSTFLOW_DATA", &self.data)
-            .env("CUSTFLOW_BROKER_PORT", self.broker_port.to_string())
-            .env("CUSTFLOW_REDIS_PORT", self.redis_port.to_string())
             .output();
         let _ = std::fs::remove_dir_all(&self.data);
     }
