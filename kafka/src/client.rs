@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, ToBytes};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
@@ -96,18 +96,32 @@ pub fn is_fenced(e: &KafkaError) -> bool {
     )
 }
 
-/// Queues every record at once and waits for each acknowledgement, in order: one
-/// oneshot per record, where a `join_all` of [`FutureProducer::send`] futures polled each
-/// of them in a set on every wake-up (a rescoring slice produces 5,000). A full local
-/// queue waits for room, as `send` does, for up to `queue_timeout` per record; the first
-/// error (queueing or delivery) is returned. The records come collected: an iterator's
-/// closures held across the waits would tie the future to their lifetimes and keep it
-/// from being sent to another task.
+/// Queues every record at once and waits for each acknowledgement, in order
+/// ([`send_all`], then [`delivered`]).
 pub async fn produce_all<'a, K, P>(
     producer: &FutureProducer,
     records: Vec<FutureRecord<'a, K, P>>,
     queue_timeout: Duration,
 ) -> Result<(), KafkaError>
+where
+    K: ToBytes + ?Sized + 'a,
+    P: ToBytes + ?Sized + 'a,
+{
+    delivered(send_all(producer, records, queue_timeout).await?).await
+}
+
+/// Queues every record at once and returns their acknowledgements to wait for
+/// ([`delivered`]): one oneshot per record, where a `join_all` of
+/// [`FutureProducer::send`] futures polled each of them in a set on every wake-up (a
+/// rescoring slice produces 5,000). A full local queue waits for room, as `send` does,
+/// for up to `queue_timeout` per record; a queueing error is returned at once. The
+/// records come collected: an iterator's closures held across the waits would tie the
+/// future to their lifetimes and keep it from being sent to another task.
+pub async fn send_all<'a, K, P>(
+    producer: &FutureProducer,
+    records: Vec<FutureRecord<'a, K, P>>,
+    queue_timeout: Duration,
+) -> Result<Vec<DeliveryFuture>, KafkaError>
 where
     K: ToBytes + ?Sized + 'a,
     P: ToBytes + ?Sized + 'a,
@@ -131,6 +145,12 @@ where
             }
         }
     }
+    Ok(acks)
+}
+
+/// Waits for every acknowledgement of [`send_all`]'s records, in order; the first
+/// delivery error is returned.
+pub async fn delivered(acks: Vec<DeliveryFuture>) -> Result<(), KafkaError> {
     for ack in acks {
         match ack.await {
             Ok(Ok(_)) => {}

@@ -21,7 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::runtime::{BatchHook, BoxFuture, Changed, CounterDeltas, Rescore};
+use crate::runtime::{BatchHook, BoxFuture, Changed, CounterDeltas, Rescore, Scored};
 
 pub use custflow_feature_store::model::ModelHandle;
 
@@ -172,9 +172,9 @@ impl Scorer {
         &self.model
     }
 
-    async fn score(&self, changed: &mut [Changed<'_>], as_of: i64) -> Result<CounterDeltas> {
+    async fn score(&self, changed: &mut [Changed<'_>], as_of: i64) -> Result<Scored> {
         let Some(model) = self.model.current() else {
-            return Ok(Vec::new());
+            return Ok(Scored::counts(Vec::new()));
         };
         let mut counts: CounterDeltas = Vec::new();
         // (customer, record, trace headers of the event that caused it)
@@ -269,13 +269,21 @@ impl Scorer {
                     .map(|k| FutureRecord::<String, Vec<u8>>::to(&score_topic).key(k)),
             )
             .collect();
-        kafka::produce_all(&self.producer, records, Duration::from_secs(30))
+        let acks = kafka::send_all(&self.producer, records, Duration::from_secs(30))
             .await
             .map_err(Error::Kafka)?;
-        Metrics::add(&self.metrics.scores_emitted, scores.len() as u64);
-        Metrics::add(&self.metrics.segment_changes, changes.len() as u64);
-        Metrics::add(&self.metrics.tombstones, tombstones.len() as u64);
-        Ok(counts)
+        let metrics = self.metrics.clone();
+        let sent = [scores.len(), changes.len(), tombstones.len()].map(|n| n as u64);
+        Ok(Scored {
+            counts,
+            delivered: Box::pin(async move {
+                kafka::delivered(acks).await.map_err(Error::Kafka)?;
+                Metrics::add(&metrics.scores_emitted, sent[0]);
+                Metrics::add(&metrics.segment_changes, sent[1]);
+                Metrics::add(&metrics.tombstones, sent[2]);
+                Ok(())
+            }),
+        })
     }
 }
 
@@ -284,7 +292,7 @@ impl BatchHook for Scorer {
         &'a self,
         changed: &'a mut [Changed<'a>],
         as_of: i64,
-    ) -> BoxFuture<'a, Result<CounterDeltas>> {
+    ) -> BoxFuture<'a, Result<Scored>> {
         Box::pin(self.score(changed, as_of))
     }
 }

@@ -16,7 +16,7 @@ use custflow_kafka::admin::client_config;
 use custflow_kafka::client as kafka;
 use custflow_models::artefact::ModelArtefact;
 use custflow_processors::metrics::Metrics;
-use custflow_processors::runtime::{BatchHook, BoxFuture, Changed, CounterDeltas, Rescore, Tick};
+use custflow_processors::runtime::{BatchHook, BoxFuture, Changed, Rescore, Scored, Tick};
 use custflow_processors::scoring::Scorer;
 use custflow_processors::store::Store;
 use custflow_processors::{Clock, Processor, ProcessorConfig};
@@ -84,10 +84,14 @@ async fn send_orders(
 
 /// The scorer, failing (retryably, as if Redis were away) every slice of a rescoring
 /// pass beyond the `slices` it may still score, so a test can stop a processor mid-pass
-/// at a known place.
+/// at a known place; and failing the delivery of the pass slice numbered `fail_delivery`
+/// (counted in `scored`) after the broker acknowledged its scores, as a lost
+/// acknowledgement would.
 struct Gated {
     scorer: Scorer,
     slices: Arc<AtomicU64>,
+    scored: Arc<AtomicU64>,
+    fail_delivery: Arc<AtomicU64>,
 }
 
 impl BatchHook for Gated {
@@ -95,7 +99,7 @@ impl BatchHook for Gated {
         &'a self,
         changed: &'a mut [Changed<'a>],
         as_of: i64,
-    ) -> BoxFuture<'a, custflow_processors::Result<CounterDeltas>> {
+    ) -> BoxFuture<'a, custflow_processors::Result<Scored>> {
         let slice = changed.iter().any(|c| c.cause == Rescore::NewModel);
         let open = || {
             self.slices
@@ -105,7 +109,21 @@ impl BatchHook for Gated {
         if slice && !open() {
             return Box::pin(async { Err(custflow_processors::Error::Conflict(Vec::new())) });
         }
-        self.scorer.on_batch(changed, as_of)
+        let fail = slice
+            && self.scored.fetch_add(1, Ordering::SeqCst) + 1
+                == self.fail_delivery.load(Ordering::SeqCst);
+        let scored = self.scorer.on_batch(changed, as_of);
+        Box::pin(async move {
+            let mut scored = scored.await?;
+            if fail {
+                let delivered = scored.delivered;
+                scored.delivered = Box::pin(async move {
+                    delivered.await?;
+                    Err(custflow_processors::Error::Conflict(Vec::new()))
+                });
+            }
+            Ok(scored)
+        })
     }
 }
 
@@ -114,6 +132,10 @@ struct Running {
     metrics: Arc<Metrics>,
     /// Pass slices it may still score (no limit unless a test sets one).
     slices: Arc<AtomicU64>,
+    /// Pass slices scored so far, and the one whose delivery fails (none unless a test
+    /// sets one).
+    scored: Arc<AtomicU64>,
+    fail_delivery: Arc<AtomicU64>,
     stop: tokio::sync::watch::Sender<bool>,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -148,9 +170,13 @@ impl Running {
             out_ids,
         );
         let slices = Arc::new(AtomicU64::new(u64::MAX));
+        let scored = Arc::new(AtomicU64::new(0));
+        let fail_delivery = Arc::new(AtomicU64::new(0));
         let gated = Gated {
             scorer,
             slices: slices.clone(),
+            scored: scored.clone(),
+            fail_delivery: fail_delivery.clone(),
         };
         let p = p.with_hook(Arc::new(gated)).with_tick(switch.clone());
         let (stop, rx) = tokio::sync::watch::channel(false);
@@ -158,6 +184,8 @@ impl Running {
         Self {
             metrics,
             slices,
+            scored,
+            fail_delivery,
             stop,
             handle,
         }
@@ -224,11 +252,20 @@ async fn scores(
 
 /// Each customer's latest score; per customer, versions only grow.
 fn latest(scores: &[(CustomerScore, Option<i64>, Option<i64>)]) -> HashMap<String, CustomerScore> {
+    latest_with(scores, false)
+}
+
+/// Each customer's latest score; per customer, versions only grow, or repeat where
+/// `repeats` (a score sent again after a failure).
+fn latest_with(
+    scores: &[(CustomerScore, Option<i64>, Option<i64>)],
+    repeats: bool,
+) -> HashMap<String, CustomerScore> {
     let mut latest: HashMap<String, CustomerScore> = HashMap::new();
     for (s, _, _) in scores {
         if let Some(prev) = latest.get(&s.customer_id) {
             assert!(
-                s.version > prev.version,
+                s.version > prev.version || (repeats && s.version == prev.version),
                 "{}: version {} after {}",
                 s.customer_id,
                 s.version,
@@ -449,6 +486,56 @@ async fn a_restarted_processor_resumes_the_rescoring_pass() {
     assert_eq!(latest.len(), 410, "every customer has a score");
     let stale = stale(&latest, "model-b");
     assert!(stale.is_empty(), "still scored by the old model: {stale:?}");
+}
+
+/// Slices of a pass overlap (the next one is read, scored and sent while the last is
+/// acknowledged and saved): when a slice's acknowledgements fail, neither it nor the
+/// slice scored after it is saved, and both are done again: the pass rescores every
+/// customer once in effect (no slice skipped, none saved twice), and the scores sent
+/// before the failure come again with the same version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_whose_delivery_failed_is_rescored_with_the_one_after_it() {
+    let (brokers, names, registry) = deployment("champ-redo-").await;
+    let switch = switch("model-a");
+    // Forty customers a slice: the 400 customers take ten slices.
+    let p = Running::start(&brokers, &names, &registry, &switch, 40).await;
+    let producer: FutureProducer = client_config(&brokers).create().unwrap();
+    send_orders(&producer, &names.name(topics::ORDERS), 0..400, 0).await;
+    p.wait("400 scores and model-a's pass", |m| {
+        Metrics::get(&m.applied) >= 400 && Metrics::get(&m.model_passes_done) == 1
+    })
+    .await;
+    let before = Metrics::get(&p.metrics.model_rescored);
+    // The third slice of model-b's pass loses its acknowledgements.
+    let third = p.scored.load(Ordering::SeqCst) + 3;
+    p.fail_delivery.store(third, Ordering::SeqCst);
+    *switch.next.lock().unwrap() = Some(artefact("model-b"));
+    p.wait("model-b's pass", |m| {
+        Metrics::get(&m.model_passes_done) == 2
+    })
+    .await;
+    // At least ten slices of forty, and the failed one and the one after it again.
+    let slices = p.scored.load(Ordering::SeqCst) - (third - 3);
+    assert!(slices >= 12, "{slices} slices scored by model-b's pass");
+    let m = p.stop().await;
+    assert_eq!(
+        Metrics::get(&m.model_rescored) - before,
+        400,
+        "customers saved as rescored by model-b's pass"
+    );
+
+    let all = scores(&brokers, &names, Metrics::get(&m.scores_emitted)).await;
+    let latest = latest_with(&all, true);
+    assert_eq!(latest.len(), 400);
+    let stale = stale(&latest, "model-b");
+    assert!(stale.is_empty(), "skipped by model-b's pass: {stale:?}");
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for (s, _, _) in all.iter().filter(|(s, _, _)| s.model_version == "model-b") {
+        *per.entry(s.customer_id.as_str()).or_default() += 1;
+    }
+    let again = per.values().filter(|n| **n > 1).count();
+    // The failed slice's forty customers at least were sent twice.
+    assert!(again >= 40, "{again} customers scored twice by model-b");
 }
 
 /// The clock sweep, as it takes its turns between batches: when the event clock passes

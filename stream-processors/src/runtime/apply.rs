@@ -397,7 +397,7 @@ impl Processor {
             .clock
             .now()
             .unwrap_or_else(custflow_schemas::time::now_ms);
-        let plan = self
+        let (plan, delivered) = self
             .score_and_plan(
                 &mut states,
                 &changed,
@@ -410,6 +410,7 @@ impl Processor {
                 &guard,
             )
             .await?;
+        delivered.await?;
         Ok(Prepared {
             plan,
             dead,
@@ -481,15 +482,18 @@ impl Processor {
         rollups: &BTreeMap<i32, Rollups<'_>>,
         guard: &Guard,
     ) -> Result<()> {
-        let plan = self
+        let (plan, delivered) = self
             .score_and_plan(states, changed, scoring, rollups, guard)
             .await?;
+        delivered.await?;
         self.save(&plan).await
     }
 
     /// Runs the hook (scoring) on the changed customers, then encodes the writes of
     /// their states, index entries, the batch's sales rollups and the pass cursors it
-    /// moves, saved in one transaction.
+    /// moves, saved in one transaction, while the broker acknowledges what the hook
+    /// produced: the plan, and the wait for those acknowledgements, which comes before
+    /// the save.
     pub(super) async fn score_and_plan(
         &self,
         states: &mut HashMap<String, CustomerState>,
@@ -501,8 +505,8 @@ impl Processor {
         }: Scoring<'_>,
         rollups: &BTreeMap<i32, Rollups<'_>>,
         guard: &Guard,
-    ) -> Result<SavePlan> {
-        let mut counts = Vec::new();
+    ) -> Result<(SavePlan, Delivery)> {
+        let mut scored = Scored::counts(Vec::new());
         if let Some(hook) = &self.hook {
             let touched: HashMap<&str, &Touched<'_>> =
                 changed.iter().map(|t| (t.customer, t)).collect();
@@ -520,7 +524,7 @@ impl Processor {
                     })
                 })
                 .collect();
-            counts = hook.on_batch(&mut list, as_of).await?;
+            scored = hook.on_batch(&mut list, as_of).await?;
         }
         let writes: Vec<Write<'_>> = changed
             .iter()
@@ -533,9 +537,10 @@ impl Processor {
                 })
             })
             .collect();
-        Ok(self
+        let plan = self
             .store
-            .plan_save(&writes, &counts, rollups, guard, passes))
+            .plan_save(&writes, &scored.counts, rollups, guard, passes);
+        Ok((plan, scored.delivered))
     }
 
     /// Produces dead letters and waits for the broker's acknowledgement of each.

@@ -41,6 +41,7 @@ use crate::store::{Guard, PartitionState, SavePlan, Store, Write};
 mod apply;
 mod recovery;
 mod rescoring;
+use rescoring::InFlight;
 
 use apply::distinct;
 
@@ -168,15 +169,40 @@ pub enum Rescore {
 
 /// Work done for each batch after events were applied and before the states are saved
 /// and offsets committed (scoring; it may update the states). It returns changes to the
-/// segment counters, saved with the states. An error fails the batch: nothing is saved
-/// or committed, and it is retried.
+/// segment counters, saved with the states, and the acknowledgements of what it
+/// produced, which the batch waits for before it is saved. An error (of either) fails
+/// the batch: nothing is saved or committed, and it is retried.
 pub trait BatchHook: Send + Sync {
     fn on_batch<'a>(
         &'a self,
         changed: &'a mut [Changed<'a>],
         as_of: i64,
-    ) -> BoxFuture<'a, Result<CounterDeltas>>;
+    ) -> BoxFuture<'a, Result<Scored>>;
 }
+
+/// What a [`BatchHook`] did with a batch.
+pub struct Scored {
+    /// Changes to the segment counters, saved with the states.
+    pub counts: CounterDeltas,
+    /// The broker's acknowledgements of the records the hook produced: the states are
+    /// saved only once they are in (a crash in between produces the records again when
+    /// the batch is redone, so none is lost). A pass's slice waits for them while the
+    /// next slice is read and scored.
+    pub delivered: Delivery,
+}
+
+impl Scored {
+    /// Counter changes with nothing produced.
+    pub fn counts(counts: CounterDeltas) -> Self {
+        Self {
+            counts,
+            delivered: Box::pin(async { Ok(()) }),
+        }
+    }
+}
+
+/// A wait for the broker's acknowledgements ([`Scored::delivered`]).
+pub type Delivery = BoxFuture<'static, Result<()>>;
 
 /// Changes to the segment counters: (input partition of the customer, field, delta).
 pub type CounterDeltas = Vec<(i32, String, i64)>;
@@ -350,6 +376,9 @@ impl Processor {
         // and whether one is running.
         let mut passes: HashMap<i32, PassCursor> = HashMap::new();
         let mut passing = false;
+        // The last slice of a pass, not saved yet: the next slice is read and scored
+        // while it is; anything else first waits for its save (`settle`).
+        let mut in_flight: Option<InFlight> = None;
         // Owned partitions whose clock sweep is due, swept one per turn between batches.
         let mut sweeps_due: VecDeque<i32> = VecDeque::new();
         let (mut slice_end, mut slice_took) = (Instant::now(), Duration::ZERO);
@@ -363,6 +392,9 @@ impl Processor {
             // This instance's share of the partitions changed (an instance joined, left
             // or was killed and its lease ran out): take the new ones from their
             // committed offsets, drop the others, and check the new ones' state at once.
+            if assignment.has_changed() {
+                self.settle(&mut passes, &mut in_flight).await?;
+            }
             if tolerate(
                 assignment.apply(&self.consumer).await.map_err(Error::from),
                 "taking this instance's partitions",
@@ -378,6 +410,8 @@ impl Processor {
             }
             if last_sweep.elapsed() >= self.cfg.sweep_every {
                 last_sweep = Instant::now();
+                // A new model restarts the passes' cursors: the slice in flight first.
+                self.settle(&mut passes, &mut in_flight).await?;
                 if let Some(refresh) = &self.on_tick {
                     if let Some(Some(model)) =
                         tolerate(refresh.tick().await, "refreshing the model")?
@@ -421,6 +455,7 @@ impl Processor {
             if background && (waiting.is_none() || (fresh && slice_end.elapsed() >= slice_took)) {
                 let started = Instant::now();
                 let done = if let Some(p) = sweeps_due.pop_front() {
+                    self.settle(&mut passes, &mut in_flight).await?;
                     // No decay rotation where a pass runs: the pass rescores everyone.
                     let rotate = if passes.get(&p).is_some_and(|c| !c.done) {
                         0
@@ -429,7 +464,10 @@ impl Processor {
                     };
                     tolerate(self.sweep_partition(p, rotate).await, "sweeping")?.is_some()
                 } else {
-                    let slice = tolerate(self.rescore_slice(&mut passes).await, "rescoring")?;
+                    let slice = tolerate(
+                        self.rescore_slice(&mut passes, &mut in_flight).await,
+                        "rescoring",
+                    )?;
                     self.count_rollouts(&passes);
                     if slice == Some(true) {
                         passing = false;
@@ -470,6 +508,7 @@ impl Processor {
             if batch.is_empty() {
                 continue;
             }
+            self.settle(&mut passes, &mut in_flight).await?;
             // A backlog is worked through batch after batch until the next sweep or
             // state check is due; background work takes its turns batch by batch.
             let until = if background {
@@ -486,11 +525,26 @@ impl Processor {
             tolerate(self.check_rebuilt().await, "checking the rebuild")?;
             self.maybe_lag(&mut last_lag);
         }
+        self.settle(&mut passes, &mut in_flight).await?;
         // Offsets of finished batches were committed asynchronously; flush them now.
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit had nothing to commit");
         }
         assignment.finish().await;
+        Ok(())
+    }
+
+    /// Saves the slice of a pass in flight, if any ([`Processor::rescore_slice`]); a
+    /// failed one is read again by the next slice (the cursors did not move).
+    async fn settle(
+        &self,
+        passes: &mut HashMap<i32, PassCursor>,
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<()> {
+        if in_flight.is_some() {
+            tolerate(self.settle_slice(passes, in_flight).await, "rescoring")?;
+            self.count_rollouts(passes);
+        }
         Ok(())
     }
 
